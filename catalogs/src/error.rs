@@ -1,0 +1,28 @@
+//! The error type of this crate.
+
+use datafusion::error::DataFusionError;
+
+/// Errors raised while defining or listing video tables.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The table's location does not exist or cannot be read.
+    #[error("location '{location}' {reason}")]
+    Location {
+        /// The location as the user wrote it.
+        location: String,
+        /// What is wrong with it, and what to do.
+        reason: String,
+    },
+    /// An option in `OPTIONS (...)` or `SET video.*` is unknown or has a bad value.
+    #[error("{0}")]
+    Option(String),
+    /// The media layer refused the location.
+    #[error(transparent)]
+    Media(#[from] framefusion_udfs::UdfError),
+}
+
+impl From<CatalogError> for DataFusionError {
+    fn from(e: CatalogError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}

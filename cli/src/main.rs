@@ -1,0 +1,93 @@
+//! The `framefusion` command-line tool.
+//!
+//! ```text
+//! framefusion sql "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '/data/videos'; SELECT * FROM v"
+//! framefusion sql -f job.sql --format parquet --output probe.parquet
+//! ```
+//!
+//! Errors are one line on stderr (`error: ...`) and exit status 1; the tool never prints
+//! a panic message or a backtrace.
+
+mod output;
+mod sql;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// framefusion: curate video corpora with SQL.
+#[derive(Debug, Parser)]
+#[command(name = "framefusion", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run SQL statements on the embedded engine.
+    Sql(sql::SqlArgs),
+}
+
+/// A failure of the tool, printed as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// An engine error (planning, execution, bad input).
+    #[error("{}", framefusion_engine::user_message(.0))]
+    Engine(#[from] datafusion::error::DataFusionError),
+    /// Bad command-line usage.
+    #[error("{0}")]
+    Usage(String),
+    /// Reading input or writing output failed.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being read or written.
+        context: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn main() -> ExitCode {
+    // A bug must still be one line, not a panic message with a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let location = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "error: internal error: {payload}{location} (this is a framefusion bug; please report it)"
+        );
+    }));
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Sql(args) => sql::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

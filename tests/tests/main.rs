@@ -1,0 +1,6 @@
+//! framefusion integration tests: one binary, one module per area.
+
+mod bad_input;
+mod cli;
+mod probe;
+mod slt;

@@ -1,0 +1,29 @@
+//! The sqllogictest conformance suite (`sql/slt/*.slt`) on the embedded engine.
+
+use std::path::PathBuf;
+
+use framefusion_tests::{corpus_dir, slt};
+
+fn slt_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../sql/slt");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "slt"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files in {}", dir.display());
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_embedded() {
+    let corpus = corpus_dir();
+    let mut failures = Vec::new();
+    for file in slt_files() {
+        if let Err(e) = slt::run_file(&file, &corpus, framefusion_engine::new_context).await {
+            failures.push(format!("{}:\n{e}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}

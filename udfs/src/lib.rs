@@ -1,0 +1,39 @@
+//! # framefusion-udfs
+//!
+//! Media primitives over ffmpeg (through `video-rs` and the `ffmpeg-next` bindings it
+//! re-exports) and the video operators built on them, exposed as DataFusion UDFs.
+//!
+//! - [`media`]: probing (container and stream facts, as `ffprobe` reports them), and,
+//!   as later operators land, decoding, sampling, seeking and encoding.
+//! - [`probe_udf`]: the `probe(path)` scalar function.
+//! - [`register_all`]: registers every UDF of this crate on a DataFusion function
+//!   registry, the one entry point the engine (embedded or on Ballista) calls.
+//!
+//! CPU-heavy work (opening containers, decoding) never runs on async I/O threads: callers
+//! run it on blocking threads, and every function here is synchronous.
+
+pub mod blocking;
+pub mod error;
+pub mod media;
+pub mod probe_udf;
+
+use std::sync::Arc;
+
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::ScalarUDF;
+
+pub use error::UdfError;
+
+/// Every scalar UDF this crate provides, in registration order.
+pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
+    vec![Arc::new(ScalarUDF::from(probe_udf::ProbeUdf::new()))]
+}
+
+/// Registers every framefusion UDF on `registry` (a `SessionContext`, a `SessionState`,
+/// or a Ballista executor's function registry).
+pub fn register_all(registry: &mut dyn FunctionRegistry) -> datafusion::error::Result<()> {
+    for udf in scalar_udfs() {
+        registry.register_udf(udf)?;
+    }
+    Ok(())
+}
