@@ -7,7 +7,10 @@ use std::path::PathBuf;
 
 use clap::ValueEnum;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::util::pretty::pretty_format_batches_with_schema;
+use datafusion::arrow::util::display::FormatOptions;
+use datafusion::arrow::util::pretty::{
+    pretty_format_batches_with_options, pretty_format_batches_with_schema,
+};
 use datafusion::arrow::{csv, json};
 use datafusion::dataframe::DataFrame;
 use futures::StreamExt;
@@ -79,8 +82,13 @@ pub async fn write(df: DataFrame, format: Format, sink: Sink) -> Result<(), CliE
                 batches.push(batch?);
             }
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let table =
-                pretty_format_batches_with_schema(schema, &batches).map_err(|e| write_err(&e))?;
+            let table = if batches.is_empty() {
+                pretty_format_batches_with_schema(schema, &batches).map(|t| t.to_string())
+            } else {
+                let options = FormatOptions::default().with_null("NULL");
+                pretty_format_batches_with_options(&batches, &options).map(|t| t.to_string())
+            }
+            .map_err(|e| write_err(&e))?;
             let mut out = out;
             writeln!(out, "{table}").map_err(io(format!("cannot write to {name}")))?;
             writeln!(out, "{rows} row{}", if rows == 1 { "" } else { "s" })

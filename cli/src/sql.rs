@@ -39,7 +39,8 @@ pub async fn run(args: SqlArgs) -> Result<(), CliError> {
             "--format parquet needs --output PATH".to_owned(),
         ));
     }
-    let ctx = framefusion_engine::new_context()?;
+    // Like datafusion-cli, a query may name a file directly: SELECT * FROM 'out.parquet'.
+    let ctx = framefusion_engine::new_context()?.enable_url_table();
     run_script(&ctx, &script, args.format, args.output).await
 }
 

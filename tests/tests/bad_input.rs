@@ -46,7 +46,6 @@ async fn rows_by_name(dir: &Path) -> BTreeMap<String, RecordBatch> {
     let batches = ctx
         .run_script("SELECT * FROM bad ORDER BY path")
         .await
-        .and_then(|df| Ok(df))
         .unwrap_or_else(|e| panic!("{e}"))
         .collect()
         .await
