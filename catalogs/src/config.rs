@@ -18,12 +18,14 @@ extensions_options! {
         /// Comma-separated file extensions a `VIDEO` table lists when its `OPTIONS` name
         /// none; `*` lists every file. Read when the table is created.
         pub extensions: String, default = DEFAULT_VIDEO_EXTENSIONS.to_owned()
-        /// Files per scan partition. 0 spreads the files evenly over
-        /// `datafusion.execution.target_partitions`; a small number (1 on a cluster) makes
-        /// many small tasks that keep every executor busy.
+        /// Files per scan partition (a partition is a task on a cluster). 0 (auto) groups
+        /// consecutive files into partitions of at most `video.partition_bytes` bytes, and
+        /// into at least `datafusion.execution.target_partitions` partitions when there are
+        /// enough files.
         pub files_per_partition: usize, default = 0
-        /// Files probed per output batch (smaller batches show progress sooner).
-        pub probe_batch_rows: usize, default = 16
+        /// Bytes of video per scan partition in auto mode (a larger file is a partition of
+        /// its own): bounded tasks keep every executor busy and make a lost task cheap.
+        pub partition_bytes: u64, default = 256 * 1024 * 1024
     }
 }
 

@@ -21,4 +21,4 @@ pub mod video;
 
 pub use config::VideoOptions;
 pub use error::CatalogError;
-pub use video::{VideoScanExec, VideoTable, VideoTableFactory};
+pub use video::{VideoFileSource, VideoTable, VideoTableFactory, video_scan};

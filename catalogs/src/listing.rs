@@ -15,7 +15,7 @@ use framefusion_udfs::media::source::{VideoSource, local_uri};
 use crate::CatalogError;
 
 /// One listed entry of a corpus.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListedFile {
     /// Full URI (`file:///...`).
     pub uri: String,

@@ -12,22 +12,27 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit}
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
 use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{Result, Statistics, internal_err, plan_err};
+use datafusion::common::{Result, Statistics, plan_err};
 use datafusion::datasource::TableType;
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{
+    FileGroup, FileOpenFuture, FileOpener, FileScanConfig, FileScanConfigBuilder, FileSource,
+};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{CreateExternalTable, Expr};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
-use datafusion::physical_plan::execution_plan::{
-    Boundedness, ChildrenPropertiesMode, EmissionType, ReplaceChildrenOptions,
-};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
-};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::projection::ProjectionExprs;
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
+use framefusion_udfs::error::retry_transient;
 use framefusion_udfs::media::probe::probe_path;
 use framefusion_udfs::media::source::VideoSource;
 use framefusion_udfs::probe_udf::{ProbeColumnsBuilder, probe_fields};
 use futures::StreamExt;
+use object_store::ObjectStore;
 
 use crate::CatalogError;
 use crate::config::VideoOptions;
@@ -79,6 +84,12 @@ impl VideoTable {
             listing::check_location(location)?;
         }
         Ok(Self { locations, filter })
+    }
+
+    /// A table from parts already checked when it was defined (for example a table
+    /// decoded on a cluster node, where the definition was checked by the client).
+    pub fn from_parts(locations: Vec<String>, filter: ExtensionFilter) -> Self {
+        Self { locations, filter }
     }
 
     /// The locations as written in the table definition.
@@ -135,38 +146,79 @@ impl TableProvider for VideoTable {
             .cloned()
             .unwrap_or_default();
         let target = state.config_options().execution.target_partitions.max(1);
-        let groups = partition_files(files, options.files_per_partition, target);
-        Ok(Arc::new(VideoScanExec::try_new(
-            groups,
-            projection.cloned(),
-            options.probe_batch_rows.max(1),
-        )?))
+        let rows = files.len();
+        let groups = partition_files(
+            files,
+            options.files_per_partition,
+            options.partition_bytes,
+            target,
+        );
+        Ok(video_scan(groups, projection.cloned(), rows)?)
     }
 }
 
-/// Splits the sorted files into contiguous groups: `per_partition` files each, or, with 0,
-/// evenly over `target` partitions. Always at least one (possibly empty) group.
+/// The scan plan of listed files: a `DataSourceExec` over a `FileScanConfig` whose file
+/// groups are `groups` (one partition each), producing `columns` of the videos schema.
+pub fn video_scan(
+    groups: Vec<Vec<ListedFile>>,
+    columns: Option<Vec<usize>>,
+    rows: usize,
+) -> Result<Arc<DataSourceExec>> {
+    let source = Arc::new(VideoFileSource::default());
+    let file_groups = groups
+        .into_iter()
+        .map(|g| FileGroup::new(g.into_iter().map(partitioned_file).collect()))
+        .collect();
+    let mut statistics = Statistics::new_unknown(&videos_schema());
+    statistics.num_rows = Precision::Exact(rows);
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+        .with_file_groups(file_groups)
+        .with_statistics(statistics)
+        .with_projection_indices(columns)?
+        .build();
+    Ok(DataSourceExec::from_data_source(config))
+}
+
+/// Splits the sorted files into contiguous groups, one per partition: `per_partition`
+/// files each; or, with 0, groups of at most `partition_bytes` bytes (a larger file alone)
+/// and at least `target` groups when there are enough files, balanced by bytes. Always at
+/// least one (possibly empty) group.
 pub fn partition_files(
     files: Vec<ListedFile>,
     per_partition: usize,
+    partition_bytes: u64,
     target: usize,
 ) -> Vec<Vec<ListedFile>> {
     if files.is_empty() {
         return vec![vec![]];
     }
     let n = files.len();
-    let groups = if per_partition > 0 {
-        n.div_ceil(per_partition)
-    } else {
-        target.min(n)
-    };
-    let mut out = Vec::with_capacity(groups);
-    let mut iter = files.into_iter();
-    for g in 0..groups {
-        // the first n % groups groups take one file more
-        let size = n / groups + usize::from(g < n % groups);
-        out.push(iter.by_ref().take(size).collect());
+    if per_partition > 0 {
+        let mut iter = files.into_iter();
+        return (0..n.div_ceil(per_partition))
+            .map(|_| iter.by_ref().take(per_partition).collect())
+            .collect();
     }
+    let sizes: Vec<u64> = files
+        .iter()
+        .map(|f| f.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0))
+        .collect();
+    let total: u64 = sizes.iter().sum();
+    let by_bytes = usize::try_from(total.div_ceil(partition_bytes.max(1))).unwrap_or(usize::MAX);
+    let groups = by_bytes.max(target).clamp(1, n);
+    // each file goes to the group its byte midpoint falls in; files without a size count
+    // as one byte so they still spread
+    let weights: Vec<u64> = sizes.iter().map(|&s| s.max(1)).collect();
+    let weight_total: u64 = weights.iter().sum();
+    let mut out: Vec<Vec<ListedFile>> = vec![Vec::new(); groups];
+    let mut before = 0u64;
+    for (file, w) in files.into_iter().zip(weights) {
+        let midpoint = u128::from(before) * 2 + u128::from(w);
+        let g = (midpoint * groups as u128 / (u128::from(weight_total) * 2)) as usize;
+        out[g.min(groups - 1)].push(file);
+        before += w;
+    }
+    out.retain(|g| !g.is_empty());
     out
 }
 
@@ -236,169 +288,170 @@ impl TableProviderFactory for VideoTableFactory {
     }
 }
 
-/// Scans listed video files: each partition probes its files in order, on blocking
-/// threads, and yields batches of `batch_rows` rows.
+/// The `VIDEO` file source: DataFusion's file scan machinery (`DataSourceExec` over a
+/// `FileScanConfig`) drives it, one file group per partition, files in order. Each file
+/// is probed on a blocking thread and becomes one row.
+///
+/// Being a `FileSource` is what lets Ballista restrict a stage to a task's partitions: its
+/// scheduler slices the `FileScanConfig`'s file groups, so every file is read by exactly
+/// one task.
 #[derive(Debug, Clone)]
-pub struct VideoScanExec {
-    groups: Vec<Vec<ListedFile>>,
-    projection: Option<Vec<usize>>,
-    batch_rows: usize,
-    schema: SchemaRef,
-    properties: Arc<PlanProperties>,
+pub struct VideoFileSource {
+    table_schema: TableSchema,
+    /// Plain column indices of the videos schema this source produces.
+    columns: Option<Vec<usize>>,
+    projection: Option<ProjectionExprs>,
+    metrics: ExecutionPlanMetricsSet,
 }
 
-impl VideoScanExec {
-    /// A scan of `groups` (one partition per group) with an optional projection of the
-    /// videos schema.
-    pub fn try_new(
-        groups: Vec<Vec<ListedFile>>,
-        projection: Option<Vec<usize>>,
-        batch_rows: usize,
-    ) -> Result<Self> {
-        let schema = match &projection {
-            Some(p) => Arc::new(videos_schema().project(p)?),
-            None => videos_schema(),
-        };
-        let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(groups.len().max(1)),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        ));
-        Ok(Self {
-            groups,
+impl Default for VideoFileSource {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl VideoFileSource {
+    /// A source producing the columns `columns` of the videos schema (all when `None`).
+    pub fn new(columns: Option<Vec<usize>>) -> Self {
+        let schema = videos_schema();
+        let projection = columns
+            .as_ref()
+            .map(|c| ProjectionExprs::from_indices(c, &schema));
+        Self {
+            table_schema: TableSchema::from(schema),
+            columns,
             projection,
-            batch_rows,
-            schema,
-            properties,
-        })
+            metrics: ExecutionPlanMetricsSet::new(),
+        }
     }
 
-    /// The files of each partition.
-    pub fn groups(&self) -> &[Vec<ListedFile>] {
-        &self.groups
-    }
-
-    /// The projection of the videos schema this scan produces.
-    pub fn projection(&self) -> Option<&[usize]> {
-        self.projection.as_deref()
-    }
-
-    /// Files probed per output batch.
-    pub fn batch_rows(&self) -> usize {
-        self.batch_rows
+    /// The columns of the videos schema this source produces (all when `None`).
+    pub fn columns(&self) -> Option<&[usize]> {
+        self.columns.as_deref()
     }
 
     fn needs_probe(&self) -> bool {
-        match &self.projection {
-            Some(p) => p.iter().any(|&i| i >= LISTING_COLUMNS),
-            None => true,
-        }
+        self.columns
+            .as_ref()
+            .is_none_or(|c| c.iter().any(|&i| i >= LISTING_COLUMNS))
     }
 }
 
-impl DisplayAs for VideoScanExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let files: usize = self.groups.iter().map(Vec::len).sum();
-        write!(
-            f,
-            "VideoScanExec: files={files}, partitions={}, probe={}",
-            self.groups.len(),
-            self.needs_probe()
-        )?;
-        if let Some(p) = &self.projection {
-            let names: Vec<_> = p
-                .iter()
-                .map(|&i| videos_schema().field(i).name().clone())
-                .collect();
-            write!(f, ", projection=[{}]", names.join(", "))?;
-        }
-        Ok(())
-    }
+/// The listing facts of a scanned file: the [`ListedFile`] attached to it at planning
+/// time, or what its object path says.
+pub fn listed_file(file: &PartitionedFile) -> ListedFile {
+    file.extension::<ListedFile>()
+        .cloned()
+        .unwrap_or_else(|| ListedFile {
+            uri: format!("file:///{}", file.object_meta.location),
+            size: i64::try_from(file.object_meta.size).ok(),
+            modified_us: Some(file.object_meta.last_modified.timestamp_micros()),
+            error: None,
+        })
 }
 
-impl ExecutionPlan for VideoScanExec {
-    fn name(&self) -> &'static str {
-        "VideoScanExec"
+/// The scan partition of one listed file.
+pub fn partitioned_file(file: ListedFile) -> PartitionedFile {
+    let location = file
+        .uri
+        .strip_prefix("file:///")
+        .unwrap_or(&file.uri)
+        .to_owned();
+    let size = file.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+    PartitionedFile::new(location, size).with_extension(file)
+}
+
+impl FileSource for VideoFileSource {
+    fn create_file_opener(
+        &self,
+        _object_store: Arc<dyn ObjectStore>,
+        _base_config: &FileScanConfig,
+        _partition: usize,
+    ) -> Result<Arc<dyn FileOpener>> {
+        Ok(Arc::new(VideoOpener {
+            columns: self.columns.clone(),
+            probe: self.needs_probe(),
+        }))
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
+    fn table_schema(&self) -> &TableSchema {
+        &self.table_schema
     }
 
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![]
+    fn with_batch_size(&self, _batch_size: usize) -> Arc<dyn FileSource> {
+        // one row per file: batch size does not apply
+        Arc::new(self.clone())
+    }
+
+    fn projection(&self) -> Option<&ProjectionExprs> {
+        self.projection.as_ref()
+    }
+
+    fn try_pushdown_projection(
+        &self,
+        projection: &ProjectionExprs,
+    ) -> Result<Option<Arc<dyn FileSource>>> {
+        // plain column selections only; anything else stays in a ProjectionExec above
+        let mut columns = Vec::new();
+        for expr in projection.iter() {
+            let Some(column) = expr.expr.downcast_ref::<Column>() else {
+                return Ok(None);
+            };
+            let index = match &self.columns {
+                Some(current) => match current.get(column.index()) {
+                    Some(&i) => i,
+                    None => return Ok(None),
+                },
+                None => column.index(),
+            };
+            columns.push(index);
+        }
+        Ok(Some(Arc::new(VideoFileSource::new(Some(columns)))))
+    }
+
+    fn metrics(&self) -> &ExecutionPlanMetricsSet {
+        &self.metrics
+    }
+
+    fn file_type(&self) -> &str {
+        "video"
+    }
+
+    fn fmt_extra(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, ", probe={}", self.needs_probe())
     }
 
     fn apply_expressions(
         &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        _options: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            internal_err!("VideoScanExec has no children")
+        match &self.projection {
+            Some(p) => datafusion::physical_plan::apply_expression_roots(p.iter(), f),
+            None => Ok(TreeNodeRecursion::Continue),
         }
     }
+}
 
-    #[allow(deprecated)]
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
+/// Opens one video file: probes it (when a probe column is asked for) on a blocking
+/// thread and yields its one row.
+struct VideoOpener {
+    columns: Option<Vec<usize>>,
+    probe: bool,
+}
 
-    fn execute(
-        &self,
-        partition: usize,
-        _context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let Some(files) = self.groups.get(partition).cloned() else {
-            return internal_err!(
-                "VideoScanExec: no partition {partition} (it has {})",
-                self.groups.len()
-            );
-        };
-        let chunks: Vec<Vec<ListedFile>> =
-            files.chunks(self.batch_rows).map(<[_]>::to_vec).collect();
-        let projection = self.projection.clone();
-        let probe = self.needs_probe();
-        let stream = futures::stream::iter(chunks).then(move |chunk| {
-            let projection = projection.clone();
-            async move {
-                tokio::task::spawn_blocking(move || {
-                    build_batch(&chunk, probe, projection.as_deref())
-                })
-                .await
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
-            }
-        });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            Arc::clone(&self.schema),
-            stream,
-        )))
-    }
-
-    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
-        let rows = match partition {
-            Some(p) => self.groups.get(p).map_or(0, Vec::len),
-            None => self.groups.iter().map(Vec::len).sum(),
-        };
-        let mut stats = Statistics::new_unknown(&self.schema);
-        stats.num_rows = Precision::Exact(rows);
-        Ok(Arc::new(stats))
+impl FileOpener for VideoOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let listed = listed_file(&file);
+        let columns = self.columns.clone();
+        let probe = self.probe;
+        Ok(Box::pin(async move {
+            let batch = tokio::task::spawn_blocking(move || {
+                build_batch(&[listed], probe, columns.as_deref())
+            })
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+            Ok(futures::stream::once(async { Ok(batch) }).boxed())
+        }))
     }
 }
 
@@ -421,7 +474,12 @@ fn build_batch(
             (Some(error), _) => probed.append_error(error),
             (None, false) => probed.append_null(),
             (None, true) => match VideoSource::parse(&file.uri) {
-                Ok(VideoSource::Local(local)) => probed.append(&probe_path(&local)),
+                Ok(VideoSource::Local(local)) => match retry_transient(|| probe_path(&local)) {
+                    // still failing after local retries: fail the task so the scheduler
+                    // retries it (a transient failure is not the file's fault)
+                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                    outcome => probed.append(&outcome),
+                },
                 Err(e) => probed.append_error(&e.to_string()),
             },
         }
@@ -447,32 +505,56 @@ fn build_batch(
 mod tests {
     use super::*;
 
-    fn files(n: usize) -> Vec<ListedFile> {
-        (0..n)
-            .map(|i| ListedFile {
-                uri: format!("file:///{i}.mp4"),
-                size: Some(1),
+    fn sized(sizes: &[i64]) -> Vec<ListedFile> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| ListedFile {
+                uri: format!("file:///{i:03}.mp4"),
+                size: Some(s),
                 modified_us: None,
                 error: None,
             })
             .collect()
     }
 
+    fn files(n: usize) -> Vec<ListedFile> {
+        sized(&vec![1; n])
+    }
+
     #[test]
     fn partitions_are_contiguous_and_balanced() {
         let sizes = |g: &Vec<Vec<ListedFile>>| g.iter().map(Vec::len).collect::<Vec<_>>();
-        assert_eq!(sizes(&partition_files(files(5), 0, 2)), [3, 2]);
-        assert_eq!(sizes(&partition_files(files(5), 0, 8)), [1, 1, 1, 1, 1]);
-        assert_eq!(sizes(&partition_files(files(5), 2, 8)), [2, 2, 1]);
-        assert_eq!(sizes(&partition_files(vec![], 0, 8)), [0]);
-        let flat: Vec<_> = partition_files(files(7), 0, 3)
+        // fixed files per partition
+        assert_eq!(sizes(&partition_files(files(5), 2, 1 << 30, 8)), [2, 2, 1]);
+        // auto: at least `target` groups, balanced
+        assert_eq!(sizes(&partition_files(files(5), 0, 1 << 30, 2)), [2, 3]);
+        assert_eq!(
+            sizes(&partition_files(files(5), 0, 1 << 30, 8)),
+            [1, 1, 1, 1, 1]
+        );
+        assert_eq!(sizes(&partition_files(vec![], 0, 1 << 30, 8)), [0]);
+        // auto: byte-bounded groups, a large file alone
+        assert_eq!(
+            sizes(&partition_files(sized(&[100; 8]), 0, 200, 1)),
+            [2, 2, 2, 2]
+        );
+        assert_eq!(
+            sizes(&partition_files(sized(&[1000, 1, 1, 1]), 0, 1 << 30, 2)),
+            [1, 3]
+        );
+        // order is kept
+        let flat: Vec<_> = partition_files(sized(&[5, 1, 9, 2, 7, 3, 3]), 0, 8, 3)
             .into_iter()
             .flatten()
             .map(|f| f.uri)
             .collect();
         assert_eq!(
             flat,
-            files(7).into_iter().map(|f| f.uri).collect::<Vec<_>>()
+            sized(&[5, 1, 9, 2, 7, 3, 3])
+                .into_iter()
+                .map(|f| f.uri)
+                .collect::<Vec<_>>()
         );
     }
 }

@@ -5,9 +5,15 @@
 //! framefusion sql -f job.sql --format parquet --output probe.parquet
 //! ```
 //!
+//! ```text
+//! framefusion cluster --executors 2            # scheduler on 127.0.0.1:50050
+//! framefusion sql --cluster df://127.0.0.1:50050 -f job.sql
+//! ```
+//!
 //! Errors are one line on stderr (`error: ...`) and exit status 1; the tool never prints
 //! a panic message or a backtrace.
 
+mod cluster;
 mod output;
 mod sql;
 
@@ -25,8 +31,14 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run SQL statements on the embedded engine.
+    /// Run SQL statements, embedded (default) or on a cluster (--cluster).
     Sql(sql::SqlArgs),
+    /// Run a Ballista scheduler that carries framefusion's tables and functions.
+    Scheduler(cluster::SchedulerArgs),
+    /// Run a Ballista executor that carries framefusion's tables and functions.
+    Executor(cluster::ExecutorArgs),
+    /// Run a scheduler and N executors on this machine until Ctrl-C.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// A failure of the tool, printed as one line.
@@ -81,6 +93,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sql(args) => sql::run(args).await,
+            Command::Scheduler(args) => cluster::scheduler(args).await,
+            Command::Executor(args) => cluster::executor(args).await,
+            Command::Cluster(args) => cluster::cluster(args).await,
         }
     });
     match result {
@@ -88,6 +103,35 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// Sends SIGTERM to a child process.
+pub fn terminate(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
         }
     }
 }

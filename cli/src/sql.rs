@@ -25,6 +25,11 @@ pub struct SqlArgs {
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
 
+    /// Run on the Ballista cluster whose scheduler is at this URL (df://host:port)
+    /// instead of the embedded engine.
+    #[arg(long, value_name = "URL")]
+    cluster: Option<String>,
+
     /// Write the result of the last statement that returns rows to this file instead of
     /// standard output (required for parquet).
     #[arg(short, long, value_name = "PATH")]
@@ -40,7 +45,9 @@ pub async fn run(args: SqlArgs) -> Result<(), CliError> {
         ));
     }
     // Like datafusion-cli, a query may name a file directly: SELECT * FROM 'out.parquet'.
-    let ctx = framefusion_engine::new_context()?.enable_url_table();
+    let ctx = framefusion_engine::connect(args.cluster.as_deref())
+        .await?
+        .enable_url_table();
     run_script(&ctx, &script, args.format, args.output).await
 }
 

@@ -4,15 +4,21 @@
 //!
 //! - [`session`]: a DataFusion `SessionContext` with everything framefusion adds: the
 //!   `VIDEO` table type, every UDF (through `framefusion_udfs::register_all`), and the
-//!   typed `video.*` options (a DataFusion config extension, settable with `SET`).
+//!   typed `video.*` options (a DataFusion config extension, settable with `SET`);
+//!   embedded ([`new_context`]) or as a client of a Ballista cluster ([`remote_context`]).
+//! - [`cluster`]: Ballista scheduler and executor processes that carry all of the above.
+//! - [`codec`]: the extension codecs that carry framefusion's tables and plan nodes
+//!   between client, scheduler and executors.
 //! - [`SessionContextExt`]: what framefusion adds to `SessionContext`: running scripts of
 //!   several statements, registering a corpus in one call.
 //! - [`error`]: one-line, user-facing messages for any engine error.
 
+pub mod cluster;
+pub mod codec;
 pub mod error;
 pub mod ext;
 pub mod session;
 
 pub use error::user_message;
 pub use ext::SessionContextExt;
-pub use session::{new_context, session_config, session_state};
+pub use session::{connect, new_context, remote_context, session_config, session_state};

@@ -1,20 +1,34 @@
-//! Building framefusion sessions.
+//! Building framefusion sessions: embedded, or as a client of a Ballista cluster.
 
 use std::sync::Arc;
 
-use datafusion::error::Result;
+use ballista::extension::SessionContextExt as _;
+use ballista_core::extension::SessionConfigExt;
+use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use framefusion_catalogs::video::VIDEO_FILE_TYPE;
 use framefusion_catalogs::{VideoOptions, VideoTableFactory};
 
-/// The session configuration framefusion uses: DataFusion's defaults, the information
-/// schema (`SHOW TABLES`, `DESCRIBE`), and the `video.*` options.
+use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
+
+/// The session configuration framefusion uses embedded: DataFusion's defaults, the
+/// information schema (`SHOW TABLES`, `DESCRIBE`), and the `video.*` options.
 pub fn session_config() -> SessionConfig {
     SessionConfig::new()
         .with_information_schema(true)
         .with_option_extension(VideoOptions::default())
+}
+
+/// The session configuration of cluster sessions (client, scheduler and executors alike):
+/// Ballista's, plus framefusion's options and extension codecs.
+pub fn ballista_session_config() -> SessionConfig {
+    SessionConfig::new_with_ballista()
+        .with_information_schema(true)
+        .with_option_extension(VideoOptions::default())
+        .with_ballista_logical_extension_codec(Arc::new(FrameFusionLogicalCodec::default()))
+        .with_ballista_physical_extension_codec(Arc::new(FrameFusionPhysicalCodec::default()))
 }
 
 /// A session state with framefusion's table types and functions, over `config`.
@@ -28,9 +42,41 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
     Ok(state)
 }
 
+/// The scheduler's session state: Ballista's default one plus framefusion's functions
+/// (the scheduler plans the physical plan, so it must resolve every UDF by name).
+pub fn scheduler_session_state(config: SessionConfig) -> Result<SessionState> {
+    let mut state = ballista_core::utils::default_session_builder(config)?;
+    framefusion_udfs::register_all(&mut state)?;
+    Ok(state)
+}
+
 /// An embedded (in-process) framefusion session with the default configuration.
 pub fn new_context() -> Result<SessionContext> {
     Ok(SessionContext::new_with_state(session_state(
         session_config(),
     )?))
+}
+
+/// A session whose queries run on the Ballista cluster whose scheduler is at `url`
+/// (`df://host:port`). DDL such as `CREATE EXTERNAL TABLE` runs in this process; queries
+/// are planned by the scheduler and run on the executors.
+pub async fn remote_context(url: &str) -> Result<SessionContext> {
+    let state = session_state(ballista_session_config())?;
+    let mut ctx = SessionContext::remote_with_state(url, state).await.map_err(|e| {
+        DataFusionError::Execution(format!(
+            "cannot reach the framefusion scheduler at {url} ({}); start one (framefusion cluster, or framefusion scheduler) or fix --cluster",
+            crate::user_message(&e)
+        ))
+    })?;
+    // Ballista's upgrade replaces the scalar functions with its defaults: add ours back.
+    framefusion_udfs::register_all(&mut ctx)?;
+    Ok(ctx)
+}
+
+/// An embedded session, or a cluster session when `cluster` names a scheduler.
+pub async fn connect(cluster: Option<&str>) -> Result<SessionContext> {
+    match cluster {
+        Some(url) => remote_context(url).await,
+        None => new_context(),
+    }
 }

@@ -44,7 +44,8 @@ impl FrameFusionDb {
     }
 }
 
-fn format_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DataFusionError> {
+/// Formats batches as sqllogictest rows: display strings, `NULL` for nulls.
+pub fn format_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, DataFusionError> {
     let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
     for batch in batches {
@@ -95,13 +96,19 @@ impl sqllogictest::AsyncDB for FrameFusionDb {
 }
 
 /// Runs one `.slt` file with a fresh session from `make_ctx` per connection.
-pub async fn run_file<F>(path: &Path, corpus: &Path, make_ctx: F) -> Result<(), String>
+pub async fn run_file<F, Fut>(path: &Path, corpus: &Path, make_ctx: F) -> Result<(), String>
 where
-    F: Fn() -> Result<SessionContext, DataFusionError> + Send + Sync + Clone + 'static,
+    F: Fn() -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<SessionContext, DataFusionError>> + Send + 'static,
 {
     let mut runner = sqllogictest::Runner::new(move || {
         let make_ctx = make_ctx.clone();
-        async move { make_ctx().map(FrameFusionDb::new).map_err(SltError::from) }
+        async move {
+            make_ctx()
+                .await
+                .map(FrameFusionDb::new)
+                .map_err(SltError::from)
+        }
     });
     runner.with_column_validator(|_, _| true);
     runner.set_var("CORPUS".to_owned(), corpus.display().to_string());

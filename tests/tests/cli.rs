@@ -69,7 +69,7 @@ fn a_file_of_several_statements_runs_in_order() {
         format!(
             "-- register, filter, aggregate\n\
              CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '{}';\n\
-             SET video.probe_batch_rows = 2;\n\
+             SET video.files_per_partition = 2;\n\
              SELECT count(*) AS n FROM v;\n\
              SELECT video_codec, count(*) AS files, round(sum(duration_s), 2) AS seconds\n\
              FROM v WHERE probe_error IS NULL GROUP BY video_codec ORDER BY video_codec\n",

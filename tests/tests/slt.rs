@@ -1,7 +1,10 @@
-//! The sqllogictest conformance suite (`sql/slt/*.slt`) on the embedded engine.
+//! The sqllogictest conformance suite (`sql/slt/*.slt`), run twice: on the embedded
+//! engine and on a real local cluster (a scheduler and 2 executor processes). Both runs
+//! check the same expected results, so they must agree with each other.
 
 use std::path::PathBuf;
 
+use framefusion_tests::cluster::TestCluster;
 use framefusion_tests::{corpus_dir, slt};
 
 fn slt_files() -> Vec<PathBuf> {
@@ -21,9 +24,36 @@ async fn conformance_suite_embedded() {
     let corpus = corpus_dir();
     let mut failures = Vec::new();
     for file in slt_files() {
-        if let Err(e) = slt::run_file(&file, &corpus, framefusion_engine::new_context).await {
+        if let Err(e) = slt::run_file(&file, &corpus, || async {
+            framefusion_engine::new_context()
+        })
+        .await
+        {
             failures.push(format!("{}:\n{e}", file.display()));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_suite_on_a_cluster() {
+    let corpus = corpus_dir();
+    let cluster = TestCluster::start(2, 1, 10).await;
+    let mut failures = Vec::new();
+    for file in slt_files() {
+        let url = cluster.url();
+        let make = move || {
+            let url = url.clone();
+            async move { framefusion_engine::remote_context(&url).await }
+        };
+        if let Err(e) = slt::run_file(&file, &corpus, make).await {
+            failures.push(format!("{}:\n{e}", file.display()));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{}\n{}",
+        failures.join("\n\n"),
+        cluster.logs()
+    );
 }

@@ -1,4 +1,13 @@
-//! The error type of this crate.
+//! The error type of this crate, and which failures are transient.
+//!
+//! A *permanent* failure belongs to the input (a truncated file, a file that is not a
+//! video, a missing file): it becomes the row's error and the query goes on. A *transient*
+//! failure belongs to the moment (an I/O error, a timeout, a busy resource): retrying may
+//! succeed, so operators retry it a few times ([`retry_transient`]) and then fail the task
+//! with an I/O error ([`UdfError::into_task_error`]), the kind of error Ballista's
+//! scheduler retries on another attempt, possibly on another executor.
+
+use std::time::Duration;
 
 use datafusion::error::DataFusionError;
 
@@ -12,6 +21,8 @@ pub enum UdfError {
         path: String,
         /// What ffmpeg (or our checks) reported.
         message: String,
+        /// Whether retrying may succeed.
+        transient: bool,
     },
     /// A URI whose scheme this build cannot read.
     #[error("cannot read '{uri}': {reason}")]
@@ -26,8 +37,133 @@ pub enum UdfError {
     Init(String),
 }
 
+impl UdfError {
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            UdfError::Probe {
+                transient: true,
+                ..
+            }
+        )
+    }
+
+    /// The error that fails a task: an I/O error for a transient failure (retried by the
+    /// scheduler), an external error otherwise.
+    pub fn into_task_error(self) -> DataFusionError {
+        if self.is_transient() {
+            DataFusionError::IoError(std::io::Error::other(self.to_string()))
+        } else {
+            DataFusionError::External(Box::new(self))
+        }
+    }
+}
+
 impl From<UdfError> for DataFusionError {
     fn from(e: UdfError) -> Self {
-        DataFusionError::External(Box::new(e))
+        e.into_task_error()
+    }
+}
+
+/// Whether an I/O error is worth retrying.
+pub fn io_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | TimedOut
+            | WouldBlock
+            | ResourceBusy
+            | ConnectionReset
+            | ConnectionAborted
+            | BrokenPipe
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
+            | StaleNetworkFileHandle
+    ) || e.raw_os_error() == Some(5) // EIO
+}
+
+/// Whether an errno reported by ffmpeg is worth retrying.
+pub fn errno_is_transient(errno: i32) -> bool {
+    io_is_transient(&std::io::Error::from_raw_os_error(errno))
+}
+
+/// Attempts made by [`retry_transient`] before giving up.
+pub const ATTEMPTS: u32 = 3;
+
+/// Runs `f` up to [`ATTEMPTS`] times while it fails transiently, with a short growing
+/// pause between attempts; returns the first success or permanent failure, or the last
+/// transient failure.
+pub fn retry_transient<T>(mut f: impl FnMut() -> Result<T, UdfError>) -> Result<T, UdfError> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                log::warn!("{e} (transient, attempt {attempt} of {ATTEMPTS})");
+                std::thread::sleep(Duration::from_millis(50 * u64::from(attempt)));
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn probe_err(transient: bool) -> UdfError {
+        UdfError::Probe {
+            path: "x".into(),
+            message: "m".into(),
+            transient,
+        }
+    }
+
+    #[test]
+    fn transient_errors_become_io_errors() {
+        assert!(matches!(
+            probe_err(true).into_task_error(),
+            DataFusionError::IoError(_)
+        ));
+        assert!(matches!(
+            probe_err(false).into_task_error(),
+            DataFusionError::External(_)
+        ));
+        assert!(errno_is_transient(5));
+        assert!(!errno_is_transient(2)); // ENOENT is the input's fault
+        assert!(!io_is_transient(&std::io::Error::from(
+            std::io::ErrorKind::PermissionDenied
+        )));
+    }
+
+    #[test]
+    fn retries_only_transient_failures() {
+        let mut calls = 0;
+        let r: Result<(), _> = retry_transient(|| {
+            calls += 1;
+            Err(probe_err(false))
+        });
+        assert!(r.is_err());
+        assert_eq!(calls, 1);
+        let mut calls = 0;
+        let r = retry_transient(|| {
+            calls += 1;
+            if calls < 3 {
+                Err(probe_err(true))
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(r.ok(), Some(3));
+        let mut calls = 0;
+        let r: Result<(), _> = retry_transient(|| {
+            calls += 1;
+            Err(probe_err(true))
+        });
+        assert!(r.is_err_and(|e| e.is_transient()));
+        assert_eq!(calls, ATTEMPTS);
     }
 }

@@ -21,6 +21,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::UdfError;
+use crate::error::retry_transient;
 use crate::media::probe::{ProbeInfo, probe_path};
 use crate::media::source::VideoSource;
 
@@ -198,11 +199,16 @@ impl ScalarUDFImpl for ProbeUdf {
             for i in 0..paths.len() {
                 if paths.is_null(i) {
                     builder.append_null();
-                } else {
-                    builder.append(&probe_uri(paths.value(i)));
+                    continue;
+                }
+                match retry_transient(|| probe_uri(paths.value(i))) {
+                    // a transient failure fails the task, which the scheduler retries
+                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                    outcome => builder.append(&outcome),
                 }
             }
-        });
+            Ok(())
+        })?;
         let array = StructArray::try_new(probe_fields(), builder.finish(), None)?;
         Ok(ColumnarValue::Array(Arc::new(array)))
     }

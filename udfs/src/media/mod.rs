@@ -3,6 +3,7 @@
 //! Everything here is synchronous and CPU- or disk-bound: run it on a blocking thread
 //! (`tokio::task::spawn_blocking`), never on an async I/O thread.
 
+pub mod fault;
 pub mod probe;
 pub mod source;
 
@@ -52,6 +53,7 @@ pub(crate) fn guard<T>(path: &str, f: impl FnOnce() -> Result<T, UdfError>) -> R
             Err(UdfError::Probe {
                 path: path.to_owned(),
                 message: format!("the ffmpeg bindings failed on this file ({message})"),
+                transient: false,
             })
         }
     }

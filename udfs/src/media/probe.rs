@@ -69,8 +69,13 @@ pub struct AudioInfo {
 pub fn probe_path(path: &Path) -> Result<ProbeInfo, UdfError> {
     let display = path.display().to_string();
     super::init()?;
+    super::fault::check(&display)?;
     super::guard(&display, || {
-        let metadata = std::fs::metadata(path).map_err(|e| probe_error(&display, e.to_string()))?;
+        let metadata = std::fs::metadata(path).map_err(|e| UdfError::Probe {
+            path: display.clone(),
+            message: e.to_string(),
+            transient: crate::error::io_is_transient(&e),
+        })?;
         if !metadata.is_file() {
             return Err(probe_error(&display, "not a regular file".to_owned()));
         }
@@ -79,8 +84,11 @@ pub fn probe_path(path: &Path) -> Result<ProbeInfo, UdfError> {
         }
         let mut target = std::ffi::OsString::from("file:");
         target.push(path.as_os_str());
-        let input = ffmpeg::format::input(Path::new(&target))
-            .map_err(|e| probe_error(&display, describe(e)))?;
+        let input = ffmpeg::format::input(Path::new(&target)).map_err(|e| UdfError::Probe {
+            path: display.clone(),
+            transient: matches!(e, ffmpeg::Error::Other { errno } if crate::error::errno_is_transient(errno)),
+            message: describe(e),
+        })?;
         read_info(&input).map_err(|message| probe_error(&display, message))
     })
 }
@@ -89,6 +97,7 @@ fn probe_error(path: &str, message: String) -> UdfError {
     UdfError::Probe {
         path: path.to_owned(),
         message,
+        transient: false,
     }
 }
 

@@ -1,0 +1,275 @@
+//! Ballista scheduler and executor processes that carry framefusion: its UDFs, the
+//! `VIDEO` table type and scan (through [`crate::codec`]), and the `video.*` options.
+//!
+//! Both run until they receive Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ballista_core::registry::BallistaFunctionRegistry;
+use ballista_core::{ConfigProducer, config::TaskSchedulingPolicy};
+use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
+use ballista_scheduler::cluster::BallistaCluster;
+use ballista_scheduler::config::SchedulerConfig;
+use ballista_scheduler::scheduler_process::start_server;
+use datafusion::error::{DataFusionError, Result};
+
+use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
+use crate::session::{ballista_session_config, scheduler_session_state};
+
+/// How executors get tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheduling {
+    /// Executors poll the scheduler for work when they have free slots (the default): a
+    /// fast executor simply takes more tasks.
+    #[default]
+    Pull,
+    /// The scheduler pushes tasks to executors (lower latency per task).
+    Push,
+}
+
+impl From<Scheduling> for TaskSchedulingPolicy {
+    fn from(s: Scheduling) -> Self {
+        match s {
+            Scheduling::Pull => TaskSchedulingPolicy::PullStaged,
+            Scheduling::Push => TaskSchedulingPolicy::PushStaged,
+        }
+    }
+}
+
+/// Settings of a scheduler process.
+#[derive(Debug, Clone)]
+pub struct SchedulerOptions {
+    /// Address to listen on (gRPC and the REST API share it).
+    pub bind: SocketAddr,
+    /// Host name executors and clients use to reach this scheduler.
+    pub external_host: String,
+    /// Pull (default) or push scheduling.
+    pub scheduling: Scheduling,
+    /// Seconds without a heartbeat after which an executor is declared lost and its
+    /// tasks are rescheduled.
+    pub executor_timeout_s: u64,
+}
+
+impl Default for SchedulerOptions {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 50050)),
+            external_host: "localhost".to_owned(),
+            scheduling: Scheduling::Pull,
+            executor_timeout_s: 10,
+        }
+    }
+}
+
+/// Settings of an executor process.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Host to bind (Flight service and gRPC).
+    pub bind_host: String,
+    /// Host name others use to reach this executor (default: the bind host).
+    pub external_host: Option<String>,
+    /// Arrow Flight port (shuffle and result reads); 0 picks a free one.
+    pub flight_port: u16,
+    /// gRPC port (push scheduling); 0 picks a free one.
+    pub grpc_port: u16,
+    /// Scheduler host.
+    pub scheduler_host: String,
+    /// Scheduler port.
+    pub scheduler_port: u16,
+    /// Concurrent task slots.
+    pub slots: usize,
+    /// Folder for shuffle files (default: a temporary folder).
+    pub work_dir: Option<String>,
+    /// Must match the scheduler's.
+    pub scheduling: Scheduling,
+    /// Seconds between heartbeats to the scheduler.
+    pub heartbeat_s: u64,
+}
+
+impl Default for ExecutorOptions {
+    fn default() -> Self {
+        Self {
+            bind_host: "127.0.0.1".to_owned(),
+            external_host: None,
+            flight_port: 50051,
+            grpc_port: 50052,
+            scheduler_host: "localhost".to_owned(),
+            scheduler_port: 50050,
+            slots: std::thread::available_parallelism().map_or(1, usize::from),
+            work_dir: None,
+            scheduling: Scheduling::Pull,
+            heartbeat_s: 2,
+        }
+    }
+}
+
+fn ballista_err(e: ballista_core::error::BallistaError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+fn config_producer() -> ConfigProducer {
+    Arc::new(ballista_session_config)
+}
+
+/// The function registry of framefusion executors: DataFusion's functions and every
+/// framefusion UDF.
+pub fn executor_function_registry() -> Result<Arc<BallistaFunctionRegistry>> {
+    // this registry refuses `register_udf`: its maps are filled directly
+    let mut registry = BallistaFunctionRegistry::default();
+    for udf in framefusion_udfs::scalar_udfs() {
+        registry.scalar_functions.insert(udf.name().to_owned(), udf);
+    }
+    Ok(Arc::new(registry))
+}
+
+/// Runs a scheduler until Ctrl-C or SIGTERM.
+pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
+    let config = SchedulerConfig {
+        bind_host: options.bind.ip().to_string(),
+        bind_port: options.bind.port(),
+        external_host: options.external_host.clone(),
+        scheduling_policy: options.scheduling.into(),
+        executor_timeout_seconds: options.executor_timeout_s,
+        expire_dead_executor_interval_seconds: 1,
+        no_executors_grace_period_seconds: options.executor_timeout_s,
+        override_config_producer: Some(config_producer()),
+        override_session_builder: Some(Arc::new(scheduler_session_state)),
+        override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),
+        ..Default::default()
+    };
+    let cluster = BallistaCluster::new_from_config(&config)
+        .await
+        .map_err(ballista_err)?;
+    log::info!(
+        "framefusion scheduler listening on {} ({:?} scheduling)",
+        options.bind,
+        options.scheduling
+    );
+    tokio::select! {
+        result = start_server(cluster, options.bind, Arc::new(config)) => result.map_err(ballista_err),
+        () = shutdown_signal() => {
+            log::info!("framefusion scheduler stopping");
+            Ok(())
+        }
+    }
+}
+
+/// Runs an executor until Ctrl-C or SIGTERM (it deregisters from the scheduler then).
+pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
+    let flight_port = pick_port(&options.bind_host, options.flight_port)?;
+    let grpc_port = pick_port(&options.bind_host, options.grpc_port)?;
+    let config = ExecutorProcessConfig {
+        bind_host: options.bind_host.clone(),
+        external_host: options
+            .external_host
+            .clone()
+            .or_else(|| Some(options.bind_host.clone())),
+        port: flight_port,
+        grpc_port,
+        scheduler_host: options.scheduler_host.clone(),
+        scheduler_port: options.scheduler_port,
+        scheduler_connect_timeout_seconds: 30,
+        vcores: options.slots.max(1),
+        task_scheduling_policy: options.scheduling.into(),
+        work_dir: options.work_dir.clone(),
+        executor_heartbeat_interval_seconds: options.heartbeat_s.max(1),
+        print_thread_info: false,
+        override_function_registry: Some(executor_function_registry()?),
+        override_config_producer: Some(config_producer()),
+        override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
+        override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),
+        ..Default::default()
+    };
+    log::info!(
+        "framefusion executor on {}:{flight_port} with {} slots, scheduler {}:{}",
+        options.bind_host,
+        config.vcores,
+        options.scheduler_host,
+        options.scheduler_port
+    );
+    start_executor_process(Arc::new(config))
+        .await
+        .map_err(ballista_err)
+}
+
+/// `port`, or a free port on `host` when it is 0.
+fn pick_port(host: &str, port: u16) -> Result<u16> {
+    if port != 0 {
+        return Ok(port);
+    }
+    let listener = std::net::TcpListener::bind((host, 0))?;
+    Ok(listener.local_addr()?.port())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// The number of executors the scheduler at `addr` (`host:port`) has registered, read
+/// from its REST API (`GET /api/executors`).
+pub async fn registered_executors(addr: &str) -> Result<usize> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let io = |e: std::io::Error| DataFusionError::IoError(e);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
+    let request = format!(
+        "GET /api/executors HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.map_err(io)?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.map_err(io)?;
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        return Err(DataFusionError::Execution(format!(
+            "scheduler at {addr} answered /api/executors with: {}",
+            head.lines().next().unwrap_or_default()
+        )));
+    }
+    // A chunked body starts with its chunk size: the JSON array begins at the first '['.
+    let json = body.find('[').map_or("", |i| &body[i..]);
+    let json = json.rfind(']').map_or(json, |i| &json[..=i]);
+    let executors: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+        DataFusionError::Execution(format!("unexpected /api/executors answer from {addr}: {e}"))
+    })?;
+    Ok(executors.len())
+}
+
+/// Waits until the scheduler at `addr` has at least `n` executors, up to `timeout`.
+pub async fn wait_for_executors(addr: &str, n: usize, timeout: std::time::Duration) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = registered_executors(addr).await;
+        if matches!(last, Ok(count) if count >= n) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let seen = last.map_or_else(
+                |e| format!("no answer ({e})"),
+                |c| format!("{c} registered"),
+            );
+            return Err(DataFusionError::Execution(format!(
+                "the scheduler at {addr} did not get {n} executor(s) within {timeout:?}: {seen}"
+            )));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}

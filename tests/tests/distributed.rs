@@ -1,0 +1,182 @@
+//! Distributed execution: a lost executor costs a retry, not the job, and not a row.
+
+use std::time::{Duration, Instant};
+
+use datafusion::prelude::SessionContext;
+use framefusion_engine::SessionContextExt;
+use framefusion_tests::cluster::TestCluster;
+use framefusion_tests::{corpus_dir, slt::format_rows};
+use framefusion_udfs::error::ATTEMPTS;
+
+const QUERY: &str = "SELECT path, duration_s, width, height, video_codec, audio_codec, probe_error FROM big ORDER BY path";
+
+/// A corpus of `n` files: the sample files (the truncated one included) hard-linked in turn.
+fn big_corpus(n: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut samples: Vec<_> = std::fs::read_dir(corpus_dir())
+        .unwrap_or_else(|e| panic!("{e}"))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    samples.sort();
+    for i in 0..n {
+        let src = &samples[i % samples.len()];
+        let ext = src.extension().and_then(|e| e.to_str()).unwrap_or("mp4");
+        let dst = dir.path().join(format!("{i:05}.{ext}"));
+        std::fs::hard_link(src, &dst)
+            .or_else(|_| std::fs::copy(src, &dst).map(drop))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    dir
+}
+
+async fn rows(ctx: &SessionContext, location: &str) -> Vec<Vec<String>> {
+    ctx.register_videos("big", location)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batches = ctx
+        .run_script(QUERY)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    format_rows(&batches).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_executor_costs_a_retry_not_a_row() {
+    let corpus = big_corpus(3000);
+    let location = corpus.path().display().to_string();
+    let expected = rows(
+        &framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}")),
+        &location,
+    )
+    .await;
+    assert_eq!(expected.len(), 3000);
+    assert_eq!(
+        expected.iter().filter(|r| r[6] != "NULL").count(),
+        500,
+        "one truncated file in six is an error row"
+    );
+
+    let mut cluster = TestCluster::start(2, 1, 3).await;
+    let ctx = framefusion_engine::remote_context(&cluster.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // many small tasks, so both executors hold finished and running work when one dies
+    ctx.run_script("SET video.files_per_partition = 25")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let started = Instant::now();
+    let query = tokio::spawn({
+        let location = location.clone();
+        async move { rows(&ctx, &location).await }
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        !query.is_finished(),
+        "the query must still run when the executor is killed; make the corpus larger"
+    );
+    cluster.kill_executor(0);
+    let killed_at = started.elapsed();
+
+    let got = match tokio::time::timeout(Duration::from_secs(180), query).await {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(e)) => panic!(
+            "the query failed after an executor was killed: {e}\n{}",
+            cluster.logs()
+        ),
+        Err(_) => panic!(
+            "the query did not finish within 180 s after the kill\n{}",
+            cluster.logs()
+        ),
+    };
+    eprintln!(
+        "executor killed at {killed_at:?}, query finished at {:?}",
+        started.elapsed()
+    );
+    assert_eq!(got.len(), expected.len(), "no row lost, none duplicated");
+    assert_eq!(got, expected, "the cluster's rows equal the embedded run's");
+}
+
+fn fault_budget(tokens: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..tokens {
+        std::fs::write(dir.path().join(format!("token-{i}")), b"")
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    dir
+}
+
+fn tokens_left(dir: &tempfile::TempDir) -> usize {
+    std::fs::read_dir(dir.path())
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transient_failures_fail_the_task_and_the_scheduler_retries_it() {
+    let corpus = corpus_dir().display().to_string();
+    // Files are probed one after the other (one partition embedded; one slot on the
+    // cluster), so the injected faults hit consecutive attempts of the same file.
+    let query = |settings: &str| {
+        format!(
+            "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '{corpus}'; {settings}; \
+             SELECT regexp_replace(path, '.*/', '') AS file, width, probe_error IS NULL AS ok FROM v ORDER BY file"
+        )
+    };
+    let sql = query("SET datafusion.execution.target_partitions = 1");
+
+    // embedded: three transient faults in a row exhaust the local retries; the query
+    // fails with an I/O error naming the file, instead of recording a false error row
+    let budget = fault_budget(ATTEMPTS as usize);
+    let out = std::process::Command::new(framefusion_tests::framefusion_bin())
+        .args(["sql", &sql])
+        .env("FRAMEFUSION_FAULT_BUDGET", budget.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("injected transient fault"), "{stderr}");
+    assert_eq!(tokens_left(&budget), 0);
+
+    // one faulty attempt fewer than the local retries: absorbed in place, no error
+    let budget = fault_budget(ATTEMPTS as usize - 1);
+    let out = std::process::Command::new(framefusion_tests::framefusion_bin())
+        .args(["sql", &sql, "--format", "csv"])
+        .env("FRAMEFUSION_FAULT_BUDGET", budget.path())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let clean = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(clean.contains("bikes.mp4,640,true"), "{clean}");
+    assert!(clean.contains("sample.mkv,,false"), "{clean}");
+
+    // on a cluster (one executor, one slot, so the faults hit one task): the task fails
+    // with a retryable error, the scheduler runs it again, and the answer is complete
+    let budget = fault_budget(ATTEMPTS as usize);
+    let budget_path = budget.path().display().to_string();
+    let cluster =
+        TestCluster::start_with_env(1, 1, 10, &[("FRAMEFUSION_FAULT_BUDGET", &budget_path)]).await;
+    let sql = query("SET video.files_per_partition = 1");
+    let out = std::process::Command::new(framefusion_tests::framefusion_bin())
+        .args(["sql", "--cluster", &cluster.url(), &sql, "--format", "csv"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        cluster.logs()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        clean,
+        "the retried run equals a clean one"
+    );
+    assert_eq!(tokens_left(&budget), 0, "every injected fault was hit");
+}
