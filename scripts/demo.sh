@@ -8,7 +8,7 @@ out=$home/demo
 mkdir -p "$out"
 corpus=$home/corpus
 
-register="CREATE EXTERNAL TABLE corpus STORED AS VIDEO LOCATION '$corpus';"
+register="CREATE OR REPLACE EXTERNAL TABLE corpus STORED AS VIDEO LOCATION '$corpus';"
 
 echo "== the sample corpus ($corpus), probed"
 "$bin" sql "$register

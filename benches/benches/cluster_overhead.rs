@@ -13,7 +13,7 @@ use datafusion::prelude::SessionContext;
 use framefusion_benches::{best_of, corpus_dir, replicate_corpus};
 use framefusion_engine::SessionContextExt;
 
-const QUERY: &str = "SELECT video_codec, count(*) AS files, sum(duration_s) AS seconds, avg(width) AS mean_width, \
+const QUERY: &str = "SELECT video_codec, count(*) AS files, round(sum(duration_s), 3) AS seconds, round(avg(width), 3) AS mean_width, \
      count(probe_error) AS errors FROM corpus GROUP BY video_codec ORDER BY video_codec";
 
 async fn run(ctx: &SessionContext, location: &str) -> Vec<RecordBatch> {

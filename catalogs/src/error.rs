@@ -16,6 +16,9 @@ pub enum CatalogError {
     /// An option in `OPTIONS (...)` or `SET video.*` is unknown or has a bad value.
     #[error("{0}")]
     Option(String),
+    /// The catalog store failed.
+    #[error("{0}")]
+    Store(String),
     /// The media layer refused the location.
     #[error(transparent)]
     Media(#[from] framefusion_udfs::UdfError),

@@ -9,6 +9,8 @@
 //!   parallel; a projection that needs no probe column opens no file.
 //! - [`listing`]: the recursive listing behind it, which reports every entry it cannot
 //!   read as an error row instead of dropping it.
+//! - [`persistent`]: the persistent catalog (table definitions kept on disk, behind the
+//!   [`persistent::CatalogStore`] trait).
 //! - [`config`]: the typed `video.*` session options (`SET video.extensions = ...`).
 //!
 //! Bad input never fails a scan: a truncated, empty, non-video or unreadable file is a row
@@ -17,6 +19,7 @@
 pub mod config;
 pub mod error;
 pub mod listing;
+pub mod persistent;
 pub mod video;
 
 pub use config::VideoOptions;

@@ -69,6 +69,7 @@ pub fn videos_schema() -> SchemaRef {
 pub struct VideoTable {
     locations: Vec<String>,
     filter: ExtensionFilter,
+    definition: Option<String>,
 }
 
 impl VideoTable {
@@ -83,13 +84,27 @@ impl VideoTable {
         for location in &locations {
             listing::check_location(location)?;
         }
-        Ok(Self { locations, filter })
+        Ok(Self {
+            locations,
+            filter,
+            definition: None,
+        })
+    }
+
+    /// The same table, remembering the SQL statement that defined it.
+    pub fn with_definition(mut self, definition: Option<String>) -> Self {
+        self.definition = definition;
+        self
     }
 
     /// A table from parts already checked when it was defined (for example a table
     /// decoded on a cluster node, where the definition was checked by the client).
     pub fn from_parts(locations: Vec<String>, filter: ExtensionFilter) -> Self {
-        Self { locations, filter }
+        Self {
+            locations,
+            filter,
+            definition: None,
+        }
     }
 
     /// The locations as written in the table definition.
@@ -122,6 +137,10 @@ impl TableProvider for VideoTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_table_definition(&self) -> Option<&str> {
+        self.definition.as_deref()
     }
 
     async fn scan(
@@ -281,9 +300,12 @@ impl TableProviderFactory for VideoTableFactory {
         };
         let filter = ExtensionFilter::parse(&extensions)?;
         let locations = cmd.locations.clone();
-        let table = tokio::task::spawn_blocking(move || VideoTable::try_new(locations, filter))
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        let definition = cmd.definition.clone();
+        let table = tokio::task::spawn_blocking(move || {
+            VideoTable::try_new(locations, filter).map(|t| t.with_definition(definition))
+        })
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
         Ok(Arc::new(table))
     }
 }

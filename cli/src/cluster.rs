@@ -160,6 +160,9 @@ pub async fn cluster(args: ClusterArgs) -> Result<(), CliError> {
     let spawn = |what: &str, cmd: &mut tokio::process::Command| {
         cmd.stdin(Stdio::null())
             .kill_on_drop(true)
+            // own process group: a terminal's Ctrl-C reaches only this process, which then
+            // stops the children in order (executors first, so they deregister)
+            .process_group(0)
             .spawn()
             .map_err(|source| CliError::Io {
                 context: format!("cannot start the {what}"),
@@ -180,6 +183,21 @@ pub async fn cluster(args: ClusterArgs) -> Result<(), CliError> {
         ]),
     )?);
     let scheduler = format!("{}:{}", args.bind.ip(), args.bind.port());
+    // executors start once the scheduler listens
+    let listening = async {
+        while tokio::net::TcpStream::connect(args.bind).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let started = tokio::select! {
+        () = listening => Ok(()),
+        () = wait_for_exit(&mut children) => Err(format!("the scheduler exited during start-up (is {} already in use?)", args.bind)),
+        () = tokio::time::sleep(Duration::from_secs(30)) => Err(format!("the scheduler did not listen on {} within 30 s", args.bind)),
+    };
+    if let Err(message) = started {
+        stop_all(children).await;
+        return Err(CliError::Usage(message));
+    }
     for i in 0..args.executors {
         children.push(spawn(
             &format!("executor {i}"),
@@ -227,21 +245,29 @@ async fn wait_for_exit(children: &mut [tokio::process::Child]) {
     }
 }
 
-/// SIGTERM to every child (executors deregister), SIGKILL to those still alive after 5 s.
+/// Stops the children: SIGTERM to the executors (they deregister from the scheduler),
+/// then to the scheduler (the first child); SIGKILL to any still alive after a grace period.
 async fn stop_all(mut children: Vec<tokio::process::Child>) {
-    // executors first, the scheduler last
-    children.reverse();
+    if children.is_empty() {
+        return;
+    }
+    let mut scheduler = children.remove(0);
     for child in &children {
         if let Some(pid) = child.id() {
             crate::terminate(pid);
         }
     }
     for child in &mut children {
-        if tokio::time::timeout(Duration::from_secs(5), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
+        stop(child, Duration::from_secs(10)).await;
+    }
+    if let Some(pid) = scheduler.id() {
+        crate::terminate(pid);
+    }
+    stop(&mut scheduler, Duration::from_secs(5)).await;
+}
+
+async fn stop(child: &mut tokio::process::Child, grace: Duration) {
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
     }
 }

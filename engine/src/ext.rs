@@ -3,10 +3,13 @@
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
+use datafusion::common::DFSchema;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::{DdlStatement, EmptyRelation, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement;
+use std::sync::Arc;
 
 /// framefusion's additions to [`SessionContext`].
 #[async_trait]
@@ -37,6 +40,21 @@ impl SessionContextExt for SessionContext {
 
     async fn execute_statement(&self, statement: Statement) -> Result<DataFrame> {
         let plan = self.state().statement_to_plan(statement).await?;
+        // Re-running the very statement that defined an existing table is a no-op, so a
+        // script that registers its tables can run again against a persistent catalog.
+        if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan
+            && !cmd.or_replace
+            && let Some(existing) = self.table_provider(cmd.name.clone()).await.ok()
+            && existing.get_table_definition().is_some()
+            && existing.get_table_definition() == cmd.definition.as_deref()
+        {
+            return self
+                .execute_logical_plan(LogicalPlan::EmptyRelation(EmptyRelation {
+                    produce_one_row: false,
+                    schema: Arc::new(DFSchema::empty()),
+                }))
+                .await;
+        }
         self.execute_logical_plan(plan).await
     }
 

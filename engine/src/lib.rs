@@ -6,6 +6,7 @@
 //!   `VIDEO` table type, every UDF (through `framefusion_udfs::register_all`), and the
 //!   typed `video.*` options (a DataFusion config extension, settable with `SET`);
 //!   embedded ([`new_context`]) or as a client of a Ballista cluster ([`remote_context`]).
+//! - [`catalog`]: the persistent catalog (table definitions that outlive the process).
 //! - [`cluster`]: Ballista scheduler and executor processes that carry all of the above.
 //! - [`codec`]: the extension codecs that carry framefusion's tables and plan nodes
 //!   between client, scheduler and executors.
@@ -13,6 +14,7 @@
 //!   several statements, registering a corpus in one call.
 //! - [`error`]: one-line, user-facing messages for any engine error.
 
+pub mod catalog;
 pub mod cluster;
 pub mod codec;
 pub mod error;

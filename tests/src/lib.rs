@@ -10,6 +10,8 @@ pub mod slt;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `$FRAMEFUSION_HOME`, default `~/.cache/framefusion`.
 pub fn framefusion_home() -> PathBuf {
@@ -60,11 +62,26 @@ pub fn framefusion_bin() -> PathBuf {
     bin
 }
 
-/// Runs `framefusion` with `args`.
-pub fn run_framefusion(args: &[&str]) -> Output {
+/// A `framefusion` command with its own, empty catalog file (so tests neither see nor
+/// change the user's catalog, nor each other's); set `FRAMEFUSION_CATALOG` on it to share one.
+pub fn framefusion_command() -> Command {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = DIR.get_or_init(|| tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")));
+    let catalog = dir.path().join(format!(
+        "catalog-{}.json",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     let mut cmd = Command::new(framefusion_bin());
-    cmd.args(args);
-    cmd.output()
+    cmd.env("FRAMEFUSION_CATALOG", catalog);
+    cmd
+}
+
+/// Runs `framefusion` with `args` (and its own catalog, see [`framefusion_command`]).
+pub fn run_framefusion(args: &[&str]) -> Output {
+    framefusion_command()
+        .args(args)
+        .output()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display()))
 }
 

@@ -130,7 +130,7 @@ async fn transient_failures_fail_the_task_and_the_scheduler_retries_it() {
     // embedded: three transient faults in a row exhaust the local retries; the query
     // fails with an I/O error naming the file, instead of recording a false error row
     let budget = fault_budget(ATTEMPTS as usize);
-    let out = std::process::Command::new(framefusion_tests::framefusion_bin())
+    let out = framefusion_tests::framefusion_command()
         .args(["sql", &sql])
         .env("FRAMEFUSION_FAULT_BUDGET", budget.path())
         .output()
@@ -142,7 +142,7 @@ async fn transient_failures_fail_the_task_and_the_scheduler_retries_it() {
 
     // one faulty attempt fewer than the local retries: absorbed in place, no error
     let budget = fault_budget(ATTEMPTS as usize - 1);
-    let out = std::process::Command::new(framefusion_tests::framefusion_bin())
+    let out = framefusion_tests::framefusion_command()
         .args(["sql", &sql, "--format", "csv"])
         .env("FRAMEFUSION_FAULT_BUDGET", budget.path())
         .output()
@@ -163,7 +163,7 @@ async fn transient_failures_fail_the_task_and_the_scheduler_retries_it() {
     let cluster =
         TestCluster::start_with_env(1, 1, 10, &[("FRAMEFUSION_FAULT_BUDGET", &budget_path)]).await;
     let sql = query("SET video.files_per_partition = 1");
-    let out = std::process::Command::new(framefusion_tests::framefusion_bin())
+    let out = framefusion_tests::framefusion_command()
         .args(["sql", "--cluster", &cluster.url(), &sql, "--format", "csv"])
         .output()
         .unwrap_or_else(|e| panic!("{e}"));

@@ -1,6 +1,7 @@
 //! framefusion integration tests: one binary, one module per area.
 
 mod bad_input;
+mod catalog;
 mod cli;
 mod distributed;
 mod probe;
