@@ -7,6 +7,7 @@
 //!   with the columns of the videos table (see [`video::videos_schema`]), filled by probing
 //!   in-process through ffmpeg. Files are spread over partitions so a corpus is probed in
 //!   parallel; a projection that needs no probe column opens no file.
+//! - [`frames`]: the `frames(location, options)` table function: sampled, resized frames.
 //! - [`listing`]: the recursive listing behind it, which reports every entry it cannot
 //!   read as an error row instead of dropping it.
 //! - [`persistent`]: the persistent catalog (table definitions kept on disk, behind the
@@ -18,6 +19,7 @@
 
 pub mod config;
 pub mod error;
+pub mod frames;
 pub mod listing;
 pub mod persistent;
 pub mod video;

@@ -5,8 +5,7 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Builder, RecordBatch, RecordBatchOptions, StringBuilder,
-    TimestampMicrosecondBuilder,
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
@@ -36,6 +35,7 @@ use object_store::ObjectStore;
 
 use crate::CatalogError;
 use crate::config::VideoOptions;
+use crate::frames::{FrameOptions, FramesOpener, frames_schema};
 use crate::listing::{self, ExtensionFilter, ListedFile};
 
 /// The file type name in `STORED AS VIDEO`.
@@ -158,38 +158,57 @@ impl TableProvider for VideoTable {
         if let Some(limit) = limit {
             files.truncate(limit);
         }
-        let options = state
-            .config_options()
-            .extensions
-            .get::<VideoOptions>()
-            .cloned()
-            .unwrap_or_default();
-        let target = state.config_options().execution.target_partitions.max(1);
-        let rows = files.len();
-        let groups = partition_files(
+        Ok(plan_scan(
+            state,
+            ScanKind::Probe,
             files,
-            options.files_per_partition,
-            options.partition_bytes,
-            target,
-        );
-        Ok(video_scan(groups, projection.cloned(), rows)?)
+            projection.cloned(),
+        )?)
     }
 }
 
+/// Plans the scan of listed files: partitions them as the session's `video.*` options say
+/// and builds the [`video_scan`].
+pub fn plan_scan(
+    state: &dyn Session,
+    kind: ScanKind,
+    files: Vec<ListedFile>,
+    columns: Option<Vec<usize>>,
+) -> Result<Arc<DataSourceExec>> {
+    let options = state
+        .config_options()
+        .extensions
+        .get::<VideoOptions>()
+        .cloned()
+        .unwrap_or_default();
+    let target = state.config_options().execution.target_partitions.max(1);
+    let groups = partition_files(
+        files,
+        options.files_per_partition,
+        options.partition_bytes,
+        target,
+    );
+    video_scan(kind, groups, columns)
+}
+
 /// The scan plan of listed files: a `DataSourceExec` over a `FileScanConfig` whose file
-/// groups are `groups` (one partition each), producing `columns` of the videos schema.
+/// groups are `groups` (one partition each), making `kind` rows, projected to `columns`.
 pub fn video_scan(
+    kind: ScanKind,
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
-    rows: usize,
 ) -> Result<Arc<DataSourceExec>> {
-    let source = Arc::new(VideoFileSource::default());
+    let files: usize = groups.iter().map(Vec::len).sum();
+    let schema = kind.schema();
+    let mut statistics = Statistics::new_unknown(&schema);
+    if kind == ScanKind::Probe {
+        statistics.num_rows = Precision::Exact(files); // one row per file
+    }
+    let source = Arc::new(VideoFileSource::new(kind, None));
     let file_groups = groups
         .into_iter()
         .map(|g| FileGroup::new(g.into_iter().map(partitioned_file).collect()))
         .collect();
-    let mut statistics = Statistics::new_unknown(&videos_schema());
-    statistics.num_rows = Precision::Exact(rows);
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
         .with_file_groups(file_groups)
         .with_statistics(statistics)
@@ -319,27 +338,42 @@ impl TableProviderFactory for VideoTableFactory {
 /// one task.
 #[derive(Debug, Clone)]
 pub struct VideoFileSource {
+    kind: ScanKind,
     table_schema: TableSchema,
-    /// Plain column indices of the videos schema this source produces.
+    /// Plain column indices of the kind's schema this source produces.
     columns: Option<Vec<usize>>,
     projection: Option<ProjectionExprs>,
     metrics: ExecutionPlanMetricsSet,
 }
 
-impl Default for VideoFileSource {
-    fn default() -> Self {
-        Self::new(None)
+/// What a [`VideoFileSource`] makes of each file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ScanKind {
+    /// One row of listing and probe columns per file (the `VIDEO` table).
+    Probe,
+    /// The sampled frames of each file (the `frames` table function).
+    Frames(FrameOptions),
+}
+
+impl ScanKind {
+    /// The (unprojected) schema of the rows this kind produces.
+    pub fn schema(&self) -> SchemaRef {
+        match self {
+            ScanKind::Probe => videos_schema(),
+            ScanKind::Frames(_) => frames_schema(),
+        }
     }
 }
 
 impl VideoFileSource {
-    /// A source producing the columns `columns` of the videos schema (all when `None`).
-    pub fn new(columns: Option<Vec<usize>>) -> Self {
-        let schema = videos_schema();
+    /// A source of `kind`, producing the columns `columns` of its schema (all when `None`).
+    pub fn new(kind: ScanKind, columns: Option<Vec<usize>>) -> Self {
+        let schema = kind.schema();
         let projection = columns
             .as_ref()
             .map(|c| ProjectionExprs::from_indices(c, &schema));
         Self {
+            kind,
             table_schema: TableSchema::from(schema),
             columns,
             projection,
@@ -347,7 +381,12 @@ impl VideoFileSource {
         }
     }
 
-    /// The columns of the videos schema this source produces (all when `None`).
+    /// What this source makes of each file.
+    pub fn kind(&self) -> &ScanKind {
+        &self.kind
+    }
+
+    /// The columns this source produces (all when `None`).
     pub fn columns(&self) -> Option<&[usize]> {
         self.columns.as_deref()
     }
@@ -390,10 +429,15 @@ impl FileSource for VideoFileSource {
         _base_config: &FileScanConfig,
         _partition: usize,
     ) -> Result<Arc<dyn FileOpener>> {
-        Ok(Arc::new(VideoOpener {
-            columns: self.columns.clone(),
-            probe: self.needs_probe(),
-        }))
+        Ok(match &self.kind {
+            ScanKind::Probe => Arc::new(VideoOpener {
+                columns: self.columns.clone(),
+                probe: self.needs_probe(),
+            }),
+            ScanKind::Frames(options) => {
+                Arc::new(FramesOpener::new(options.clone(), self.columns.clone()))
+            }
+        })
     }
 
     fn table_schema(&self) -> &TableSchema {
@@ -428,19 +472,34 @@ impl FileSource for VideoFileSource {
             };
             columns.push(index);
         }
-        Ok(Some(Arc::new(VideoFileSource::new(Some(columns)))))
+        Ok(Some(Arc::new(VideoFileSource::new(
+            self.kind.clone(),
+            Some(columns),
+        ))))
     }
 
     fn metrics(&self) -> &ExecutionPlanMetricsSet {
         &self.metrics
     }
 
+    /// A video file is one unit of work: it cannot be split at arbitrary byte offsets
+    /// (DataFusion would otherwise split large files into ranges, each read whole).
+    fn supports_repartitioning(&self) -> bool {
+        false
+    }
+
     fn file_type(&self) -> &str {
-        "video"
+        match self.kind {
+            ScanKind::Probe => "video",
+            ScanKind::Frames(_) => "video frames",
+        }
     }
 
     fn fmt_extra(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, ", probe={}", self.needs_probe())
+        match &self.kind {
+            ScanKind::Probe => write!(f, ", probe={}", self.needs_probe()),
+            ScanKind::Frames(options) => write!(f, ", frames={options}"),
+        }
     }
 
     fn apply_expressions(
@@ -467,56 +526,41 @@ impl FileOpener for VideoOpener {
         let columns = self.columns.clone();
         let probe = self.probe;
         Ok(Box::pin(async move {
-            let batch = tokio::task::spawn_blocking(move || {
-                build_batch(&[listed], probe, columns.as_deref())
-            })
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+            let batch =
+                tokio::task::spawn_blocking(move || file_row(&listed, probe, columns.as_deref()))
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
             Ok(futures::stream::once(async { Ok(batch) }).boxed())
         }))
     }
 }
 
-/// Builds the batch of one chunk of files: listing columns, and probe columns when `probe`
-/// (otherwise they are left null and projected away).
-fn build_batch(
-    files: &[ListedFile],
-    probe: bool,
-    projection: Option<&[usize]>,
-) -> Result<RecordBatch> {
-    let mut path = StringBuilder::new();
-    let mut size = Int64Builder::new();
-    let mut modified = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+/// The one-row batch of a listed file: its listing columns, and its probe columns when
+/// `probe` (otherwise left null, to be projected away), restricted to `projection`.
+fn file_row(file: &ListedFile, probe: bool, projection: Option<&[usize]>) -> Result<RecordBatch> {
     let mut probed = ProbeColumnsBuilder::default();
-    for file in files {
-        path.append_value(&file.uri);
-        size.append_option(file.size);
-        modified.append_option(file.modified_us);
-        match (&file.error, probe) {
-            (Some(error), _) => probed.append_error(error),
-            (None, false) => probed.append_null(),
-            (None, true) => match VideoSource::parse(&file.uri) {
-                Ok(VideoSource::Local(local)) => match retry_transient(|| probe_path(&local)) {
-                    // still failing after local retries: fail the task so the scheduler
-                    // retries it (a transient failure is not the file's fault)
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    outcome => probed.append(&outcome),
-                },
-                Err(e) => probed.append_error(&e.to_string()),
+    match (&file.error, probe) {
+        (Some(error), _) => probed.append_error(error),
+        (None, false) => probed.append_null(),
+        (None, true) => match VideoSource::parse(&file.uri) {
+            Ok(VideoSource::Local(local)) => match retry_transient(|| probe_path(&local)) {
+                // still failing after local retries: fail the task so the scheduler
+                // retries it (a transient failure is not the file's fault)
+                Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                outcome => probed.append(&outcome),
             },
-        }
+            Err(e) => probed.append_error(&e.to_string()),
+        },
     }
+    let mut modified = TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    modified.append_option(file.modified_us);
     let mut columns: Vec<ArrayRef> = vec![
-        Arc::new(path.finish()),
-        Arc::new(size.finish()),
+        Arc::new(StringArray::from(vec![file.uri.as_str()])),
+        Arc::new(Int64Array::from(vec![file.size])),
         Arc::new(modified.finish()),
     ];
     columns.extend(probed.finish());
-    let batch = RecordBatch::try_new_with_options(
-        videos_schema(),
-        columns,
-        &RecordBatchOptions::new().with_row_count(Some(files.len())),
-    )?;
+    let batch = RecordBatch::try_new(videos_schema(), columns)?;
     Ok(match projection {
         Some(p) => batch.project(p)?,
         None => batch,

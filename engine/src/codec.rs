@@ -7,6 +7,7 @@
 //! | node | where it is encoded |
 //! |---|---|
 //! | `VideoTable` (the `VIDEO` table provider) | logical plans, client → scheduler |
+//! | `FramesTable` (behind `frames(...)`) | logical plans, client → scheduler |
 //! | the `VideoFileSource` scan (a `DataSourceExec`, with the listed files of each task's partitions) | physical plans, scheduler → executors |
 //!
 //! The same codecs must be installed on all three: the client (through its session
@@ -27,13 +28,15 @@ use datafusion::logical_expr::{AggregateUDF, Extension, LogicalPlan, ScalarUDF, 
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
+use framefusion_catalogs::frames::{FrameOptions, FramesTable};
 use framefusion_catalogs::listing::{ExtensionFilter, ListedFile};
-use framefusion_catalogs::video::listed_file;
+use framefusion_catalogs::video::{ScanKind, listed_file};
 use framefusion_catalogs::{VideoFileSource, VideoTable, video_scan};
 use serde::{Deserialize, Serialize};
 
 const VIDEO_TABLE_TAG: &[u8] = b"framefusion:video_table:v1\n";
-const VIDEO_SCAN_TAG: &[u8] = b"framefusion:video_scan:v1\n";
+const VIDEO_SCAN_TAG: &[u8] = b"framefusion:video_scan:v2\n";
+const FRAMES_TABLE_TAG: &[u8] = b"framefusion:frames_table:v1\n";
 
 #[derive(Serialize, Deserialize)]
 struct VideoTableWire {
@@ -42,11 +45,33 @@ struct VideoTableWire {
 }
 
 #[derive(Serialize, Deserialize)]
+struct FramesTableWire {
+    files: VideoTableWire,
+    options: FrameOptions,
+}
+
+impl VideoTableWire {
+    fn of(table: &VideoTable) -> Self {
+        Self {
+            locations: table.locations().to_vec(),
+            extensions: table.filter().spec(),
+        }
+    }
+
+    fn table(self) -> Result<VideoTable> {
+        Ok(VideoTable::from_parts(
+            self.locations,
+            ExtensionFilter::parse(&self.extensions)?,
+        ))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
 struct VideoScanWire {
+    kind: ScanKind,
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
     limit: Option<usize>,
-    rows: usize,
 }
 
 /// The `VideoFileSource` scan inside `plan`, if `plan` is one.
@@ -106,16 +131,19 @@ impl LogicalExtensionCodec for FrameFusionLogicalCodec {
         schema: SchemaRef,
         ctx: &TaskContext,
     ) -> Result<Arc<dyn TableProvider>> {
-        match buf.strip_prefix(VIDEO_TABLE_TAG) {
-            Some(bytes) => {
-                let wire: VideoTableWire = decode_json("VIDEO table", bytes)?;
-                let filter = ExtensionFilter::parse(&wire.extensions)?;
-                Ok(Arc::new(VideoTable::from_parts(wire.locations, filter)))
-            }
-            None => self
-                .inner
-                .try_decode_table_provider(buf, table_ref, schema, ctx),
+        if let Some(bytes) = buf.strip_prefix(VIDEO_TABLE_TAG) {
+            let wire: VideoTableWire = decode_json("VIDEO table", bytes)?;
+            return Ok(Arc::new(wire.table()?));
         }
+        if let Some(bytes) = buf.strip_prefix(FRAMES_TABLE_TAG) {
+            let wire: FramesTableWire = decode_json("frames table", bytes)?;
+            return Ok(Arc::new(FramesTable::new(
+                wire.files.table()?,
+                wire.options,
+            )));
+        }
+        self.inner
+            .try_decode_table_provider(buf, table_ref, schema, ctx)
     }
 
     fn try_encode_table_provider(
@@ -125,17 +153,17 @@ impl LogicalExtensionCodec for FrameFusionLogicalCodec {
         buf: &mut Vec<u8>,
     ) -> Result<()> {
         let any: &dyn Any = node.as_ref();
-        match any.downcast_ref::<VideoTable>() {
-            Some(table) => encode_json(
-                VIDEO_TABLE_TAG,
-                &VideoTableWire {
-                    locations: table.locations().to_vec(),
-                    extensions: table.filter().spec(),
-                },
-                buf,
-            ),
-            None => self.inner.try_encode_table_provider(table_ref, node, buf),
+        if let Some(table) = any.downcast_ref::<VideoTable>() {
+            return encode_json(VIDEO_TABLE_TAG, &VideoTableWire::of(table), buf);
         }
+        if let Some(table) = any.downcast_ref::<FramesTable>() {
+            let wire = FramesTableWire {
+                files: VideoTableWire::of(table.files()),
+                options: table.options().clone(),
+            };
+            return encode_json(FRAMES_TABLE_TAG, &wire, buf);
+        }
+        self.inner.try_encode_table_provider(table_ref, node, buf)
     }
 
     fn try_decode_file_format(
@@ -204,7 +232,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
         match buf.strip_prefix(VIDEO_SCAN_TAG) {
             Some(bytes) => {
                 let wire: VideoScanWire = decode_json("VIDEO scan", bytes)?;
-                let scan = video_scan(wire.groups, wire.columns, wire.rows)?;
+                let scan = video_scan(wire.kind, wire.groups, wire.columns)?;
                 let config = (scan.data_source().as_ref() as &dyn Any)
                     .downcast_ref::<FileScanConfig>()
                     .map(|c| {
@@ -236,12 +264,11 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
                     .iter()
                     .map(|g| g.files().iter().map(listed_file).collect())
                     .collect();
-                let rows = groups.iter().map(Vec::len).sum();
                 let wire = VideoScanWire {
+                    kind: source.kind().clone(),
                     groups,
                     columns: source.columns().map(<[usize]>::to_vec),
                     limit: config.limit,
-                    rows,
                 };
                 encode_json(VIDEO_SCAN_TAG, &wire, buf)
             }

@@ -3,13 +3,11 @@
 use std::collections::VecDeque;
 
 use async_trait::async_trait;
-use datafusion::common::DFSchema;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::logical_expr::{DdlStatement, EmptyRelation, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
 use datafusion::sql::parser::Statement;
-use std::sync::Arc;
 
 /// framefusion's additions to [`SessionContext`].
 #[async_trait]
@@ -44,16 +42,15 @@ impl SessionContextExt for SessionContext {
         // script that registers its tables can run again against a persistent catalog.
         if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan
             && !cmd.or_replace
-            && let Some(existing) = self.table_provider(cmd.name.clone()).await.ok()
-            && existing.get_table_definition().is_some()
-            && existing.get_table_definition() == cmd.definition.as_deref()
+            && let Ok(existing) = self.table_provider(cmd.name.clone()).await
+            && existing
+                .get_table_definition()
+                .is_some_and(|d| Some(d) == cmd.definition.as_deref())
         {
-            return self
-                .execute_logical_plan(LogicalPlan::EmptyRelation(EmptyRelation {
-                    produce_one_row: false,
-                    schema: Arc::new(DFSchema::empty()),
-                }))
-                .await;
+            return Ok(DataFrame::new(
+                self.state(),
+                LogicalPlanBuilder::empty(false).build()?,
+            ));
         }
         self.execute_logical_plan(plan).await
     }

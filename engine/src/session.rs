@@ -8,6 +8,7 @@ use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use framefusion_catalogs::frames::FramesFunction;
 use framefusion_catalogs::video::VIDEO_FILE_TYPE;
 use framefusion_catalogs::{VideoOptions, VideoTableFactory};
 
@@ -39,6 +40,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .with_table_factory(VIDEO_FILE_TYPE.to_owned(), Arc::new(VideoTableFactory))
         .build();
     framefusion_udfs::register_all(&mut state)?;
+    state.register_udtf("frames", Arc::new(FramesFunction));
     Ok(state)
 }
 

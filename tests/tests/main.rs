@@ -4,5 +4,6 @@ mod bad_input;
 mod catalog;
 mod cli;
 mod distributed;
+mod frames;
 mod probe;
 mod slt;

@@ -24,6 +24,14 @@ pub enum UdfError {
         /// Whether retrying may succeed.
         transient: bool,
     },
+    /// Decoding a file failed.
+    #[error("cannot decode '{path}': {message}")]
+    Decode {
+        /// The file that failed.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
     /// A URI whose scheme this build cannot read.
     #[error("cannot read '{uri}': {reason}")]
     UnsupportedUri {

@@ -1,0 +1,462 @@
+//! The frames of videos as a table: `frames(location [, options])`.
+//!
+//! ```sql
+//! SELECT path, frame_index, pts_s, width, height FROM frames('/data/videos', 'fps=1,size=224');
+//! ```
+//!
+//! `location` is a video file or a folder (listed like a `VIDEO` table, recursively, video
+//! extensions only). `options` is a comma-separated list:
+//!
+//! | option | meaning |
+//! |---|---|
+//! | `all` (default) | every frame |
+//! | `fps=N` | N frames per second, as ffmpeg's `fps` filter |
+//! | `keyframes` | keyframes only; other frames are not decoded |
+//! | `size=N` | scale so the longer side is N pixels (never enlarges) |
+//! | `size=WxH` | scale to exactly W x H |
+//! | `batch=N` | frames per output batch (default 8) |
+//!
+//! One row per produced frame: `path`, `frame_index`, `pts_s`, `is_keyframe`, `width`,
+//! `height`, `rgb` (packed RGB24, `width * height * 3` bytes) and `decode_error`. A file that
+//! cannot be decoded is one row with `decode_error` set and the other columns null. Files
+//! are decoded on blocking threads and their frames streamed in small batches through a
+//! bounded channel, so memory stays bounded whatever the videos' length.
+
+use std::fmt;
+use std::ops::ControlFlow;
+use std::sync::{Arc, LazyLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int32Builder, Int64Builder,
+    RecordBatch, StringBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{Result, ScalarValue, plan_err};
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileOpenFuture, FileOpener};
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+use framefusion_udfs::error::retry_transient;
+use framefusion_udfs::media::decode::{DecodedFrame, Resize, Sampling, decode_frames};
+use framefusion_udfs::media::source::VideoSource;
+use futures::StreamExt;
+
+use crate::config::{DEFAULT_VIDEO_EXTENSIONS, VideoOptions};
+use crate::listing::{ExtensionFilter, ListedFile};
+use crate::video::{ScanKind, VideoTable, listed_file, plan_scan};
+
+static FRAMES_SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("frame_index", DataType::Int64, true),
+        Field::new("pts_s", DataType::Float64, true),
+        Field::new("is_keyframe", DataType::Boolean, true),
+        Field::new("width", DataType::Int32, true),
+        Field::new("height", DataType::Int32, true),
+        Field::new("rgb", DataType::Binary, true),
+        Field::new("decode_error", DataType::Utf8, true),
+    ]))
+});
+
+/// Index of the `rgb` column in [`frames_schema`].
+const RGB_COLUMN: usize = 6;
+
+/// The schema of the frames table.
+pub fn frames_schema() -> SchemaRef {
+    Arc::clone(&FRAMES_SCHEMA)
+}
+
+/// How frames are sampled and sized (see the module docs for the option syntax).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FrameOptions {
+    /// Which frames.
+    pub sampling: Sampling,
+    /// Output size.
+    pub resize: Resize,
+    /// Frames per output batch.
+    pub batch_frames: usize,
+}
+
+impl Default for FrameOptions {
+    fn default() -> Self {
+        Self {
+            sampling: Sampling::All,
+            resize: Resize::Original,
+            batch_frames: 8,
+        }
+    }
+}
+
+impl fmt::Display for FrameOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.sampling {
+            Sampling::All => write!(f, "all")?,
+            Sampling::Fps(fps) => write!(f, "fps={fps}")?,
+            Sampling::Keyframes => write!(f, "keyframes")?,
+        }
+        match self.resize {
+            Resize::Original => {}
+            Resize::LongestSide(n) => write!(f, ",size={n}")?,
+            Resize::Exact(w, h) => write!(f, ",size={w}x{h}")?,
+        }
+        write!(f, ",batch={}", self.batch_frames)
+    }
+}
+
+impl FrameOptions {
+    /// Parses `fps=1,size=224` and the like.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut options = Self::default();
+        let bad = |part: &str, why: &str| {
+            format!(
+                "bad frames option '{part}': {why}; write options such as 'fps=1', 'keyframes', 'all', 'size=224', 'size=320x240', 'batch=8', separated by commas"
+            )
+        };
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .map_or((part, None), |(k, v)| (k.trim(), Some(v.trim())));
+            match (key.to_ascii_lowercase().as_str(), value) {
+                ("all", None) => options.sampling = Sampling::All,
+                ("keyframes", None) => options.sampling = Sampling::Keyframes,
+                ("fps", Some(v)) => match v.parse::<f64>() {
+                    Ok(fps) if fps.is_finite() && fps > 0.0 => {
+                        options.sampling = Sampling::Fps(fps)
+                    }
+                    _ => return Err(bad(part, "fps must be a positive number")),
+                },
+                ("size", Some(v)) => {
+                    options.resize = match v.split_once(['x', 'X']) {
+                        Some((w, h)) => match (w.parse::<u32>(), h.parse::<u32>()) {
+                            (Ok(w), Ok(h)) if w > 0 && h > 0 => Resize::Exact(w, h),
+                            _ => {
+                                return Err(bad(
+                                    part,
+                                    "size must be N or WxH with positive numbers",
+                                ));
+                            }
+                        },
+                        None => match v.parse::<u32>() {
+                            Ok(n) if n > 0 => Resize::LongestSide(n),
+                            _ => {
+                                return Err(bad(
+                                    part,
+                                    "size must be N or WxH with positive numbers",
+                                ));
+                            }
+                        },
+                    }
+                }
+                ("batch", Some(v)) => match v.parse::<usize>() {
+                    Ok(n) if n > 0 => options.batch_frames = n,
+                    _ => return Err(bad(part, "batch must be a positive number")),
+                },
+                _ => return Err(bad(part, "unknown option")),
+            }
+        }
+        Ok(options)
+    }
+}
+
+/// Accumulates frame rows into batches of the frames schema.
+#[derive(Default)]
+struct FrameRows {
+    path: StringBuilder,
+    index: Int64Builder,
+    pts: Float64Builder,
+    key: BooleanBuilder,
+    width: Int32Builder,
+    height: Int32Builder,
+    rgb: BinaryBuilder,
+    error: StringBuilder,
+    rows: usize,
+}
+
+impl FrameRows {
+    fn push_frame(&mut self, path: &str, f: &DecodedFrame) {
+        self.path.append_value(path);
+        self.index.append_value(f.index);
+        self.pts.append_value(f.pts_s);
+        self.key.append_value(f.is_keyframe);
+        self.width
+            .append_value(i32::try_from(f.width).unwrap_or(i32::MAX));
+        self.height
+            .append_value(i32::try_from(f.height).unwrap_or(i32::MAX));
+        self.rgb.append_value(&f.rgb);
+        self.error.append_null();
+        self.rows += 1;
+    }
+
+    fn push_error(&mut self, path: &str, error: &str) {
+        self.path.append_value(path);
+        self.index.append_null();
+        self.pts.append_null();
+        self.key.append_null();
+        self.width.append_null();
+        self.height.append_null();
+        self.rgb.append_null();
+        self.error.append_value(error);
+        self.rows += 1;
+    }
+
+    fn finish(&mut self, columns: Option<&[usize]>) -> Result<RecordBatch> {
+        let arrays: Vec<ArrayRef> = vec![
+            Arc::new(self.path.finish()),
+            Arc::new(self.index.finish()),
+            Arc::new(self.pts.finish()),
+            Arc::new(self.key.finish()),
+            Arc::new(self.width.finish()),
+            Arc::new(self.height.finish()),
+            Arc::new(self.rgb.finish()),
+            Arc::new(self.error.finish()),
+        ];
+        self.rows = 0;
+        let batch = RecordBatch::try_new(frames_schema(), arrays)?;
+        Ok(match columns {
+            Some(c) => batch.project(c)?,
+            None => batch,
+        })
+    }
+}
+
+/// Opens one file for the frames table: decodes it on a blocking thread and streams its
+/// frames as batches through a channel of two batches (the memory bound).
+pub(crate) struct FramesOpener {
+    options: FrameOptions,
+    columns: Option<Vec<usize>>,
+}
+
+impl FramesOpener {
+    pub(crate) fn new(options: FrameOptions, columns: Option<Vec<usize>>) -> Self {
+        Self { options, columns }
+    }
+}
+
+impl FileOpener for FramesOpener {
+    fn open(&self, file: PartitionedFile) -> Result<FileOpenFuture> {
+        let listed = listed_file(&file);
+        let options = self.options.clone();
+        let columns = self.columns.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+        Ok(Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                decode_file(&listed, &options, columns.as_deref(), &tx)
+            });
+            Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+        }))
+    }
+}
+
+/// Decodes one listed file into batches sent on `tx`; stops early when the receiver is
+/// gone (the query was cancelled or has enough rows).
+fn decode_file(
+    file: &ListedFile,
+    options: &FrameOptions,
+    columns: Option<&[usize]>,
+    tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
+) {
+    let mut rows = FrameRows::default();
+    let send = |rows: &mut FrameRows| -> ControlFlow<()> {
+        let batch = rows.finish(columns);
+        let failed = batch.is_err();
+        // a closed channel means nobody reads any more: stop decoding
+        if tx.blocking_send(batch).is_err() || failed {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    };
+    let local = match (&file.error, VideoSource::parse(&file.uri)) {
+        (Some(error), _) => {
+            rows.push_error(&file.uri, error);
+            let _ = send(&mut rows);
+            return;
+        }
+        (None, Err(e)) => {
+            rows.push_error(&file.uri, &e.to_string());
+            let _ = send(&mut rows);
+            return;
+        }
+        (None, Ok(VideoSource::Local(path))) => path,
+    };
+    // the pictures are converted only when the query reads them
+    let with_pixels = columns.is_none_or(|c| c.contains(&RGB_COLUMN));
+    let mut emitted = 0usize;
+    let outcome = retry_transient(|| {
+        // a retry restarts the file: frames already sent are not sent again
+        let mut seen = 0usize;
+        decode_frames(
+            &local,
+            options.sampling,
+            options.resize,
+            with_pixels,
+            |frame| {
+                seen += 1;
+                if seen <= emitted {
+                    return ControlFlow::Continue(());
+                }
+                emitted += 1;
+                rows.push_frame(&file.uri, &frame);
+                if rows.rows >= options.batch_frames {
+                    return send(&mut rows);
+                }
+                ControlFlow::Continue(())
+            },
+        )
+    });
+    match outcome {
+        Err(e) if e.is_transient() => {
+            let _ = tx.blocking_send(Err(e.into_task_error()));
+            return;
+        }
+        Err(e) => {
+            // frames decoded before the failure stay; the error is a row of its own
+            rows.push_error(&file.uri, &e.to_string());
+        }
+        Ok(()) => {}
+    }
+    if rows.rows > 0 {
+        let _ = send(&mut rows);
+    }
+}
+
+/// The table behind `frames(...)`: the locations' video files, decoded as `options` say.
+#[derive(Debug, Clone)]
+pub struct FramesTable {
+    files: VideoTable,
+    options: FrameOptions,
+}
+
+impl FramesTable {
+    /// Frames of the video files at `locations`, listed with `filter`.
+    pub fn new(files: VideoTable, options: FrameOptions) -> Self {
+        Self { files, options }
+    }
+
+    /// The videos whose frames this table holds.
+    pub fn files(&self) -> &VideoTable {
+        &self.files
+    }
+
+    /// How frames are sampled and sized.
+    pub fn options(&self) -> &FrameOptions {
+        &self.options
+    }
+}
+
+#[async_trait]
+impl TableProvider for FramesTable {
+    fn schema(&self) -> SchemaRef {
+        frames_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Temporary
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let files = self.files.clone();
+        let files = tokio::task::spawn_blocking(move || files.list_files())
+            .await
+            .map_err(|e| DataFusionError::External(Box::new(e)))??;
+        Ok(plan_scan(
+            state,
+            ScanKind::Frames(self.options.clone()),
+            files,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// `frames(location [, options])`: see the module docs.
+#[derive(Debug, Default)]
+pub struct FramesFunction;
+
+fn literal_string(expr: &Expr, what: &str) -> Result<String> {
+    match expr {
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Ok(s.clone()),
+        other => {
+            plan_err!("frames(location, options): {what} must be a string literal, not {other}")
+        }
+    }
+}
+
+impl TableFunctionImpl for FramesFunction {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let exprs = args.exprs();
+        let (location, options) = match exprs {
+            [location] => (
+                literal_string(location, "location")?,
+                FrameOptions::default(),
+            ),
+            [location, options] => {
+                let spec = literal_string(options, "options")?;
+                (
+                    literal_string(location, "location")?,
+                    FrameOptions::parse(&spec).map_err(DataFusionError::Plan)?,
+                )
+            }
+            _ => {
+                return plan_err!(
+                    "frames(location [, options]) takes one or two arguments, not {}",
+                    exprs.len()
+                );
+            }
+        };
+        let extensions = args
+            .session()
+            .config_options()
+            .extensions
+            .get::<VideoOptions>()
+            .map(|o| o.extensions.clone())
+            .unwrap_or_else(|| DEFAULT_VIDEO_EXTENSIONS.to_owned());
+        let filter = ExtensionFilter::parse(&extensions)?;
+        let files = VideoTable::try_new(vec![location], filter)?;
+        Ok(Arc::new(FramesTable::new(files, options)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        assert_eq!(FrameOptions::parse("").ok(), Some(FrameOptions::default()));
+        let o = FrameOptions::parse("fps=1, size=224").unwrap_or_default();
+        assert_eq!(o.sampling, Sampling::Fps(1.0));
+        assert_eq!(o.resize, Resize::LongestSide(224));
+        let o = FrameOptions::parse("keyframes,size=320x240,batch=2").unwrap_or_default();
+        assert_eq!(
+            (o.sampling, o.resize, o.batch_frames),
+            (Sampling::Keyframes, Resize::Exact(320, 240), 2)
+        );
+        assert!(
+            FrameOptions::parse("fps=0")
+                .is_err_and(|e| e.contains("fps must be a positive number"))
+        );
+        assert!(FrameOptions::parse("colour=red").is_err_and(|e| e.contains("unknown option")));
+        assert_eq!(
+            FrameOptions::parse("fps=2,size=8x6")
+                .map(|o| o.to_string())
+                .ok()
+                .as_deref(),
+            Some("fps=2,size=8x6,batch=8")
+        );
+    }
+}

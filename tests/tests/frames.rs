@@ -1,0 +1,259 @@
+//! Frame sampling agrees with ffmpeg: counts equal ffmpeg's `fps` filter / decode /
+//! `-skip_frame nokey` counts, timestamps are within one frame, and resized pixels are
+//! within a small mean absolute error of `ffmpeg -vf fps=1,scale=...` output.
+
+use std::path::Path;
+use std::process::Command;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type};
+use framefusion_engine::SessionContextExt;
+use framefusion_tests::sample;
+
+/// `(timestamp in seconds, md5)` of the frames ffmpeg outputs (framemd5), with
+/// `input_args` before `-i` and an optional video filter.
+fn ffmpeg_frames(input_args: &[&str], file: &Path, filter: Option<&str>) -> Vec<(f64, String)> {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error"])
+        .args(input_args)
+        .arg("-i")
+        .arg(file)
+        .arg("-an");
+    match filter {
+        Some(f) => cmd.args(["-vf", f]),
+        None => cmd.args(["-vsync", "passthrough"]),
+    };
+    let out = cmd
+        .args(["-f", "framemd5", "-"])
+        .output()
+        .unwrap_or_else(|e| panic!("ffmpeg: {e}"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let tb = text
+        .lines()
+        .find_map(|l| l.strip_prefix("#tb 0: "))
+        .and_then(|tb| tb.split_once('/'))
+        .map(|(n, d)| {
+            n.trim().parse::<f64>().unwrap_or(1.0) / d.trim().parse::<f64>().unwrap_or(1.0)
+        })
+        .unwrap_or(1.0);
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split(',').map(str::trim).collect();
+            Some((
+                fields.get(2)?.parse::<f64>().ok()? * tb,
+                (*fields.get(5)?).to_owned(),
+            ))
+        })
+        .collect()
+}
+
+/// The source timestamps of the frames `ffmpeg -vf fps=N` picks: its output reports slot
+/// numbers, so each output frame is matched (by MD5) to the decoded frame it shows, the
+/// latest one whose rounded slot is not after the output's slot.
+fn ffmpeg_fps_source_times(file: &Path, fps: f64) -> Vec<f64> {
+    let all = ffmpeg_frames(&[], file, None);
+    let sampled = ffmpeg_frames(&[], file, Some(&format!("fps={fps}")));
+    sampled
+        .iter()
+        .map(|(slot_time, md5)| {
+            let slot = (slot_time * fps).round();
+            all.iter()
+                .filter(|(t, m)| m == md5 && (t * fps).round() <= slot)
+                .map(|(t, _)| *t)
+                .fold(f64::NAN, f64::max)
+        })
+        .collect()
+}
+
+async fn query(sql: &str) -> Vec<RecordBatch> {
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    ctx.run_script(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn our_times(file: &Path, options: &str) -> Vec<f64> {
+    let sql = format!(
+        "SELECT pts_s FROM frames('{}', '{options}') ORDER BY frame_index",
+        file.display()
+    );
+    query(&sql)
+        .await
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Float64Type>().values().to_vec())
+        .collect()
+}
+
+fn frame_rate(file: &Path) -> f64 {
+    let probe = framefusion_tests::ffprobe(file).unwrap_or_default();
+    let rate = probe["streams"][0]["avg_frame_rate"]
+        .as_str()
+        .unwrap_or("25/1")
+        .to_owned();
+    let (n, d) = rate.split_once('/').unwrap_or(("25", "1"));
+    n.parse::<f64>().unwrap_or(25.0) / d.parse::<f64>().unwrap_or(1.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_and_timestamps_match_ffmpeg() {
+    for name in ["bikes.mp4", "trailer_bbb.mp4"] {
+        let file = sample(name);
+        let frame = 1.0 / frame_rate(&file);
+        let cases = [
+            ("fps=1", ffmpeg_fps_source_times(&file, 1.0)),
+            (
+                "all",
+                ffmpeg_frames(&[], &file, None)
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect(),
+            ),
+            (
+                "keyframes",
+                ffmpeg_frames(&["-skip_frame", "nokey"], &file, None)
+                    .into_iter()
+                    .map(|(t, _)| t)
+                    .collect(),
+            ),
+        ];
+        for (options, reference) in cases {
+            let ours = our_times(&file, options).await;
+            assert_eq!(
+                ours.len(),
+                reference.len(),
+                "{name} {options}: frame count vs ffmpeg"
+            );
+            for (i, (a, b)) in ours.iter().zip(&reference).enumerate() {
+                assert!(
+                    (a - b).abs() <= frame + 1e-6,
+                    "{name} {options}: frame {i} at {a} s, ffmpeg's at {b} s"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resized_pixels_match_ffmpeg_scale() {
+    let file = sample("bikes.mp4");
+    let (w, h) = (224usize, 160usize);
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&file)
+        .args([
+            "-an",
+            "-vf",
+            &format!("fps=1,scale={w}:{h}"),
+            "-pix_fmt",
+            "rgb24",
+            "-f",
+            "rawvideo",
+            "-",
+        ])
+        .output()
+        .unwrap_or_else(|e| panic!("ffmpeg: {e}"));
+    assert!(out.status.success());
+    let reference = out.stdout;
+    let frame_bytes = w * h * 3;
+    assert_eq!(reference.len() % frame_bytes, 0);
+
+    let sql = format!(
+        "SELECT width, height, rgb FROM frames('{}', 'fps=1,size={w}x{h}') ORDER BY pts_s",
+        file.display()
+    );
+    let batches = query(&sql).await;
+    let mut ours = Vec::new();
+    for b in &batches {
+        let rgb = b.column(2).as_binary::<i32>();
+        for i in 0..b.num_rows() {
+            assert_eq!(
+                b.column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                    .value(i),
+                w as i32
+            );
+            assert_eq!(
+                b.column(1)
+                    .as_primitive::<datafusion::arrow::datatypes::Int32Type>()
+                    .value(i),
+                h as i32
+            );
+            assert_eq!(rgb.value(i).len(), frame_bytes);
+            ours.extend_from_slice(rgb.value(i));
+        }
+    }
+    assert_eq!(
+        ours.len(),
+        reference.len(),
+        "same number of frames as ffmpeg"
+    );
+    for (k, (a, b)) in ours
+        .chunks(frame_bytes)
+        .zip(reference.chunks(frame_bytes))
+        .enumerate()
+    {
+        let mae = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(x.abs_diff(*y)))
+            .sum::<f64>()
+            / frame_bytes as f64;
+        assert!(
+            mae <= 2.0,
+            "frame {k}: mean absolute error {mae:.3} vs ffmpeg scale (bound 2.0)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frame_columns_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(sample("bikes.mp4"), dir.path().join("a.mp4")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(sample("sample.mkv"), dir.path().join("b.mkv")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(dir.path().join("c.mp4"), b"not a video").unwrap_or_else(|e| panic!("{e}"));
+    let sql = format!(
+        "SELECT regexp_replace(path, '.*/', '') AS file, count(frame_index) AS frames, max(width) AS w, max(height) AS h, \
+         max(decode_error) IS NOT NULL AS failed \
+         FROM frames('{}', 'fps=2,size=320') GROUP BY file ORDER BY file",
+        dir.path().display()
+    );
+    let batches = query(&sql).await;
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let expected = "\
++-------+--------+-----+-----+--------+
+| file  | frames | w   | h   | failed |
++-------+--------+-----+-----+--------+
+| a.mp4 | 20     | 320 | 136 | false  |
+| b.mkv | 0      |     |     | true   |
+| c.mp4 | 0      |     |     | true   |
++-------+--------+-----+-----+--------+";
+    assert_eq!(text, expected);
+    // frame indices of the sampled frames are the source frames' presentation indices
+    let sql = format!(
+        "SELECT frame_index FROM frames('{}', 'fps=1') ORDER BY frame_index",
+        sample("bikes.mp4").display()
+    );
+    let idx: Vec<i64> = query(&sql)
+        .await
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(idx.len(), 10);
+    assert!(
+        idx.windows(2)
+            .all(|w| w[1] - w[0] >= 24 && w[1] - w[0] <= 26),
+        "{idx:?}"
+    );
+    assert!(batches.iter().all(|b| b.column(0).null_count() == 0));
+}

@@ -1,0 +1,379 @@
+//! Decoding and sampling frames: every frame, N frames per second, or keyframes only, with
+//! an optional resize, as packed RGB24 pictures.
+//!
+//! - **fps sampling** follows ffmpeg's `fps` filter (default `round=near`,
+//!   `eof_action=round`): output slot `k` is at `start + k / fps`; each input timestamp is
+//!   rounded to the nearest slot; a frame is emitted for every slot up to the next frame's
+//!   slot (dropping frames that share a slot with a later one, repeating a frame when the
+//!   source has gaps); at the end, slots up to the rounded end of the last frame are filled.
+//!   So the counts equal `ffmpeg -vf fps=N`'s. Each emitted row carries the timestamp and
+//!   index of the source frame it shows (within one source frame of the slot time).
+//! - **keyframes** sets the decoder's `skip_frame` to non-key frames: only keyframes are
+//!   decoded at all (as `ffmpeg -skip_frame nokey`).
+//! - **resize** runs swscale (bicubic, as ffmpeg's `scale` filter) straight to RGB24; only
+//!   emitted frames are converted.
+//!
+//! Memory stays bounded whatever the video's length: frames go to the caller one at a time,
+//! and at most two decoded frames are held for sampling.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+
+use super::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
+use crate::UdfError;
+
+/// Which frames to produce.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum Sampling {
+    /// Every frame.
+    All,
+    /// This many frames per second (as ffmpeg's `fps` filter).
+    Fps(f64),
+    /// Keyframes only; other frames are not decoded.
+    Keyframes,
+}
+
+/// How to size the produced pictures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Resize {
+    /// Keep the decoded size.
+    Original,
+    /// Scale so the longer side is this many pixels (aspect kept, sides even, never enlarge).
+    LongestSide(u32),
+    /// Scale to exactly this width and height.
+    Exact(u32, u32),
+}
+
+impl Resize {
+    /// The output size for a `width` x `height` source.
+    pub fn target(self, width: u32, height: u32) -> (u32, u32) {
+        match self {
+            Resize::Original => (width, height),
+            Resize::Exact(w, h) => (w.max(1), h.max(1)),
+            Resize::LongestSide(side) => {
+                let longest = width.max(height);
+                if side == 0 || longest <= side {
+                    return (width, height);
+                }
+                let scale = f64::from(side) / f64::from(longest);
+                let even = |v: f64| (((v / 2.0).round() as u32) * 2).max(2);
+                if width >= height {
+                    (side, even(f64::from(height) * scale))
+                } else {
+                    (even(f64::from(width) * scale), side)
+                }
+            }
+        }
+    }
+}
+
+/// One produced frame.
+#[derive(Debug, Clone)]
+pub struct DecodedFrame {
+    /// Presentation-order index of the source frame in its stream (0-based). With
+    /// [`Sampling::Keyframes`] it is derived from the timestamp and the stream's frame rate.
+    pub index: i64,
+    /// Presentation timestamp of the source frame, in seconds from the stream's start.
+    pub pts_s: f64,
+    /// Whether the source frame is a keyframe.
+    pub is_keyframe: bool,
+    /// Picture width.
+    pub width: u32,
+    /// Picture height.
+    pub height: u32,
+    /// Packed RGB24 pixels, `width * height * 3` bytes, rows top to bottom.
+    pub rgb: Vec<u8>,
+}
+
+fn decode_error(path: &str, message: String) -> UdfError {
+    UdfError::Decode {
+        path: path.to_owned(),
+        message,
+    }
+}
+
+/// Emits a source frame (with the timestamp to report), telling whether to go on.
+type Emit<'a> = dyn FnMut(&Source, f64) -> Result<ControlFlow<()>, UdfError> + 'a;
+
+/// A decoded source frame, before sampling decided whether it is emitted.
+struct Source {
+    frame: ffmpeg::frame::Video,
+    index: i64,
+    /// Timestamp in stream time base (best effort).
+    ts: i64,
+    /// Output slot (fps sampling).
+    slot: i64,
+}
+
+/// Decodes the best video stream of a local file and calls `emit` with each sampled frame,
+/// until the stream ends or `emit` breaks. Without `with_pixels`, frames are not converted
+/// and `rgb` is empty (width and height are still the output size).
+pub fn decode_frames(
+    path: &Path,
+    sampling: Sampling,
+    resize: Resize,
+    with_pixels: bool,
+    mut emit: impl FnMut(DecodedFrame) -> ControlFlow<()>,
+) -> Result<(), UdfError> {
+    let display = path.display().to_string();
+    super::init()?;
+    super::fault::check(&display)?;
+    if let Sampling::Fps(fps) = sampling
+        && !(fps.is_finite() && fps > 0.0)
+    {
+        return Err(decode_error(
+            &display,
+            format!("fps must be a positive number, not {fps}"),
+        ));
+    }
+    super::guard(&display, || {
+        let mut target = std::ffi::OsString::from("file:");
+        target.push(path.as_os_str());
+        let mut input = ffmpeg::format::input(Path::new(&target))
+            .map_err(|e| decode_error(&display, format!("cannot open: {e}")))?;
+        let stream = input
+            .streams()
+            .best(Type::Video)
+            .ok_or_else(|| decode_error(&display, "the file has no video stream".to_owned()))?;
+        let stream_index = stream.index();
+        let time_base = stream.time_base();
+        let tb = f64::from(time_base.numerator()) / f64::from(time_base.denominator().max(1));
+        let start = if stream.start_time() == ffi_nopts() {
+            0
+        } else {
+            stream.start_time()
+        };
+        let rate = stream.avg_frame_rate();
+        let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
+            .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
+        let mut ctx = codec::Context::from_parameters(stream.parameters()).map_err(|e| {
+            decode_error(&display, format!("cannot read the codec parameters: {e}"))
+        })?;
+        ctx.set_threading(codec::threading::Config {
+            kind: codec::threading::Type::Frame,
+            count: 0,
+            ..Default::default()
+        });
+        let mut decoder = ctx
+            .decoder()
+            .video()
+            .map_err(|e| decode_error(&display, format!("cannot open the decoder: {e}")))?;
+        if sampling == Sampling::Keyframes {
+            decoder.skip_frame(ffmpeg::Discard::NonKey);
+        }
+
+        let mut sampler = Sampler::new(sampling, tb, start);
+        let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
+        let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, UdfError> {
+            let frame = &src.frame;
+            let (w, h) = (frame.width(), frame.height());
+            let (dw, dh) = resize.target(w, h);
+            let is_keyframe = frame.is_key() || frame.kind() == ffmpeg::picture::Type::I;
+            if !with_pixels {
+                return Ok(emit(DecodedFrame {
+                    index: src.index,
+                    pts_s,
+                    is_keyframe,
+                    width: dw,
+                    height: dh,
+                    rgb: Vec::new(),
+                }));
+            }
+            let key = (frame.format(), w, h);
+            if scaler.as_ref().is_none_or(|(_, k)| *k != key) {
+                let context = scaling::Context::get(
+                    frame.format(),
+                    w,
+                    h,
+                    Pixel::RGB24,
+                    dw,
+                    dh,
+                    scaling::Flags::BICUBIC,
+                )
+                .map_err(|e| {
+                    decode_error(
+                        &display,
+                        format!("cannot convert {:?} {w}x{h} to RGB: {e}", frame.format()),
+                    )
+                })?;
+                scaler = Some((context, key));
+            }
+            let mut rgb = ffmpeg::frame::Video::empty();
+            if let Some((context, _)) = scaler.as_mut() {
+                context
+                    .run(frame, &mut rgb)
+                    .map_err(|e| decode_error(&display, format!("cannot convert a frame: {e}")))?;
+            }
+            let (rw, rh) = (rgb.width() as usize, rgb.height() as usize);
+            let stride = rgb.stride(0);
+            let data = rgb.data(0);
+            let mut packed = Vec::with_capacity(rw * rh * 3);
+            for row in 0..rh {
+                packed.extend_from_slice(&data[row * stride..row * stride + rw * 3]);
+            }
+            Ok(emit(DecodedFrame {
+                index: src.index,
+                pts_s,
+                is_keyframe,
+                width: rgb.width(),
+                height: rgb.height(),
+                rgb: packed,
+            }))
+        };
+
+        let mut decoded = ffmpeg::frame::Video::empty();
+        let mut next_index = 0i64;
+        let mut last_end = None;
+        let mut receive = |decoder: &mut ffmpeg::decoder::Video,
+                           sampler: &mut Sampler,
+                           last_end: &mut Option<i64>,
+                           out: &mut Emit<'_>|
+         -> Result<ControlFlow<()>, UdfError> {
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                let ts = decoded
+                    .timestamp()
+                    .or(decoded.pts())
+                    .unwrap_or_else(|| last_end.unwrap_or(start));
+                // The end of this frame: one frame period at the stream's frame rate (packet
+                // durations can be wrong, the last one in particular), else the packet's.
+                // SAFETY: plain field read of the frame the decoder just filled.
+                let packet_duration = unsafe { (*decoded.as_ptr()).pkt_duration }.max(0);
+                let duration =
+                    frame_rate.map_or(packet_duration, |r| (1.0 / (r * tb)).round() as i64);
+                *last_end = Some(ts + duration);
+                let index = match (sampling, frame_rate) {
+                    (Sampling::Keyframes, Some(r)) => ((ts - start) as f64 * tb * r).round() as i64,
+                    _ => next_index,
+                };
+                next_index += 1;
+                let frame = std::mem::replace(&mut decoded, ffmpeg::frame::Video::empty());
+                if sampler
+                    .push(
+                        Source {
+                            frame,
+                            index,
+                            ts,
+                            slot: 0,
+                        },
+                        out,
+                    )?
+                    .is_break()
+                {
+                    return Ok(ControlFlow::Break(()));
+                }
+            }
+            Ok(ControlFlow::Continue(()))
+        };
+
+        for (s, packet) in input.packets() {
+            if s.index() != stream_index {
+                continue;
+            }
+            if let Err(e) = decoder.send_packet(&packet) {
+                // a damaged packet: skip it, as ffmpeg does, and go on decoding
+                log::debug!("{display}: skipping a packet the decoder refused: {e}");
+                continue;
+            }
+            if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
+                return Ok(());
+            }
+        }
+        let _ = decoder.send_eof();
+        if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
+            return Ok(());
+        }
+        sampler.finish(last_end, &mut out)?;
+        Ok(())
+    })
+}
+
+fn ffi_nopts() -> i64 {
+    ffmpeg::ffi::AV_NOPTS_VALUE
+}
+
+/// The sampling state machine (see the module docs).
+struct Sampler {
+    sampling: Sampling,
+    tb: f64,
+    start: i64,
+    /// fps: the frame waiting for its slot(s), and the next output slot.
+    current: Option<Source>,
+    next_slot: i64,
+}
+
+impl Sampler {
+    fn new(sampling: Sampling, tb: f64, start: i64) -> Self {
+        Self {
+            sampling,
+            tb,
+            start,
+            current: None,
+            next_slot: 0,
+        }
+    }
+
+    fn seconds(&self, ts: i64) -> f64 {
+        (ts - self.start) as f64 * self.tb
+    }
+
+    fn slot(&self, ts: i64, fps: f64) -> i64 {
+        // av_rescale_q_rnd(ts, tb, 1/fps, NEAR_INF): halves round away from zero
+        (ts as f64 * self.tb * fps).round() as i64
+    }
+
+    fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, UdfError> {
+        let fps = match self.sampling {
+            Sampling::All | Sampling::Keyframes => {
+                let pts_s = self.seconds(src.ts);
+                return out(&src, pts_s);
+            }
+            Sampling::Fps(fps) => fps,
+        };
+        src.slot = self.slot(src.ts, fps);
+        let Some(current) = self.current.take() else {
+            self.next_slot = src.slot;
+            self.current = Some(src);
+            return Ok(ControlFlow::Continue(()));
+        };
+        // emit `current` for every slot before the new frame's slot
+        while src.slot > self.next_slot {
+            let pts_s = self.seconds(current.ts);
+            if out(&current, pts_s)?.is_break() {
+                return Ok(ControlFlow::Break(()));
+            }
+            self.next_slot += 1;
+        }
+        // the new frame is at least as close to the next slot: it replaces `current`
+        self.current = Some(src);
+        Ok(ControlFlow::Continue(()))
+    }
+
+    fn finish(&mut self, end_ts: Option<i64>, out: &mut Emit<'_>) -> Result<(), UdfError> {
+        let (Sampling::Fps(fps), Some(current)) = (self.sampling, self.current.take()) else {
+            return Ok(());
+        };
+        let end_slot = end_ts.map_or(current.slot + 1, |end| self.slot(end, fps));
+        let pts_s = self.seconds(current.ts);
+        while end_slot > self.next_slot {
+            if out(&current, pts_s)?.is_break() {
+                return Ok(());
+            }
+            self.next_slot += 1;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resize_targets() {
+        assert_eq!(Resize::Original.target(640, 272), (640, 272));
+        assert_eq!(Resize::Exact(224, 224).target(640, 272), (224, 224));
+        assert_eq!(Resize::LongestSide(224).target(640, 272), (224, 96));
+        assert_eq!(Resize::LongestSide(224).target(272, 640), (96, 224));
+        assert_eq!(Resize::LongestSide(1024).target(640, 272), (640, 272));
+    }
+}
