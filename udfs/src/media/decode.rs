@@ -8,6 +8,9 @@
 //!   source has gaps); at the end, slots up to the rounded end of the last frame are filled.
 //!   So the counts equal `ffmpeg -vf fps=N`'s. Each emitted row carries the timestamp and
 //!   index of the source frame it shows (within one source frame of the slot time).
+//! - Below a quarter of the source frame rate, fps sampling lets the decoder skip
+//!   non-reference frames except within four frame periods of a slot boundary (where
+//!   the `fps` filter's choice is made), so the same frames are chosen with less decoding.
 //! - **keyframes** sets the decoder's `skip_frame` to non-key frames: only keyframes are
 //!   decoded at all (as `ffmpeg -skip_frame nokey`).
 //! - **resize** runs swscale (bicubic, as ffmpeg's `scale` filter) straight to RGB24; only
@@ -163,6 +166,15 @@ pub fn decode_frames(
         }
 
         let mut sampler = Sampler::new(sampling, tb, start);
+        // fps sampling: frames near a slot boundary decide which frame a slot shows, so
+        // they are always decoded; elsewhere the decoder skips frames nothing refers to.
+        let frame_period = frame_rate.map_or(0.2, |r| 1.0 / r);
+        let near_boundary = |pts: i64, fps: f64| {
+            let slots = (pts - start) as f64 * tb * fps;
+            let to_boundary = ((slots - slots.floor()) - 0.5).abs() / fps;
+            to_boundary <= 4.0 * frame_period
+        };
+        let skipping = matches!(sampling, Sampling::Fps(fps) if fps * frame_period < 0.25);
         let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
         let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, UdfError> {
             let frame = &src.frame;
@@ -241,8 +253,12 @@ pub fn decode_frames(
                 let duration =
                     frame_rate.map_or(packet_duration, |r| (1.0 / (r * tb)).round() as i64);
                 *last_end = Some(ts + duration);
+                // with frames skipped, the index comes from the timestamp
                 let index = match (sampling, frame_rate) {
                     (Sampling::Keyframes, Some(r)) => ((ts - start) as f64 * tb * r).round() as i64,
+                    (Sampling::Fps(_), Some(r)) if skipping => {
+                        ((ts - start) as f64 * tb * r).round() as i64
+                    }
                     _ => next_index,
                 };
                 next_index += 1;
@@ -265,9 +281,24 @@ pub fn decode_frames(
             Ok(ControlFlow::Continue(()))
         };
 
+        // the end of the last frame in presentation order, from every packet (decoded or not)
+        let mut packets_end: Option<i64> = None;
         for (s, packet) in input.packets() {
             if s.index() != stream_index {
                 continue;
+            }
+            if let (Some(pts), Sampling::Fps(fps)) = (packet.pts(), sampling) {
+                let duration = frame_rate.map_or(packet.duration().max(0), |r| {
+                    (1.0 / (r * tb)).round() as i64
+                });
+                packets_end = packets_end.max(Some(pts + duration));
+                if skipping {
+                    decoder.skip_frame(if near_boundary(pts, fps) {
+                        ffmpeg::Discard::Default
+                    } else {
+                        ffmpeg::Discard::NonReference
+                    });
+                }
             }
             if let Err(e) = decoder.send_packet(&packet) {
                 // a damaged packet: skip it, as ffmpeg does, and go on decoding
@@ -282,7 +313,7 @@ pub fn decode_frames(
         if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
             return Ok(());
         }
-        sampler.finish(last_end, &mut out)?;
+        sampler.finish(packets_end.max(last_end), &mut out)?;
         Ok(())
     })
 }
