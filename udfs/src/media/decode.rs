@@ -9,7 +9,7 @@
 //!   So the counts equal `ffmpeg -vf fps=N`'s. Each emitted row carries the timestamp and
 //!   index of the source frame it shows (within one source frame of the slot time).
 //! - Below a quarter of the source frame rate, fps sampling lets the decoder skip
-//!   non-reference frames except within four frame periods of a slot boundary (where
+//!   non-reference frames except within 1.5 frame periods of a slot boundary (where
 //!   the `fps` filter's choice is made), so the same frames are chosen with less decoding.
 //! - **keyframes** sets the decoder's `skip_frame` to non-key frames: only keyframes are
 //!   decoded at all (as `ffmpeg -skip_frame nokey`).
@@ -172,7 +172,7 @@ pub fn decode_frames(
         let near_boundary = |pts: i64, fps: f64| {
             let slots = (pts - start) as f64 * tb * fps;
             let to_boundary = ((slots - slots.floor()) - 0.5).abs() / fps;
-            to_boundary <= 4.0 * frame_period
+            to_boundary <= 1.5 * frame_period
         };
         let skipping = matches!(sampling, Sampling::Fps(fps) if fps * frame_period < 0.25);
         let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
