@@ -11,12 +11,7 @@ use std::time::{Duration, Instant};
 
 /// `$FRAMEFUSION_HOME/corpus`, the sample corpus fetched by `scripts/setup.sh`.
 pub fn corpus_dir() -> PathBuf {
-    let home = std::env::var_os("FRAMEFUSION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/framefusion")
-        });
-    home.join("corpus")
+    framefusion_engine::framefusion_home().join("corpus")
 }
 
 /// Builds a corpus of `n` files in `dir` by hard-linking the sample files in turn (the

@@ -20,12 +20,7 @@ pub fn default_catalog_path() -> PathBuf {
     if let Some(path) = std::env::var_os(CATALOG_ENV) {
         return PathBuf::from(path);
     }
-    let home = std::env::var_os("FRAMEFUSION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/framefusion")
-        });
-    home.join("catalog.json")
+    crate::framefusion_home().join("catalog.json")
 }
 
 /// Makes `ctx`'s default schema (`datafusion.public`) persistent in the catalog file at

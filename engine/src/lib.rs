@@ -24,3 +24,14 @@ pub mod session;
 pub use error::user_message;
 pub use ext::SessionContextExt;
 pub use session::{connect, new_context, remote_context, session_config, session_state};
+
+/// `$FRAMEFUSION_HOME`, where setup caches the corpus, models and libraries and where the
+/// catalog lives; default `~/.cache/framefusion`.
+pub fn framefusion_home() -> std::path::PathBuf {
+    std::env::var_os("FRAMEFUSION_HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/framefusion")
+        })
+}

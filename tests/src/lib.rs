@@ -13,21 +13,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// `$FRAMEFUSION_HOME`, default `~/.cache/framefusion`.
-pub fn framefusion_home() -> PathBuf {
-    std::env::var_os("FRAMEFUSION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            let home = std::env::var_os("HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("/root"));
-            home.join(".cache/framefusion")
-        })
-}
-
 /// The sample corpus folder, checked to hold the sample files.
 pub fn corpus_dir() -> PathBuf {
-    let dir = framefusion_home().join("corpus");
+    let dir = framefusion_engine::framefusion_home().join("corpus");
     assert!(
         dir.join("bikes.mp4").is_file() && dir.join("sample.mkv").is_file(),
         "the sample corpus is missing from {}: run `make setup` (scripts/setup.sh) first",
