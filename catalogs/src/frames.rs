@@ -365,16 +365,14 @@ impl TableProvider for FramesTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let files = self.files.clone();
-        let files = tokio::task::spawn_blocking(move || files.list_files())
-            .await
-            .map_err(|e| DataFusionError::External(Box::new(e)))??;
-        Ok(plan_scan(
+        plan_scan(
             state,
+            &self.files,
             ScanKind::Frames(self.options.clone()),
-            files,
             projection.cloned(),
-        )?)
+            None,
+        )
+        .await
     }
 }
 

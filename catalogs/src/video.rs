@@ -150,31 +150,28 @@ impl TableProvider for VideoTable {
         _filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let table = self.clone();
-        let mut files = tokio::task::spawn_blocking(move || table.list_files())
-            .await
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
-        // One row per file: a limit is a limit on files.
-        if let Some(limit) = limit {
-            files.truncate(limit);
-        }
-        Ok(plan_scan(
-            state,
-            ScanKind::Probe,
-            files,
-            projection.cloned(),
-        )?)
+        // one row per file: a limit is a limit on files
+        plan_scan(state, self, ScanKind::Probe, projection.cloned(), limit).await
     }
 }
 
-/// Plans the scan of listed files: partitions them as the session's `video.*` options say
-/// and builds the [`video_scan`].
-pub fn plan_scan(
+/// Plans a scan of `table`'s files: lists them (on a blocking thread), keeps the first
+/// `max_files`, partitions them as the session's `video.*` options say and builds the
+/// [`video_scan`].
+pub async fn plan_scan(
     state: &dyn Session,
+    table: &VideoTable,
     kind: ScanKind,
-    files: Vec<ListedFile>,
     columns: Option<Vec<usize>>,
-) -> Result<Arc<DataSourceExec>> {
+    max_files: Option<usize>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let table = table.clone();
+    let mut files = tokio::task::spawn_blocking(move || table.list_files())
+        .await
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+    if let Some(max) = max_files {
+        files.truncate(max);
+    }
     let options = state
         .config_options()
         .extensions
@@ -188,7 +185,7 @@ pub fn plan_scan(
         options.partition_bytes,
         target,
     );
-    video_scan(kind, groups, columns)
+    Ok(video_scan(kind, groups, columns)?)
 }
 
 /// The scan plan of listed files: a `DataSourceExec` over a `FileScanConfig` whose file
