@@ -175,6 +175,11 @@ pub fn decode_frames(
             to_boundary <= 1.5 * frame_period
         };
         let skipping = matches!(sampling, Sampling::Fps(fps) if fps * frame_period < 0.25);
+        // one frame period in stream ticks (packet durations can be wrong, the last one in
+        // particular, so the frame rate wins when it is known)
+        let frame_ticks = frame_rate.map(|r| (1.0 / (r * tb)).round() as i64);
+        // when frames are not all decoded, a frame's index comes from its timestamp
+        let index_from_ts = frame_rate.filter(|_| sampling == Sampling::Keyframes || skipping);
         let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
         let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, UdfError> {
             let frame = &src.frame;
@@ -246,21 +251,12 @@ pub fn decode_frames(
                     .timestamp()
                     .or(decoded.pts())
                     .unwrap_or_else(|| last_end.unwrap_or(start));
-                // The end of this frame: one frame period at the stream's frame rate (packet
-                // durations can be wrong, the last one in particular), else the packet's.
                 // SAFETY: plain field read of the frame the decoder just filled.
                 let packet_duration = unsafe { (*decoded.as_ptr()).pkt_duration }.max(0);
-                let duration =
-                    frame_rate.map_or(packet_duration, |r| (1.0 / (r * tb)).round() as i64);
-                *last_end = Some(ts + duration);
-                // with frames skipped, the index comes from the timestamp
-                let index = match (sampling, frame_rate) {
-                    (Sampling::Keyframes, Some(r)) => ((ts - start) as f64 * tb * r).round() as i64,
-                    (Sampling::Fps(_), Some(r)) if skipping => {
-                        ((ts - start) as f64 * tb * r).round() as i64
-                    }
-                    _ => next_index,
-                };
+                *last_end = Some(ts + frame_ticks.unwrap_or(packet_duration));
+                let index = index_from_ts.map_or(next_index, |r| {
+                    ((ts - start) as f64 * tb * r).round() as i64
+                });
                 next_index += 1;
                 let frame = std::mem::replace(&mut decoded, ffmpeg::frame::Video::empty());
                 if sampler
@@ -288,9 +284,7 @@ pub fn decode_frames(
                 continue;
             }
             if let (Some(pts), Sampling::Fps(fps)) = (packet.pts(), sampling) {
-                let duration = frame_rate.map_or(packet.duration().max(0), |r| {
-                    (1.0 / (r * tb)).round() as i64
-                });
+                let duration = frame_ticks.unwrap_or_else(|| packet.duration().max(0));
                 packets_end = packets_end.max(Some(pts + duration));
                 if skipping {
                     decoder.skip_frame(if near_boundary(pts, fps) {
