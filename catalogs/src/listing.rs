@@ -8,9 +8,15 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use framefusion_udfs::media::source::{VideoSource, local_uri};
+use framefusion_udfs::storage::{S3Location, StorageOptions, s3_store, storage_error};
+use futures::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt};
 
 use crate::CatalogError;
 
@@ -75,10 +81,12 @@ impl ExtensionFilter {
     }
 }
 
-/// Checks that a location exists, before a table is defined on it.
+/// Checks that a local location exists, before a table is defined on it. An object-store
+/// location is only parsed here ([`check_remote`] asks the store).
 pub fn check_location(location: &str) -> Result<VideoSource, CatalogError> {
     let source = VideoSource::parse(location)?;
     match &source {
+        VideoSource::S3(_) => Ok(source),
         VideoSource::Local(path) => match fs::metadata(path) {
             Ok(_) => Ok(source),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CatalogError::Location {
@@ -96,7 +104,15 @@ pub fn check_location(location: &str) -> Result<VideoSource, CatalogError> {
 /// Lists the files of `location` (a folder, listed recursively, or one file) that pass
 /// `filter`, sorted by URI. A single-file location is listed whatever its extension.
 pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>, CatalogError> {
-    let VideoSource::Local(root) = check_location(location)?;
+    let root = match check_location(location)? {
+        VideoSource::Local(root) => root,
+        VideoSource::S3(_) => {
+            return Err(CatalogError::Location {
+                location: location.to_owned(),
+                reason: "is an object-store location; list it with list_s3".to_owned(),
+            });
+        }
+    };
     let mut out = Vec::new();
     let meta = fs::metadata(&root).map_err(|e| CatalogError::Location {
         location: location.to_owned(),
@@ -110,6 +126,93 @@ pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>,
     }
     out.sort_by(|a, b| a.uri.cmp(&b.uri));
     Ok(out)
+}
+
+/// Lists the objects under an S3 prefix (recursively) that pass `filter`, sorted by URI;
+/// a location naming one object lists that object whatever its extension. A prefix with
+/// no object at all is an error (in S3, a prefix exists only through its objects), as are
+/// an unreachable store, refused credentials and a missing bucket, each naming the
+/// location and what to check.
+pub async fn list_s3(
+    location: &S3Location,
+    filter: &ExtensionFilter,
+    storage: &StorageOptions,
+) -> Result<Vec<ListedFile>, CatalogError> {
+    let (store, prefix) = open_prefix(location, storage)?;
+    let objects: Vec<ObjectMeta> = store
+        .list(prefix.as_ref())
+        .try_collect()
+        .await
+        .map_err(|e| storage_error(&location.uri(), &e))?;
+    let listed = |meta: &ObjectMeta| ListedFile {
+        uri: location.with_key(meta.location.as_ref()).uri(),
+        size: i64::try_from(meta.size).ok(),
+        modified_us: Some(meta.last_modified.timestamp_micros()),
+        error: None,
+    };
+    if objects.is_empty() {
+        let meta = lone_object(store.as_ref(), location, prefix.as_ref()).await?;
+        return Ok(vec![listed(&meta)]);
+    }
+    let mut out: Vec<ListedFile> = objects
+        .iter()
+        .filter(|m| filter.matches(Path::new(m.location.as_ref())))
+        .map(listed)
+        .collect();
+    out.sort_by(|a, b| a.uri.cmp(&b.uri));
+    Ok(out)
+}
+
+/// Checks that an object-store location can be listed and holds at least one object,
+/// without listing all of it.
+pub async fn check_remote(
+    location: &S3Location,
+    storage: &StorageOptions,
+) -> Result<(), CatalogError> {
+    let (store, prefix) = open_prefix(location, storage)?;
+    match store.list(prefix.as_ref()).next().await {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(storage_error(&location.uri(), &e).into()),
+        None => lone_object(store.as_ref(), location, prefix.as_ref())
+            .await
+            .map(|_| ()),
+    }
+}
+
+/// The store of `location` and its key as a listing prefix (`None`: the whole bucket).
+fn open_prefix(
+    location: &S3Location,
+    storage: &StorageOptions,
+) -> Result<(Arc<AmazonS3>, Option<ObjectPath>), CatalogError> {
+    let store = s3_store(&location.bucket, storage)?;
+    let prefix = location.path()?;
+    Ok((store, (!prefix.as_ref().is_empty()).then_some(prefix)))
+}
+
+/// The one object a location names when nothing lies under it as a prefix.
+async fn lone_object(
+    store: &AmazonS3,
+    location: &S3Location,
+    prefix: Option<&ObjectPath>,
+) -> Result<ObjectMeta, CatalogError> {
+    let uri = location.uri();
+    match prefix {
+        Some(key) if !location.key.ends_with('/') => match store.head(key).await {
+            Ok(meta) => Ok(meta),
+            Err(object_store::Error::NotFound { .. }) => Err(no_objects(&uri)),
+            Err(e) => Err(storage_error(&uri, &e).into()),
+        },
+        _ => Err(no_objects(&uri)),
+    }
+}
+
+fn no_objects(uri: &str) -> CatalogError {
+    CatalogError::Location {
+        location: uri.to_owned(),
+        reason:
+            "holds no object (no such prefix or object in the bucket); check the bucket and prefix"
+                .to_owned(),
+    }
 }
 
 fn listed_error(path: &Path, error: &str) -> ListedFile {

@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,7 +132,17 @@ impl FileCatalogStore {
         let tmp = PathBuf::from(tmp);
         let bytes =
             serde_json::to_vec_pretty(file).map_err(|e| CatalogError::Store(e.to_string()))?;
-        let mut out = File::create(&tmp).map_err(|e| self.io("write", e))?;
+        // table definitions may hold object-store credentials: owner-only
+        let mut out = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| self.io("write", e))?
+        };
         out.write_all(&bytes)
             .and_then(|()| out.sync_all())
             .map_err(|e| self.io("write", e))?;

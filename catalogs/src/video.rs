@@ -27,9 +27,10 @@ use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
 use framefusion_udfs::error::retry_transient;
-use framefusion_udfs::media::probe::probe_path;
+use framefusion_udfs::media::probe::probe_input;
 use framefusion_udfs::media::source::VideoSource;
 use framefusion_udfs::probe_udf::{ProbeColumnsBuilder, probe_fields};
+use framefusion_udfs::storage::StorageOptions;
 use futures::StreamExt;
 use object_store::ObjectStore;
 
@@ -69,6 +70,7 @@ pub fn videos_schema() -> SchemaRef {
 pub struct VideoTable {
     locations: Vec<String>,
     filter: ExtensionFilter,
+    storage: StorageOptions,
     definition: Option<String>,
 }
 
@@ -87,8 +89,32 @@ impl VideoTable {
         Ok(Self {
             locations,
             filter,
+            storage: StorageOptions::default(),
             definition: None,
         })
+    }
+
+    /// The same table, reading object-store locations with `storage` (over the
+    /// environment's AWS settings).
+    pub fn with_storage(mut self, storage: StorageOptions) -> Self {
+        self.storage = storage;
+        self
+    }
+
+    /// The object-store options of this table.
+    pub fn storage(&self) -> &StorageOptions {
+        &self.storage
+    }
+
+    /// Asks the object store of every remote location whether it can be listed and holds
+    /// objects (local locations were checked by [`VideoTable::try_new`]).
+    pub async fn check_remote(&self) -> Result<(), CatalogError> {
+        for location in &self.locations {
+            if let VideoSource::S3(remote) = VideoSource::parse(location)? {
+                listing::check_remote(&remote, &self.storage).await?;
+            }
+        }
+        Ok(())
     }
 
     /// The same table, remembering the SQL statement that defined it.
@@ -103,6 +129,7 @@ impl VideoTable {
         Self {
             locations,
             filter,
+            storage: StorageOptions::default(),
             definition: None,
         }
     }
@@ -112,11 +139,24 @@ impl VideoTable {
         &self.locations
     }
 
-    /// Lists the files of every location, sorted by URI, each once.
-    pub fn list_files(&self) -> Result<Vec<ListedFile>, CatalogError> {
+    /// Lists the files of every location, sorted by URI, each once. Local folders are
+    /// walked on a blocking thread.
+    pub async fn list_files(&self) -> Result<Vec<ListedFile>, CatalogError> {
         let mut files = Vec::new();
         for location in &self.locations {
-            files.extend(listing::list(location, &self.filter)?);
+            match VideoSource::parse(location)? {
+                VideoSource::S3(remote) => {
+                    files.extend(listing::list_s3(&remote, &self.filter, &self.storage).await?);
+                }
+                VideoSource::Local(_) => {
+                    let (location, filter) = (location.clone(), self.filter.clone());
+                    let listed =
+                        tokio::task::spawn_blocking(move || listing::list(&location, &filter))
+                            .await
+                            .map_err(|e| CatalogError::Store(format!("listing failed: {e}")))??;
+                    files.extend(listed);
+                }
+            }
         }
         files.sort_by(|a, b| a.uri.cmp(&b.uri));
         files.dedup_by(|a, b| a.uri == b.uri);
@@ -165,10 +205,7 @@ pub async fn plan_scan(
     columns: Option<Vec<usize>>,
     max_files: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let table = table.clone();
-    let mut files = tokio::task::spawn_blocking(move || table.list_files())
-        .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+    let mut files = table.list_files().await?;
     if let Some(max) = max_files {
         files.truncate(max);
     }
@@ -185,13 +222,14 @@ pub async fn plan_scan(
         options.partition_bytes,
         target,
     );
-    Ok(video_scan(kind, groups, columns)?)
+    Ok(video_scan(kind, table.storage().clone(), groups, columns)?)
 }
 
 /// The scan plan of listed files: a `DataSourceExec` over a `FileScanConfig` whose file
 /// groups are `groups` (one partition each), making `kind` rows, projected to `columns`.
 pub fn video_scan(
     kind: ScanKind,
+    storage: StorageOptions,
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
 ) -> Result<Arc<DataSourceExec>> {
@@ -201,7 +239,7 @@ pub fn video_scan(
     if kind == ScanKind::Probe {
         statistics.num_rows = Precision::Exact(files); // one row per file
     }
-    let source = Arc::new(VideoFileSource::new(kind, None));
+    let source = Arc::new(VideoFileSource::new(kind, storage, None));
     let file_groups = groups
         .into_iter()
         .map(|g| FileGroup::new(g.into_iter().map(partitioned_file).collect()))
@@ -259,8 +297,10 @@ pub fn partition_files(
 
 /// Creates [`VideoTable`]s for `CREATE EXTERNAL TABLE ... STORED AS VIDEO`.
 ///
-/// Accepted `OPTIONS`: `'extensions' 'mp4,mov'` (or `'*'`); without it the session's
-/// `video.extensions` applies.
+/// Accepted `OPTIONS`: `'extensions' 'mp4,mov'` (or `'*'`; without it the session's
+/// `video.extensions` applies) and, for `s3://` locations, the object-store options
+/// `'aws.*'` of [`framefusion_udfs::storage`]. A remote location is checked (listable,
+/// not empty) before the table exists.
 #[derive(Debug, Default)]
 pub struct VideoTableFactory;
 
@@ -294,13 +334,17 @@ impl TableProviderFactory for VideoTableFactory {
             return plan_err!("a VIDEO table has no partition columns; remove PARTITIONED BY");
         }
         let mut extensions = None;
+        let mut storage = StorageOptions::default();
         for (key, value) in &cmd.options {
-            match key.as_str() {
-                "format.extensions" | "extensions" => extensions = Some(value.clone()),
-                other => {
-                    let name = other.strip_prefix("format.").unwrap_or(other);
+            let name = key.strip_prefix("format.").unwrap_or(key);
+            match name {
+                "extensions" => extensions = Some(value.clone()),
+                aws if StorageOptions::is_storage_key(aws) => storage
+                    .insert(aws, value)
+                    .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?,
+                _ => {
                     return plan_err!(
-                        "unknown option '{name}' for a VIDEO table; the accepted option is 'extensions' (for example OPTIONS ('extensions' 'mp4,mov'), or '*' for every file)"
+                        "unknown option '{name}' for a VIDEO table; the accepted options are 'extensions' (for example OPTIONS ('extensions' 'mp4,mov'), or '*' for every file) and the object-store options 'aws.endpoint', 'aws.region', 'aws.access_key_id', 'aws.secret_access_key', ..."
                     );
                 }
             }
@@ -316,14 +360,39 @@ impl TableProviderFactory for VideoTableFactory {
         };
         let filter = ExtensionFilter::parse(&extensions)?;
         let locations = cmd.locations.clone();
-        let definition = cmd.definition.clone();
+        let definition = cmd
+            .definition
+            .as_deref()
+            .map(|d| definition_with_options(d, &cmd.options));
         let table = tokio::task::spawn_blocking(move || {
             VideoTable::try_new(locations, filter).map(|t| t.with_definition(definition))
         })
         .await
-        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??
+        .with_storage(storage);
+        table.check_remote().await?;
         Ok(Arc::new(table))
     }
+}
+
+/// The statement that recreates a table: DataFusion's rendering of `CREATE EXTERNAL TABLE`
+/// leaves `OPTIONS` out, so they are appended (sorted, quotes doubled) for the catalog to
+/// rebuild the same table in a later process.
+fn definition_with_options(
+    definition: &str,
+    options: &std::collections::HashMap<String, String>,
+) -> String {
+    if options.is_empty() {
+        return definition.to_owned();
+    }
+    let quote = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut pairs: Vec<_> = options.iter().collect();
+    pairs.sort();
+    let rendered: Vec<String> = pairs
+        .into_iter()
+        .map(|(k, v)| format!("{} {}", quote(k), quote(v)))
+        .collect();
+    format!("{definition} OPTIONS ({})", rendered.join(", "))
 }
 
 /// The `VIDEO` file source: DataFusion's file scan machinery (`DataSourceExec` over a
@@ -336,6 +405,7 @@ impl TableProviderFactory for VideoTableFactory {
 #[derive(Debug, Clone)]
 pub struct VideoFileSource {
     kind: ScanKind,
+    storage: StorageOptions,
     table_schema: TableSchema,
     /// Plain column indices of the kind's schema this source produces.
     columns: Option<Vec<usize>>,
@@ -363,14 +433,16 @@ impl ScanKind {
 }
 
 impl VideoFileSource {
-    /// A source of `kind`, producing the columns `columns` of its schema (all when `None`).
-    pub fn new(kind: ScanKind, columns: Option<Vec<usize>>) -> Self {
+    /// A source of `kind` reading remote files with `storage`, producing the columns
+    /// `columns` of its schema (all when `None`).
+    pub fn new(kind: ScanKind, storage: StorageOptions, columns: Option<Vec<usize>>) -> Self {
         let schema = kind.schema();
         let projection = columns
             .as_ref()
             .map(|c| ProjectionExprs::from_indices(c, &schema));
         Self {
             kind,
+            storage,
             table_schema: TableSchema::from(schema),
             columns,
             projection,
@@ -381,6 +453,11 @@ impl VideoFileSource {
     /// What this source makes of each file.
     pub fn kind(&self) -> &ScanKind {
         &self.kind
+    }
+
+    /// The object-store options remote files are read with.
+    pub fn storage(&self) -> &StorageOptions {
+        &self.storage
     }
 
     /// The columns this source produces (all when `None`).
@@ -430,10 +507,13 @@ impl FileSource for VideoFileSource {
             ScanKind::Probe => Arc::new(VideoOpener {
                 columns: self.columns.clone(),
                 probe: self.needs_probe(),
+                storage: self.storage.clone(),
             }),
-            ScanKind::Frames(options) => {
-                Arc::new(FramesOpener::new(options.clone(), self.columns.clone()))
-            }
+            ScanKind::Frames(options) => Arc::new(FramesOpener::new(
+                options.clone(),
+                self.storage.clone(),
+                self.columns.clone(),
+            )),
         })
     }
 
@@ -471,6 +551,7 @@ impl FileSource for VideoFileSource {
         }
         Ok(Some(Arc::new(VideoFileSource::new(
             self.kind.clone(),
+            self.storage.clone(),
             Some(columns),
         ))))
     }
@@ -515,6 +596,7 @@ impl FileSource for VideoFileSource {
 struct VideoOpener {
     columns: Option<Vec<usize>>,
     probe: bool,
+    storage: StorageOptions,
 }
 
 impl FileOpener for VideoOpener {
@@ -522,11 +604,13 @@ impl FileOpener for VideoOpener {
         let listed = listed_file(&file);
         let columns = self.columns.clone();
         let probe = self.probe;
+        let storage = self.storage.clone();
         Ok(Box::pin(async move {
-            let batch =
-                tokio::task::spawn_blocking(move || file_row(&listed, probe, columns.as_deref()))
-                    .await
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+            let batch = tokio::task::spawn_blocking(move || {
+                file_row(&listed, probe, &storage, columns.as_deref())
+            })
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
             Ok(futures::stream::once(async { Ok(batch) }).boxed())
         }))
     }
@@ -534,20 +618,28 @@ impl FileOpener for VideoOpener {
 
 /// The one-row batch of a listed file: its listing columns, and its probe columns when
 /// `probe` (otherwise left null, to be projected away), restricted to `projection`.
-fn file_row(file: &ListedFile, probe: bool, projection: Option<&[usize]>) -> Result<RecordBatch> {
+fn file_row(
+    file: &ListedFile,
+    probe: bool,
+    storage: &StorageOptions,
+    projection: Option<&[usize]>,
+) -> Result<RecordBatch> {
     let mut probed = ProbeColumnsBuilder::default();
     match (&file.error, probe) {
         (Some(error), _) => probed.append_error(error),
         (None, false) => probed.append_null(),
-        (None, true) => match VideoSource::parse(&file.uri) {
-            Ok(VideoSource::Local(local)) => match retry_transient(|| probe_path(&local)) {
+        (None, true) => {
+            let outcome = retry_transient(|| {
+                let input = VideoSource::parse(&file.uri)?.media_input(storage)?;
+                probe_input(&input)
+            });
+            match outcome {
                 // still failing after local retries: fail the task so the scheduler
                 // retries it (a transient failure is not the file's fault)
                 Err(e) if e.is_transient() => return Err(e.into_task_error()),
                 outcome => probed.append(&outcome),
-            },
-            Err(e) => probed.append_error(&e.to_string()),
-        },
+            }
+        }
     }
     let mut modified = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     modified.append_option(file.modified_us);

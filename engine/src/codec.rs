@@ -32,6 +32,7 @@ use framefusion_catalogs::frames::{FrameOptions, FramesTable};
 use framefusion_catalogs::listing::{ExtensionFilter, ListedFile};
 use framefusion_catalogs::video::{ScanKind, listed_file};
 use framefusion_catalogs::{VideoFileSource, VideoTable, video_scan};
+use framefusion_udfs::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
 
 const VIDEO_TABLE_TAG: &[u8] = b"framefusion:video_table:v1\n";
@@ -42,6 +43,8 @@ const FRAMES_TABLE_TAG: &[u8] = b"framefusion:frames_table:v1\n";
 struct VideoTableWire {
     locations: Vec<String>,
     extensions: String,
+    #[serde(default)]
+    storage: StorageOptions,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -55,20 +58,23 @@ impl VideoTableWire {
         Self {
             locations: table.locations().to_vec(),
             extensions: table.filter().spec(),
+            storage: table.storage().clone(),
         }
     }
 
     fn table(self) -> Result<VideoTable> {
-        Ok(VideoTable::from_parts(
-            self.locations,
-            ExtensionFilter::parse(&self.extensions)?,
-        ))
+        Ok(
+            VideoTable::from_parts(self.locations, ExtensionFilter::parse(&self.extensions)?)
+                .with_storage(self.storage),
+        )
     }
 }
 
 #[derive(Serialize, Deserialize)]
 struct VideoScanWire {
     kind: ScanKind,
+    #[serde(default)]
+    storage: StorageOptions,
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
     limit: Option<usize>,
@@ -232,7 +238,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
         match buf.strip_prefix(VIDEO_SCAN_TAG) {
             Some(bytes) => {
                 let wire: VideoScanWire = decode_json("VIDEO scan", bytes)?;
-                let scan = video_scan(wire.kind, wire.groups, wire.columns)?;
+                let scan = video_scan(wire.kind, wire.storage, wire.groups, wire.columns)?;
                 let config = (scan.data_source().as_ref() as &dyn Any)
                     .downcast_ref::<FileScanConfig>()
                     .map(|c| {
@@ -266,6 +272,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
                     .collect();
                 let wire = VideoScanWire {
                     kind: source.kind().clone(),
+                    storage: source.storage().clone(),
                     groups,
                     columns: source.columns().map(<[usize]>::to_vec),
                     limit: config.limit,

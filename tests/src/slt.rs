@@ -2,7 +2,8 @@
 //!
 //! Values print as Arrow's display formatting, `NULL` for nulls; every column type is
 //! reported as `Any`, so `query` lines may use any type letters. Files can use
-//! `control substitution on` and `$CORPUS` for the sample corpus folder.
+//! `control substitution on` and the variables the caller passes (`$CORPUS`, the sample
+//! corpus folder; `$S3_OPTIONS`, the `aws.*` options of the test S3 server).
 
 use std::path::Path;
 
@@ -95,8 +96,13 @@ impl sqllogictest::AsyncDB for FrameFusionDb {
     }
 }
 
-/// Runs one `.slt` file with a fresh session from `make_ctx` per connection.
-pub async fn run_file<F, Fut>(path: &Path, corpus: &Path, make_ctx: F) -> Result<(), String>
+/// Runs one `.slt` file with a fresh session from `make_ctx` per connection; `vars` are
+/// the `$NAME` substitutions the file may use.
+pub async fn run_file<F, Fut>(
+    path: &Path,
+    vars: &[(String, String)],
+    make_ctx: F,
+) -> Result<(), String>
 where
     F: Fn() -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<SessionContext, DataFusionError>> + Send + 'static,
@@ -111,7 +117,9 @@ where
         }
     });
     runner.with_column_validator(|_, _| true);
-    runner.set_var("CORPUS".to_owned(), corpus.display().to_string());
+    for (name, value) in vars {
+        runner.set_var(name.clone(), value.clone());
+    }
     runner
         .run_file_async(path)
         .await

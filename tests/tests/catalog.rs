@@ -79,6 +79,17 @@ fn a_table_outlives_its_process_until_dropped() {
         vec![serde_json::json!({"n": 1})]
     );
 
+    // OPTIONS are part of the definition a new process rebuilds the table from
+    let mkv_only = format!(
+        "CREATE OR REPLACE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{}' OPTIONS ('extensions' 'mkv')",
+        corpus_dir().display()
+    );
+    ok(&sql(&catalog, &mkv_only));
+    assert_eq!(
+        ok(&sql(&catalog, "SELECT count(*) AS n FROM raw")),
+        vec![serde_json::json!({"n": 1})]
+    );
+
     ok(&sql(&catalog, "DROP TABLE raw"));
     let e = err(&sql(&catalog, "SELECT * FROM raw"));
     assert!(e.contains("table 'datafusion.public.raw' not found"), "{e}");

@@ -5,5 +5,6 @@ mod catalog;
 mod cli;
 mod distributed;
 mod frames;
+mod object_store;
 mod probe;
 mod slt;

@@ -43,6 +43,19 @@ pub enum UdfError {
     /// The ffmpeg libraries failed to initialise.
     #[error("ffmpeg failed to initialise: {0}")]
     Init(String),
+    /// An object store refused or failed a request.
+    #[error("cannot read '{uri}': {message}")]
+    Storage {
+        /// The object or prefix.
+        uri: String,
+        /// What failed, and what to check.
+        message: String,
+        /// Whether retrying may succeed.
+        transient: bool,
+    },
+    /// An option (of a table, a function or a store) that is not valid.
+    #[error("{0}")]
+    Option(String),
 }
 
 impl UdfError {
@@ -51,6 +64,9 @@ impl UdfError {
         matches!(
             self,
             UdfError::Probe {
+                transient: true,
+                ..
+            } | UdfError::Storage {
                 transient: true,
                 ..
             }
@@ -84,6 +100,7 @@ pub fn io_is_transient(e: &std::io::Error) -> bool {
             | WouldBlock
             | ResourceBusy
             | ConnectionReset
+            | ConnectionRefused
             | ConnectionAborted
             | BrokenPipe
             | NetworkDown

@@ -6,6 +6,7 @@
 //! - [`media`]: probing (container and stream facts, as `ffprobe` reports them), and,
 //!   as later operators land, decoding, sampling, seeking and encoding.
 //! - [`probe_udf`]: the `probe(path)` scalar function.
+//! - [`storage`]: `s3://` locations, their stores and presigned read URLs.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
 //!   registry, the one entry point the engine (embedded or on Ballista) calls.
 //!
@@ -16,6 +17,7 @@ pub mod blocking;
 pub mod error;
 pub mod media;
 pub mod probe_udf;
+pub mod storage;
 
 use std::sync::Arc;
 

@@ -22,8 +22,9 @@ use datafusion::logical_expr::{
 
 use crate::UdfError;
 use crate::error::retry_transient;
-use crate::media::probe::{ProbeInfo, probe_path};
+use crate::media::probe::{ProbeInfo, probe_input};
 use crate::media::source::VideoSource;
+use crate::storage::StorageOptions;
 
 /// The probe columns, in table order, all nullable (null when `probe_error` is set).
 pub fn probe_fields() -> Fields {
@@ -143,11 +144,11 @@ impl ProbeColumnsBuilder {
     }
 }
 
-/// Probes the file behind a URI or path (see [`VideoSource::parse`]).
+/// Probes the file behind a URI or path (see [`VideoSource::parse`]); an `s3://` object
+/// is read with the environment's AWS settings.
 pub fn probe_uri(uri: &str) -> Result<ProbeInfo, UdfError> {
-    match VideoSource::parse(uri)? {
-        VideoSource::Local(path) => probe_path(&path),
-    }
+    let input = VideoSource::parse(uri)?.media_input(&StorageOptions::default())?;
+    probe_input(&input)
 }
 
 /// `probe(path)`: the probe columns of the file at `path`, as a struct.

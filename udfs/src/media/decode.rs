@@ -20,9 +20,10 @@
 //! and at most two decoded frames are held for sampling.
 
 use std::ops::ControlFlow;
-use std::path::Path;
 
 use super::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
+use super::probe::open_error_is_transient;
+use super::source::MediaInput;
 use crate::UdfError;
 
 /// Which frames to produce.
@@ -108,17 +109,19 @@ struct Source {
     slot: i64,
 }
 
-/// Decodes the best video stream of a local file and calls `emit` with each sampled frame,
-/// until the stream ends or `emit` breaks. Without `with_pixels`, frames are not converted
-/// and `rgb` is empty (width and height are still the output size).
+/// Decodes the best video stream of a local file or remote object and calls `emit` with
+/// each sampled frame, until the stream ends or `emit` breaks. Without `with_pixels`,
+/// frames are not converted and `rgb` is empty (width and height are still the output
+/// size). A read that fails part-way (a remote server that stops answering) is an error,
+/// never a silently shortened stream.
 pub fn decode_frames(
-    path: &Path,
+    media: &MediaInput,
     sampling: Sampling,
     resize: Resize,
     with_pixels: bool,
     mut emit: impl FnMut(DecodedFrame) -> ControlFlow<()>,
 ) -> Result<(), UdfError> {
-    let display = path.display().to_string();
+    let display = media.display.clone();
     super::init()?;
     super::fault::check(&display)?;
     if let Sampling::Fps(fps) = sampling
@@ -130,10 +133,17 @@ pub fn decode_frames(
         ));
     }
     super::guard(&display, || {
-        let mut target = std::ffi::OsString::from("file:");
-        target.push(path.as_os_str());
-        let mut input = ffmpeg::format::input(Path::new(&target))
-            .map_err(|e| decode_error(&display, format!("cannot open: {e}")))?;
+        let mut input = media.open().map_err(|e| {
+            if open_error_is_transient(e) {
+                UdfError::Storage {
+                    uri: display.clone(),
+                    message: format!("cannot open: {e}"),
+                    transient: true,
+                }
+            } else {
+                decode_error(&display, format!("cannot open: {e}"))
+            }
+        })?;
         let stream = input
             .streams()
             .best(Type::Video)
@@ -303,6 +313,13 @@ pub fn decode_frames(
                 return Ok(());
             }
         }
+        if let Some(e) = read_error(&input) {
+            return Err(UdfError::Storage {
+                uri: display.clone(),
+                message: format!("reading stopped part-way: {e}"),
+                transient: media.local_path().is_none() || open_error_is_transient(e),
+            });
+        }
         let _ = decoder.send_eof();
         if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
             return Ok(());
@@ -310,6 +327,18 @@ pub fn decode_frames(
         sampler.finish(packets_end.max(last_end), &mut out)?;
         Ok(())
     })
+}
+
+/// The error that ended demuxing early, if one did (ffmpeg latches it in the I/O context;
+/// the packet iterator ends on it as on the end of the file).
+fn read_error(input: &ffmpeg::format::context::Input) -> Option<ffmpeg::Error> {
+    // SAFETY: `input` owns a valid AVFormatContext; `pb` is null or a valid AVIOContext
+    // that lives as long as the context. Only plain fields are read.
+    let code = unsafe {
+        let pb = (*input.as_ptr()).pb;
+        if pb.is_null() { 0 } else { (*pb).error }
+    };
+    (code < 0 && code != ffmpeg::ffi::AVERROR_EOF).then(|| ffmpeg::Error::from(code))
 }
 
 fn ffi_nopts() -> i64 {

@@ -22,6 +22,7 @@
 use std::path::Path;
 
 use super::ffmpeg::{self, ffi, format::Pixel, media::Type};
+use super::source::MediaInput;
 use crate::UdfError;
 
 /// Facts about a video file's container and its video and audio streams.
@@ -62,35 +63,47 @@ pub struct AudioInfo {
     pub sample_rate: Option<i32>,
 }
 
-/// Probes a local file.
-///
-/// The file is opened through ffmpeg's `file:` protocol, so a path can never be
-/// mistaken for another protocol (`http:`, `concat:`, ...).
+/// Probes a local file (see [`MediaInput::local`]).
 pub fn probe_path(path: &Path) -> Result<ProbeInfo, UdfError> {
-    let display = path.display().to_string();
+    probe_input(&MediaInput::local(path))
+}
+
+/// Probes a local file or a remote object.
+pub fn probe_input(input: &MediaInput) -> Result<ProbeInfo, UdfError> {
+    let display = input.display.clone();
     super::init()?;
     super::fault::check(&display)?;
     super::guard(&display, || {
-        let metadata = std::fs::metadata(path).map_err(|e| UdfError::Probe {
-            path: display.clone(),
-            message: e.to_string(),
-            transient: crate::error::io_is_transient(&e),
-        })?;
-        if !metadata.is_file() {
-            return Err(probe_error(&display, "not a regular file".to_owned()));
+        if let Some(path) = input.local_path() {
+            let metadata = std::fs::metadata(path).map_err(|e| UdfError::Probe {
+                path: display.clone(),
+                message: e.to_string(),
+                transient: crate::error::io_is_transient(&e),
+            })?;
+            if !metadata.is_file() {
+                return Err(probe_error(&display, "not a regular file".to_owned()));
+            }
+            if metadata.len() == 0 {
+                return Err(probe_error(&display, "empty file (0 bytes)".to_owned()));
+            }
         }
-        if metadata.len() == 0 {
-            return Err(probe_error(&display, "empty file (0 bytes)".to_owned()));
-        }
-        let mut target = std::ffi::OsString::from("file:");
-        target.push(path.as_os_str());
-        let input = ffmpeg::format::input(Path::new(&target)).map_err(|e| UdfError::Probe {
+        let input = input.open().map_err(|e| UdfError::Probe {
             path: display.clone(),
-            transient: matches!(e, ffmpeg::Error::Other { errno } if crate::error::errno_is_transient(errno)),
+            transient: open_error_is_transient(e),
             message: describe(e),
         })?;
         read_info(&input).map_err(|message| probe_error(&display, message))
     })
+}
+
+/// Whether an error opening an input is worth retrying: an I/O error of the moment, or
+/// a remote server's 5xx answer.
+pub(crate) fn open_error_is_transient(e: ffmpeg::Error) -> bool {
+    match e {
+        ffmpeg::Error::Other { errno } => crate::error::errno_is_transient(errno),
+        ffmpeg::Error::HttpServerError => true,
+        _ => false,
+    }
 }
 
 fn probe_error(path: &str, message: String) -> UdfError {
@@ -108,6 +121,10 @@ fn describe(e: ffmpeg::Error) -> String {
             "not a video ffmpeg can read (Invalid data found when processing input)".to_owned()
         }
         ffmpeg::Error::Eof => "the file ends early: truncated or corrupt (End of file)".to_owned(),
+        ffmpeg::Error::HttpForbidden | ffmpeg::Error::HttpUnauthorized => {
+            "the object store refused the read (HTTP 401/403); check the credentials".to_owned()
+        }
+        ffmpeg::Error::HttpNotFound => "no such object (HTTP 404)".to_owned(),
         other => other.to_string(),
     }
 }

@@ -1,14 +1,19 @@
-//! Where a video's bytes come from: the URI forms framefusion accepts.
+//! Where a video's bytes come from: the URI forms framefusion accepts, and what ffmpeg
+//! opens for each ([`MediaInput`]).
 
 use std::path::{Path, PathBuf};
 
+use super::ffmpeg;
 use crate::UdfError;
+use crate::storage::{S3Location, StorageOptions, presigned_get};
 
 /// A resolved video location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VideoSource {
     /// A file on the local file system (absolute path).
     Local(PathBuf),
+    /// An object in an S3-compatible store.
+    S3(S3Location),
 }
 
 impl VideoSource {
@@ -29,10 +34,13 @@ impl VideoSource {
             return Ok(Self::Local(path));
         }
         if let Some((scheme, _)) = uri.split_once("://") {
+            if scheme.eq_ignore_ascii_case("s3") || scheme.eq_ignore_ascii_case("s3a") {
+                return S3Location::parse(uri).map(Self::S3);
+            }
             return Err(UdfError::UnsupportedUri {
                 uri: uri.to_owned(),
                 reason: format!(
-                    "the '{scheme}' scheme is not supported; use a local path or a file:// URI"
+                    "the '{scheme}' scheme is not supported; use a local path, a file:// URI or an s3:// URI"
                 ),
             });
         }
@@ -47,6 +55,76 @@ impl VideoSource {
     pub fn uri(&self) -> String {
         match self {
             Self::Local(path) => local_uri(path),
+            Self::S3(location) => location.uri(),
+        }
+    }
+
+    /// What ffmpeg opens to read this source: the local file, or a presigned URL of the
+    /// object (signed with `storage` over the environment's settings).
+    pub fn media_input(&self, storage: &StorageOptions) -> Result<MediaInput, UdfError> {
+        Ok(match self {
+            Self::Local(path) => MediaInput::local(path),
+            Self::S3(location) => MediaInput {
+                display: location.uri(),
+                target: Target::Url(presigned_get(location, storage)?),
+            },
+        })
+    }
+}
+
+/// Timeout of one ffmpeg read on a remote input, in microseconds.
+const REMOTE_RW_TIMEOUT_US: &str = "30000000";
+
+/// An input ffmpeg can open: a local file through the `file:` protocol, or an HTTP(S) URL
+/// it range-reads.
+#[derive(Debug, Clone)]
+pub struct MediaInput {
+    /// The URI or path shown in messages.
+    pub display: String,
+    target: Target,
+}
+
+#[derive(Debug, Clone)]
+enum Target {
+    Local(PathBuf),
+    Url(String),
+}
+
+impl MediaInput {
+    /// A local file. It is opened through ffmpeg's `file:` protocol, so a path can never
+    /// be mistaken for another protocol (`http:`, `concat:`, ...).
+    pub fn local(path: &Path) -> Self {
+        Self {
+            display: path.display().to_string(),
+            target: Target::Local(path.to_path_buf()),
+        }
+    }
+
+    /// The local path, for a local file.
+    pub fn local_path(&self) -> Option<&Path> {
+        match &self.target {
+            Target::Local(path) => Some(path),
+            Target::Url(_) => None,
+        }
+    }
+
+    /// Opens the input's container. A remote input may only use the HTTP protocols (a
+    /// hostile playlist cannot make ffmpeg read local files) and times out when the
+    /// server stops answering.
+    pub fn open(&self) -> Result<ffmpeg::format::context::Input, ffmpeg::Error> {
+        match &self.target {
+            Target::Local(path) => {
+                let mut target = std::ffi::OsString::from("file:");
+                target.push(path.as_os_str());
+                ffmpeg::format::input(Path::new(&target))
+            }
+            Target::Url(url) => {
+                let mut options = ffmpeg::Dictionary::new();
+                options.set("protocol_whitelist", "http,https,tcp,tls");
+                options.set("rw_timeout", REMOTE_RW_TIMEOUT_US);
+                options.set("multiple_requests", "1");
+                ffmpeg::format::input_with_dictionary(Path::new(url), options)
+            }
         }
     }
 }
@@ -80,5 +158,9 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("'gopher' scheme is not supported")));
+        assert_eq!(
+            VideoSource::parse("s3://b/k.mp4").ok().map(|s| s.uri()),
+            Some("s3://b/k.mp4".to_owned())
+        );
     }
 }

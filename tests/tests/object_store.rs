@@ -1,0 +1,104 @@
+//! Object storage through the CLI: credentials from the usual AWS environment variables,
+//! a persistent table over `s3://` that a new process still reads, the `probe()` UDF on an
+//! object, and refused credentials that fail the statement and leave the catalog as it was.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Output;
+
+use framefusion_tests::s3::S3Server;
+use framefusion_tests::{corpus_dir, framefusion_bin, json_lines};
+
+fn sql(catalog: &Path, env: &[(&str, String)], statements: &str) -> Output {
+    let mut cmd = std::process::Command::new(framefusion_bin());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(["sql", "--catalog"])
+        .arg(catalog)
+        .args([statements, "--format", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ok(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_tables_with_environment_credentials() {
+    let s3 = S3Server::start();
+    s3.create_bucket("videos");
+    assert_eq!(s3.upload_dir("videos", "raw/", &corpus_dir()).await, 6);
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let catalog = dir.path().join("catalog.json");
+    let env: Vec<(&str, String)> = s3.env();
+
+    ok(&sql(
+        &catalog,
+        &env,
+        "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION 's3://videos/raw/'",
+    ));
+    // a new process reads it, probing every object over range reads
+    let rows = ok(&sql(
+        &catalog,
+        &env,
+        "SELECT count(*) AS n, count(probe_error) AS bad, sum(frame_count) AS frames FROM raw",
+    ));
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({"n": 6, "bad": 1, "frames": 132 + 250 + 120 + 23 + 1323})]
+    );
+    // the probe() UDF reads an object with the environment's settings
+    let rows = ok(&sql(
+        &catalog,
+        &env,
+        "SELECT probe('s3://videos/raw/bikes.mp4')['width'] AS w, probe('s3://videos/raw/none.mp4')['probe_error'] IS NOT NULL AS missing",
+    ));
+    assert_eq!(rows, vec![serde_json::json!({"w": 640, "missing": true})]);
+
+    // refused credentials: one line naming the location and the fix, nothing defined
+    let mut wrong = env.clone();
+    wrong.retain(|(k, _)| *k != "AWS_SECRET_ACCESS_KEY");
+    wrong.push(("AWS_SECRET_ACCESS_KEY", "not-the-secret".to_owned()));
+    let out = sql(
+        &catalog,
+        &wrong,
+        "CREATE EXTERNAL TABLE other STORED AS VIDEO LOCATION 's3://videos/raw/'",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot read 's3://videos/raw/': access denied")
+            && stderr.contains("AWS_SECRET_ACCESS_KEY"),
+        "{stderr}"
+    );
+    let tables = ok(&sql(
+        &catalog,
+        &env,
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+    ));
+    assert_eq!(tables, vec![serde_json::json!({"table_name": "raw"})]);
+
+    // table definitions may carry credentials: the catalog file is the owner's alone
+    ok(&sql(
+        &catalog,
+        &[],
+        &format!(
+            "CREATE EXTERNAL TABLE with_keys STORED AS VIDEO LOCATION 's3://videos/raw/bikes.mp4' OPTIONS ({})",
+            s3.table_options()
+        ),
+    ));
+    let rows = ok(&sql(&catalog, &[], "SELECT width FROM with_keys"));
+    assert_eq!(rows, vec![serde_json::json!({"width": 640})]);
+    let mode = std::fs::metadata(&catalog)
+        .map(|m| m.permissions().mode() & 0o777)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(mode, 0o600);
+}
