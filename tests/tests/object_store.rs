@@ -5,6 +5,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use framefusion_tests::s3::S3Server;
 use framefusion_tests::{corpus_dir, framefusion_bin, json_lines};
@@ -101,4 +103,80 @@ async fn remote_tables_with_environment_credentials() {
         .map(|m| m.permissions().mode() & 0o777)
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(mode, 0o600);
+}
+
+/// A TCP proxy on a free loopback port in front of `upstream` that counts the bytes the
+/// upstream sends back.
+async fn counting_proxy(upstream: String) -> (String, Arc<AtomicU64>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let received = Arc::new(AtomicU64::new(0));
+    let counter = Arc::clone(&received);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                continue;
+            };
+            let counter = Arc::clone(&counter);
+            tokio::spawn(async move {
+                let (mut client_read, mut client_write) = client.into_split();
+                let (mut server_read, mut server_write) = server.into_split();
+                let up = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+                    let _ = server_write.shutdown().await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = server_read.read(&mut buf).await {
+                    if n == 0 || client_write.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                    counter.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                up.abort();
+            });
+        }
+    });
+    (format!("http://127.0.0.1:{port}"), received)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probing_an_object_reads_a_small_part_of_it() {
+    // a 9-minute video (the trailer looped 10 times) whose index sits at the end of the
+    // file, as ffmpeg writes MP4 by default: probing must seek there, not read it all
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let big = dir.path().join("big.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-stream_loop", "9", "-i"])
+        .arg(corpus_dir().join("trailer_bbb.mp4"))
+        .args(["-c", "copy", "-y"])
+        .arg(&big)
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
+    assert!(status.success());
+    let size = std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0);
+    assert!(size > 50_000_000, "{size}");
+
+    let s3 = S3Server::start();
+    s3.create_bucket("videos");
+    let upload = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&big, upload.path().join("big.mp4")).unwrap_or_else(|e| panic!("{e}"));
+    s3.upload_dir("videos", "", upload.path()).await;
+
+    let (endpoint, received) = counting_proxy(s3.endpoint().replace("http://", "")).await;
+    let mut env = s3.env();
+    env.retain(|(k, _)| *k != "AWS_ENDPOINT_URL");
+    env.push(("AWS_ENDPOINT_URL", endpoint));
+    let catalog = dir.path().join("catalog.json");
+    let rows = ok(&sql(
+        &catalog,
+        &env,
+        "SELECT round(probe('s3://videos/big.mp4')['duration_s']) AS d, probe('s3://videos/big.mp4')['probe_error'] IS NULL AS clean",
+    ));
+    assert_eq!(rows, vec![serde_json::json!({"d": 551.0, "clean": true})]);
+    let read = received.load(Ordering::Relaxed);
+    eprintln!("probing a {size}-byte object read {read} bytes");
+    assert!(read > 0 && read < size / 4, "read {read} of {size} bytes");
 }
