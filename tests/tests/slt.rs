@@ -44,10 +44,8 @@ async fn conformance_suite_embedded() {
     let (_s3, vars) = fixtures().await;
     let mut failures = Vec::new();
     for file in slt_files() {
-        if let Err(e) = slt::run_file(&file, &vars, || async {
-            framefusion_engine::new_context()
-        })
-        .await
+        if let Err(e) =
+            slt::run_file(&file, &vars, || async { framefusion_engine::new_context() }).await
         {
             failures.push(format!("{}:\n{e}", file.display()));
         }

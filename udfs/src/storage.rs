@@ -149,9 +149,9 @@ fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, UdfEr
         .with_config(client(ClientConfigKey::Timeout), "60s");
     for (key, value) in options.iter() {
         let name = key.strip_prefix(OPTION_PREFIX).unwrap_or(key);
-        let config_key = name.parse::<AmazonS3ConfigKey>().map_err(|e| {
-            UdfError::Option(format!("unknown object store option '{key}': {e}"))
-        })?;
+        let config_key = name
+            .parse::<AmazonS3ConfigKey>()
+            .map_err(|e| UdfError::Option(format!("unknown object store option '{key}': {e}")))?;
         builder = builder.with_config(config_key, value);
     }
     let http_endpoint = builder
