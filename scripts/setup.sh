@@ -66,7 +66,9 @@ if ((${#python_tools[@]})); then
     want=$(printf '%s\n' "${python_tools[@]}" | sha256sum | cut -d' ' -f1)
     if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
         log "installing python reference tools: ${python_tools[*]}"
-        "${pip[@]}" install "${python_tools[@]}"
+        # every dependency is pinned in the list: --no-deps keeps pip from pulling the GUI
+        # build of OpenCV that scenedetect names
+        "${pip[@]}" install --no-deps "${python_tools[@]}"
         echo "$want" >"$stamp"
     fi
 fi

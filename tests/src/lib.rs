@@ -103,3 +103,28 @@ pub fn json_lines(text: &[u8]) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}")))
         .collect()
 }
+
+/// Runs `sql` (one or more statements) on a fresh embedded session and collects the result
+/// of the last one.
+pub async fn query(sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
+    use framefusion_engine::SessionContextExt;
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    ctx.run_script(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The Python of the reference tools' virtualenv (PySceneDetect, ...), made by
+/// `scripts/setup.sh`.
+pub fn python() -> PathBuf {
+    let bin = framefusion_engine::framefusion_home().join("venv/bin/python");
+    assert!(
+        bin.is_file(),
+        "the reference tools' Python is missing ({}): run `make setup` (scripts/setup.sh) first",
+        bin.display()
+    );
+    bin
+}

@@ -5,10 +5,9 @@
 use std::path::Path;
 use std::process::Command;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
-use framefusion_engine::SessionContextExt;
-use framefusion_tests::sample;
+use framefusion_tests::{query, sample};
 
 /// `(timestamp in seconds, md5)` of the frames ffmpeg outputs (framemd5), with
 /// `input_args` before `-i` and an optional video filter.
@@ -69,16 +68,6 @@ fn ffmpeg_fps_source_times(file: &Path, fps: f64) -> Vec<f64> {
                 .fold(f64::NAN, f64::max)
         })
         .collect()
-}
-
-async fn query(sql: &str) -> Vec<RecordBatch> {
-    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
-    ctx.run_script(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .collect()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
 }
 
 async fn our_times(file: &Path, options: &str) -> Vec<f64> {

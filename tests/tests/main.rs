@@ -7,4 +7,5 @@ mod distributed;
 mod frames;
 mod object_store;
 mod probe;
+mod shots;
 mod slt;

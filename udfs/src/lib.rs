@@ -6,6 +6,7 @@
 //! - [`media`]: probing (container and stream facts, as `ffprobe` reports them), and,
 //!   as later operators land, decoding, sampling, seeking and encoding.
 //! - [`probe_udf`]: the `probe(path)` scalar function.
+//! - [`shots`]: `detect_shots(path [, options])`, PySceneDetect's detectors.
 //! - [`storage`]: `s3://` locations, their stores and presigned read URLs.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
 //!   registry, the one entry point the engine (embedded or on Ballista) calls.
@@ -17,6 +18,7 @@ pub mod blocking;
 pub mod error;
 pub mod media;
 pub mod probe_udf;
+pub mod shots;
 pub mod storage;
 
 use std::sync::Arc;
@@ -28,7 +30,10 @@ pub use error::UdfError;
 
 /// Every scalar UDF this crate provides, in registration order.
 pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
-    vec![Arc::new(ScalarUDF::from(probe_udf::ProbeUdf::new()))]
+    vec![
+        Arc::new(ScalarUDF::from(probe_udf::ProbeUdf::new())),
+        Arc::new(ScalarUDF::from(shots::DetectShotsUdf::default())),
+    ]
 }
 
 /// Registers every framefusion UDF on `registry` (a `SessionContext`, a `SessionState`,

@@ -5,6 +5,7 @@
 
 pub mod decode;
 pub mod fault;
+pub mod image;
 pub mod probe;
 pub mod source;
 

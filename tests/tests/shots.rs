@@ -1,0 +1,163 @@
+//! Shot detection: exact cuts on synthetic video with known cuts, and agreement with
+//! PySceneDetect 0.7.2 (run from the setup step's virtualenv) on the real sample videos.
+
+use std::path::Path;
+use std::process::Command;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use framefusion_tests::{python, query, sample};
+
+/// The cut frames (starts of every shot but the first) `detect_shots` finds.
+async fn our_cuts(file: &Path, options: &str) -> Vec<i64> {
+    let sql = format!(
+        "SELECT s['start_frame'] AS f FROM (SELECT unnest(detect_shots('{}', '{options}')) AS s) ORDER BY f",
+        file.display()
+    );
+    let mut starts: Vec<i64> = query(&sql)
+        .await
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(
+        starts.first(),
+        Some(&0),
+        "{}: shots start at frame 0",
+        file.display()
+    );
+    starts.remove(0);
+    starts
+}
+
+/// The cut frames of PySceneDetect's detector (`ContentDetector()` or `AdaptiveDetector()`)
+/// at its defaults.
+fn pyscenedetect_cuts(file: &Path, detector: &str) -> Vec<i64> {
+    let script = format!(
+        "import json, sys\nfrom scenedetect import detect, {detector}\nscenes = detect(sys.argv[1], {detector}())\nprint(json.dumps([s[0].frame_num for s in scenes[1:]]))"
+    );
+    let out = Command::new(python())
+        .args(["-c", &script])
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run PySceneDetect: {e}"));
+    assert!(
+        out.status.success(),
+        "PySceneDetect failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or("[]"))
+        .unwrap_or_else(|e| panic!("PySceneDetect printed {text}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthetic_cuts_are_exact() {
+    // four 2-second segments of different test patterns at 25 fps: cuts at 50, 100, 150
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let file = dir.path().join("cuts.mp4");
+    let sources = [
+        "testsrc=size=320x240:rate=25:duration=2",
+        "smptebars=size=320x240:rate=25:duration=2",
+        "mandelbrot=size=320x240:rate=25",
+        "rgbtestsrc=size=320x240:rate=25:duration=2",
+    ];
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-v", "error", "-y"]);
+    for s in sources {
+        cmd.args(["-f", "lavfi", "-t", "2", "-i", s]);
+    }
+    cmd.args([
+        "-filter_complex",
+        "[0:v][1:v][2:v][3:v]concat=n=4:v=1:a=0,format=yuv420p[v]",
+        "-map",
+        "[v]",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+    ])
+    .arg(&file);
+    assert!(cmd.status().is_ok_and(|s| s.success()), "ffmpeg failed");
+
+    assert_eq!(our_cuts(&file, "").await, [50, 100, 150]);
+    assert_eq!(our_cuts(&file, "detector=adaptive").await, [50, 100, 150]);
+    // the last shot ends at the last frame; times follow the frame rate
+    let sql = format!(
+        "SELECT max(s['end_frame']) AS f, max(s['end_s']) AS t, min(s['start_s']) AS t0 FROM (SELECT unnest(detect_shots('{}')) AS s)",
+        file.display()
+    );
+    let batches = query(&sql).await;
+    let b = &batches[0];
+    assert_eq!(b.column(0).as_primitive::<Int64Type>().value(0), 200);
+    let end = b
+        .column(1)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+        .value(0);
+    assert!((end - 8.0).abs() < 1e-6, "{end}");
+    // a higher threshold than any cut's score finds none: one shot
+    assert_eq!(our_cuts(&file, "threshold=255").await, Vec::<i64>::new());
+}
+
+/// Matches `ours` to `theirs` within one frame; returns (true positives, ours, theirs).
+fn matched(ours: &[i64], theirs: &[i64]) -> (usize, usize, usize) {
+    let mut used = vec![false; theirs.len()];
+    let mut tp = 0;
+    for &c in ours {
+        if let Some(i) = (0..theirs.len()).find(|&i| !used[i] && (theirs[i] - c).abs() <= 1) {
+            used[i] = true;
+            tp += 1;
+        }
+    }
+    (tp, ours.len(), theirs.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cuts_agree_with_pyscenedetect() {
+    for (detector, options) in [
+        ("ContentDetector", ""),
+        ("AdaptiveDetector", "detector=adaptive"),
+    ] {
+        let (mut tp, mut n_ours, mut n_theirs) = (0, 0, 0);
+        let mut report = Vec::new();
+        for name in [
+            "bikes.mp4",
+            "trailer_bbb.mp4",
+            "bigbuckbunny.mp4",
+            "carphone_pristine.mp4",
+        ] {
+            let file = sample(name);
+            let ours = our_cuts(&file, options).await;
+            let theirs = pyscenedetect_cuts(&file, detector);
+            let (t, o, r) = matched(&ours, &theirs);
+            report.push(format!("{name}: ours {ours:?}, PySceneDetect {theirs:?}"));
+            tp += t;
+            n_ours += o;
+            n_theirs += r;
+        }
+        let precision = if n_ours == 0 {
+            1.0
+        } else {
+            tp as f64 / n_ours as f64
+        };
+        let recall = if n_theirs == 0 {
+            1.0
+        } else {
+            tp as f64 / n_theirs as f64
+        };
+        let f1 = if precision + recall == 0.0 {
+            0.0
+        } else {
+            2.0 * precision * recall / (precision + recall)
+        };
+        eprintln!(
+            "{detector}: F1 {f1:.3} (±1 frame)\n  {}",
+            report.join("\n  ")
+        );
+        assert!(n_theirs > 0, "the sample videos have cuts");
+        assert!(
+            f1 >= 0.95,
+            "{detector}: F1 {f1:.3} < 0.95\n  {}",
+            report.join("\n  ")
+        );
+    }
+}

@@ -1,0 +1,166 @@
+//! Small image operations on packed RGB24 pictures, with the arithmetic of the OpenCV
+//! functions the reference tools use (so scores computed here agree with theirs).
+
+/// A packed RGB24 picture.
+#[derive(Debug, Clone)]
+pub struct Rgb {
+    /// Width in pixels.
+    pub width: usize,
+    /// Height in pixels.
+    pub height: usize,
+    /// `width * height * 3` bytes, rows top to bottom.
+    pub data: Vec<u8>,
+}
+
+impl Rgb {
+    /// Resizes with bilinear interpolation, pixel centres aligned as OpenCV's
+    /// `cv2.resize(..., interpolation=INTER_LINEAR)` does.
+    pub fn resize_bilinear(&self, width: usize, height: usize) -> Rgb {
+        let (sw, sh) = (self.width, self.height);
+        if (sw, sh) == (width, height) || sw == 0 || sh == 0 {
+            return self.clone();
+        }
+        let taps = |dst: usize, src: usize| -> Vec<(usize, f32)> {
+            let scale = src as f64 / dst as f64;
+            (0..dst)
+                .map(|d| {
+                    let f = (d as f64 + 0.5) * scale - 0.5;
+                    let mut s = f.floor();
+                    let mut frac = f - s;
+                    if s < 0.0 {
+                        s = 0.0;
+                        frac = 0.0;
+                    }
+                    let mut s = s as usize;
+                    if s + 1 >= src {
+                        s = src - 1;
+                        frac = 0.0;
+                    }
+                    (s, frac as f32)
+                })
+                .collect()
+        };
+        let xs = taps(width, sw);
+        let ys = taps(height, sh);
+        let mut out = vec![0u8; width * height * 3];
+        let px = |x: usize, y: usize, c: usize| f32::from(self.data[(y * sw + x) * 3 + c]);
+        for (dy, &(sy, fy)) in ys.iter().enumerate() {
+            let sy1 = (sy + 1).min(sh - 1);
+            for (dx, &(sx, fx)) in xs.iter().enumerate() {
+                let sx1 = (sx + 1).min(sw - 1);
+                for c in 0..3 {
+                    let top = px(sx, sy, c) * (1.0 - fx) + px(sx1, sy, c) * fx;
+                    let bottom = px(sx, sy1, c) * (1.0 - fx) + px(sx1, sy1, c) * fx;
+                    let v = top * (1.0 - fy) + bottom * fy;
+                    out[(dy * width + dx) * 3 + c] = v.round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+        Rgb {
+            width,
+            height,
+            data: out,
+        }
+    }
+
+    /// The hue, saturation and value planes of OpenCV's 8-bit `COLOR_RGB2HSV` (hue in
+    /// `0..180`), with its fixed-point arithmetic.
+    pub fn hsv_planes(&self) -> [Vec<u8>; 3] {
+        const SHIFT: u32 = 12;
+        let n = self.width * self.height;
+        let (mut h, mut s, mut v) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+        for (i, p) in self.data.chunks_exact(3).enumerate().take(n) {
+            let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+            let max = r.max(g).max(b);
+            let diff = max - r.min(g).min(b);
+            let sdiv = if max == 0 {
+                0
+            } else {
+                ((255 << SHIFT) as f64 / f64::from(max)).round() as i32
+            };
+            let hdiv = if diff == 0 {
+                0
+            } else {
+                ((180 << SHIFT) as f64 / (6.0 * f64::from(diff))).round() as i32
+            };
+            let sat = (diff * sdiv + (1 << (SHIFT - 1))) >> SHIFT;
+            let raw = if max == r {
+                g - b
+            } else if max == g {
+                b - r + 2 * diff
+            } else {
+                r - g + 4 * diff
+            };
+            let mut hue = (raw * hdiv + (1 << (SHIFT - 1))) >> SHIFT;
+            if hue < 0 {
+                hue += 180;
+            }
+            h[i] = hue.clamp(0, 255) as u8;
+            s[i] = sat.clamp(0, 255) as u8;
+            v[i] = max as u8;
+        }
+        [h, s, v]
+    }
+
+    /// Luma (BT.601, as OpenCV's `COLOR_RGB2GRAY`), one byte per pixel.
+    pub fn gray(&self) -> Vec<u8> {
+        self.data
+            .chunks_exact(3)
+            .map(|p| {
+                let y = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+                y.round().clamp(0.0, 255.0) as u8
+            })
+            .collect()
+    }
+}
+
+/// Mean absolute difference of two planes of the same size.
+pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
+    if a.is_empty() || a.len() != b.len() {
+        return 0.0;
+    }
+    let sum: u64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| u64::from(x.abs_diff(*y)))
+        .sum();
+    sum as f64 / a.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsv_matches_opencv_on_primaries() {
+        let img = Rgb {
+            width: 4,
+            height: 1,
+            data: vec![255, 0, 0, 0, 255, 0, 0, 0, 255, 128, 128, 128],
+        };
+        let [h, s, v] = img.hsv_planes();
+        // cv2.cvtColor(np.uint8([[[255,0,0],[0,255,0],[0,0,255],[128,128,128]]]), COLOR_RGB2HSV)
+        assert_eq!(h, [0, 60, 120, 0]);
+        assert_eq!(s, [255, 255, 255, 0]);
+        assert_eq!(v, [255, 255, 255, 128]);
+    }
+
+    #[test]
+    fn bilinear_halving_averages_pairs() {
+        let img = Rgb {
+            width: 4,
+            height: 2,
+            data: (0..24).map(|i| (i * 10) as u8).collect(),
+        };
+        let small = img.resize_bilinear(2, 1);
+        assert_eq!((small.width, small.height, small.data.len()), (2, 1, 6));
+        // centre of the 2x2 block: the average of its four pixels
+        let expect = |x: usize, c: usize| {
+            let p = |xx: usize, yy: usize| f32::from(img.data[(yy * 4 + xx) * 3 + c]);
+            ((p(x, 0) + p(x + 1, 0) + p(x, 1) + p(x + 1, 1)) / 4.0).round() as u8
+        };
+        assert_eq!(small.data[0], expect(0, 0));
+        assert_eq!(small.data[3], expect(2, 0));
+        assert_eq!(mean_abs_diff(&[0, 10], &[5, 5]), 5.0);
+    }
+}
