@@ -8,4 +8,5 @@ mod frames;
 mod object_store;
 mod probe;
 mod shots;
+mod signals;
 mod slt;

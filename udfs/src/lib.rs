@@ -7,6 +7,8 @@
 //!   as later operators land, decoding, sampling, seeking and encoding.
 //! - [`probe_udf`]: the `probe(path)` scalar function.
 //! - [`shots`]: `detect_shots(path [, options])`, PySceneDetect's detectors.
+//! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
+//!   and its views `motion_score`, `clip_quality`, `clip_phash`; `hamming_distance`.
 //! - [`storage`]: `s3://` locations, their stores and presigned read URLs.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
 //!   registry, the one entry point the engine (embedded or on Ballista) calls.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod media;
 pub mod probe_udf;
 pub mod shots;
+pub mod signals;
 pub mod storage;
 
 use std::sync::Arc;
@@ -33,6 +36,11 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
     vec![
         Arc::new(ScalarUDF::from(probe_udf::ProbeUdf::new())),
         Arc::new(ScalarUDF::from(shots::DetectShotsUdf::default())),
+        Arc::new(ScalarUDF::from(signals::ClipSignalsUdf::default())),
+        Arc::new(ScalarUDF::from(signals::SignalViewUdf::motion())),
+        Arc::new(ScalarUDF::from(signals::SignalViewUdf::quality())),
+        Arc::new(ScalarUDF::from(signals::SignalViewUdf::phash())),
+        Arc::new(ScalarUDF::from(signals::HammingDistanceUdf::default())),
     ]
 }
 

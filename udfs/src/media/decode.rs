@@ -91,6 +91,37 @@ pub struct DecodedFrame {
     pub height: u32,
     /// Packed RGB24 pixels, `width * height * 3` bytes, rows top to bottom.
     pub rgb: Vec<u8>,
+    /// The codec's motion vectors of this frame, summarised, when they were asked for
+    /// ([`Extras::motion_vectors`]) and the codec exports them.
+    pub motion: Option<FrameMotion>,
+}
+
+/// A frame's motion vectors (as the codec exported them), summarised, in percent of the
+/// picture width per frame.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameMotion {
+    /// Whether the frame is a P-frame (its vectors point to the previous I- or P-frame);
+    /// false for a B-frame.
+    pub predicted: bool,
+    /// Number of vectors (predicted blocks).
+    pub vectors: usize,
+    /// Mean vector length.
+    pub mean: f64,
+    /// Length of the median vector: the motion most blocks share (camera motion).
+    pub global: f64,
+    /// Mean length of the vectors minus the median vector (motion of objects against the
+    /// camera's).
+    pub residual: f64,
+}
+
+/// What the clip operators ask of the decoder beyond sampling and size.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Extras {
+    /// Only frames whose timestamps (seconds from the stream's start) fall in
+    /// `[start, end)`; the demuxer first seeks to the keyframe before `start`.
+    pub range: Option<(f64, f64)>,
+    /// Export the codec's motion vectors ([`DecodedFrame::motion`]).
+    pub motion_vectors: bool,
 }
 
 fn decode_error(path: &str, message: String) -> UdfError {
@@ -123,8 +154,32 @@ pub fn decode_frames(
     sampling: Sampling,
     resize: Resize,
     with_pixels: bool,
+    emit: impl FnMut(DecodedFrame) -> ControlFlow<()>,
+) -> Result<(), UdfError> {
+    decode_frames_with(
+        media,
+        sampling,
+        resize,
+        with_pixels,
+        Extras::default(),
+        emit,
+    )
+}
+
+/// [`decode_frames`], restricted to a time range and/or with motion vectors.
+pub fn decode_frames_with(
+    media: &MediaInput,
+    sampling: Sampling,
+    resize: Resize,
+    with_pixels: bool,
+    extras: Extras,
     mut emit: impl FnMut(DecodedFrame) -> ControlFlow<()>,
 ) -> Result<(), UdfError> {
+    let mut emit = |frame: DecodedFrame| match extras.range {
+        Some((from, _)) if frame.pts_s < from - 1e-9 => ControlFlow::Continue(()),
+        Some((_, to)) if frame.pts_s >= to - 1e-9 => ControlFlow::Break(()),
+        _ => emit(frame),
+    };
     let display = media.display.clone();
     super::init()?;
     super::fault::check(&display)?;
@@ -173,6 +228,12 @@ pub fn decode_frames(
             count: std::thread::available_parallelism().map_or(0, usize::from),
             ..Default::default()
         });
+        if extras.motion_vectors {
+            // SAFETY: setting a flag on the codec context before it is opened.
+            unsafe {
+                (*ctx.as_mut_ptr()).flags2 |= ffmpeg::ffi::AV_CODEC_FLAG2_EXPORT_MVS;
+            }
+        }
         let mut decoder = ctx
             .decoder()
             .video()
@@ -225,13 +286,15 @@ pub fn decode_frames(
         // particular, so the frame rate wins when it is known)
         let frame_ticks = frame_rate.map(|r| (1.0 / (r * tb)).round() as i64);
         // when frames are not all decoded, a frame's index comes from its timestamp
-        let index_from_ts = frame_rate.filter(|_| sampling == Sampling::Keyframes || skipping);
+        let index_from_ts = frame_rate
+            .filter(|_| sampling == Sampling::Keyframes || skipping || extras.range.is_some());
         let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
         let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, UdfError> {
             let frame = &src.frame;
             let (w, h) = (frame.width(), frame.height());
             let (dw, dh) = resize.target(w, h);
             let is_keyframe = frame.is_key() || frame.kind() == ffmpeg::picture::Type::I;
+            let motion = extras.motion_vectors.then(|| frame_motion(frame)).flatten();
             if !with_pixels {
                 return Ok(emit(DecodedFrame {
                     index: src.index,
@@ -240,6 +303,7 @@ pub fn decode_frames(
                     width: dw,
                     height: dh,
                     rgb: Vec::new(),
+                    motion,
                 }));
             }
             let key = (frame.format(), w, h);
@@ -281,6 +345,7 @@ pub fn decode_frames(
                 width: rgb.width(),
                 height: rgb.height(),
                 rgb: packed,
+                motion,
             }))
         };
 
@@ -325,6 +390,13 @@ pub fn decode_frames(
 
         // the end of the last frame in presentation order, from every packet (decoded or not)
         let mut packets_end: Option<i64> = None;
+        if let Some((from, _)) = extras.range.filter(|(from, _)| *from > 0.0) {
+            // to the keyframe at or before `from` (AV_TIME_BASE units, file time)
+            let target = ((from + start as f64 * tb) * 1e6) as i64;
+            input
+                .seek(target, ..target)
+                .map_err(|e| decode_error(&display, format!("cannot seek to {from} s: {e}")))?;
+        }
         for (s, packet) in input.packets() {
             if s.index() != stream_index {
                 continue;
@@ -385,6 +457,54 @@ fn indexed_keyframes(stream: &ffmpeg::format::stream::Stream) -> Vec<i64> {
         keys.sort_unstable();
         keys
     }
+}
+
+/// The summary of a frame's exported motion vectors; `None` when it carries none (an
+/// intra frame, or a codec that exports none).
+fn frame_motion(frame: &ffmpeg::frame::Video) -> Option<FrameMotion> {
+    let side = frame.side_data(ffmpeg::frame::side_data::Type::MotionVectors)?;
+    let width = f64::from(frame.width().max(1));
+    let bytes = side.data();
+    let size = std::mem::size_of::<ffmpeg::ffi::AVMotionVector>();
+    let vectors: Vec<(f64, f64)> = bytes
+        .chunks_exact(size)
+        .map(|chunk| {
+            // SAFETY: the side data is an array of AVMotionVector; read_unaligned copies
+            // one out of a byte chunk of exactly its size.
+            let mv: ffmpeg::ffi::AVMotionVector =
+                unsafe { std::ptr::read_unaligned(chunk.as_ptr().cast()) };
+            // in percent of the picture width, so sizes compare
+            let scale = f64::from(mv.motion_scale.max(1)) * width / 100.0;
+            // forward and backward references both count as motion of this block
+            (
+                f64::from(mv.motion_x) / scale,
+                f64::from(mv.motion_y) / scale,
+            )
+        })
+        .collect();
+    if vectors.is_empty() {
+        return None;
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (gx, gy) = (
+        median(vectors.iter().map(|v| v.0).collect()),
+        median(vectors.iter().map(|v| v.1).collect()),
+    );
+    let n = vectors.len() as f64;
+    Some(FrameMotion {
+        predicted: frame.kind() == ffmpeg::picture::Type::P,
+        vectors: vectors.len(),
+        mean: vectors.iter().map(|(x, y)| x.hypot(*y)).sum::<f64>() / n,
+        global: gx.hypot(gy),
+        residual: vectors
+            .iter()
+            .map(|(x, y)| (x - gx).hypot(y - gy))
+            .sum::<f64>()
+            / n,
+    })
 }
 
 /// The error that ended demuxing early, if one did (ffmpeg latches it in the I/O context;
