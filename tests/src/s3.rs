@@ -64,6 +64,12 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// The folder the server keeps its buckets in (each bucket a subfolder, each object a
+    /// file).
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+
     /// Creates a bucket (s3s-fs keeps each bucket as a folder of its root).
     pub fn create_bucket(&self, bucket: &str) {
         std::fs::create_dir_all(self.root.path().join(bucket))

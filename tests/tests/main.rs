@@ -3,6 +3,7 @@
 mod bad_input;
 mod catalog;
 mod cli;
+mod cut;
 mod distributed;
 mod frames;
 mod object_store;

@@ -161,3 +161,46 @@ async fn cuts_agree_with_pyscenedetect() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_chain_in_the_dataframe_api() {
+    use datafusion::prelude::{col, lit};
+    use framefusion_udfs::expr_fn::{detect_shots, motion_score};
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    let df = ctx
+        .read_empty()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .select(vec![
+            lit(sample("bikes.mp4").display().to_string()).alias("path"),
+        ])
+        .and_then(|df| {
+            df.select(vec![
+                col("path"),
+                detect_shots(col("path"), None).alias("shot"),
+            ])
+        })
+        .and_then(|df| df.unnest_columns(&["shot"]))
+        .and_then(|df| {
+            df.select(vec![
+                datafusion::functions::core::expr_fn::get_field(col("shot"), "start_frame")
+                    .alias("start_frame"),
+                motion_score(
+                    col("path"),
+                    datafusion::functions::core::expr_fn::get_field(col("shot"), "start_s"),
+                    datafusion::functions::core::expr_fn::get_field(col("shot"), "end_s"),
+                )
+                .alias("motion"),
+            ])
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let batches = df.collect().await.unwrap_or_else(|e| panic!("{e}"));
+    let starts: Vec<i64> = batches
+        .iter()
+        .flat_map(|b| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+        .collect();
+    assert_eq!(starts, [0, 30, 76, 137, 187, 242]);
+    let motion = batches[0]
+        .column(1)
+        .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+    assert!(motion.values().iter().all(|m| *m > 0.0), "{motion:?}");
+}

@@ -9,6 +9,8 @@
 //! - [`shots`]: `detect_shots(path [, options])`, PySceneDetect's detectors.
 //! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
 //!   and its views `motion_score`, `clip_quality`, `clip_phash`; `hamming_distance`.
+//! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
+//! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
 //! - [`storage`]: `s3://` locations, their stores and presigned read URLs.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
 //!   registry, the one entry point the engine (embedded or on Ballista) calls.
@@ -17,7 +19,9 @@
 //! run it on blocking threads, and every function here is synchronous.
 
 pub mod blocking;
+pub mod cut_udf;
 pub mod error;
+pub mod expr_fn;
 pub mod media;
 pub mod probe_udf;
 pub mod shots;
@@ -41,6 +45,7 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(signals::SignalViewUdf::quality())),
         Arc::new(ScalarUDF::from(signals::SignalViewUdf::phash())),
         Arc::new(ScalarUDF::from(signals::HammingDistanceUdf::default())),
+        Arc::new(ScalarUDF::from(cut_udf::CutClipUdf::default())),
     ]
 }
 

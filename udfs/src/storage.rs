@@ -241,6 +241,26 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Runs an object-store future to completion from synchronous code on a blocking thread
+/// (a UDF body or a `spawn_blocking` task) of a multi-threaded runtime, or outside any
+/// runtime.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, UdfError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            Ok(tokio::task::block_in_place(|| handle.block_on(future)))
+        }
+        Ok(_) => Err(UdfError::Option(
+            "object-store writes from a UDF need a multi-threaded tokio runtime".to_owned(),
+        )),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(|runtime| runtime.block_on(future))
+            .map_err(|e| UdfError::Option(format!("cannot start a runtime: {e}"))),
+    }
+}
+
 /// A presigned `GET` URL for one object, valid for [`SIGNED_URL_TTL`].
 ///
 /// Signing is local computation with static credentials; with credentials fetched from a
