@@ -67,22 +67,25 @@ impl Rgb {
     /// `0..180`), with its fixed-point arithmetic.
     pub fn hsv_planes(&self) -> [Vec<u8>; 3] {
         const SHIFT: u32 = 12;
+        // OpenCV's division tables: 255 / v and 180 / (6 diff), fixed-point
+        static TABLES: std::sync::LazyLock<([i32; 256], [i32; 256])> =
+            std::sync::LazyLock::new(|| {
+                let (mut sdiv, mut hdiv) = ([0i32; 256], [0i32; 256]);
+                for i in 1..256 {
+                    sdiv[i] = ((255 << SHIFT) as f64 / i as f64).round() as i32;
+                    hdiv[i] = ((180 << SHIFT) as f64 / (6.0 * i as f64)).round() as i32;
+                }
+                (sdiv, hdiv)
+            });
+        let (sdiv_table, hdiv_table) = &*TABLES;
         let n = self.width * self.height;
         let (mut h, mut s, mut v) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
         for (i, p) in self.data.chunks_exact(3).enumerate().take(n) {
             let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
             let max = r.max(g).max(b);
             let diff = max - r.min(g).min(b);
-            let sdiv = if max == 0 {
-                0
-            } else {
-                ((255 << SHIFT) as f64 / f64::from(max)).round() as i32
-            };
-            let hdiv = if diff == 0 {
-                0
-            } else {
-                ((180 << SHIFT) as f64 / (6.0 * f64::from(diff))).round() as i32
-            };
+            let sdiv = sdiv_table[max as usize];
+            let hdiv = hdiv_table[diff as usize];
             let sat = (diff * sdiv + (1 << (SHIFT - 1))) >> SHIFT;
             let raw = if max == r {
                 g - b
