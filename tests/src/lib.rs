@@ -128,3 +128,27 @@ pub fn python() -> PathBuf {
     );
     bin
 }
+
+/// Runs `framefusion sql STATEMENTS --format json` with the catalog file `catalog` and the
+/// extra environment `env`.
+pub fn sql_with_catalog(catalog: &Path, env: &[(&str, String)], statements: &str) -> Output {
+    let mut cmd = Command::new(framefusion_bin());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(["sql", "--catalog"])
+        .arg(catalog)
+        .args([statements, "--format", "json"])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display()))
+}
+
+/// The JSON rows of a successful `framefusion` run (panics with its stderr otherwise).
+pub fn ok_rows(out: &Output) -> Vec<serde_json::Value> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    json_lines(&out.stdout)
+}

@@ -4,24 +4,14 @@
 use std::path::Path;
 use std::process::Output;
 
-use framefusion_tests::{corpus_dir, framefusion_bin, json_lines};
+use framefusion_tests::{corpus_dir, framefusion_bin, ok_rows, sql_with_catalog};
 
 fn sql(catalog: &Path, statements: &str) -> Output {
-    std::process::Command::new(framefusion_bin())
-        .args(["sql", "--catalog"])
-        .arg(catalog)
-        .args([statements, "--format", "json"])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
+    sql_with_catalog(catalog, &[], statements)
 }
 
 fn ok(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json_lines(&out.stdout)
+    ok_rows(out)
 }
 
 fn err(out: &Output) -> String {

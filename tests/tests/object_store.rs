@@ -9,27 +9,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use framefusion_tests::s3::S3Server;
-use framefusion_tests::{corpus_dir, framefusion_bin, json_lines};
+use framefusion_tests::{corpus_dir, ok_rows, sql_with_catalog};
 
 fn sql(catalog: &Path, env: &[(&str, String)], statements: &str) -> Output {
-    let mut cmd = std::process::Command::new(framefusion_bin());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(["sql", "--catalog"])
-        .arg(catalog)
-        .args([statements, "--format", "json"])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"))
+    sql_with_catalog(catalog, env, statements)
 }
 
 fn ok(out: &Output) -> Vec<serde_json::Value> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    json_lines(&out.stdout)
+    ok_rows(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -586,14 +586,11 @@ impl ScalarUDFImpl for ClipSignalsUdf {
                         ends.value(i),
                     )
                 });
-                if let Err(e) = &outcome
-                    && e.is_transient()
-                {
-                    return Err(datafusion::error::DataFusionError::IoError(
-                        std::io::Error::other(e.to_string()),
-                    ));
+                match outcome {
+                    // a transient failure fails the task, which the scheduler retries
+                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                    outcome => columns.append(&outcome),
                 }
-                columns.append(&outcome);
             }
             Ok(())
         })?;
