@@ -19,7 +19,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, Float64Array, StringArray, StringBuilder};
+use datafusion::arrow::array::{Array, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, exec_err};
 use datafusion::logical_expr::{
@@ -59,19 +59,10 @@ fn fnv1a(text: &str) -> u64 {
 /// The output file name of a cut.
 fn clip_name(source: &VideoSource, start_s: f64, end_s: f64, mode: CutMode) -> String {
     let uri = source.uri();
-    let stamp = match source {
-        VideoSource::Local(path) => std::fs::metadata(path)
-            .map(|m| {
-                let modified = m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_nanos());
-                format!("{}:{modified}", m.len())
-            })
-            .unwrap_or_default(),
-        VideoSource::S3(_) => String::new(),
-    };
+    let stamp = source
+        .local_stamp()
+        .map(|(len, modified)| format!("{len}:{modified}"))
+        .unwrap_or_default();
     let stem = uri
         .rsplit('/')
         .next()
@@ -198,9 +189,6 @@ impl ScalarUDFImpl for CutClipUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let cast = |v: &ColumnarValue, t: &DataType| -> Result<ArrayRef> {
-            Ok(datafusion::arrow::compute::cast(&v.to_array(n)?, t)?)
-        };
         let (path, start, end, dest, mode) = match args.args.as_slice() {
             [p, s, e, d] => (p, s, e, d, None),
             [p, s, e, d, m] => (p, s, e, d, Some(m)),
@@ -210,22 +198,14 @@ impl ScalarUDFImpl for CutClipUdf {
                 );
             }
         };
-        let path = cast(path, &DataType::Utf8)?;
-        let start = cast(start, &DataType::Float64)?;
-        let end = cast(end, &DataType::Float64)?;
-        let dest = cast(dest, &DataType::Utf8)?;
-        let mode = mode.map(|m| cast(m, &DataType::Utf8)).transpose()?;
-        let (Some(path), Some(start), Some(end), Some(dest)) = (
-            path.as_any().downcast_ref::<StringArray>(),
-            start.as_any().downcast_ref::<Float64Array>(),
-            end.as_any().downcast_ref::<Float64Array>(),
-            dest.as_any().downcast_ref::<StringArray>(),
-        ) else {
-            return exec_err!("cut_clip: path and dest_prefix must be strings, the times numbers");
-        };
+        let path = crate::args::strings(path, n, "cut_clip: path")?;
+        let start = crate::args::floats(start, n, "cut_clip: start_s")?;
+        let end = crate::args::floats(end, n, "cut_clip: end_s")?;
+        let dest = crate::args::strings(dest, n, "cut_clip: dest_prefix")?;
         let mode = mode
-            .as_ref()
-            .and_then(|m| m.as_any().downcast_ref::<StringArray>());
+            .map(|m| crate::args::strings(m, n, "cut_clip: mode"))
+            .transpose()?;
+        let mode = mode.as_ref();
         let mut out = StringBuilder::new();
         crate::blocking::run_blocking(|| -> Result<()> {
             for i in 0..n {

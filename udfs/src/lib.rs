@@ -18,6 +18,7 @@
 //! CPU-heavy work (opening containers, decoding) never runs on async I/O threads: callers
 //! run it on blocking threads, and every function here is synchronous.
 
+mod args;
 pub mod blocking;
 pub mod cut_udf;
 pub mod error;

@@ -11,8 +11,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringArray, StringBuilder,
-    StructArray,
+    Array, ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder, StructArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, exec_err};
@@ -190,11 +189,7 @@ impl ScalarUDFImpl for ProbeUdf {
         let [path] = args.args.as_slice() else {
             return exec_err!("probe(path) takes exactly one argument");
         };
-        let paths = path.to_array(args.number_rows)?;
-        let paths = datafusion::arrow::compute::cast(&paths, &DataType::Utf8)?;
-        let Some(paths) = paths.as_any().downcast_ref::<StringArray>() else {
-            return exec_err!("probe(path): path must be a string");
-        };
+        let paths = crate::args::strings(path, args.number_rows, "probe(path): path")?;
         let mut builder = ProbeColumnsBuilder::default();
         crate::blocking::run_blocking(|| {
             for i in 0..paths.len() {

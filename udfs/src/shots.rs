@@ -20,7 +20,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Builder, Int64Builder, ListBuilder, StringArray, StructBuilder,
+    Array, ArrayRef, Float64Builder, Int64Builder, ListBuilder, StructBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, exec_err};
@@ -363,17 +363,13 @@ impl ScalarUDFImpl for DetectShotsUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let strings = |v: &ColumnarValue| -> Result<StringArray> {
-            let array = datafusion::arrow::compute::cast(&v.to_array(n)?, &DataType::Utf8)?;
-            Ok(array
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .cloned()
-                .unwrap_or_else(|| StringArray::from(vec![None::<&str>; n])))
-        };
+        let path = |p| crate::args::strings(p, n, "detect_shots: path");
         let (paths, specs) = match args.args.as_slice() {
-            [p] => (strings(p)?, None),
-            [p, o] => (strings(p)?, Some(strings(o)?)),
+            [p] => (path(p)?, None),
+            [p, o] => (
+                path(p)?,
+                Some(crate::args::strings(o, n, "detect_shots: options")?),
+            ),
             _ => return exec_err!("detect_shots(path [, options]) takes one or two arguments"),
         };
         let struct_builder = StructBuilder::new(

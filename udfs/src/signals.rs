@@ -315,7 +315,7 @@ const RESULT_CAPACITY: usize = 4096;
 
 /// A clip's identity for the result cache: the URI, the range, the store options, and
 /// for a local file its size and modification time (a changed file is a new clip).
-type ResultKey = (String, u64, u64, StorageOptions, Option<(u64, i128)>);
+type ResultKey = (String, u64, u64, StorageOptions, Option<(u64, u128)>);
 
 /// Recent results by clip, and the order they came in (oldest first, for eviction).
 type Results = (
@@ -334,23 +334,12 @@ fn result_key(
     start_s: f64,
     end_s: f64,
 ) -> ResultKey {
-    let stamp = match source {
-        VideoSource::Local(path) => std::fs::metadata(path).ok().map(|m| {
-            let modified = m
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos() as i128);
-            (m.len(), modified)
-        }),
-        VideoSource::S3(_) => None,
-    };
     (
         source.uri(),
         start_s.to_bits(),
         end_s.to_bits(),
         storage.clone(),
-        stamp,
+        source.local_stamp(),
     )
 }
 
@@ -523,20 +512,11 @@ fn range_args(
     let [path, start, end] = args else {
         return exec_err!("{name}(path, start_s, end_s) takes three arguments");
     };
-    let cast = |v: &ColumnarValue, t: &DataType| -> Result<ArrayRef> {
-        Ok(datafusion::arrow::compute::cast(&v.to_array(rows)?, t)?)
-    };
-    let path = cast(path, &DataType::Utf8)?;
-    let start = cast(start, &DataType::Float64)?;
-    let end = cast(end, &DataType::Float64)?;
-    match (
-        path.as_any().downcast_ref::<StringArray>(),
-        start.as_any().downcast_ref::<Float64Array>(),
-        end.as_any().downcast_ref::<Float64Array>(),
-    ) {
-        (Some(p), Some(s), Some(e)) => Ok((p.clone(), s.clone(), e.clone())),
-        _ => exec_err!("{name}(path, start_s, end_s): path must be a string, the times numbers"),
-    }
+    Ok((
+        crate::args::strings(path, rows, &format!("{name}: path"))?,
+        crate::args::floats(start, rows, &format!("{name}: start_s"))?,
+        crate::args::floats(end, rows, &format!("{name}: end_s"))?,
+    ))
 }
 
 /// `clip_signals(path, start_s, end_s)`: see the module docs.

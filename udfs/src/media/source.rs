@@ -59,6 +59,22 @@ impl VideoSource {
         }
     }
 
+    /// A local file's size and modification time (nanoseconds since the Unix epoch): what
+    /// tells a changed file from the one seen before. `None` for a remote object or a
+    /// file that cannot be read.
+    pub fn local_stamp(&self) -> Option<(u64, u128)> {
+        let Self::Local(path) = self else {
+            return None;
+        };
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        Some((meta.len(), modified))
+    }
+
     /// What ffmpeg opens to read this source: the local file, or a presigned URL of the
     /// object (signed with `storage` over the environment's settings).
     pub fn media_input(&self, storage: &StorageOptions) -> Result<MediaInput, UdfError> {
