@@ -5,7 +5,8 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
-    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondBuilder,
+    Array, ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray,
+    TimestampMicrosecondBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::catalog::{Session, TableProvider, TableProviderFactory};
@@ -20,7 +21,7 @@ use datafusion::datasource::physical_plan::{
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::execution::object_store::ObjectStoreUrl;
-use datafusion::logical_expr::{CreateExternalTable, Expr};
+use datafusion::logical_expr::{CreateExternalTable, Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionExprs;
@@ -183,15 +184,97 @@ impl TableProvider for VideoTable {
         self.definition.as_deref()
     }
 
+    /// Filters on `path` alone (`path = '...'`, `path IN (...)`, `path LIKE '...'`, ...)
+    /// choose the files to open: a file they reject is never probed. DataFusion still
+    /// applies them to the rows (Inexact), so any expression over `path` is safe here.
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if is_path_filter(f) {
+                    TableProviderFilterPushDown::Inexact
+                } else {
+                    TableProviderFilterPushDown::Unsupported
+                }
+            })
+            .collect())
+    }
+
     async fn scan(
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         // one row per file: a limit is a limit on files
-        plan_scan(state, self, ScanKind::Probe, projection.cloned(), limit).await
+        let path_filters = PathFilter::new(state, filters)?;
+        plan_scan_filtered(
+            state,
+            self,
+            ScanKind::Probe,
+            projection.cloned(),
+            limit,
+            &path_filters,
+        )
+        .await
+    }
+}
+
+/// Whether `expr` refers to the `path` column and nothing else.
+fn is_path_filter(expr: &Expr) -> bool {
+    let columns = expr.column_refs();
+    !columns.is_empty() && columns.iter().all(|c| c.name == "path")
+}
+
+/// The filters of a scan that decide which files it opens: those over `path` alone,
+/// evaluated on the listed URIs before anything is opened.
+#[derive(Debug, Default)]
+pub struct PathFilter {
+    predicates: Vec<Arc<dyn PhysicalExpr>>,
+}
+
+impl PathFilter {
+    /// The path-only filters among `filters`, planned for evaluation.
+    pub fn new(state: &dyn Session, filters: &[Expr]) -> Result<Self> {
+        let schema = Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false)]));
+        let df_schema = datafusion::common::DFSchema::try_from(Arc::clone(&schema))?;
+        let predicates = filters
+            .iter()
+            .filter(|f| is_path_filter(f))
+            .map(|f| state.create_physical_expr(f.clone(), &df_schema))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { predicates })
+    }
+
+    /// Keeps the files every predicate accepts (a null answer rejects).
+    pub fn retain(&self, files: Vec<ListedFile>) -> Result<Vec<ListedFile>> {
+        if self.predicates.is_empty() || files.is_empty() {
+            return Ok(files);
+        }
+        let schema = Arc::new(Schema::new(vec![Field::new("path", DataType::Utf8, false)]));
+        let paths: ArrayRef = Arc::new(StringArray::from_iter_values(
+            files.iter().map(|f| f.uri.as_str()),
+        ));
+        let batch = RecordBatch::try_new(schema, vec![paths])?;
+        let mut keep = vec![true; files.len()];
+        for predicate in &self.predicates {
+            let answer = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let Some(answer) = answer.as_any().downcast_ref::<BooleanArray>() else {
+                return plan_err!("a filter on path did not give booleans: {predicate}");
+            };
+            for (k, a) in keep.iter_mut().zip(answer.iter()) {
+                *k &= a == Some(true);
+            }
+        }
+        Ok(files
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(f, k)| k.then_some(f))
+            .collect())
     }
 }
 
@@ -205,7 +288,27 @@ pub async fn plan_scan(
     columns: Option<Vec<usize>>,
     max_files: Option<usize>,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut files = table.list_files().await?;
+    plan_scan_filtered(
+        state,
+        table,
+        kind,
+        columns,
+        max_files,
+        &PathFilter::default(),
+    )
+    .await
+}
+
+/// [`plan_scan`] of the files `path_filter` keeps.
+pub async fn plan_scan_filtered(
+    state: &dyn Session,
+    table: &VideoTable,
+    kind: ScanKind,
+    columns: Option<Vec<usize>>,
+    max_files: Option<usize>,
+    path_filter: &PathFilter,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let mut files = path_filter.retain(table.list_files().await?)?;
     if let Some(max) = max_files {
         files.truncate(max);
     }

@@ -3,6 +3,7 @@
 //! ```text
 //! framefusion sql "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '/data/videos'; SELECT * FROM v"
 //! framefusion sql -f job.sql --format parquet --output probe.parquet
+//! framefusion run job.sql --output s3://corpus/manifests/run-42/   # resumable
 //! ```
 //!
 //! ```text
@@ -15,6 +16,7 @@
 
 mod cluster;
 mod output;
+mod run;
 mod sql;
 
 use std::process::ExitCode;
@@ -33,6 +35,8 @@ struct Cli {
 enum Command {
     /// Run SQL statements, embedded (default) or on a cluster (--cluster).
     Sql(sql::SqlArgs),
+    /// Run a curation job and write its rows as a resumable Parquet manifest.
+    Run(run::RunArgs),
     /// Run a Ballista scheduler that carries framefusion's tables and functions.
     Scheduler(cluster::SchedulerArgs),
     /// Run a Ballista executor that carries framefusion's tables and functions.
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Sql(args) => sql::run(args).await,
+            Command::Run(args) => run::run(args).await,
             Command::Scheduler(args) => cluster::scheduler(args).await,
             Command::Executor(args) => cluster::executor(args).await,
             Command::Cluster(args) => cluster::cluster(args).await,

@@ -1,13 +1,24 @@
-//! [`SessionContextExt`]: framefusion's additions to DataFusion's `SessionContext`.
+//! [`SessionContextExt`] and [`DataFrameExt`]: framefusion's additions to DataFusion's
+//! `SessionContext` and `DataFrame`.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
+use datafusion::functions::core::expr_fn::get_field;
+use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, LogicalPlanBuilder};
 use datafusion::prelude::SessionContext;
+use datafusion::prelude::col;
 use datafusion::sql::parser::Statement;
+use framefusion_catalogs::VideoOptions;
+use framefusion_catalogs::listing::ExtensionFilter;
+use framefusion_catalogs::video::VideoTable;
+use framefusion_udfs::expr_fn;
+
+use crate::manifest::{ManifestOptions, RunSummary};
 
 /// framefusion's additions to [`SessionContext`].
 #[async_trait]
@@ -26,6 +37,11 @@ pub trait SessionContextExt {
     /// Registers a `VIDEO` table `name` over `location`
     /// (`CREATE EXTERNAL TABLE name STORED AS VIDEO LOCATION 'location'`).
     async fn register_videos(&self, name: &str, location: &str) -> Result<()>;
+
+    /// The videos at `location` (a folder, file or `s3://` prefix, listed with the
+    /// session's `video.extensions`) as a DataFrame of the videos table, without
+    /// registering a table.
+    async fn read_videos(&self, location: &str) -> Result<DataFrame>;
 }
 
 #[async_trait]
@@ -71,5 +87,101 @@ impl SessionContextExt for SessionContext {
         ))
         .await
         .map(drop)
+    }
+
+    async fn read_videos(&self, location: &str) -> Result<DataFrame> {
+        let extensions = self
+            .state()
+            .config_options()
+            .extensions
+            .get::<VideoOptions>()
+            .map(|o| o.extensions.clone())
+            .unwrap_or_else(|| VideoOptions::default().extensions);
+        let external =
+            |e: framefusion_catalogs::CatalogError| DataFusionError::External(Box::new(e));
+        let filter = ExtensionFilter::parse(&extensions).map_err(external)?;
+        let table = VideoTable::try_new(vec![location.to_owned()], filter).map_err(external)?;
+        table.check_remote().await.map_err(external)?;
+        self.read_table(Arc::new(table))
+    }
+}
+
+/// framefusion's additions to [`DataFrame`]: a curation pipeline as a chain.
+///
+/// ```ignore
+/// let summary = ctx
+///     .read_videos("/data/raw").await?
+///     .filter(col("duration_s").gt(lit(2.0)))?
+///     .detect_shots(None)?
+///     .with_motion()?
+///     .with_quality()?
+///     .write_manifest(&ManifestOptions::new("/data/manifests/run-1"))
+///     .await?;
+/// ```
+#[async_trait]
+pub trait DataFrameExt: Sized {
+    /// One row per shot of each video (`path` column): the input's columns plus
+    /// `start_frame`, `end_frame`, `start_s` and `end_s`, from
+    /// `detect_shots(path [, options])`. A video without shots (or that cannot be
+    /// decoded) gives no row.
+    fn detect_shots(self, options: Option<&str>) -> Result<DataFrame>;
+
+    /// Adds `motion`: `motion_score(path, start_s, end_s)`.
+    fn with_motion(self) -> Result<DataFrame>;
+
+    /// Adds `quality`: `clip_quality(path, start_s, end_s)` (a struct of sharpness,
+    /// brightness, contrast, black and frozen fractions).
+    fn with_quality(self) -> Result<DataFrame>;
+
+    /// Adds `phash`: `clip_phash(path, start_s, end_s)`.
+    fn with_phash(self) -> Result<DataFrame>;
+
+    /// Runs the pipeline and writes its rows as a resumable manifest (see
+    /// [`crate::manifest`]).
+    async fn write_manifest(self, options: &ManifestOptions) -> Result<RunSummary>;
+}
+
+fn clip_args() -> (Expr, Expr, Expr) {
+    (col("path"), col("start_s"), col("end_s"))
+}
+
+#[async_trait]
+impl DataFrameExt for DataFrame {
+    fn detect_shots(self, options: Option<&str>) -> Result<DataFrame> {
+        const SHOT: &str = "__framefusion_shot";
+        let mut columns: Vec<Expr> = self
+            .schema()
+            .columns()
+            .into_iter()
+            .filter(|c| c.name != SHOT)
+            .map(Expr::Column)
+            .collect();
+        let shots = self
+            .with_column(SHOT, expr_fn::detect_shots(col("path"), options))?
+            .unnest_columns(&[SHOT])?;
+        for field in ["start_frame", "end_frame", "start_s", "end_s"] {
+            columns.push(get_field(col(SHOT), field).alias(field));
+        }
+        shots.select(columns)
+    }
+
+    fn with_motion(self) -> Result<DataFrame> {
+        let (p, s, e) = clip_args();
+        self.with_column("motion", expr_fn::motion_score(p, s, e))
+    }
+
+    fn with_quality(self) -> Result<DataFrame> {
+        let (p, s, e) = clip_args();
+        self.with_column("quality", expr_fn::clip_quality(p, s, e))
+    }
+
+    fn with_phash(self) -> Result<DataFrame> {
+        let (p, s, e) = clip_args();
+        self.with_column("phash", expr_fn::clip_phash(p, s, e))
+    }
+
+    async fn write_manifest(self, options: &ManifestOptions) -> Result<RunSummary> {
+        let (state, plan) = self.into_parts();
+        crate::manifest::write_manifest(state, plan, options).await
     }
 }

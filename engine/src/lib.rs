@@ -12,6 +12,8 @@
 //!   between client, scheduler and executors.
 //! - [`SessionContextExt`]: what framefusion adds to `SessionContext`: running scripts of
 //!   several statements, registering a corpus in one call.
+//! - [`manifest`]: Parquet manifests of curation runs that resume where a killed run
+//!   stopped.
 //! - [`error`]: one-line, user-facing messages for any engine error.
 
 pub mod catalog;
@@ -19,10 +21,11 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod ext;
+pub mod manifest;
 pub mod session;
 
 pub use error::user_message;
-pub use ext::SessionContextExt;
+pub use ext::{DataFrameExt, SessionContextExt};
 pub use session::{connect, new_context, remote_context, session_config, session_state};
 
 /// `$FRAMEFUSION_HOME`, where setup caches the corpus, models and libraries and where the

@@ -49,8 +49,9 @@ impl Destination {
     }
 }
 
-/// FNV-1a, 64 bits: a stable hash for file names (not for security).
-fn fnv1a(text: &str) -> u64 {
+/// FNV-1a, 64 bits: a stable hash for names and fingerprints (not for security); the
+/// same on every machine and release.
+pub fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

@@ -34,7 +34,11 @@ use std::sync::Arc;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 
+pub use cut_udf::fnv1a;
 pub use error::UdfError;
+
+/// The version of framefusion's operators (recorded with a manifest's rows).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Every scalar UDF this crate provides, in registration order.
 pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {

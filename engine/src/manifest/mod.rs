@@ -1,0 +1,1011 @@
+//! Parquet manifests and resumable runs.
+//!
+//! [`write_manifest`] runs a curation query over a `VIDEO` table and writes its rows as a
+//! manifest: ordinary Parquet that pyarrow, DuckDB and DataFusion read as one table.
+//!
+//! # Layout
+//!
+//! ```text
+//! <output>/part-<attempt>-<n>.parquet   committed parts (each published atomically)
+//! <output>/_SUCCESS                     the commit marker: run id, counts, operators (JSON)
+//! <output>/_framefusion/run.json        the run's id and the fingerprint of its job
+//! <output>/_framefusion/started-*.json  the videos each attempt started (its own stats)
+//! <output>/_tmp/                        parts being written (never read)
+//! ```
+//!
+//! Readers ignore names starting with `_`, so they see committed parts only; a manifest
+//! is complete when `_SUCCESS` exists.
+//!
+//! # Items, units and resume
+//!
+//! A manifest row is an *item*: a video, or a clip of one. Its key is `path` plus the
+//! clip range (`start_s`, `end_s`) when the job returns them, or the columns given as
+//! [`ManifestOptions::key`]; the final commit checks that no key occurs twice.
+//!
+//! The unit of work and of commit is the *video* (`path` of the job's `VIDEO` table): the
+//! run splits the table's videos into groups, runs the job on each group (a filter on
+//! `path` that the `VIDEO` scan applies before it opens anything), and commits each
+//! group's rows as one part whose footer lists the group's videos, including those that
+//! gave no rows. A rerun against the same output reads the part footers and runs the job
+//! only on the videos no part lists: a finished video is never opened again, and a run
+//! killed at any moment redoes at most the groups in flight. A clip never spans
+//! videos, so committing by video commits each item exactly once.
+//!
+//! # Status
+//!
+//! Every row has `status` (`ok` / `error`), `error` and `run_id`. A job that returns a
+//! column named `error` says itself which rows failed (for example `probe_error`, or the
+//! `error` field of `clip_signals`); a video on which the job itself fails becomes one
+//! `error` row naming the failure, and the run goes on. A rerun skips videos with error
+//! rows, or, with [`ManifestOptions::retry_errors`], runs them again and replaces their
+//! rows. Failures of the machinery (the store or the cluster unreachable) stop the run;
+//! it resumes later.
+
+mod part;
+mod store;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::row::{RowConverter, SortField};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, TableReference};
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::source_as_provider;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::{Expr, Filter, LogicalPlan, lit};
+use datafusion::physical_plan::SendableRecordBatchStream;
+use framefusion_catalogs::video::VideoTable;
+use framefusion_udfs::storage::StorageOptions;
+use futures::{StreamExt, TryStreamExt};
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
+// The object-store reader is deprecated in favour of hand-written readers; parts are read
+// from the same runtime that writes them, which is what it does.
+#[allow(deprecated)]
+use parquet::arrow::async_reader::ParquetObjectReader;
+use serde::{Deserialize, Serialize};
+
+pub use part::{ERROR_COLUMN, RUN_ID_COLUMN, STATUS_COLUMN, UNIT_COLUMN};
+use part::{JOB_KEY, OPERATORS_KEY, PART_META_KEY, PartMeta, PartWriter, RowShape};
+pub use store::{COMMIT_PAUSE_ENV, ManifestStore};
+
+const SUCCESS: &str = "_SUCCESS";
+const RUN_FILE: &str = "_framefusion/run.json";
+const STATE_DIR: &str = "_framefusion";
+
+/// Called with the run's progress after each commit.
+pub type ProgressFn = Arc<dyn Fn(&RunProgress) + Send + Sync>;
+
+/// How to write a manifest.
+#[derive(Clone, Default)]
+pub struct ManifestOptions {
+    /// A local folder, `file://` URI or `s3://bucket/prefix`.
+    pub output: String,
+    /// Object-store options (`aws.*`) for an `s3://` output.
+    pub storage: StorageOptions,
+    /// Run videos recorded with `error` rows again (default: keep their error rows).
+    pub retry_errors: bool,
+    /// Videos per part (default: twice the session's target partitions).
+    pub videos_per_part: Option<usize>,
+    /// Parts in flight at once (default 2).
+    pub concurrency: Option<usize>,
+    /// The `VIDEO` table whose videos are the units, when the job reads several.
+    pub source: Option<String>,
+    /// The columns that identify an item (default: `path`, plus `start_s` and `end_s`
+    /// when the job returns them).
+    pub key: Option<Vec<String>>,
+    /// Progress callback.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for ManifestOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ManifestOptions")
+            .field("output", &self.output)
+            .field("retry_errors", &self.retry_errors)
+            .field("videos_per_part", &self.videos_per_part)
+            .field("concurrency", &self.concurrency)
+            .field("source", &self.source)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManifestOptions {
+    /// Options writing to `output`, everything else default.
+    pub fn new(output: impl Into<String>) -> Self {
+        Self {
+            output: output.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// Where a run stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunProgress {
+    /// Videos of the job's table.
+    pub total: usize,
+    /// Videos an earlier attempt already committed (not run again).
+    pub skipped: usize,
+    /// Videos this attempt committed.
+    pub done: usize,
+    /// Of those, videos with an error row.
+    pub failed: usize,
+    /// Rows this attempt committed.
+    pub rows: u64,
+    /// Since this attempt started.
+    pub elapsed: Duration,
+}
+
+impl RunProgress {
+    /// Videos left to run.
+    pub fn remaining(&self) -> usize {
+        self.total.saturating_sub(self.skipped + self.done)
+    }
+
+    /// Videos committed per second by this attempt.
+    pub fn videos_per_s(&self) -> f64 {
+        let s = self.elapsed.as_secs_f64();
+        if s > 0.0 { self.done as f64 / s } else { 0.0 }
+    }
+
+    /// Time left at the current rate (None before the first commit).
+    pub fn eta(&self) -> Option<Duration> {
+        let rate = self.videos_per_s();
+        (rate > 0.0).then(|| Duration::from_secs_f64(self.remaining() as f64 / rate))
+    }
+}
+
+/// An operator the job runs, as recorded in the manifest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OperatorUse {
+    /// Function name.
+    pub name: String,
+    /// framefusion version.
+    pub version: String,
+    /// The arguments as written (columns by name, literals by value).
+    pub parameters: Vec<String>,
+}
+
+/// What one attempt (one process) did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AttemptStats {
+    /// The attempt's id (parts it committed are named after it).
+    pub attempt: String,
+    /// Videos it started (committed or not).
+    pub started: usize,
+    /// Videos it committed.
+    pub committed: usize,
+}
+
+/// The commit marker's content: what the finished manifest holds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RunSummary {
+    /// The run.
+    pub run_id: String,
+    /// Where the manifest is.
+    pub output: String,
+    /// The item key.
+    pub key: Vec<String>,
+    /// Videos the manifest answers for.
+    pub videos: usize,
+    /// Rows (items).
+    pub rows: u64,
+    /// Rows with status `ok`.
+    pub ok_rows: u64,
+    /// Rows with status `error`.
+    pub error_rows: u64,
+    /// Videos with at least one error row.
+    pub error_videos: usize,
+    /// Part files.
+    pub parts: usize,
+    /// The operators the job runs.
+    pub operators: Vec<OperatorUse>,
+    /// Every attempt of the run, oldest first.
+    pub attempts: Vec<AttemptStats>,
+    /// Videos this attempt ran (0 when the manifest was already complete).
+    pub processed: usize,
+    /// Videos this attempt skipped as already committed.
+    pub skipped: usize,
+    /// Seconds this attempt took.
+    pub elapsed_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunFile {
+    run_id: String,
+    job_fingerprint: String,
+    job: String,
+}
+
+/// A committed part.
+#[derive(Debug, Clone)]
+struct PartInfo {
+    meta: PartMeta,
+    rows: u64,
+}
+
+/// One group of work: new videos, or a part's failed videos run again.
+#[derive(Debug, Clone)]
+enum Work {
+    New(Vec<String>),
+    Retry { part: String, units: Vec<String> },
+}
+
+/// Runs the query `plan` on `state` (embedded or on a cluster) and writes its rows as a
+/// manifest at `options.output`, continuing the run recorded there if there is one.
+pub async fn write_manifest(
+    state: SessionState,
+    plan: LogicalPlan,
+    options: &ManifestOptions,
+) -> Result<RunSummary> {
+    let started = Instant::now();
+    let job = Job::new(state, plan, options)?;
+    let store = ManifestStore::open(&options.output, &options.storage)?;
+    let run = open_run(&store, &job).await?;
+    let attempt = format!("{:011x}", unix_ms());
+    let shape = RowShape::new(job.plan.schema().as_arrow(), &run.run_id)?;
+    let key = job.key(&shape, options)?;
+
+    store.clean_staging().await?;
+    let mut parts = read_parts(&store).await?;
+    finish_replacements(&store, &mut parts).await?;
+
+    let units: Vec<String> = job
+        .table
+        .list_files()
+        .await
+        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .into_iter()
+        .map(|f| f.uri)
+        .collect();
+    let committed: HashSet<&str> = parts
+        .values()
+        .flat_map(|p| p.meta.units.iter().map(String::as_str))
+        .collect();
+    let todo: Vec<String> = units
+        .iter()
+        .filter(|u| !committed.contains(u.as_str()))
+        .cloned()
+        .collect();
+    let mut work: Vec<Work> = Vec::new();
+    let per_part = options
+        .videos_per_part
+        .unwrap_or_else(|| 2 * job.state.config().target_partitions())
+        .max(1);
+    if options.retry_errors {
+        for (name, part) in &parts {
+            for units in part.meta.error_units.chunks(per_part) {
+                work.push(Work::Retry {
+                    part: name.clone(),
+                    units: units.to_vec(),
+                });
+            }
+        }
+    }
+    let retried: usize = work
+        .iter()
+        .map(|w| match w {
+            Work::Retry { units, .. } => units.len(),
+            Work::New(_) => 0,
+        })
+        .sum();
+    work.extend(todo.chunks(per_part).map(|c| Work::New(c.to_vec())));
+
+    let previous: Option<RunSummary> = match store.read(SUCCESS).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).ok(),
+        None => None,
+    };
+    if work.is_empty()
+        && let Some(mut done) = previous
+    {
+        done.processed = 0;
+        done.skipped = units.len();
+        done.elapsed_s = started.elapsed().as_secs_f64();
+        return Ok(done);
+    }
+    store.delete(SUCCESS).await?;
+
+    let progress = Arc::new(Mutex::new(RunProgress {
+        total: units.len(),
+        skipped: units.len() - todo.len() - retried,
+        ..RunProgress::default()
+    }));
+    let report = |update: &dyn Fn(&mut RunProgress)| {
+        let mut p = progress.lock().unwrap_or_else(|e| e.into_inner());
+        update(&mut p);
+        p.elapsed = started.elapsed();
+        if let Some(callback) = &options.progress {
+            callback(&p);
+        }
+    };
+    report(&|_| {});
+
+    let runner = Runner {
+        job: &job,
+        store: &store,
+        shape: &shape,
+        attempt: &attempt,
+        run_id: &run.run_id,
+    };
+    let concurrency = options.concurrency.unwrap_or(2).max(1);
+    let mut results = futures::stream::iter(work.into_iter().enumerate())
+        .map(|(seq, work)| runner.run(seq, work))
+        .buffer_unordered(concurrency);
+    let mut parts_now = parts.clone();
+    while let Some(result) = results.next().await {
+        let (name, info, replaced) = result?;
+        let failed = info.meta.error_units.len();
+        let done = match &replaced {
+            Some(old) => parts_now.get(old).map_or(0, |p| p.meta.error_units.len()),
+            None => info.meta.units.len(),
+        };
+        let rows = info.rows;
+        if let Some(old) = replaced {
+            parts_now.remove(&old);
+        }
+        parts_now.insert(name, info);
+        report(&|p| {
+            p.done += done;
+            p.failed += failed;
+            p.rows += rows;
+        });
+    }
+    drop(results);
+    parts = parts_now;
+
+    let this = Attempt {
+        id: attempt,
+        run_id: run.run_id,
+        processed: todo.len() + retried,
+        skipped: units.len() - todo.len() - retried,
+        started,
+    };
+    commit(&store, &job, &parts, &key, previous, &this).await
+}
+
+fn unix_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// The job: its plan, the `VIDEO` table whose videos are the units, and its fingerprint.
+struct Job {
+    state: SessionState,
+    plan: LogicalPlan,
+    table_name: TableReference,
+    table: VideoTable,
+    text: String,
+    fingerprint: String,
+    operators: Vec<OperatorUse>,
+}
+
+impl Job {
+    fn new(state: SessionState, plan: LogicalPlan, options: &ManifestOptions) -> Result<Self> {
+        let mut tables: BTreeMap<String, (TableReference, VideoTable)> = BTreeMap::new();
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Ok(provider) = source_as_provider(&scan.source)
+                && let Some(table) =
+                    (provider.as_ref() as &dyn std::any::Any).downcast_ref::<VideoTable>()
+            {
+                tables.insert(
+                    scan.table_name.table().to_owned(),
+                    (scan.table_name.clone(), table.clone()),
+                );
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        let (table_name, table) = match &options.source {
+            Some(name) => tables.remove(name).ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "the job reads no VIDEO table named '{name}' (it reads: {})",
+                    tables.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
+            })?,
+            None if tables.len() == 1 => tables.into_values().next().ok_or_else(|| {
+                DataFusionError::Internal("a table vanished from a map".to_owned())
+            })?,
+            None if tables.is_empty() => {
+                return Err(DataFusionError::Plan(
+                    "a manifest job must read a VIDEO table (CREATE EXTERNAL TABLE ... STORED AS VIDEO): its videos are the units a run commits and resumes".to_owned(),
+                ));
+            }
+            None => {
+                return Err(DataFusionError::Plan(format!(
+                    "the job reads several VIDEO tables ({}); name the one whose videos are the items with --source",
+                    tables.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+        };
+        let text = plan.display_indent_schema().to_string();
+        let fingerprint = format!("{:016x}", framefusion_udfs::fnv1a(&text));
+        let operators = operators(&plan)?;
+        Ok(Self {
+            state,
+            plan,
+            table_name,
+            table,
+            text,
+            fingerprint,
+            operators,
+        })
+    }
+
+    /// The item key columns.
+    fn key(&self, shape: &RowShape, options: &ManifestOptions) -> Result<Vec<String>> {
+        let schema = shape.schema();
+        let key = match &options.key {
+            Some(key) => key.clone(),
+            None => {
+                let mut key = vec![UNIT_COLUMN.to_owned()];
+                if schema.index_of("start_s").is_ok() && schema.index_of("end_s").is_ok() {
+                    key.extend(["start_s".to_owned(), "end_s".to_owned()]);
+                }
+                key
+            }
+        };
+        for column in &key {
+            if schema.index_of(column).is_err() {
+                return Err(DataFusionError::Plan(format!(
+                    "the item key column '{column}' is not among the job's columns"
+                )));
+            }
+        }
+        Ok(key)
+    }
+
+    /// The job restricted to `units`: a filter on the video table's `path`, which its
+    /// scan applies to the listing, so no other video is opened.
+    fn restricted(&self, units: &[String]) -> Result<LogicalPlan> {
+        let list: Vec<Expr> = units.iter().map(|u| lit(u.as_str())).collect();
+        self.plan
+            .clone()
+            .transform_up_with_subqueries(|node| match node {
+                LogicalPlan::TableScan(mut scan) if scan.table_name == self.table_name => {
+                    let column =
+                        Expr::Column(Column::new(Some(scan.table_name.clone()), UNIT_COLUMN));
+                    let predicate = column.in_list(list.clone(), false);
+                    if scan
+                        .projected_schema
+                        .has_column_with_unqualified_name(UNIT_COLUMN)
+                    {
+                        let scan = Arc::new(LogicalPlan::TableScan(scan));
+                        Ok(Transformed::yes(LogicalPlan::Filter(Filter::try_new(
+                            predicate, scan,
+                        )?)))
+                    } else {
+                        // the scan does not return path: the VIDEO scan still applies it
+                        scan.filters.push(predicate);
+                        Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+                    }
+                }
+                other => Ok(Transformed::no(other)),
+            })
+            .map(|t| t.data)
+    }
+
+    fn metadata(&self) -> Result<Vec<(String, String)>> {
+        let operators = serde_json::to_string(&self.operators)
+            .map_err(|e| DataFusionError::Internal(format!("operators: {e}")))?;
+        Ok(vec![
+            (OPERATORS_KEY.to_owned(), operators),
+            (JOB_KEY.to_owned(), self.text.clone()),
+        ])
+    }
+}
+
+/// The framefusion functions `plan` calls, with their arguments.
+fn operators(plan: &LogicalPlan) -> Result<Vec<OperatorUse>> {
+    let ours: HashSet<String> = framefusion_udfs::scalar_udfs()
+        .iter()
+        .map(|u| u.name().to_owned())
+        .collect();
+    let mut found = BTreeSet::new();
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && ours.contains(f.name())
+                {
+                    found.insert(OperatorUse {
+                        name: f.name().to_owned(),
+                        version: framefusion_udfs::VERSION.to_owned(),
+                        parameters: f.args.iter().map(ToString::to_string).collect(),
+                    });
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(found.into_iter().collect())
+}
+
+/// Reads or creates the run record; a different job at the same output is refused.
+async fn open_run(store: &ManifestStore, job: &Job) -> Result<RunFile> {
+    if let Some(bytes) = store.read(RUN_FILE).await? {
+        let run: RunFile = serde_json::from_slice(&bytes).map_err(|e| {
+            DataFusionError::Execution(format!(
+                "'{}/{RUN_FILE}' is damaged ({e}); delete the manifest folder to start over",
+                store.display()
+            ))
+        })?;
+        if run.job_fingerprint != job.fingerprint {
+            return Err(DataFusionError::Plan(format!(
+                "the manifest at '{}' belongs to another job (run {}); give a new --output, or delete it to start over",
+                store.display(),
+                run.run_id
+            )));
+        }
+        return Ok(run);
+    }
+    if !store.list(None).await?.is_empty() {
+        let parts = store.list(None).await?;
+        if parts.iter().any(|(n, _)| n.ends_with(".parquet")) {
+            return Err(DataFusionError::Plan(format!(
+                "'{}' holds Parquet files that no framefusion run wrote; give an empty or new --output",
+                store.display()
+            )));
+        }
+    }
+    let run = RunFile {
+        run_id: format!(
+            "run-{:x}-{:04x}",
+            unix_ms() / 1000,
+            std::process::id() & 0xffff
+        ),
+        job_fingerprint: job.fingerprint.clone(),
+        job: job.text.clone(),
+    };
+    let json = serde_json::to_vec_pretty(&run)
+        .map_err(|e| DataFusionError::Internal(format!("run file: {e}")))?;
+    store.write(RUN_FILE, json).await?;
+    Ok(run)
+}
+
+fn is_part(name: &str) -> bool {
+    name.starts_with("part-") && name.ends_with(".parquet") && !name.contains('/')
+}
+
+#[allow(deprecated)]
+async fn parquet_builder(
+    store: &ManifestStore,
+    name: &str,
+    size: u64,
+) -> Result<ParquetRecordBatchStreamBuilder<ParquetObjectReader>> {
+    let (object_store, path) = store.object(name);
+    let reader = ParquetObjectReader::new(object_store, path).with_file_size(size);
+    ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| {
+            DataFusionError::Execution(format!(
+                "cannot read the manifest part '{}/{name}': {e}",
+                store.display()
+            ))
+        })
+}
+
+/// The committed parts and what each covers, from their footers.
+async fn read_parts(store: &ManifestStore) -> Result<BTreeMap<String, PartInfo>> {
+    let mut parts = BTreeMap::new();
+    for (name, size) in store.list(None).await? {
+        if !is_part(&name) {
+            continue;
+        }
+        let builder = parquet_builder(store, &name, size).await?;
+        let metadata = builder.metadata().file_metadata();
+        let meta = metadata
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == PART_META_KEY))
+            .and_then(|kv| kv.value.as_deref())
+            .and_then(|v| serde_json::from_str::<PartMeta>(v).ok())
+            .ok_or_else(|| {
+                DataFusionError::Execution(format!(
+                    "'{}/{name}' is not a framefusion manifest part (no part metadata); move it away",
+                    store.display()
+                ))
+            })?;
+        let rows = u64::try_from(metadata.num_rows()).unwrap_or(0);
+        parts.insert(name, PartInfo { meta, rows });
+    }
+    Ok(parts)
+}
+
+/// Deletes parts that a published replacement supersedes (a retry interrupted between
+/// publishing the replacement and deleting the old part).
+async fn finish_replacements(
+    store: &ManifestStore,
+    parts: &mut BTreeMap<String, PartInfo>,
+) -> Result<()> {
+    let replaced: Vec<String> = parts
+        .values()
+        .filter_map(|p| p.meta.replaces.clone())
+        .filter(|old| parts.contains_key(old))
+        .collect();
+    for old in replaced {
+        store.delete(&old).await?;
+        parts.remove(&old);
+    }
+    Ok(())
+}
+
+/// Runs groups of work and commits their parts.
+struct Runner<'a> {
+    job: &'a Job,
+    store: &'a ManifestStore,
+    shape: &'a RowShape,
+    attempt: &'a str,
+    run_id: &'a str,
+}
+
+impl Runner<'_> {
+    /// Runs one group and publishes its part: (name, what it covers, the part it replaced).
+    async fn run(&self, seq: usize, work: Work) -> Result<(String, PartInfo, Option<String>)> {
+        let (units, replaces) = match &work {
+            Work::New(units) => (units.clone(), None),
+            Work::Retry { part, units } => (units.clone(), Some(part.clone())),
+        };
+        let marker = format!("{STATE_DIR}/started-{}-{seq:06}.json", self.attempt);
+        let json = serde_json::to_vec(&units)
+            .map_err(|e| DataFusionError::Internal(format!("marker: {e}")))?;
+        self.store.write(&marker, json).await?;
+
+        let name = match &replaces {
+            None => format!("part-{}-{seq:06}.parquet", self.attempt),
+            Some(_) => format!("part-{}-{seq:06}r.parquet", self.attempt),
+        };
+        let mut writer = self.writer(&name)?;
+        // a job that cannot even be planned is wrong for every video: stop the run
+        let stream = self.execute(&units).await?;
+        match stream_into(stream, self.shape, &mut writer).await {
+            Ok(()) => {}
+            Err(e) if is_systemic(&e) => return Err(e),
+            Err(group_error) => {
+                // find the video(s) at fault: each alone, a failing one becomes an error row
+                writer = self.writer(&name)?;
+                for unit in &units {
+                    let one = std::slice::from_ref(unit);
+                    let result = if units.len() == 1 {
+                        Err(group_error.clone_message())
+                    } else {
+                        self.collect(one).await
+                    };
+                    match result {
+                        Ok(batches) => {
+                            for batch in batches {
+                                let (rows, failed) = self.shape.convert(&batch)?;
+                                writer.write(&rows, failed)?;
+                            }
+                        }
+                        Err(e) if is_systemic(&e) => return Err(e),
+                        Err(e) => {
+                            let message = crate::user_message(&e);
+                            log::warn!("{unit}: {message}");
+                            let row = self.shape.error_row(unit, &message)?;
+                            writer.write(&row, vec![unit.clone()])?;
+                        }
+                    }
+                }
+            }
+        }
+        let mut covered = units.clone();
+        if let Some(old) = &replaces {
+            covered = self.keep_rows(old, &units, &mut writer).await?;
+        }
+        let meta = PartMeta {
+            run_id: self.run_id.to_owned(),
+            units: covered,
+            error_units: Vec::new(),
+            replaces: replaces.clone(),
+        };
+        let (staged, meta, rows) = writer.finish(meta)?;
+        self.store.publish(staged, &name).await?;
+        if let Some(old) = &replaces {
+            self.store.delete(old).await?;
+        }
+        let rows = u64::try_from(rows).unwrap_or(u64::MAX);
+        Ok((name, PartInfo { meta, rows }, replaces))
+    }
+
+    fn writer(&self, name: &str) -> Result<PartWriter> {
+        PartWriter::new(
+            self.store.staging_file(name)?,
+            self.shape.schema(),
+            &self.job.metadata()?,
+        )
+    }
+
+    async fn execute(
+        &self,
+        units: &[String],
+    ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
+        let plan = self.job.restricted(units)?;
+        DataFrame::new(self.job.state.clone(), plan)
+            .execute_stream()
+            .await
+    }
+
+    /// Runs the job on `units`, all rows in memory (one video's rows).
+    async fn collect(&self, units: &[String]) -> Result<Vec<RecordBatch>> {
+        self.execute(units).await?.try_collect().await
+    }
+
+    /// Copies the rows of part `old` that are not of `retried` videos into `writer`, and
+    /// returns every video `old` covered.
+    async fn keep_rows(
+        &self,
+        old: &str,
+        retried: &[String],
+        writer: &mut PartWriter,
+    ) -> Result<Vec<String>> {
+        let size = self
+            .store
+            .list(None)
+            .await?
+            .into_iter()
+            .find(|(n, _)| n == old)
+            .map(|(_, s)| s)
+            .ok_or_else(|| {
+                DataFusionError::Execution(format!(
+                    "the part '{}/{old}' vanished during the run (another run on the same output?)",
+                    self.store.display()
+                ))
+            })?;
+        let builder = parquet_builder(self.store, old, size).await?;
+        let meta = builder
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .and_then(|kv| kv.iter().find(|kv| kv.key == PART_META_KEY))
+            .and_then(|kv| kv.value.as_deref())
+            .and_then(|v| serde_json::from_str::<PartMeta>(v).ok())
+            .unwrap_or_default();
+        let retried: HashSet<&str> = retried.iter().map(String::as_str).collect();
+        let mut stream = builder.build()?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let units = text_column(&batch, UNIT_COLUMN)?;
+            let keep: BooleanArray = (0..batch.num_rows())
+                .map(|r| Some(units.is_null(r) || !retried.contains(units.value(r))))
+                .collect();
+            let kept = filter_record_batch(&batch, &keep)?;
+            let kept = RecordBatch::try_new(self.shape.schema(), kept.columns().to_vec())?;
+            let failed = failed_units(&kept)?;
+            writer.write(&kept, failed)?;
+        }
+        Ok(meta.units)
+    }
+}
+
+/// Writes the rows of `stream` as they come.
+async fn stream_into(
+    mut stream: SendableRecordBatchStream,
+    shape: &RowShape,
+    writer: &mut PartWriter,
+) -> Result<()> {
+    while let Some(batch) = stream.next().await {
+        let (rows, failed) = shape.convert(&batch?)?;
+        writer.write(&rows, failed)?;
+    }
+    Ok(())
+}
+
+fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
+    let column = batch.column_by_name(name).ok_or_else(|| {
+        DataFusionError::Execution(format!("a manifest part has no '{name}' column"))
+    })?;
+    let text = cast(column, &DataType::Utf8)?;
+    text.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal("cast to text".to_owned()))
+}
+
+/// The videos of manifest rows with status `error`.
+fn failed_units(batch: &RecordBatch) -> Result<Vec<String>> {
+    let status = text_column(batch, STATUS_COLUMN)?;
+    let units = text_column(batch, UNIT_COLUMN)?;
+    Ok((0..batch.num_rows())
+        .filter(|&r| status.value(r) == "error" && !units.is_null(r))
+        .map(|r| units.value(r).to_owned())
+        .collect())
+}
+
+/// Whether `e` is a failure of the machinery (stop the run, resume later) rather than of
+/// the videos (record it and go on).
+fn is_systemic(e: &DataFusionError) -> bool {
+    match e.find_root() {
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => true,
+        DataFusionError::External(inner) => {
+            inner.downcast_ref::<std::io::Error>().is_some() || {
+                let text = inner.to_string();
+                [
+                    "transport error",
+                    "Connection refused",
+                    "connection error",
+                    "GrpcConnection",
+                ]
+                .iter()
+                .any(|m| text.contains(m))
+            }
+        }
+        _ => false,
+    }
+}
+
+trait CloneMessage {
+    fn clone_message(&self) -> DataFusionError;
+}
+
+impl CloneMessage for DataFusionError {
+    fn clone_message(&self) -> DataFusionError {
+        DataFusionError::Execution(crate::user_message(self))
+    }
+}
+
+/// This attempt, for the commit marker.
+struct Attempt {
+    id: String,
+    run_id: String,
+    processed: usize,
+    skipped: usize,
+    started: Instant,
+}
+
+/// The final commit: checks that every video is covered once and every item key occurs
+/// once, counts rows, and publishes `_SUCCESS`.
+async fn commit(
+    store: &ManifestStore,
+    job: &Job,
+    parts: &BTreeMap<String, PartInfo>,
+    key: &[String],
+    previous: Option<RunSummary>,
+    this: &Attempt,
+) -> Result<RunSummary> {
+    let attempt = this.id.as_str();
+    let mut covered: HashSet<&str> = HashSet::new();
+    for (name, part) in parts {
+        for unit in &part.meta.units {
+            if !covered.insert(unit) {
+                return Err(DataFusionError::Execution(format!(
+                    "the video '{unit}' is covered by two parts (one is '{}/{name}'); was another run writing to the same output?",
+                    store.display()
+                )));
+            }
+        }
+    }
+    // keys and statuses, column by column from the parts
+    let sizes: BTreeMap<String, u64> = store.list(None).await?.into_iter().collect();
+    let mut seen: HashSet<Box<[u8]>> = HashSet::new();
+    let (mut ok_rows, mut error_rows) = (0u64, 0u64);
+    let mut converter: Option<RowConverter> = None;
+    for name in parts.keys() {
+        let size = sizes.get(name).copied().ok_or_else(|| {
+            DataFusionError::Execution(format!(
+                "the part '{}/{name}' vanished during the run",
+                store.display()
+            ))
+        })?;
+        let builder = parquet_builder(store, name, size).await?;
+        let schema = builder.schema().clone();
+        let mut wanted: Vec<usize> = key.iter().filter_map(|k| schema.index_of(k).ok()).collect();
+        wanted.push(schema.index_of(STATUS_COLUMN)?);
+        let mask = ProjectionMask::roots(builder.parquet_schema(), wanted);
+        let mut stream = builder.with_projection(mask).build()?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            let status = text_column(&batch, STATUS_COLUMN)?;
+            let errors = (0..batch.num_rows())
+                .filter(|&r| status.value(r) == "error")
+                .count() as u64;
+            error_rows += errors;
+            ok_rows += batch.num_rows() as u64 - errors;
+            let keys: Vec<_> = key
+                .iter()
+                .map(|k| batch.column_by_name(k).cloned())
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    DataFusionError::Execution(format!("'{name}' lacks a key column"))
+                })?;
+            let converter = match &mut converter {
+                Some(c) => c,
+                None => converter.insert(RowConverter::new(
+                    keys.iter()
+                        .map(|k| SortField::new(k.data_type().clone()))
+                        .collect(),
+                )?),
+            };
+            let rows = converter.convert_columns(&keys)?;
+            for (r, row) in rows.iter().enumerate() {
+                if !seen.insert(row.as_ref().into()) {
+                    let shown: Vec<String> = keys
+                        .iter()
+                        .map(|k| {
+                            datafusion::arrow::util::display::array_value_to_string(k, r)
+                                .unwrap_or_default()
+                        })
+                        .collect();
+                    return Err(DataFusionError::Execution(format!(
+                        "the item ({}) = ({}) occurs twice in the manifest at '{}'; the item key must identify one row: pass the columns that do as --key",
+                        key.join(", "),
+                        shown.join(", "),
+                        store.display()
+                    )));
+                }
+            }
+        }
+    }
+    // this attempt's stats, from its markers and parts
+    let mut attempts: BTreeMap<String, AttemptStats> = BTreeMap::new();
+    let markers = store.list(Some(STATE_DIR)).await?;
+    for (name, _) in &markers {
+        let Some(rest) = name
+            .strip_prefix(&format!("{STATE_DIR}/started-"))
+            .and_then(|r| r.strip_suffix(".json"))
+        else {
+            continue;
+        };
+        let id = rest.split('-').next().unwrap_or(rest).to_owned();
+        let units: Vec<String> = match store.read(name).await? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let entry = attempts.entry(id.clone()).or_insert_with(|| AttemptStats {
+            attempt: id,
+            ..AttemptStats::default()
+        });
+        entry.started += units.len();
+    }
+    for (name, part) in parts {
+        if let Some(id) = name.strip_prefix("part-").and_then(|r| r.split('-').next())
+            && let Some(entry) = attempts.get_mut(id)
+        {
+            entry.committed += match part.meta.replaces {
+                Some(_) => 0,
+                None => part.meta.units.len(),
+            };
+        }
+    }
+    let mut all_attempts = previous.map(|p| p.attempts).unwrap_or_default();
+    all_attempts.retain(|a| !attempts.contains_key(&a.attempt));
+    all_attempts.extend(attempts.into_values());
+    if !all_attempts.iter().any(|a| a.attempt == attempt) {
+        all_attempts.push(AttemptStats {
+            attempt: attempt.to_owned(),
+            ..AttemptStats::default()
+        });
+    }
+    let summary = RunSummary {
+        run_id: this.run_id.clone(),
+        output: store.display().to_owned(),
+        key: key.to_vec(),
+        videos: covered.len(),
+        rows: parts.values().map(|p| p.rows).sum(),
+        ok_rows,
+        error_rows,
+        error_videos: parts.values().map(|p| p.meta.error_units.len()).sum(),
+        parts: parts.len(),
+        operators: job.operators.clone(),
+        attempts: all_attempts,
+        processed: this.processed,
+        skipped: this.skipped,
+        elapsed_s: this.started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&summary)
+        .map_err(|e| DataFusionError::Internal(format!("summary: {e}")))?;
+    store.write(SUCCESS, json).await?;
+    for (name, _) in markers {
+        if name.starts_with(&format!("{STATE_DIR}/started-")) {
+            store.delete(&name).await?;
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,293 @@
+//! Where a manifest lives: a local folder or an S3 prefix, with atomic publication.
+//!
+//! A local part is written under `_tmp/` in the manifest folder and renamed into place
+//! (same file system, so the rename is atomic); an S3 part is one `PUT` (or a multipart
+//! upload completed at the end), which S3 makes visible only when it is whole.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::error::{DataFusionError, Result};
+use framefusion_udfs::media::source::VideoSource;
+use framefusion_udfs::storage::{S3Location, StorageOptions, s3_store, storage_error};
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
+
+/// Environment variable (a test hook): milliseconds to wait between writing a part in
+/// full and publishing it, so a test can kill a run in the middle of a commit.
+pub const COMMIT_PAUSE_ENV: &str = "FRAMEFUSION_FAULT_COMMIT_PAUSE_MS";
+
+/// Parts larger than this are uploaded in several pieces.
+const SINGLE_PUT_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// A manifest location.
+#[derive(Debug, Clone)]
+pub struct ManifestStore {
+    store: Arc<dyn ObjectStore>,
+    root: ObjectPath,
+    /// The local folder, for a local manifest.
+    local: Option<PathBuf>,
+    display: String,
+}
+
+fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+impl ManifestStore {
+    /// Opens (creating a local folder if needed) the manifest at `output`: a local path,
+    /// `file://` URI or `s3://bucket/prefix`.
+    pub fn open(output: &str, storage: &StorageOptions) -> Result<Self> {
+        match VideoSource::parse(output).map_err(external)? {
+            VideoSource::Local(path) => {
+                std::fs::create_dir_all(path.join("_tmp")).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "cannot create the manifest folder '{}': {e}",
+                        path.display()
+                    ))
+                })?;
+                let path = path.canonicalize().map_err(DataFusionError::IoError)?;
+                let store = LocalFileSystem::new_with_prefix(&path).map_err(external)?;
+                Ok(Self {
+                    store: Arc::new(store),
+                    root: ObjectPath::default(),
+                    display: path.display().to_string(),
+                    local: Some(path),
+                })
+            }
+            VideoSource::S3(location) => {
+                let S3Location { bucket, key } = &location;
+                let store = s3_store(bucket, storage).map_err(external)?;
+                Ok(Self {
+                    store,
+                    root: ObjectPath::from(key.trim_end_matches('/')),
+                    display: format!("s3://{bucket}/{}", key.trim_end_matches('/')),
+                    local: None,
+                })
+            }
+        }
+    }
+
+    /// The location as a user wrote it (for messages).
+    pub fn display(&self) -> &str {
+        &self.display
+    }
+
+    /// The object store and the path of `name` in it.
+    pub fn object(&self, name: &str) -> (Arc<dyn ObjectStore>, ObjectPath) {
+        (Arc::clone(&self.store), self.path(name))
+    }
+
+    fn path(&self, name: &str) -> ObjectPath {
+        name.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.root.clone(), |path, part| path.join(part))
+    }
+
+    /// The name of `path` relative to the manifest root.
+    fn relative(&self, path: &ObjectPath) -> String {
+        let full = path.as_ref();
+        let root = self.root.as_ref();
+        full.strip_prefix(root)
+            .unwrap_or(full)
+            .trim_start_matches('/')
+            .to_owned()
+    }
+
+    fn error(&self, name: &str, e: &object_store::Error) -> DataFusionError {
+        let uri = format!("{}/{name}", self.display);
+        match e {
+            object_store::Error::NotFound { .. } => {
+                DataFusionError::Execution(format!("'{uri}' does not exist"))
+            }
+            // a store that cannot be reached fails the run (it resumes later), as I/O
+            _ => {
+                let udf = storage_error(&uri, e);
+                DataFusionError::IoError(std::io::Error::other(udf.to_string()))
+            }
+        }
+    }
+
+    /// The objects directly under the root (`name`, size), and those under `folder/`.
+    pub async fn list(&self, folder: Option<&str>) -> Result<Vec<(String, u64)>> {
+        let prefix = folder.map_or_else(|| self.root.clone(), |f| self.path(f));
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&prefix))
+            .await
+            .map_err(|e| self.error(folder.unwrap_or(""), &e))?;
+        Ok(listed
+            .objects
+            .iter()
+            .map(|m: &ObjectMeta| (self.relative(&m.location), m.size))
+            .collect())
+    }
+
+    /// The bytes of `name`, or `None` when it does not exist.
+    pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.store.get(&self.path(name)).await {
+            Ok(got) => Ok(Some(
+                got.bytes()
+                    .await
+                    .map_err(|e| self.error(name, &e))?
+                    .to_vec(),
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.error(name, &e)),
+        }
+    }
+
+    /// Publishes `bytes` as `name`, atomically.
+    pub async fn write(&self, name: &str, bytes: Vec<u8>) -> Result<()> {
+        let staged = self.staging_file(name)?;
+        tokio::fs::write(staged.path(), &bytes)
+            .await
+            .map_err(DataFusionError::IoError)?;
+        self.publish(staged, name).await
+    }
+
+    /// Removes `name` (nothing happens when it does not exist).
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        match self.store.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.error(name, &e)),
+        }
+    }
+
+    /// A new file to write a part or marker into before it is published: in the manifest
+    /// folder's `_tmp/` for a local manifest (so publishing is a rename), in the system's
+    /// temporary folder otherwise. Dropped unpublished, it is removed.
+    pub fn staging_file(&self, name: &str) -> Result<tempfile::NamedTempFile> {
+        let base = name.rsplit('/').next().unwrap_or(name);
+        let dir = self
+            .local
+            .as_ref()
+            .map_or_else(std::env::temp_dir, |p| p.join("_tmp"));
+        tempfile::Builder::new()
+            .prefix(&format!("{base}."))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .map_err(|e| {
+                DataFusionError::Execution(format!(
+                    "cannot create a temporary file in '{}': {e}",
+                    dir.display()
+                ))
+            })
+    }
+
+    /// Publishes the complete file `staged` as `name`: a rename for a local manifest, an
+    /// upload otherwise. Readers see all of it or nothing.
+    pub async fn publish(&self, staged: tempfile::NamedTempFile, name: &str) -> Result<()> {
+        staged
+            .as_file()
+            .sync_all()
+            .map_err(DataFusionError::IoError)?;
+        if let Some(ms) = std::env::var(COMMIT_PAUSE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        match &self.local {
+            Some(folder) => {
+                let target = folder.join(name);
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(DataFusionError::IoError)?;
+                }
+                // readable like any file the user writes (temporary files are private)
+                let mode = std::os::unix::fs::PermissionsExt::from_mode(0o644);
+                std::fs::set_permissions(staged.path(), mode).map_err(DataFusionError::IoError)?;
+                staged.persist(&target).map_err(|e| {
+                    DataFusionError::Execution(format!(
+                        "cannot publish '{}': {}",
+                        target.display(),
+                        e.error
+                    ))
+                })?;
+                sync_dir(folder);
+                Ok(())
+            }
+            None => self.upload(staged.path(), name).await,
+        }
+    }
+
+    async fn upload(&self, file: &Path, name: &str) -> Result<()> {
+        let path = self.path(name);
+        let size = tokio::fs::metadata(file)
+            .await
+            .map_err(DataFusionError::IoError)?
+            .len();
+        if size <= SINGLE_PUT_LIMIT {
+            let bytes = tokio::fs::read(file)
+                .await
+                .map_err(DataFusionError::IoError)?;
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(|e| self.error(name, &e))?;
+            return Ok(());
+        }
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| self.error(name, &e))?;
+        let mut writer = object_store::WriteMultipart::new(upload);
+        let mut reader = tokio::fs::File::open(file)
+            .await
+            .map_err(DataFusionError::IoError)?;
+        let mut buffer = vec![0u8; 8 * 1024 * 1024];
+        loop {
+            use tokio::io::AsyncReadExt;
+            let n = reader
+                .read(&mut buffer)
+                .await
+                .map_err(DataFusionError::IoError)?;
+            if n == 0 {
+                break;
+            }
+            writer
+                .wait_for_capacity(4)
+                .await
+                .map_err(|e| self.error(name, &e))?;
+            writer.write(&buffer[..n]);
+        }
+        writer.finish().await.map_err(|e| self.error(name, &e))?;
+        Ok(())
+    }
+
+    /// Removes what a killed run left half-written (`_tmp/`).
+    pub async fn clean_staging(&self) -> Result<()> {
+        if let Some(folder) = &self.local {
+            let tmp = folder.join("_tmp");
+            if let Ok(entries) = std::fs::read_dir(&tmp) {
+                for entry in entries.flatten() {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+            return Ok(());
+        }
+        let prefix = self.path("_tmp");
+        let stale: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.error("_tmp", &e))?;
+        for meta in stale {
+            let name = self.relative(&meta.location);
+            self.delete(&name).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Makes a rename in `folder` durable (best effort: not every file system allows it).
+fn sync_dir(folder: &Path) {
+    if let Ok(dir) = std::fs::File::open(folder) {
+        let _ = dir.sync_all();
+    }
+}
