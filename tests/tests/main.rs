@@ -6,6 +6,7 @@ mod cli;
 mod cut;
 mod distributed;
 mod frames;
+mod manifest;
 mod object_store;
 mod probe;
 mod shots;
