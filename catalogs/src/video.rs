@@ -763,6 +763,36 @@ fn file_row(
 mod tests {
     use super::*;
 
+    #[test]
+    fn path_filters_choose_the_files_before_anything_opens() -> Result<()> {
+        use datafusion::prelude::{SessionContext, col, lit};
+        let state = SessionContext::new().state();
+        let files: Vec<ListedFile> = ["a.mp4", "b.mp4", "c.mov"]
+            .iter()
+            .map(|n| ListedFile {
+                uri: format!("file:///v/{n}"),
+                size: Some(1),
+                modified_us: None,
+                error: None,
+            })
+            .collect();
+        let names =
+            |kept: Vec<ListedFile>| -> Vec<String> { kept.into_iter().map(|f| f.uri).collect() };
+        let filters = vec![
+            col("path").in_list(vec![lit("file:///v/a.mp4"), lit("file:///v/c.mov")], false),
+            col("path").like(lit("%.mp4")),
+            // not about path alone: left to DataFusion
+            col("width").gt(lit(100)),
+        ];
+        assert!(is_path_filter(&filters[0]) && !is_path_filter(&filters[2]));
+        let filter = PathFilter::new(&state, &filters)?;
+        assert_eq!(names(filter.retain(files.clone())?), ["file:///v/a.mp4"]);
+        let none = PathFilter::new(&state, &[col("path").eq(lit("file:///x.mp4"))])?;
+        assert!(none.retain(files.clone())?.is_empty());
+        assert_eq!(PathFilter::default().retain(files.clone())?.len(), 3);
+        Ok(())
+    }
+
     fn sized(sizes: &[i64]) -> Vec<ListedFile> {
         sizes
             .iter()

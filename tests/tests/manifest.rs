@@ -501,3 +501,76 @@ async fn the_dataframe_pipeline_example_writes_a_manifest() {
             .all(|r| r["motion"].is_number() && r["status"] == "ok")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_demo_job_curates_and_resumes() {
+    let corpus = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for name in ["bikes.mp4", "carphone_pristine.mp4", "sample.mkv"] {
+        std::os::unix::fs::symlink(framefusion_tests::sample(name), corpus.path().join(name))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::write(corpus.path().join("broken.mp4"), b"junk").unwrap_or_else(|e| panic!("{e}"));
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let catalog = work.path().join("catalog.json");
+    let created = framefusion_tests::sql_with_catalog(
+        &catalog,
+        &[],
+        &format!(
+            "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{}'",
+            corpus.path().display()
+        ),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/curate.sql");
+    let out = work.path().join("manifest");
+    let run = || {
+        let mut cmd = Command::new(framefusion_bin());
+        cmd.arg("run")
+            .arg(&demo)
+            .arg("--catalog")
+            .arg(&catalog)
+            .arg("--output")
+            .arg(&out)
+            .arg("-q");
+        finished(cmd.output().unwrap_or_else(|e| panic!("{e}")))
+    };
+    let first = run();
+    assert!(
+        first.contains("4 videos (4 run now, 0 already done)"),
+        "{first}"
+    );
+    let table = manifest_table(&out);
+    let errors: Vec<&str> = table
+        .iter()
+        .filter(|r| r["status"] == "error")
+        .filter_map(|r| r["path"].as_str())
+        .map(|p| p.rsplit('/').next().unwrap_or_default())
+        .collect();
+    assert_eq!(errors, ["broken.mp4", "sample.mkv"], "{table:?}");
+    let bikes: Vec<&serde_json::Value> = table
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.ends_with("bikes.mp4")))
+        .collect();
+    assert_eq!(
+        bikes.len(),
+        5,
+        "bikes.mp4 has five shots of at least 1 s: {bikes:?}"
+    );
+    assert!(
+        bikes
+            .iter()
+            .all(|r| r["motion"].is_number() && r["phash"].is_number())
+    );
+    let summary = success(&out);
+    let names: Vec<&str> = summary["operators"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|o| o["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(names, ["clip_signals", "detect_shots"], "{summary}");
+    let second = run();
+    assert!(second.contains("(0 run now, 4 already done)"), "{second}");
+}

@@ -119,11 +119,21 @@ impl RowShape {
             .filter(|&r| !error.is_null(r) && !units.is_null(r))
             .map(|r| units.value(r).to_owned())
             .collect();
+        // the planned types: a batch may carry another encoding of the same values
+        // (Utf8View for Utf8), and every part must have the manifest's schema
         let mut columns: Vec<ArrayRef> = self
             .job_columns
             .iter()
-            .map(|&i| Arc::clone(batch.column(i)))
-            .collect();
+            .zip(self.schema.fields())
+            .map(|(&i, field)| {
+                let column = batch.column(i);
+                if column.data_type() == field.data_type() {
+                    Ok(Arc::clone(column))
+                } else {
+                    cast(column, field.data_type())
+                }
+            })
+            .collect::<Result<_, _>>()?;
         columns.push(Arc::new(status));
         columns.push(error);
         columns.push(Arc::new(StringArray::from(vec![
