@@ -259,7 +259,7 @@ async fn crash_and_resume(cluster: Option<&str>) {
         .unwrap_or_else(|e| panic!("{e}"))
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('_') && !(n.starts_with("part-") && n.ends_with(".parquet")))
+        .filter(|n| !(n.starts_with('_') || (n.starts_with("part-") && n.ends_with(".parquet"))))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
 
@@ -573,4 +573,98 @@ async fn the_readme_demo_job_curates_and_resumes() {
     assert_eq!(names, ["clip_signals", "detect_shots"], "{summary}");
     let second = run();
     assert!(second.contains("(0 run now, 4 already done)"), "{second}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_in_s3_from_videos_in_s3() {
+    let s3 = framefusion_tests::s3::S3Server::start();
+    s3.create_bucket("media");
+    let corpus = corpus(3);
+    std::fs::write(corpus.path().join("broken.mp4"), b"junk").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s3.upload_dir("media", "raw/", corpus.path()).await, 4);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let job = work.path().join("s3.sql");
+    std::fs::write(
+        &job,
+        "CREATE EXTERNAL TABLE s3_src STORED AS VIDEO LOCATION 's3://media/raw/';
+         SELECT path, duration_s, width, probe_error AS error FROM s3_src",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let run = || {
+        let mut cmd = Command::new(framefusion_bin());
+        cmd.arg("run")
+            .arg(&job)
+            .args([
+                "--output",
+                "s3://media/manifests/run-1/",
+                "--no-catalog",
+                "-q",
+            ])
+            .args(["--videos-per-part", "2"]);
+        for (k, v) in s3.env() {
+            cmd.env(k, v);
+        }
+        finished(cmd.output().unwrap_or_else(|e| panic!("{e}")))
+    };
+    let first = run();
+    assert!(
+        first.contains("4 videos (4 run now, 0 already done), 4 rows (3 ok, 1 error), 2 parts"),
+        "{first}"
+    );
+    // s3s-fs keeps objects as files: read the parts where the server stores them
+    let stored = s3.root().join("media/manifests/run-1");
+    assert!(stored.join("_SUCCESS").is_file());
+    assert!(
+        !stored.join("_tmp").exists()
+            || std::fs::read_dir(stored.join("_tmp")).map_or(0, Iterator::count) == 0
+    );
+    let table = manifest_table(&stored);
+    assert_eq!(table.len(), 4);
+    assert!(table.iter().all(|r| {
+        r["path"]
+            .as_str()
+            .is_some_and(|p| p.starts_with("s3://media/raw/"))
+    }));
+    assert_eq!(table.iter().filter(|r| r["width"] == 320).count(), 3);
+    let again = run();
+    assert!(again.contains("(0 run now, 4 already done)"), "{again}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progress_reaches_the_api() {
+    use framefusion_engine::manifest::{ManifestOptions, RunProgress};
+    use framefusion_engine::{DataFrameExt, SessionContextExt};
+    use std::sync::{Arc, Mutex};
+    let corpus = corpus(5);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let seen: Arc<Mutex<Vec<RunProgress>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let options = ManifestOptions {
+        videos_per_part: Some(2),
+        concurrency: Some(1),
+        progress: Some(Arc::new(move |p: &RunProgress| {
+            sink.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(p.clone());
+        })),
+        ..ManifestOptions::new(work.path().join("m").display().to_string())
+    };
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    let summary = ctx
+        .read_videos(&corpus.path().display().to_string())
+        .await
+        .and_then(|df| df.select_columns(&["path", "duration_s"]))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .write_manifest(&options)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.rows, 5);
+    let seen = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    // once at the start, then after each of the 3 parts (2 + 2 + 1 videos)
+    let done: Vec<usize> = seen.iter().map(|p| p.done).collect();
+    assert_eq!(done, [0, 2, 4, 5], "{seen:?}");
+    assert!(seen.iter().all(|p| p.total == 5 && p.skipped == 0));
+    let last = seen.last().cloned().unwrap_or_default();
+    assert_eq!((last.rows, last.remaining()), (5, 0));
+    assert!(last.videos_per_s() > 0.0 && last.eta() == Some(Duration::ZERO));
 }
