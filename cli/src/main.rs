@@ -4,6 +4,7 @@
 //! framefusion sql "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '/data/videos'; SELECT * FROM v"
 //! framefusion sql -f job.sql --format parquet --output probe.parquet
 //! framefusion run job.sql --output s3://corpus/manifests/run-42/   # resumable
+//! framefusion serve --bind 0.0.0.0:50060 --user ana:secret --allow-root /data/videos
 //! ```
 //!
 //! ```text
@@ -17,6 +18,7 @@
 mod cluster;
 mod output;
 mod run;
+mod serve;
 mod sql;
 
 use std::process::ExitCode;
@@ -37,6 +39,8 @@ enum Command {
     Sql(sql::SqlArgs),
     /// Run a curation job and write its rows as a resumable Parquet manifest.
     Run(run::RunArgs),
+    /// Serve the engine to remote clients over Arrow Flight SQL.
+    Serve(serve::ServeArgs),
     /// Run a Ballista scheduler that carries framefusion's tables and functions.
     Scheduler(cluster::SchedulerArgs),
     /// Run a Ballista executor that carries framefusion's tables and functions.
@@ -98,6 +102,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sql(args) => sql::run(args).await,
             Command::Run(args) => run::run(args).await,
+            Command::Serve(args) => serve::run(args).await,
             Command::Scheduler(args) => cluster::scheduler(args).await,
             Command::Executor(args) => cluster::executor(args).await,
             Command::Cluster(args) => cluster::cluster(args).await,

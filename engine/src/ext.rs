@@ -31,6 +31,9 @@ pub trait SessionContextExt {
     /// effect before this returns; a query returns its (lazy) result.
     async fn execute_statement(&self, statement: Statement) -> Result<DataFrame>;
 
+    /// Runs a planned statement, as [`SessionContextExt::execute_statement`] does.
+    async fn execute_plan(&self, plan: LogicalPlan) -> Result<DataFrame>;
+
     /// Runs every statement of a script in order and returns the result of the last one.
     async fn run_script(&self, sql: &str) -> Result<DataFrame>;
 
@@ -54,6 +57,10 @@ impl SessionContextExt for SessionContext {
 
     async fn execute_statement(&self, statement: Statement) -> Result<DataFrame> {
         let plan = self.state().statement_to_plan(statement).await?;
+        self.execute_plan(plan).await
+    }
+
+    async fn execute_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {
         // Re-running the very statement that defined an existing table is a no-op, so a
         // script that registers its tables can run again against a persistent catalog.
         if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan

@@ -1,7 +1,116 @@
 //! # framefusion-flight-server
 //!
-//! The Arrow Flight SQL service over `framefusion-engine`, for remote clients (ADBC, JDBC,
-//! the arrow-flight CLI). It is the only crate that knows tonic serving.
+//! The Arrow Flight SQL service over `framefusion-engine`, for remote clients (ADBC,
+//! JDBC, the arrow-flight clients). It is the only crate that knows tonic serving.
 //!
-//! This crate is a workspace member reserved by the architecture; the service itself
-//! arrives with the Flight SQL issue and has no code yet.
+//! - [`service`]: the Flight SQL methods: ad-hoc statements (queries, DDL, `SET`, `COPY`),
+//!   prepared statements with parameters, the metadata calls, cancellation; sessions.
+//! - [`auth`]: the username/password handshake issuing expiring bearer tokens, and static
+//!   tokens.
+//! - [`status`]: the one mapping of engine errors to gRPC status codes.
+//! - [`serve`]: the server (TLS when a certificate and key are given), confined to the
+//!   configured locations.
+
+pub mod auth;
+pub mod service;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use framefusion_udfs::media::source::{Root, confine_to};
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+pub use auth::AuthConfig;
+pub use service::{FrameFusionFlightSql, RUNNING_QUERIES_ACTION, ServiceOptions};
+
+/// Errors starting or running the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error("{0}")]
+    Config(String),
+    /// The listening socket or the transport failed.
+    #[error("{0}")]
+    Transport(String),
+}
+
+/// A server's settings.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (port 0 picks a free one).
+    pub bind: SocketAddr,
+    /// PEM certificate and private key: serve TLS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// The only locations tables may be defined on, read or written (local folders,
+    /// `s3://bucket/prefix`).
+    pub allowed_roots: Vec<String>,
+    /// The service.
+    pub service: ServiceOptions,
+}
+
+/// Confines the process, binds, calls `ready` with the bound address, and serves until
+/// `shutdown` resolves.
+pub async fn serve(
+    options: ServeOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), ServeError> {
+    if options.service.auth.users.is_empty() && options.service.auth.static_tokens.is_empty() {
+        return Err(ServeError::Config(
+            "no credentials configured: give --user NAME:PASSWORD or --token TOKEN (or FRAMEFUSION_SERVE_USERS / FRAMEFUSION_SERVE_TOKENS)".to_owned(),
+        ));
+    }
+    if options.allowed_roots.is_empty() {
+        return Err(ServeError::Config(
+            "no allowed locations: give --allow-root with each folder or s3://bucket/prefix clients may use".to_owned(),
+        ));
+    }
+    let roots = options
+        .allowed_roots
+        .iter()
+        .map(|r| Root::parse(r).map_err(|e| ServeError::Config(format!("--allow-root '{r}': {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    log::info!(
+        "serving only {}",
+        roots
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if !confine_to(roots) {
+        return Err(ServeError::Config(
+            "this process is already confined to other locations".to_owned(),
+        ));
+    }
+    let service = FrameFusionFlightSql::new(options.service.clone())
+        .map_err(|e| ServeError::Config(e.message().to_owned()))?;
+    let mut builder = Server::builder();
+    if let Some((cert, key)) = &options.tls {
+        let read = |p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| ServeError::Config(format!("cannot read '{}': {e}", p.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServeError::Config(format!("TLS: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .map_err(|e| ServeError::Transport(format!("cannot listen on {}: {e}", options.bind)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Transport(e.to_string()))?;
+    ready(addr);
+    builder
+        .add_service(FlightServiceServer::new(service))
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+        .map_err(|e| ServeError::Transport(e.to_string()))
+}

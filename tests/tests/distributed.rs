@@ -59,7 +59,9 @@ async fn a_killed_executor_costs_a_retry_not_a_row() {
         "one truncated file in six is an error row"
     );
 
-    let mut cluster = TestCluster::start(2, 1, 3).await;
+    // 8 s without a heartbeat (sent every 2 s) declares an executor lost: long enough that a
+    // loaded machine running other tests does not lose the surviving one too
+    let mut cluster = TestCluster::start(2, 1, 8).await;
     let ctx = framefusion_engine::remote_context(&cluster.url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));

@@ -40,6 +40,14 @@ pub enum UdfError {
         /// Why, and what to use instead.
         reason: String,
     },
+    /// A location outside the roots this process is confined to.
+    #[error("'{uri}' is outside the locations this server may read or write ({roots})")]
+    NotAllowed {
+        /// The location as given.
+        uri: String,
+        /// The allowed roots.
+        roots: String,
+    },
     /// The ffmpeg libraries failed to initialise.
     #[error("ffmpeg failed to initialise: {0}")]
     Init(String),

@@ -16,10 +16,134 @@ pub enum VideoSource {
     S3(S3Location),
 }
 
+/// The locations this process may read or write media at, when it is confined (a server
+/// serving remote clients); `None` (the default) allows every location.
+static ALLOWED_ROOTS: std::sync::OnceLock<Vec<Root>> = std::sync::OnceLock::new();
+
+/// An allowed location: a local folder (canonical) or an S3 bucket and key prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    /// A local folder and everything under it.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`: the objects whose keys start with the prefix.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix ("" for the whole bucket; otherwise ending with `/`).
+        prefix: String,
+    },
+}
+
+impl Root {
+    /// Parses an allowed root: an existing local folder, or `s3://bucket[/prefix]`.
+    pub fn parse(text: &str) -> Result<Self, UdfError> {
+        match VideoSource::parse_unconfined(text)? {
+            VideoSource::Local(path) => {
+                let canonical = path.canonicalize().map_err(|e| UdfError::UnsupportedUri {
+                    uri: text.to_owned(),
+                    reason: format!("an allowed root must be an existing folder ({e})"),
+                })?;
+                Ok(Self::Local(canonical))
+            }
+            VideoSource::S3(location) => {
+                let mut prefix = location.key.clone();
+                if !prefix.is_empty() && !prefix.ends_with('/') {
+                    prefix.push('/');
+                }
+                Ok(Self::S3 {
+                    bucket: location.bucket,
+                    prefix,
+                })
+            }
+        }
+    }
+
+    fn contains(&self, source: &VideoSource) -> bool {
+        match (self, source) {
+            (Self::Local(root), VideoSource::Local(path)) => {
+                resolve(path).is_some_and(|p| p.starts_with(root))
+            }
+            (Self::S3 { bucket, prefix }, VideoSource::S3(location)) => {
+                &location.bucket == bucket
+                    && location.key.starts_with(prefix.as_str())
+                    && !location
+                        .key
+                        .split('/')
+                        .any(|part| part == ".." || part == ".")
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for Root {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Local(path) => write!(f, "{}", path.display()),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+        }
+    }
+}
+
+/// The real location of `path`: symbolic links and `..` resolved through the longest
+/// existing ancestor (a file about to be written need not exist yet).
+fn resolve(path: &Path) -> Option<PathBuf> {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                match part {
+                    // past what exists: cannot be resolved safely
+                    None => return None,
+                    Some(name) => out.push(name),
+                }
+            }
+            return Some(out);
+        }
+        // (`Path::components` drops interior `.`; a `..` below what exists is refused)
+        rest.push(match existing.components().next_back()? {
+            std::path::Component::Normal(name) => Some(name.to_owned()),
+            _ => None,
+        });
+        existing = existing.parent()?.to_path_buf();
+    }
+}
+
+/// Confines this process to `roots`: from now on every video location outside them is
+/// refused (once per process; a second call changes nothing and returns false).
+pub fn confine_to(roots: Vec<Root>) -> bool {
+    ALLOWED_ROOTS.set(roots).is_ok()
+}
+
+/// The roots this process is confined to, if it is.
+pub fn allowed_roots() -> Option<&'static [Root]> {
+    ALLOWED_ROOTS.get().map(Vec::as_slice)
+}
+
 impl VideoSource {
     /// Resolves a URI (`file:///abs/path`) or a plain path (absolute, or relative to the
-    /// current directory) to a source.
+    /// current directory) to a source. In a confined process ([`confine_to`]) a location
+    /// outside the allowed roots is refused.
     pub fn parse(uri: &str) -> Result<Self, UdfError> {
+        let source = Self::parse_unconfined(uri)?;
+        if let Some(roots) = allowed_roots()
+            && !roots.iter().any(|r| r.contains(&source))
+        {
+            return Err(UdfError::NotAllowed {
+                uri: uri.to_owned(),
+                roots: roots
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+        Ok(source)
+    }
+
+    fn parse_unconfined(uri: &str) -> Result<Self, UdfError> {
         if let Some(rest) = uri.strip_prefix("file:") {
             let url = url::Url::parse(uri).map_err(|e| UdfError::UnsupportedUri {
                 uri: uri.to_owned(),
@@ -178,5 +302,45 @@ mod tests {
             VideoSource::parse("s3://b/k.mp4").ok().map(|s| s.uri()),
             Some("s3://b/k.mp4".to_owned())
         );
+    }
+}
+
+#[cfg(test)]
+mod confinement_tests {
+    use super::*;
+
+    #[test]
+    fn roots_contain_only_what_resolves_inside_them() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let inside = dir.path().join("videos");
+        std::fs::create_dir_all(&inside).unwrap_or_else(|e| panic!("{e}"));
+        std::os::unix::fs::symlink("/etc", inside.join("escape")).unwrap_or_else(|e| panic!("{e}"));
+        let root = Root::parse(&inside.display().to_string()).unwrap_or_else(|e| panic!("{e}"));
+        let ok = |p: &str| {
+            root.contains(&VideoSource::parse_unconfined(p).unwrap_or_else(|e| panic!("{e}")))
+        };
+        let base = inside.display().to_string();
+        assert!(ok(&format!("{base}/a.mp4")));
+        assert!(ok(&format!("{base}/new/folder/out.mp4")), "not yet written");
+        assert!(ok(&format!("file://{base}/a.mp4")));
+        assert!(!ok(&format!("{base}/../secret.mp4")));
+        assert!(!ok(&format!("{base}/new/../../secret.mp4")));
+        assert!(
+            !ok(&format!("{base}/escape/passwd")),
+            "a link out of the root"
+        );
+        assert!(!ok("/etc/passwd"));
+        assert!(!ok("file:///etc/passwd"));
+        assert!(!ok("s3://bucket/a.mp4"));
+
+        let s3 = Root::parse("s3://media/raw").unwrap_or_else(|e| panic!("{e}"));
+        let in_s3 = |p: &str| {
+            s3.contains(&VideoSource::parse_unconfined(p).unwrap_or_else(|e| panic!("{e}")))
+        };
+        assert!(in_s3("s3://media/raw/a.mp4"));
+        assert!(!in_s3("s3://media/rawer/a.mp4"));
+        assert!(!in_s3("s3://media/raw/../secret/a.mp4"));
+        assert!(!in_s3("s3://other/raw/a.mp4"));
+        assert!(!in_s3(&format!("{base}/a.mp4")));
     }
 }

@@ -1,0 +1,915 @@
+//! The Flight SQL service: statements, prepared statements, metadata, cancellation.
+//!
+//! # Sessions
+//!
+//! Each bearer token is a session (a DataFusion `SessionContext`): a client's `SET`
+//! statements, views and temporary tables are its own, and a handshake starts a new
+//! session. Tables created with `CREATE EXTERNAL TABLE` go to the persistent catalog and
+//! are shared by every session (and every `framefusion` process using the same catalog
+//! file). A session ends when its token expires.
+//!
+//! # Results
+//!
+//! `GetFlightInfo` plans a statement (DDL and `SET` take effect there) and returns a
+//! ticket; `DoGet` runs it and streams record batches as the engine produces them. A
+//! query can be cancelled (`CancelFlightInfo`, or the older `CancelQuery` action) before
+//! or while it streams; a client that goes away mid-stream drops the stream, which stops
+//! the query.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use arrow_flight::decode::FlightRecordBatchStream;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::sql::metadata::{SqlInfoData, SqlInfoDataBuilder};
+use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
+use arrow_flight::sql::{
+    ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetDbSchemas, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandPreparedStatementQuery, CommandStatementQuery, CommandStatementUpdate,
+    DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
+};
+use arrow_flight::{
+    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
+    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
+    Ticket,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::catalog::TableProvider;
+use datafusion::common::ScalarValue;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::dataframe::DataFrame;
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::ListingTable;
+use datafusion::datasource::source_as_provider;
+use datafusion::error::DataFusionError;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::prelude::SessionContext;
+use framefusion_catalogs::frames::FramesTable;
+use framefusion_catalogs::video::VideoTable;
+use framefusion_engine::SessionContextExt;
+use framefusion_udfs::media::source::VideoSource;
+use futures::future::AbortHandle;
+use futures::{Stream, StreamExt, TryStreamExt};
+use prost::Message;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::{AuthConfig, Authenticator, Caller};
+use crate::status::status;
+
+/// The custom action that returns how many queries are running (as decimal text).
+pub const RUNNING_QUERIES_ACTION: &str = "framefusion.RunningQueries";
+
+/// `ActionCancelQueryResult.CancelResult` values of the Flight SQL protocol (the enum is
+/// not exported by arrow-flight).
+const CANCEL_RESULT_CANCELLED: i32 = 1;
+const CANCEL_RESULT_NOT_CANCELLABLE: i32 = 3;
+
+/// What the service serves.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceOptions {
+    /// Run queries on the Ballista cluster at this URL (`df://host:port`).
+    pub cluster: Option<String>,
+    /// The persistent catalog file (None: tables last as long as a session).
+    pub catalog: Option<PathBuf>,
+    /// Who may connect.
+    pub auth: AuthConfig,
+}
+
+/// A statement planned by `GetFlightInfo`, waiting for its `DoGet`.
+struct Pending {
+    owner: String,
+    df: DataFrame,
+}
+
+/// A prepared statement.
+struct Prepared {
+    owner: String,
+    plan: LogicalPlan,
+    parameters: usize,
+    values: Option<Vec<ScalarValue>>,
+}
+
+/// The Flight SQL service over the framefusion engine.
+pub struct FrameFusionFlightSql {
+    options: ServiceOptions,
+    auth: Authenticator,
+    sessions: Mutex<HashMap<String, SessionContext>>,
+    pending: Mutex<HashMap<String, Pending>>,
+    prepared: Mutex<HashMap<String, Prepared>>,
+    running: Arc<std::sync::Mutex<HashMap<String, AbortHandle>>>,
+    running_count: Arc<AtomicUsize>,
+    next_handle: AtomicU64,
+    sql_info: SqlInfoData,
+}
+
+impl std::fmt::Debug for FrameFusionFlightSql {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FrameFusionFlightSql")
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+fn sql_info() -> Result<SqlInfoData, Status> {
+    let mut builder = SqlInfoDataBuilder::new();
+    builder.append(SqlInfo::FlightSqlServerName, "framefusion");
+    builder.append(SqlInfo::FlightSqlServerVersion, env!("CARGO_PKG_VERSION"));
+    builder.append(SqlInfo::FlightSqlServerArrowVersion, "1.3");
+    builder.append(SqlInfo::FlightSqlServerReadOnly, false);
+    builder.append(SqlInfo::FlightSqlServerSql, true);
+    builder.append(SqlInfo::FlightSqlServerSubstrait, false);
+    builder.append(SqlInfo::FlightSqlServerTransaction, 0i32);
+    builder.append(SqlInfo::FlightSqlServerCancel, true);
+    builder.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
+    builder.append(SqlInfo::SqlDdlCatalog, false);
+    builder.append(SqlInfo::SqlDdlSchema, true);
+    builder.append(SqlInfo::SqlDdlTable, true);
+    builder
+        .build()
+        .map_err(|e| Status::internal(format!("server info: {e}")))
+}
+
+type FlightDataStream =
+    Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send + 'static>>;
+
+fn internal(e: impl std::fmt::Display) -> Status {
+    Status::internal(e.to_string())
+}
+
+/// Rewrites JDBC/ODBC-style `?` placeholders to DataFusion's `$1`, `$2`, ... (outside
+/// quotes and comments).
+fn number_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut chars = sql.chars().peekable();
+    let mut n = 0;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek() == Some(&'-') => {
+                out.push(c);
+                for d in chars.by_ref() {
+                    out.push(d);
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '?' => {
+                n += 1;
+                out.push_str(&format!("${n}"));
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Refuses locations outside the allowed roots: every table a plan reads (VIDEO, frames,
+/// Parquet/CSV/JSON listing tables), the table a DDL statement defines, and where `COPY`
+/// writes. (Video operators check the paths they open themselves.)
+fn check_locations(plan: &LogicalPlan) -> Result<(), DataFusionError> {
+    let check = |location: &str| -> Result<(), DataFusionError> {
+        VideoSource::parse(location)
+            .map(drop)
+            .map_err(|e| DataFusionError::External(Box::new(e)))
+    };
+    let mut result = Ok(());
+    plan.apply_with_subqueries(|node| {
+        let outcome = match node {
+            LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
+                cmd.locations.iter().try_for_each(|l| check(l))
+            }
+            LogicalPlan::Copy(copy) => check(&copy.output_url),
+            LogicalPlan::TableScan(scan) => match source_as_provider(&scan.source) {
+                Ok(provider) => check_provider(provider.as_ref(), &check),
+                Err(_) => Ok(()),
+            },
+            _ => Ok(()),
+        };
+        if let Err(e) = outcome {
+            result = Err(e);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    result
+}
+
+fn check_provider(
+    provider: &dyn TableProvider,
+    check: &dyn Fn(&str) -> Result<(), DataFusionError>,
+) -> Result<(), DataFusionError> {
+    let any = provider as &dyn std::any::Any;
+    if let Some(table) = any.downcast_ref::<VideoTable>() {
+        return table.locations().iter().try_for_each(|l| check(l));
+    }
+    if let Some(table) = any.downcast_ref::<FramesTable>() {
+        return table.files().locations().iter().try_for_each(|l| check(l));
+    }
+    if let Some(table) = any.downcast_ref::<ListingTable>() {
+        return table
+            .table_paths()
+            .iter()
+            .try_for_each(|url| check(url.as_str()));
+    }
+    Ok(())
+}
+
+/// Counts a query as running while it lives and forgets its cancel handle after.
+struct RunningGuard {
+    handle: String,
+    running: Arc<std::sync::Mutex<HashMap<String, AbortHandle>>>,
+    count: Arc<AtomicUsize>,
+}
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::SeqCst);
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.handle);
+    }
+}
+
+impl FrameFusionFlightSql {
+    /// A service with `options`.
+    pub fn new(options: ServiceOptions) -> Result<Self, Status> {
+        Ok(Self {
+            auth: Authenticator::new(options.auth.clone()),
+            options,
+            sessions: Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
+            running: Arc::default(),
+            running_count: Arc::default(),
+            next_handle: AtomicU64::new(1),
+            sql_info: sql_info()?,
+        })
+    }
+
+    fn handle(&self, caller: &Caller) -> String {
+        let n = self.next_handle.fetch_add(1, Ordering::Relaxed);
+        // a handle names its session: another session cannot use it
+        format!("{n}-{}", &caller.token[..caller.token.len().min(8)])
+    }
+
+    /// The session of an authenticated call.
+    async fn session<T>(&self, request: &Request<T>) -> Result<(Caller, SessionContext), Status> {
+        let caller = self.auth.check(request.metadata())?;
+        let mut sessions = self.sessions.lock().await;
+        if let Some(ctx) = sessions.get(&caller.token) {
+            return Ok((caller, ctx.clone()));
+        }
+        let ctx = framefusion_engine::connect(self.options.cluster.as_deref())
+            .await
+            .map_err(|e| status(&e))?;
+        if let Some(path) = &self.options.catalog {
+            framefusion_engine::catalog::attach_file_catalog(&ctx, path).map_err(|e| status(&e))?;
+        }
+        sessions.insert(caller.token.clone(), ctx.clone());
+        Ok((caller, ctx))
+    }
+
+    /// Plans (and for DDL, runs) `sql`; the last statement's result waits for `DoGet`.
+    async fn plan_sql(
+        &self,
+        caller: &Caller,
+        ctx: &SessionContext,
+        sql: &str,
+    ) -> Result<(String, SchemaRef), Status> {
+        let statements = ctx.parse_script(sql).map_err(|e| status(&e))?;
+        let count = statements.len();
+        let mut last = None;
+        for (i, statement) in statements.into_iter().enumerate() {
+            let plan = ctx
+                .state()
+                .statement_to_plan(statement)
+                .await
+                .map_err(|e| status(&e))?;
+            check_locations(&plan).map_err(|e| status(&e))?;
+            let df = ctx.execute_plan(plan).await.map_err(|e| status(&e))?;
+            if i + 1 == count {
+                last = Some(df);
+            }
+        }
+        let df = last.ok_or_else(|| Status::invalid_argument("no SQL statement given"))?;
+        self.park(caller, df).await
+    }
+
+    async fn park(&self, caller: &Caller, df: DataFrame) -> Result<(String, SchemaRef), Status> {
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let handle = self.handle(caller);
+        self.pending.lock().await.insert(
+            handle.clone(),
+            Pending {
+                owner: caller.token.clone(),
+                df,
+            },
+        );
+        Ok((handle, schema))
+    }
+
+    fn flight_info(
+        handle: &str,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Status> {
+        let ticket = TicketStatementQuery {
+            statement_handle: handle.as_bytes().to_vec().into(),
+        };
+        let endpoint =
+            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
+        FlightInfo::new()
+            .try_with_schema(schema)
+            .map_err(internal)
+            .map(|info| {
+                info.with_endpoint(endpoint)
+                    .with_descriptor(descriptor)
+                    .with_ordered(true)
+            })
+    }
+
+    /// Runs a parked statement and streams its batches.
+    async fn stream(&self, caller: &Caller, handle: &str) -> Result<FlightDataStream, Status> {
+        let pending = {
+            let mut pending = self.pending.lock().await;
+            match pending.get(handle) {
+                Some(p) if p.owner == caller.token => pending.remove(handle),
+                Some(_) => None,
+                None => None,
+            }
+        }
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "no statement '{handle}' is waiting in this session (each ticket is good for one DoGet; it may have been cancelled)"
+            ))
+        })?;
+        let stream = pending.df.execute_stream().await.map_err(|e| status(&e))?;
+        let schema = stream.schema();
+        let (abort, registration) = AbortHandle::new_pair();
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(handle.to_owned(), abort.clone());
+        self.running_count.fetch_add(1, Ordering::SeqCst);
+        let guard = RunningGuard {
+            handle: handle.to_owned(),
+            running: Arc::clone(&self.running),
+            count: Arc::clone(&self.running_count),
+        };
+        let batches = futures::stream::Abortable::new(stream, registration)
+            .map_err(|e| FlightError::Tonic(Box::new(status(&e))))
+            .chain(
+                futures::stream::once(async move {
+                    let _guard = guard;
+                    abort.is_aborted().then(|| {
+                        Err(FlightError::Tonic(Box::new(Status::cancelled(
+                            "the query was cancelled by its client",
+                        ))))
+                    })
+                })
+                .filter_map(futures::future::ready),
+            );
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(batches)
+            .map_err(Status::from);
+        Ok(Box::pin(encoded))
+    }
+
+    fn batch_stream(
+        schema: SchemaRef,
+        batch: Result<datafusion::arrow::array::RecordBatch, FlightError>,
+    ) -> FlightDataStream {
+        let stream = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .build(futures::stream::once(async move { batch }))
+            .map_err(Status::from);
+        Box::pin(stream)
+    }
+
+    /// Cancels the statement a FlightInfo's ticket names.
+    async fn cancel(&self, caller: &Caller, info: Option<FlightInfo>) -> Result<bool, Status> {
+        let handle = info
+            .and_then(|i| i.endpoint.into_iter().next())
+            .and_then(|e| e.ticket)
+            .and_then(|t| Any::decode(t.ticket).ok())
+            .and_then(|any| any.unpack::<TicketStatementQuery>().ok().flatten())
+            .and_then(|t| String::from_utf8(t.statement_handle.to_vec()).ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(
+                    "the FlightInfo to cancel names no statement of this server",
+                )
+            })?;
+        let session_tag = &caller.token[..caller.token.len().min(8)];
+        if !handle.ends_with(session_tag) {
+            return Err(Status::permission_denied(
+                "a statement of another session cannot be cancelled",
+            ));
+        }
+        if self.pending.lock().await.remove(&handle).is_some() {
+            return Ok(true);
+        }
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&handle)
+            .cloned();
+        Ok(running.map(|abort| abort.abort()).is_some())
+    }
+
+    async fn metadata_info(
+        &self,
+        schema: SchemaRef,
+        any: Any,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        self.session(&request).await?;
+        let endpoint = FlightEndpoint::new().with_ticket(Ticket::new(any.encode_to_vec()));
+        let info = FlightInfo::new()
+            .try_with_schema(&schema)
+            .map_err(internal)?
+            .with_endpoint(endpoint)
+            .with_descriptor(request.into_inner());
+        Ok(Response::new(info))
+    }
+}
+
+#[tonic::async_trait]
+impl FlightSqlService for FrameFusionFlightSql {
+    type FlightService = FrameFusionFlightSql;
+
+    async fn do_handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<
+        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
+        Status,
+    > {
+        let caller = self.auth.handshake(request.metadata())?;
+        // sessions of expired tokens go
+        let expired = self.auth.expire();
+        if !expired.is_empty() {
+            let mut sessions = self.sessions.lock().await;
+            for token in expired {
+                sessions.remove(&token);
+            }
+        }
+        let reply = HandshakeResponse {
+            protocol_version: 0,
+            payload: caller.token.clone().into(),
+        };
+        let mut response: Response<Pin<Box<dyn Stream<Item = _> + Send>>> =
+            Response::new(Box::pin(futures::stream::iter(vec![Ok(reply)])));
+        let header = format!("Bearer {}", caller.token)
+            .parse()
+            .map_err(internal)?;
+        response.metadata_mut().insert("authorization", header);
+        Ok(response)
+    }
+
+    async fn get_flight_info_statement(
+        &self,
+        query: CommandStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (caller, ctx) = self.session(&request).await?;
+        let (handle, schema) = self.plan_sql(&caller, &ctx, &query.query).await?;
+        let info = Self::flight_info(&handle, &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_get_statement(
+        &self,
+        ticket: TicketStatementQuery,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let (caller, _) = self.session(&request).await?;
+        let handle = String::from_utf8(ticket.statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("malformed statement handle"))?;
+        Ok(Response::new(self.stream(&caller, &handle).await?))
+    }
+
+    async fn do_put_statement_update(
+        &self,
+        command: CommandStatementUpdate,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<i64, Status> {
+        let (caller, ctx) = self.session(&request).await?;
+        let (handle, _) = self.plan_sql(&caller, &ctx, &command.query).await?;
+        let pending = self.pending.lock().await.remove(&handle);
+        let Some(pending) = pending else {
+            return Ok(-1);
+        };
+        let batches = pending.df.collect().await.map_err(|e| status(&e))?;
+        // DML returns its row count in a `count` column; DDL returns nothing
+        let count = batches
+            .first()
+            .filter(|b| b.num_columns() == 1 && b.num_rows() == 1)
+            .and_then(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<datafusion::arrow::array::UInt64Array>()
+                    .map(|a| i64::try_from(a.value(0)).unwrap_or(i64::MAX))
+            })
+            .unwrap_or(-1);
+        Ok(count)
+    }
+
+    async fn do_action_create_prepared_statement(
+        &self,
+        query: ActionCreatePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCreatePreparedStatementResult, Status> {
+        let (caller, ctx) = self.session(&request).await?;
+        let sql = number_placeholders(&query.query);
+        let mut statements = ctx.parse_script(&sql).map_err(|e| status(&e))?;
+        if statements.len() != 1 {
+            return Err(Status::invalid_argument(
+                "a prepared statement is one SQL statement",
+            ));
+        }
+        let statement = statements
+            .pop_front()
+            .ok_or_else(|| Status::invalid_argument("no SQL statement given"))?;
+        let plan = ctx
+            .state()
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| status(&e))?;
+        check_locations(&plan).map_err(|e| status(&e))?;
+        let types = plan.get_parameter_types().map_err(|e| status(&e))?;
+        let mut fields: Vec<(usize, Field)> = types
+            .into_iter()
+            .map(|(id, ty)| {
+                let n = id.trim_start_matches('$').parse::<usize>().unwrap_or(0);
+                (n, Field::new(id, ty.unwrap_or(DataType::Null), true))
+            })
+            .collect();
+        fields.sort_by_key(|(n, _)| *n);
+        let parameter_schema =
+            Schema::new(fields.iter().map(|(_, f)| f.clone()).collect::<Vec<_>>());
+        let dataset_schema = plan.schema().as_arrow().clone();
+        let options = IpcWriteOptions::default();
+        let IpcMessage(dataset) = SchemaAsIpc::new(&dataset_schema, &options)
+            .try_into()
+            .map_err(internal)?;
+        let IpcMessage(parameters) = SchemaAsIpc::new(&parameter_schema, &options)
+            .try_into()
+            .map_err(internal)?;
+        let handle = self.handle(&caller);
+        self.prepared.lock().await.insert(
+            handle.clone(),
+            Prepared {
+                owner: caller.token.clone(),
+                plan,
+                parameters: fields.len(),
+                values: None,
+            },
+        );
+        Ok(ActionCreatePreparedStatementResult {
+            prepared_statement_handle: handle.into_bytes().into(),
+            dataset_schema: dataset,
+            parameter_schema: parameters,
+        })
+    }
+
+    async fn do_put_prepared_statement_query(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<PeekableFlightDataStream>,
+    ) -> Result<DoPutPreparedStatementResult, Status> {
+        let (caller, _) = self.session(&request).await?;
+        let handle = String::from_utf8(query.prepared_statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("malformed prepared statement handle"))?;
+        let stream = request.into_inner().map_err(FlightError::from);
+        let batches: Vec<_> = FlightRecordBatchStream::new_from_flight_data(stream)
+            .try_collect()
+            .await
+            .map_err(|e| Status::invalid_argument(format!("cannot read the parameters: {e}")))?;
+        let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
+            return Err(Status::invalid_argument("no parameter values were sent"));
+        };
+        if batch.num_rows() > 1 || batches.iter().map(|b| b.num_rows()).sum::<usize>() > 1 {
+            return Err(Status::invalid_argument(
+                "one row of parameters per execution is supported",
+            ));
+        }
+        let values = batch
+            .columns()
+            .iter()
+            .map(|c| ScalarValue::try_from_array(c, 0))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| status(&e))?;
+        let mut prepared = self.prepared.lock().await;
+        let statement = prepared
+            .get_mut(&handle)
+            .filter(|p| p.owner == caller.token)
+            .ok_or_else(|| {
+                Status::not_found(format!("no prepared statement '{handle}' in this session"))
+            })?;
+        if values.len() != statement.parameters {
+            return Err(Status::invalid_argument(format!(
+                "the statement takes {} parameter(s), {} were sent",
+                statement.parameters,
+                values.len()
+            )));
+        }
+        statement.values = Some(values);
+        Ok(DoPutPreparedStatementResult {
+            prepared_statement_handle: Some(handle.into_bytes().into()),
+        })
+    }
+
+    async fn get_flight_info_prepared_statement(
+        &self,
+        query: CommandPreparedStatementQuery,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let (caller, ctx) = self.session(&request).await?;
+        let handle = String::from_utf8(query.prepared_statement_handle.to_vec())
+            .map_err(|_| Status::invalid_argument("malformed prepared statement handle"))?;
+        let plan = {
+            let prepared = self.prepared.lock().await;
+            let statement = prepared
+                .get(&handle)
+                .filter(|p| p.owner == caller.token)
+                .ok_or_else(|| {
+                    Status::not_found(format!("no prepared statement '{handle}' in this session"))
+                })?;
+            match (&statement.values, statement.parameters) {
+                (_, 0) => statement.plan.clone(),
+                (Some(values), _) => statement
+                    .plan
+                    .clone()
+                    .with_param_values(values.clone())
+                    .map_err(|e| status(&e))?,
+                (None, n) => {
+                    return Err(Status::invalid_argument(format!(
+                        "bind the statement's {n} parameter(s) first"
+                    )));
+                }
+            }
+        };
+        let df = ctx.execute_plan(plan).await.map_err(|e| status(&e))?;
+        let (handle, schema) = self.park(&caller, df).await?;
+        let info = Self::flight_info(&handle, &schema, request.into_inner())?;
+        Ok(Response::new(info))
+    }
+
+    async fn do_action_close_prepared_statement(
+        &self,
+        query: ActionClosePreparedStatementRequest,
+        request: Request<Action>,
+    ) -> Result<(), Status> {
+        let (caller, _) = self.session(&request).await?;
+        let handle =
+            String::from_utf8(query.prepared_statement_handle.to_vec()).unwrap_or_default();
+        let mut prepared = self.prepared.lock().await;
+        if prepared
+            .get(&handle)
+            .is_some_and(|p| p.owner == caller.token)
+        {
+            prepared.remove(&handle);
+        }
+        Ok(())
+    }
+
+    async fn do_action_cancel_query(
+        &self,
+        query: ActionCancelQueryRequest,
+        request: Request<Action>,
+    ) -> Result<ActionCancelQueryResult, Status> {
+        let (caller, _) = self.session(&request).await?;
+        let info = FlightInfo::decode(query.info)
+            .map_err(|e| Status::invalid_argument(format!("malformed FlightInfo: {e}")))?;
+        let cancelled = self.cancel(&caller, Some(info)).await?;
+        Ok(ActionCancelQueryResult {
+            result: if cancelled {
+                CANCEL_RESULT_CANCELLED
+            } else {
+                CANCEL_RESULT_NOT_CANCELLABLE
+            },
+        })
+    }
+
+    async fn do_action_fallback(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let (caller, _) = self.session(&request).await?;
+        let action = request.into_inner();
+        let body: Vec<u8> = match action.r#type.as_str() {
+            "CancelFlightInfo" => {
+                let cancel = CancelFlightInfoRequest::decode(action.body)
+                    .map_err(|e| Status::invalid_argument(format!("malformed request: {e}")))?;
+                let cancelled = self.cancel(&caller, cancel.info).await?;
+                let status = if cancelled {
+                    CancelStatus::Cancelled
+                } else {
+                    CancelStatus::NotCancellable
+                };
+                CancelFlightInfoResult {
+                    status: status as i32,
+                }
+                .encode_to_vec()
+            }
+            RUNNING_QUERIES_ACTION => self
+                .running_count
+                .load(Ordering::SeqCst)
+                .to_string()
+                .into_bytes(),
+            other => {
+                return Err(Status::unimplemented(format!("unknown action '{other}'")));
+            }
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::iter(vec![Ok(
+            result,
+        )]))))
+    }
+
+    async fn get_flight_info_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        self.metadata_info(schema, query.as_any(), request).await
+    }
+
+    async fn do_get_catalogs(
+        &self,
+        query: CommandGetCatalogs,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let (_, ctx) = self.session(&request).await?;
+        let mut builder = query.into_builder();
+        let mut names = ctx.catalog_names();
+        names.sort();
+        for name in names {
+            builder.append(name);
+        }
+        let schema = builder.schema();
+        Ok(Response::new(Self::batch_stream(schema, builder.build())))
+    }
+
+    async fn get_flight_info_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(schema, query.as_any(), request).await
+    }
+
+    async fn do_get_schemas(
+        &self,
+        query: CommandGetDbSchemas,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let (_, ctx) = self.session(&request).await?;
+        let mut builder = query.into_builder();
+        for catalog_name in ctx.catalog_names() {
+            if let Some(catalog) = ctx.catalog(&catalog_name) {
+                for schema_name in catalog.schema_names() {
+                    builder.append(&catalog_name, schema_name);
+                }
+            }
+        }
+        let schema = builder.schema();
+        Ok(Response::new(Self::batch_stream(schema, builder.build())))
+    }
+
+    async fn get_flight_info_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder().schema();
+        self.metadata_info(schema, query.as_any(), request).await
+    }
+
+    async fn do_get_tables(
+        &self,
+        query: CommandGetTables,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        let (_, ctx) = self.session(&request).await?;
+        let include_schema = query.include_schema;
+        let mut builder = query.into_builder();
+        for catalog_name in ctx.catalog_names() {
+            let Some(catalog) = ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                for table_name in schema.table_names() {
+                    let Ok(Some(table)) = schema.table(&table_name).await else {
+                        continue; // dropped meanwhile
+                    };
+                    let table_type = match table.table_type() {
+                        TableType::Base => "TABLE",
+                        TableType::View => "VIEW",
+                        TableType::Temporary => "LOCAL TEMPORARY",
+                    };
+                    let table_schema = if include_schema {
+                        table.schema()
+                    } else {
+                        Arc::new(Schema::empty())
+                    };
+                    builder
+                        .append(
+                            &catalog_name,
+                            &schema_name,
+                            &table_name,
+                            table_type,
+                            &table_schema,
+                        )
+                        .map_err(internal)?;
+                }
+            }
+        }
+        let schema = builder.schema();
+        Ok(Response::new(Self::batch_stream(schema, builder.build())))
+    }
+
+    async fn get_flight_info_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.into_builder().schema();
+        self.metadata_info(schema, query.as_any(), request).await
+    }
+
+    async fn do_get_table_types(
+        &self,
+        query: CommandGetTableTypes,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request).await?;
+        let mut builder = query.into_builder();
+        for t in ["LOCAL TEMPORARY", "TABLE", "VIEW"] {
+            builder.append(t);
+        }
+        let schema = builder.schema();
+        Ok(Response::new(Self::batch_stream(schema, builder.build())))
+    }
+
+    async fn get_flight_info_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let schema = query.clone().into_builder(&self.sql_info).schema();
+        self.metadata_info(schema, query.as_any(), request).await
+    }
+
+    async fn do_get_sql_info(
+        &self,
+        query: CommandGetSqlInfo,
+        request: Request<Ticket>,
+    ) -> Result<Response<<Self as FlightService>::DoGetStream>, Status> {
+        self.session(&request).await?;
+        let builder = query.into_builder(&self.sql_info);
+        let schema = builder.schema();
+        Ok(Response::new(Self::batch_stream(schema, builder.build())))
+    }
+
+    async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_marks_become_numbered_placeholders() {
+        assert_eq!(
+            number_placeholders("SELECT ? + 1, '?', \"a?\" FROM t WHERE x = ? -- why?\nAND y = ?"),
+            "SELECT $1 + 1, '?', \"a?\" FROM t WHERE x = $2 -- why?\nAND y = $3"
+        );
+    }
+}
