@@ -24,6 +24,11 @@ pub fn status(error: &DataFusionError) -> Status {
 
 /// The gRPC code of an engine error (see the module table).
 pub fn code(error: &DataFusionError) -> Code {
+    // a refused location is refused whichever layer reported it (a table of the catalog
+    // that cannot be opened, a scan, an operator)
+    if framefusion_engine::user_message(error).contains(NOT_ALLOWED) {
+        return Code::PermissionDenied;
+    }
     match error.find_root() {
         DataFusionError::SQL(..)
         | DataFusionError::SchemaError(..)
@@ -42,8 +47,6 @@ pub fn code(error: &DataFusionError) -> Code {
         DataFusionError::Execution(message) => {
             if is_not_found(message) {
                 Code::NotFound
-            } else if message.contains("outside the locations this server") {
-                Code::PermissionDenied
             } else if message.contains("cancelled") {
                 Code::Cancelled
             } else {
@@ -61,6 +64,9 @@ pub fn code(error: &DataFusionError) -> Code {
         DataFusionError::Collection(errors) => errors.first().map_or(Code::Internal, code),
     }
 }
+
+/// How [`UdfError::NotAllowed`] reads, wherever it surfaces as text.
+const NOT_ALLOWED: &str = "is outside the locations this server may read or write";
 
 fn is_not_found(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
@@ -82,9 +88,7 @@ fn external_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Cod
         return Code::Unavailable;
     }
     let text = error.to_string();
-    if text.contains("outside the locations this server") {
-        Code::PermissionDenied
-    } else if is_not_found(&text) {
+    if is_not_found(&text) {
         Code::NotFound
     } else if text.contains("unknown option") || text.contains("syntax error") {
         Code::InvalidArgument

@@ -6,6 +6,7 @@
 //! fails with a message naming that command when they are missing.
 
 pub mod cluster;
+pub mod flight;
 pub mod s3;
 pub mod slt;
 

@@ -5,6 +5,7 @@ mod catalog;
 mod cli;
 mod cut;
 mod distributed;
+mod flight;
 mod frames;
 mod manifest;
 mod object_store;

@@ -1,0 +1,130 @@
+//! A `framefusion serve` process on a free loopback port, killed when dropped, and Rust
+//! Flight SQL clients for it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use arrow_flight::sql::client::FlightSqlServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::framefusion_bin;
+
+/// The user and password every test server knows.
+pub const USER: (&str, &str) = ("ana", "s3cret");
+/// The static token every test server accepts.
+pub const STATIC_TOKEN: &str = "static-test-token";
+
+/// A running server.
+pub struct FlightServer {
+    child: Child,
+    /// `host:port`.
+    pub addr: String,
+    /// Its catalog file.
+    pub catalog: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl FlightServer {
+    /// Starts `framefusion serve` allowed to use `root`, with `extra` arguments, and waits
+    /// for its "listening" line.
+    pub fn start(root: &Path, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let catalog = dir.path().join("catalog.json");
+        let mut child = Command::new(framefusion_bin())
+            .args(["serve", "--bind", "127.0.0.1:0"])
+            .args(["--user", &format!("{}:{}", USER.0, USER.1)])
+            .args(["--token", STATIC_TOKEN])
+            .arg("--allow-root")
+            .arg(root)
+            .arg("--catalog")
+            .arg(&catalog)
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start framefusion serve: {e}"));
+        let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("framefusion serve did not report its address"));
+        let addr = line
+            .trim()
+            .rsplit("://")
+            .next()
+            .filter(|a| a.contains(':'))
+            .unwrap_or_else(|| panic!("unexpected first line from framefusion serve: {line}"))
+            .to_owned();
+        Self {
+            child,
+            addr,
+            catalog,
+            _dir: dir,
+        }
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// A client without credentials.
+    pub async fn anonymous(&self) -> FlightSqlServiceClient<Channel> {
+        let channel = Endpoint::from_shared(format!("http://{}", self.addr))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.addr));
+        FlightSqlServiceClient::new(channel)
+    }
+
+    /// A client logged in with the test user (a session of its own).
+    pub async fn client(&self) -> FlightSqlServiceClient<Channel> {
+        let mut client = self.anonymous().await;
+        client
+            .handshake(USER.0, USER.1)
+            .await
+            .unwrap_or_else(|e| panic!("handshake failed: {e}"));
+        client
+    }
+}
+
+impl Drop for FlightServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU time (user + system) a process has used, in clock ticks (1/100 s on Linux).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the command name (which may hold spaces) start after ") "
+    let rest = stat.rsplit(") ").next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 12 and 13 here
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    get(11) + get(12)
+}
