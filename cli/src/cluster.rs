@@ -78,6 +78,16 @@ pub struct ExecutorArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2)]
     heartbeat: u64,
+    /// Confine this executor to these folders and s3:// prefixes (repeatable): video
+    /// operators refuse every other location. Give the same roots as `framefusion serve
+    /// --allow-root` when a Flight SQL server submits to this cluster.
+    #[arg(
+        long = "allow-root",
+        value_name = "LOCATION",
+        env = "FRAMEFUSION_ALLOW_ROOTS",
+        value_delimiter = ','
+    )]
+    allowed_roots: Vec<String>,
 }
 
 /// Arguments of `framefusion cluster`.
@@ -124,6 +134,17 @@ pub async fn executor(args: ExecutorArgs) -> Result<(), CliError> {
                 args.scheduler
             ))
         })?;
+    if !args.allowed_roots.is_empty() {
+        let roots = args
+            .allowed_roots
+            .iter()
+            .map(|r| {
+                framefusion_udfs::media::source::Root::parse(r)
+                    .map_err(|e| CliError::Usage(format!("--allow-root '{r}': {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        framefusion_udfs::media::source::confine_to(roots);
+    }
     let defaults = ExecutorOptions::default();
     run_executor(ExecutorOptions {
         bind_host: args.bind_host,

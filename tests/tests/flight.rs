@@ -60,7 +60,10 @@ fn status(e: arrow_flight::error::FlightError) -> tonic::Status {
             let code = [
                 (Code::Unauthenticated, "Unauthenticated"),
                 // the handshake folds the code into its description
-                (Code::Unauthenticated, "does not have valid authentication credentials"),
+                (
+                    Code::Unauthenticated,
+                    "does not have valid authentication credentials",
+                ),
                 (Code::PermissionDenied, "PermissionDenied"),
                 (Code::NotFound, "NotFound"),
                 (Code::InvalidArgument, "InvalidArgument"),
@@ -706,7 +709,9 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_run_on_a_cluster_with_the_same_answer() {
     let corpus = corpus_dir();
-    let cluster = TestCluster::start(2, 1, 10).await;
+    let root = corpus.display().to_string();
+    let cluster =
+        TestCluster::start_with_env(2, 1, 10, &[("FRAMEFUSION_ALLOW_ROOTS", root.as_str())]).await;
     let server = FlightServer::start(&corpus, &["--cluster", &cluster.url()]);
     let mut client = server.client().await;
     run(&mut client, &create_raw(&corpus))
@@ -718,6 +723,16 @@ async fn queries_run_on_a_cluster_with_the_same_answer() {
             .unwrap_or_else(|e| panic!("{e}")),
     );
     assert_eq!(got, embedded(SUMMARY).await);
+    // executors started with the server's roots refuse other paths in operators' rows
+    let escaped = table(
+        &run(
+            &mut client,
+            "SELECT probe(regexp_replace(path, '^.*$', '/etc/hostname'))['probe_error'] AS e FROM raw LIMIT 1",
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+    );
+    assert!(escaped.contains("outside the locations"), "{escaped}");
 }
 
 /// 16 clients, each its own session, mixing metadata calls and queries for a bounded
