@@ -446,6 +446,15 @@ async fn locations_outside_the_allowed_roots_are_refused() {
     .await
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(table(&ok).contains("| 1 "), "{}", table(&ok));
+    // COPY writes inside the roots
+    let out = root.join("out.csv");
+    run(
+        &mut client,
+        &format!("COPY (SELECT 1 AS x) TO '{}' STORED AS CSV", out.display()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(out.exists(), "COPY wrote nothing");
     // a link inside the root that points out of it is listed, but not opened
     let linked = table(
         &run(
