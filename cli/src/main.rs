@@ -15,6 +15,7 @@
 //! Errors are one line on stderr (`error: ...`) and exit status 1; the tool never prints
 //! a panic message or a backtrace.
 
+mod catalog_args;
 mod cluster;
 mod output;
 mod run;

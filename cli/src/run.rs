@@ -59,19 +59,8 @@ pub struct RunArgs {
     #[arg(long = "option", value_name = "aws.KEY=VALUE")]
     options: Vec<String>,
 
-    /// The catalog file that keeps table definitions between runs
-    /// (default: $FRAMEFUSION_HOME/catalog.json).
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "FRAMEFUSION_CATALOG",
-        conflicts_with = "no_catalog"
-    )]
-    catalog: Option<PathBuf>,
-
-    /// Keep tables for this run only (no catalog file).
-    #[arg(long)]
-    no_catalog: bool,
+    #[command(flatten)]
+    catalog: crate::catalog_args::CatalogArgs,
 
     /// No progress bar.
     #[arg(short, long)]
@@ -94,13 +83,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
             .map_err(|e| CliError::Usage(format!("--option '{option}': {e}")))?;
     }
     let ctx = framefusion_engine::connect(args.cluster.as_deref()).await?;
-    if !args.no_catalog {
-        let path = args
-            .catalog
-            .clone()
-            .unwrap_or_else(framefusion_engine::catalog::default_catalog_path);
-        framefusion_engine::catalog::attach_file_catalog(&ctx, &path)?;
-    }
+    args.catalog.attach(&ctx)?;
     let mut statements = ctx.parse_script(&script)?;
     let Some(query) = statements.pop_back() else {
         return Err(CliError::Usage("the job holds no SQL statement".to_owned()));

@@ -60,19 +60,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
-    /// The catalog file that keeps table definitions (default:
-    /// $FRAMEFUSION_HOME/catalog.json), shared by every session.
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "FRAMEFUSION_CATALOG",
-        conflicts_with = "no_catalog"
-    )]
-    catalog: Option<PathBuf>,
-
-    /// Tables last as long as the session that created them.
-    #[arg(long)]
-    no_catalog: bool,
+    #[command(flatten)]
+    catalog: crate::catalog_args::CatalogArgs,
 }
 
 /// Runs `framefusion serve` until Ctrl-C or SIGTERM.
@@ -92,11 +81,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let catalog = (!args.no_catalog).then(|| {
-        args.catalog
-            .clone()
-            .unwrap_or_else(framefusion_engine::catalog::default_catalog_path)
-    });
+    let catalog = args.catalog.path();
     let options = ServeOptions {
         bind: args.bind,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),

@@ -30,19 +30,8 @@ pub struct SqlArgs {
     #[arg(long, value_name = "URL")]
     cluster: Option<String>,
 
-    /// The catalog file that keeps table definitions between runs
-    /// (default: $FRAMEFUSION_HOME/catalog.json).
-    #[arg(
-        long,
-        value_name = "PATH",
-        env = "FRAMEFUSION_CATALOG",
-        conflicts_with = "no_catalog"
-    )]
-    catalog: Option<PathBuf>,
-
-    /// Keep tables for this run only (no catalog file).
-    #[arg(long)]
-    no_catalog: bool,
+    #[command(flatten)]
+    catalog: crate::catalog_args::CatalogArgs,
 
     /// Write the result of the last statement that returns rows to this file instead of
     /// standard output (required for parquet).
@@ -62,13 +51,7 @@ pub async fn run(args: SqlArgs) -> Result<(), CliError> {
     let ctx = framefusion_engine::connect(args.cluster.as_deref())
         .await?
         .enable_url_table();
-    if !args.no_catalog {
-        let path = args
-            .catalog
-            .clone()
-            .unwrap_or_else(framefusion_engine::catalog::default_catalog_path);
-        framefusion_engine::catalog::attach_file_catalog(&ctx, &path)?;
-    }
+    args.catalog.attach(&ctx)?;
     run_script(&ctx, &script, args.format, args.output).await
 }
 
