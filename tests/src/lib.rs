@@ -130,6 +130,22 @@ pub fn python() -> PathBuf {
     bin
 }
 
+/// Runs `script` (`python -c`) with the reference tools' Python and `args`; returns its
+/// standard output, or panics with its standard error naming `what` failed.
+pub fn run_python(what: &str, script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(python())
+        .args(["-c", script])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs `framefusion sql STATEMENTS --format json` with the catalog file `catalog` and the
 /// extra environment `env`.
 pub fn sql_with_catalog(catalog: &Path, env: &[(&str, String)], statements: &str) -> Output {

@@ -14,7 +14,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::pretty::pretty_format_batches;
 use framefusion_tests::cluster::TestCluster;
 use framefusion_tests::flight::{FlightServer, STATIC_TOKEN, USER, cpu_ticks};
-use framefusion_tests::{corpus_dir, python, query};
+use framefusion_tests::{corpus_dir, query, run_python};
 use futures::TryStreamExt;
 use prost::Message;
 use tonic::Code;
@@ -82,6 +82,15 @@ async fn run(client: &mut Client, sql: &str) -> Result<Vec<RecordBatch>, tonic::
     fetch(client, info).await
 }
 
+/// The rows of `sql` as a text table (panics naming the statement if it fails).
+async fn text(client: &mut Client, sql: &str) -> String {
+    table(
+        &run(client, sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}")),
+    )
+}
+
 fn table(batches: &[RecordBatch]) -> String {
     pretty_format_batches(batches)
         .unwrap_or_else(|e| panic!("{e}"))
@@ -115,20 +124,19 @@ print(json.dumps({
   "schema": [f.name for f in schema],
 }))
 "#;
-    let out = Command::new(python())
-        .args(["-c", script])
-        .arg(format!("grpc://{}", server.addr))
-        .args([USER.0, USER.1])
-        .arg(create_raw(&corpus))
-        .arg(SUMMARY)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the ADBC client: {e}"));
-    assert!(
-        out.status.success(),
-        "ADBC client failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let uri = format!("grpc://{}", server.addr);
+    let create = create_raw(&corpus);
+    let text = run_python(
+        "the ADBC Flight SQL client",
+        script,
+        &[
+            uri.as_ref(),
+            USER.0.as_ref(),
+            USER.1.as_ref(),
+            create.as_ref(),
+            SUMMARY.as_ref(),
+        ],
     );
-    let text = String::from_utf8_lossy(&out.stdout);
     let got: serde_json::Value = serde_json::from_str(text.lines().last().unwrap_or("{}"))
         .unwrap_or_else(|e| panic!("{e}: {text}"));
 
@@ -189,11 +197,7 @@ async fn rust_client_runs_ddl_queries_prepared_statements_and_metadata() {
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    let got = table(
-        &run(&mut client, SUMMARY)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let got = text(&mut client, SUMMARY).await;
     assert_eq!(got, embedded(SUMMARY).await);
 
     // a prepared statement with a parameter, run twice with different values
@@ -424,14 +428,7 @@ async fn locations_outside_the_allowed_roots_are_refused() {
     }
     assert!(!Path::new("/tmp/framefusion-escape.csv").exists());
     // operators refuse paths outside too: the row says why
-    let rows = table(
-        &run(
-            &mut client,
-            "SELECT probe('/etc/hostname')['probe_error'] AS e, detect_shots('/etc/hostname') IS NULL AS none",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let rows = text(&mut client, "SELECT probe('/etc/hostname')['probe_error'] AS e, detect_shots('/etc/hostname') IS NULL AS none").await;
     assert!(
         rows.contains("outside the locations this server may read"),
         "{rows}"
@@ -456,14 +453,11 @@ async fn locations_outside_the_allowed_roots_are_refused() {
     .unwrap_or_else(|e| panic!("{e}"));
     assert!(out.exists(), "COPY wrote nothing");
     // a link inside the root that points out of it is listed, but not opened
-    let linked = table(
-        &run(
-            &mut client,
-            "SELECT probe_error FROM fine WHERE path LIKE '%/link/%'",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let linked = text(
+        &mut client,
+        "SELECT probe_error FROM fine WHERE path LIKE '%/link/%'",
+    )
+    .await;
     assert!(linked.contains("outside the locations"), "{linked}");
 }
 
@@ -477,8 +471,8 @@ async fn settings_are_per_session_and_tables_are_shared() {
     run(&mut a, "SET datafusion.execution.batch_size = 1234")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let in_a = table(&run(&mut a, setting).await.unwrap_or_else(|e| panic!("{e}")));
-    let in_b = table(&run(&mut b, setting).await.unwrap_or_else(|e| panic!("{e}")));
+    let in_a = text(&mut a, setting).await;
+    let in_b = text(&mut b, setting).await;
     assert!(
         in_a.contains("1234") && !in_b.contains("1234"),
         "{in_a}\n{in_b}"
@@ -489,11 +483,7 @@ async fn settings_are_per_session_and_tables_are_shared() {
     run(&mut a, "CREATE VIEW mine AS SELECT 1")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let seen = table(
-        &run(&mut b, "SELECT count(*) AS n FROM raw")
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let seen = text(&mut b, "SELECT count(*) AS n FROM raw").await;
     assert!(seen.contains("| 6 "), "{seen}");
     let err = run(&mut b, "SELECT * FROM mine")
         .await
@@ -698,11 +688,7 @@ openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 
         .handshake(USER.0, USER.1)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let got = table(
-        &run(&mut client, "SELECT 40 + 2 AS answer")
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let got = text(&mut client, "SELECT 40 + 2 AS answer").await;
     assert!(got.contains("42"), "{got}");
     // plain text to a TLS port fails
     let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
@@ -726,21 +712,10 @@ async fn queries_run_on_a_cluster_with_the_same_answer() {
     run(&mut client, &create_raw(&corpus))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let got = table(
-        &run(&mut client, SUMMARY)
-            .await
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let got = text(&mut client, SUMMARY).await;
     assert_eq!(got, embedded(SUMMARY).await);
     // executors started with the server's roots refuse other paths in operators' rows
-    let escaped = table(
-        &run(
-            &mut client,
-            "SELECT probe(regexp_replace(path, '^.*$', '/etc/hostname'))['probe_error'] AS e FROM raw LIMIT 1",
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let escaped = text(&mut client, "SELECT probe(regexp_replace(path, '^.*$', '/etc/hostname'))['probe_error'] AS e FROM raw LIMIT 1").await;
     assert!(escaped.contains("outside the locations"), "{escaped}");
 }
 

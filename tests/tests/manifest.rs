@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use framefusion_tests::cluster::TestCluster;
-use framefusion_tests::{framefusion_bin, python};
+use framefusion_tests::{framefusion_bin, run_python};
 
 #[path = "../../engine/examples/pipeline.rs"]
 #[allow(dead_code)]
@@ -338,17 +338,8 @@ FROM failing_src",
 
 fn manifest_table(out: &Path) -> Vec<serde_json::Value> {
     let script = "import json, sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(json.dumps(sorted(t.to_pylist(), key=lambda r: r['path'])))";
-    let result = Command::new(python())
-        .args(["-c", script])
-        .arg(out)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pyarrow: {e}"));
-    assert!(
-        result.status.success(),
-        "pyarrow cannot read the manifest: {}",
-        String::from_utf8_lossy(&result.stderr)
-    );
-    serde_json::from_slice(&result.stdout).unwrap_or_else(|e| panic!("{e}"))
+    let text = run_python("pyarrow reading the manifest", script, &[out.as_os_str()]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -432,17 +423,7 @@ async fn failed_videos_are_error_rows_and_retried_alone() {
 
     // DuckDB reads it as one table, with the operators in the key-value metadata
     let script = "import duckdb, sys\nd = sys.argv[1]\nprint(duckdb.sql(f\"SELECT count(*), count(DISTINCT path), sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) FROM read_parquet('{d}/*.parquet')\").fetchone())\nprint(duckdb.sql(f\"SELECT count(*) FROM parquet_kv_metadata('{d}/*.parquet') WHERE decode(key) = 'framefusion.operators'\").fetchone())";
-    let result = Command::new(python())
-        .args(["-c", script])
-        .arg(&out)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run duckdb: {e}"));
-    let text = String::from_utf8_lossy(&result.stdout);
-    assert!(
-        result.status.success(),
-        "{}",
-        String::from_utf8_lossy(&result.stderr)
-    );
+    let text = run_python("DuckDB reading the manifest", script, &[out.as_os_str()]);
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines[0], "(5, 5, 1)", "{text}");
     assert_ne!(lines[1], "(0,)", "{text}");
