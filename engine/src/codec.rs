@@ -32,6 +32,7 @@ use framefusion_catalogs::frames::{FrameOptions, FramesTable};
 use framefusion_catalogs::listing::{ExtensionFilter, ListedFile};
 use framefusion_catalogs::video::{ScanKind, listed_file};
 use framefusion_catalogs::{VideoFileSource, VideoTable, video_scan};
+use framefusion_udfs::models::user::OnnxModelUdf;
 use framefusion_udfs::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
 
@@ -189,11 +190,11 @@ impl LogicalExtensionCodec for FrameFusionLogicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
+        decode_udf(name, buf, |n, b| self.inner.try_decode_udf(n, b))
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udf(node, buf)
+        encode_udf(node, buf, |n, b| self.inner.try_encode_udf(n, b))
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
@@ -284,11 +285,11 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
     }
 
     fn try_decode_udf(&self, name: &str, buf: &[u8]) -> Result<Arc<ScalarUDF>> {
-        self.inner.try_decode_udf(name, buf)
+        decode_udf(name, buf, |n, b| self.inner.try_decode_udf(n, b))
     }
 
     fn try_encode_udf(&self, node: &ScalarUDF, buf: &mut Vec<u8>) -> Result<()> {
-        self.inner.try_encode_udf(node, buf)
+        encode_udf(node, buf, |n, b| self.inner.try_encode_udf(n, b))
     }
 
     fn try_decode_udaf(&self, name: &str, buf: &[u8]) -> Result<Arc<AggregateUDF>> {
@@ -305,5 +306,32 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
 
     fn try_encode_udwf(&self, node: &WindowUDF, buf: &mut Vec<u8>) -> Result<()> {
         self.inner.try_encode_udwf(node, buf)
+    }
+}
+
+/// Functions registered in a session (ONNX models from `CREATE FUNCTION ... LANGUAGE onnx`)
+/// travel as their definition; the others by name.
+fn encode_udf(
+    node: &ScalarUDF,
+    buf: &mut Vec<u8>,
+    inner: impl FnOnce(&ScalarUDF, &mut Vec<u8>) -> Result<()>,
+) -> Result<()> {
+    match (node.inner().as_ref() as &dyn Any).downcast_ref::<OnnxModelUdf>() {
+        Some(udf) => {
+            buf.extend(udf.encode());
+            Ok(())
+        }
+        None => inner(node, buf),
+    }
+}
+
+fn decode_udf(
+    name: &str,
+    buf: &[u8],
+    inner: impl FnOnce(&str, &[u8]) -> Result<Arc<ScalarUDF>>,
+) -> Result<Arc<ScalarUDF>> {
+    match OnnxModelUdf::decode(buf) {
+        Some(udf) => Ok(Arc::new(ScalarUDF::new_from_impl(udf?))),
+        None => inner(name, buf),
     }
 }

@@ -12,6 +12,9 @@ use framefusion_catalogs::frames::FramesFunction;
 use framefusion_catalogs::video::VIDEO_FILE_TYPE;
 use framefusion_catalogs::{VideoOptions, VideoTableFactory};
 
+use framefusion_udfs::models::OnnxOptions;
+use framefusion_udfs::models::user::OnnxFunctionFactory;
+
 use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
 
 /// The session configuration framefusion uses embedded: DataFusion's defaults with
@@ -31,6 +34,7 @@ fn framefusion_defaults(config: SessionConfig) -> SessionConfig {
         .with_information_schema(true)
         .with_round_robin_repartition(false)
         .with_option_extension(VideoOptions::default())
+        .with_option_extension(OnnxOptions::default())
 }
 
 /// The session configuration of cluster sessions (client, scheduler and executors alike):
@@ -47,6 +51,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .with_default_features()
         .with_config(config)
         .with_table_factory(VIDEO_FILE_TYPE.to_owned(), Arc::new(VideoTableFactory))
+        .with_function_factory(Some(Arc::new(OnnxFunctionFactory)))
         .build();
     framefusion_udfs::register_all(&mut state)?;
     state.register_udtf("frames", Arc::new(FramesFunction));

@@ -8,6 +8,7 @@ mod distributed;
 mod flight;
 mod frames;
 mod manifest;
+mod models;
 mod object_store;
 mod probe;
 mod shots;

@@ -40,6 +40,9 @@ pub enum UdfError {
         /// Why, and what to use instead.
         reason: String,
     },
+    /// A model (or the ONNX Runtime library) is missing, does not load or does not fit.
+    #[error("{0}")]
+    Model(String),
     /// A location outside the roots this process is confined to.
     #[error("'{uri}' is outside the locations this server may read or write ({roots})")]
     NotAllowed {

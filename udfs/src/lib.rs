@@ -24,6 +24,7 @@ pub mod cut_udf;
 pub mod error;
 pub mod expr_fn;
 pub mod media;
+pub mod models;
 pub mod probe_udf;
 pub mod shots;
 pub mod signals;

@@ -1,0 +1,223 @@
+//! User models on ONNX Runtime: a tiny ONNX model built with the `onnx` package's helper
+//! API, registered with `CREATE FUNCTION ... LANGUAGE onnx`, run on frames of a synthetic
+//! video whose colours are known; batching, one load per process, clear errors; the same
+//! answers on a cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float32Type, Float64Type};
+use datafusion::prelude::SessionContext;
+use framefusion_engine::SessionContextExt;
+use framefusion_tests::cluster::TestCluster;
+use framefusion_tests::run_python;
+
+/// A model with input `x` f32[N,3,8,8] and outputs `channels` (mean per channel, [N,3])
+/// and `mean` (mean of everything, [N]).
+fn tiny_model(dir: &Path) -> PathBuf {
+    let path = dir.join("tiny.onnx");
+    let script = r#"
+import sys, onnx
+from onnx import helper, TensorProto
+x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 8, 8])
+channels = helper.make_tensor_value_info("channels", TensorProto.FLOAT, ["N", 3])
+mean = helper.make_tensor_value_info("mean", TensorProto.FLOAT, ["N"])
+nodes = [
+    helper.make_node("ReduceMean", ["x"], ["channels"], axes=[2, 3], keepdims=0),
+    helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2, 3], keepdims=0),
+]
+graph = helper.make_graph(nodes, "tiny", [x], [channels, mean])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+model.ir_version = 8
+onnx.checker.check_model(model)
+onnx.save(model, sys.argv[1])
+"#;
+    run_python(
+        "the onnx package building a model",
+        script,
+        &[path.as_os_str()],
+    );
+    path
+}
+
+/// One second of red, then one second of blue, 64x64 at 25 fps.
+fn red_then_blue(dir: &Path) -> PathBuf {
+    let path = dir.join("red_blue.mp4");
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(["-f", "lavfi", "-i", "color=c=red:s=64x64:r=25:d=1"])
+        .args(["-f", "lavfi", "-i", "color=c=blue:s=64x64:r=25:d=1"])
+        .args([
+            "-filter_complex",
+            "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]",
+            "-map",
+            "[v]",
+            "-c:v",
+            "libx264",
+            "-crf",
+            "0",
+        ])
+        .arg(&path)
+        .status();
+    assert!(status.is_ok_and(|s| s.success()), "ffmpeg failed");
+    path
+}
+
+fn register(model: &Path) -> String {
+    let m = model.display();
+    format!(
+        "CREATE FUNCTION channels(VARCHAR, DOUBLE) RETURNS REAL[] LANGUAGE onnx AS 'model={m} size=8x8 output=channels';
+         CREATE FUNCTION centred(VARCHAR, DOUBLE) RETURNS REAL[] LANGUAGE onnx AS 'model={m}, size=8x8, mean=0.5/0.5/0.5, std=0.5/0.5/0.5, output=channels';
+         CREATE FUNCTION brightness(VARCHAR, DOUBLE) RETURNS DOUBLE LANGUAGE onnx AS 'model={m} size=8x8 output=mean';"
+    )
+}
+
+fn list(batch: &RecordBatch, column: usize, row: usize) -> Vec<f32> {
+    let lists = batch.column(column).as_list::<i32>();
+    assert!(!lists.is_null(row), "row {row} of column {column} is null");
+    lists
+        .value(row)
+        .as_primitive::<Float32Type>()
+        .values()
+        .to_vec()
+}
+
+fn close(got: &[f32], want: &[f32]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 0.03)
+}
+
+async fn colours(ctx: &SessionContext, video: &Path) -> RecordBatch {
+    let v = video.display();
+    let batches = ctx
+        .run_script(&format!(
+            // from a table, not literals: the calls run where the rows are (executors)
+            "SELECT channels(p, 0.5), channels(p, 1.5), centred(p, 0.5), brightness(p, 0.5), brightness(p || '.nope', 0.5) FROM (VALUES ('{v}')) AS t(p)"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    batches[0].clone()
+}
+
+fn check_colours(b: &RecordBatch) {
+    assert!(
+        close(&list(b, 0, 0), &[1.0, 0.0, 0.0]),
+        "{:?}",
+        list(b, 0, 0)
+    );
+    assert!(
+        close(&list(b, 1, 0), &[0.0, 0.0, 1.0]),
+        "{:?}",
+        list(b, 1, 0)
+    );
+    assert!(
+        close(&list(b, 2, 0), &[1.0, -1.0, -1.0]),
+        "{:?}",
+        list(b, 2, 0)
+    );
+    let bright = b.column(3).as_primitive::<Float64Type>().value(0);
+    assert!((bright - 1.0 / 3.0).abs() < 0.03, "{bright}");
+    assert!(
+        b.column(4).is_null(0),
+        "a video that cannot be read is a null row"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_model_runs_on_frames() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let model = tiny_model(dir.path());
+    let video = red_then_blue(dir.path());
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    ctx.run_script(&register(&model))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    check_colours(&colours(&ctx, &video).await);
+
+    // 40 rows in batches of 8 (onnx.batch_size): every row answered; no new load
+    let loads = framefusion_udfs::models::load_count();
+    let batches = ctx
+        .run_script(&format!(
+            "SELECT channels('{}', t) AS c FROM (SELECT CAST(value AS DOUBLE) / 20.0 AS t FROM generate_series(0, 39)) ORDER BY t",
+            video.display()
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rows: Vec<Vec<f32>> = batches
+        .iter()
+        .flat_map(|b| (0..b.num_rows()).map(|r| list(b, 0, r)).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(rows.len(), 40);
+    let red = rows.iter().filter(|c| close(c, &[1.0, 0.0, 0.0])).count();
+    let blue = rows.iter().filter(|c| close(c, &[0.0, 0.0, 1.0])).count();
+    assert_eq!((red, blue), (20, 20));
+    assert_eq!(
+        framefusion_udfs::models::load_count(),
+        loads,
+        "the model is loaded once per process"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_models_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let model = tiny_model(dir.path());
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    let error = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            ctx.run_script(&sql)
+                .await
+                .err()
+                .map(|e| framefusion_engine::user_message(&e))
+                .unwrap_or_default()
+        }
+    };
+    let missing = error(format!(
+        "CREATE FUNCTION f(VARCHAR, DOUBLE) LANGUAGE onnx AS 'model={}/absent.onnx size=8x8'",
+        dir.path().display()
+    ))
+    .await;
+    assert!(
+        missing.contains("absent.onnx' is missing") && missing.contains("setup"),
+        "{missing}"
+    );
+    let shape = error(format!(
+        "CREATE FUNCTION f(VARCHAR, DOUBLE) LANGUAGE onnx AS 'model={} size=16x16'",
+        model.display()
+    ))
+    .await;
+    assert!(
+        shape.contains("[-1, 3, 8, 8]") && shape.contains("[1, 3, 16, 16]"),
+        "{shape}"
+    );
+    let spec = error(format!(
+        "CREATE FUNCTION f(VARCHAR, DOUBLE) LANGUAGE onnx AS 'model={} size=8x8 colour=red'",
+        model.display()
+    ))
+    .await;
+    assert!(spec.contains("unknown model option 'colour'"), "{spec}");
+    let language = error("CREATE FUNCTION f(VARCHAR) LANGUAGE python AS 'x'".to_owned()).await;
+    assert!(language.contains("LANGUAGE onnx"), "{language}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_model_runs_on_a_cluster() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let model = tiny_model(dir.path());
+    let video = red_then_blue(dir.path());
+    let cluster = TestCluster::start(2, 1, 10).await;
+    let ctx = framefusion_engine::remote_context(&cluster.url())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ctx.run_script(&register(&model))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    check_colours(&colours(&ctx, &video).await);
+}

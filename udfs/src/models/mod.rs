@@ -1,0 +1,300 @@
+//! The ONNX model runtime: ONNX Runtime loaded once per process from the library the setup
+//! step installs (`ort` with `load-dynamic`), each model loaded once per process and device
+//! (a cache), inference off the async threads, the device from `onnx.device` with a CPU
+//! fallback said once.
+//!
+//! - [`OnnxOptions`]: the `onnx.*` settings.
+//! - [`model`]: a loaded model, from the cache.
+//! - [`user`]: ONNX files registered as SQL functions (`CREATE FUNCTION ... LANGUAGE onnx`).
+
+pub mod user;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use datafusion::common::config::ConfigExtension;
+use datafusion::common::extensions_options;
+use ort::session::Session;
+
+use crate::UdfError;
+
+extensions_options! {
+    /// Options of the model-backed operators (`onnx.*`).
+    pub struct OnnxOptions {
+        /// `auto` (CUDA when ONNX Runtime can use it, else CPU), `cpu`, `cuda` or `cuda:N`.
+        /// CUDA asked for but unavailable falls back to CPU, with one warning per process.
+        pub device: String, default = "auto".to_owned()
+        /// Frames per inference call: frames of several rows are batched up to this many.
+        pub batch_size: usize, default = 8
+        /// Where model files named without a folder are found (empty:
+        /// `$FRAMEFUSION_HOME/models`, filled by scripts/setup.sh).
+        pub model_dir: String, default = String::new()
+        /// The ONNX Runtime shared library (empty: `$ORT_DYLIB_PATH`, else
+        /// `$FRAMEFUSION_HOME/lib/libonnxruntime.so`, installed by scripts/setup.sh).
+        pub library: String, default = String::new()
+    }
+}
+
+impl ConfigExtension for OnnxOptions {
+    const PREFIX: &'static str = "onnx";
+}
+
+/// `$FRAMEFUSION_HOME`, default `~/.cache/framefusion`.
+pub fn framefusion_home() -> PathBuf {
+    std::env::var_os("FRAMEFUSION_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/framefusion")
+        })
+}
+
+impl OnnxOptions {
+    /// The model directory.
+    pub fn model_dir(&self) -> PathBuf {
+        if self.model_dir.is_empty() {
+            framefusion_home().join("models")
+        } else {
+            PathBuf::from(&self.model_dir)
+        }
+    }
+
+    /// The ONNX Runtime library.
+    pub fn library(&self) -> PathBuf {
+        if !self.library.is_empty() {
+            return PathBuf::from(&self.library);
+        }
+        std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| framefusion_home().join("lib/libonnxruntime.so"))
+    }
+
+    /// A model file: as given when it has a folder, else in the model directory.
+    pub fn model_path(&self, model: &str) -> PathBuf {
+        let path = Path::new(model);
+        if path.is_absolute() || model.contains('/') {
+            path.to_path_buf()
+        } else {
+            self.model_dir().join(model)
+        }
+    }
+}
+
+/// Where inference runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Device {
+    /// The CPU.
+    Cpu,
+    /// A CUDA device.
+    Cuda(i32),
+}
+
+impl Device {
+    /// Parses `onnx.device`; `auto` is CUDA device 0 when the runtime offers CUDA.
+    pub fn parse(text: &str) -> Result<Self, UdfError> {
+        let t = text.trim().to_ascii_lowercase();
+        match t.as_str() {
+            "cpu" => Ok(Self::Cpu),
+            "auto" => Ok(if cuda_available() {
+                Self::Cuda(0)
+            } else {
+                Self::Cpu
+            }),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => t
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse::<i32>().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    UdfError::Option(format!(
+                        "onnx.device = '{text}': use auto, cpu, cuda or cuda:N"
+                    ))
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+        }
+    }
+}
+
+fn cuda_available() -> bool {
+    use ort::ep::ExecutionProvider;
+    ort::ep::CUDA::is_available().unwrap_or(false)
+}
+
+/// The ONNX Runtime environment, kept for the life of the process.
+static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
+
+/// Loads ONNX Runtime from `library` (once per process) and returns its environment.
+pub fn ensure_runtime(library: &Path) -> Result<&'static ort::environment::Environment, UdfError> {
+    let outcome = RUNTIME.get_or_init(|| {
+        if !library.is_file() {
+            return Err(format!(
+                "the ONNX Runtime library is missing at '{}'; run scripts/setup.sh (make setup), or set onnx.library / ORT_DYLIB_PATH",
+                library.display()
+            ));
+        }
+        ort::init_from(library)
+            .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}", library.display()))?
+            .with_name("framefusion")
+            .build()
+            .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
+    });
+    outcome.as_ref().map_err(|e| UdfError::Model(e.clone()))
+}
+
+/// A model's input or output: name and shape (-1 for a free dimension).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Port {
+    /// Name.
+    pub name: String,
+    /// Dimensions (`-1`: any).
+    pub shape: Vec<i64>,
+}
+
+/// A loaded model.
+#[derive(Debug)]
+pub struct LoadedModel {
+    session: Mutex<Session>,
+    /// The model file.
+    pub path: PathBuf,
+    /// Where it runs.
+    pub device: Device,
+    /// Its inputs.
+    pub inputs: Vec<Port>,
+    /// Its outputs.
+    pub outputs: Vec<Port>,
+}
+
+type ModelKey = (PathBuf, Device);
+
+static MODELS: LazyLock<Mutex<HashMap<ModelKey, Arc<LoadedModel>>>> =
+    LazyLock::new(Default::default);
+static LOADS: AtomicUsize = AtomicUsize::new(0);
+static CUDA_WARNED: std::sync::Once = std::sync::Once::new();
+
+/// How many models this process has loaded (each model and device once).
+pub fn load_count() -> usize {
+    LOADS.load(Ordering::Relaxed)
+}
+
+fn ports(outlets: &[ort::value::Outlet]) -> Vec<Port> {
+    outlets
+        .iter()
+        .map(|o| Port {
+            name: o.name().to_owned(),
+            shape: o
+                .dtype()
+                .tensor_shape()
+                .map(|s| s.iter().copied().collect())
+                .unwrap_or_default(),
+        })
+        .collect()
+}
+
+fn model_error(path: &Path, e: impl std::fmt::Display) -> UdfError {
+    UdfError::Model(format!("model '{}': {e}", path.display()))
+}
+
+/// The model at `path` on the device `options` ask for, loaded on first use.
+pub fn model(path: &Path, options: &OnnxOptions) -> Result<Arc<LoadedModel>, UdfError> {
+    let env = ensure_runtime(&options.library())?;
+    let device = Device::parse(&options.device)?;
+    let key = (path.to_path_buf(), device);
+    let mut models = MODELS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = models.get(&key) {
+        return Ok(Arc::clone(m));
+    }
+    if !path.is_file() {
+        return Err(UdfError::Model(format!(
+            "the model file '{}' is missing; run scripts/setup.sh (make setup) for the shipped models, or check the path",
+            path.display()
+        )));
+    }
+    let (session, device) = load(env, path, device)?;
+    let loaded = Arc::new(LoadedModel {
+        inputs: ports(session.inputs()),
+        outputs: ports(session.outputs()),
+        session: Mutex::new(session),
+        path: path.to_path_buf(),
+        device,
+    });
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    log::info!("loaded model {} on {device}", path.display());
+    models.insert(key, Arc::clone(&loaded));
+    Ok(loaded)
+}
+
+fn load(
+    env: &ort::environment::Environment,
+    path: &Path,
+    device: Device,
+) -> Result<(Session, Device), UdfError> {
+    let builder = || Session::builder(env).map_err(|e| model_error(path, e));
+    if let Device::Cuda(n) = device {
+        let cuda = ort::ep::CUDA::default()
+            .with_device_id(n)
+            .build()
+            .error_on_failure();
+        let attempt = builder()?
+            .with_execution_providers([cuda])
+            .map_err(|e| e.to_string())
+            .and_then(|mut b| b.commit_from_file(path).map_err(|e| e.to_string()));
+        match attempt {
+            Ok(session) => return Ok((session, device)),
+            Err(e) => CUDA_WARNED.call_once(|| {
+                log::warn!("CUDA was asked for (onnx.device) but cannot be used ({e}); running models on the CPU");
+            }),
+        }
+    }
+    let session = builder()?
+        .commit_from_file(path)
+        .map_err(|e| model_error(path, e))?;
+    Ok((session, Device::Cpu))
+}
+
+impl LoadedModel {
+    /// Runs the model on one f32 input tensor and returns the named output (or the
+    /// first) as (shape, values).
+    pub fn run(
+        &self,
+        input: &str,
+        shape: Vec<i64>,
+        data: Vec<f32>,
+        output: Option<&str>,
+    ) -> Result<(Vec<i64>, Vec<f32>), UdfError> {
+        let tensor = ort::value::Tensor::from_array((shape, data))
+            .map_err(|e| model_error(&self.path, e))?;
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = crate::blocking::run_blocking(|| session.run(ort::inputs![input => tensor]))
+            .map_err(|e| model_error(&self.path, e))?;
+        let name = output
+            .map(str::to_owned)
+            .or_else(|| self.outputs.first().map(|o| o.name.clone()))
+            .ok_or_else(|| model_error(&self.path, "the model has no output"))?;
+        let value = outputs.get(name.as_str()).ok_or_else(|| {
+            model_error(
+                &self.path,
+                format!(
+                    "no output named '{name}' (outputs: {})",
+                    self.outputs
+                        .iter()
+                        .map(|o| o.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?;
+        let (shape, values) = value
+            .try_extract_tensor::<f32>()
+            .map_err(|e| model_error(&self.path, format!("output '{name}': {e}")))?;
+        Ok((shape.iter().copied().collect(), values.to_vec()))
+    }
+}
