@@ -30,6 +30,8 @@ system_packages=(
     protobuf-compiler mold
     # tests and benchmarks: ffmpeg/ffprobe are the reference tools
     ffmpeg
+    # tests: speech synthesised for the speech-activity tests
+    espeak-ng
     # python for the reference tools' virtualenv
     python3 python3-venv python3-pip
     # asset unpacking

@@ -14,3 +14,4 @@ mod probe;
 mod shots;
 mod signals;
 mod slt;
+mod speech;

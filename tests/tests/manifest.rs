@@ -238,15 +238,19 @@ async fn crash_and_resume(cluster: Option<&str>) {
     }
     assert!(committing(&out), "the run never reached a commit");
     kills += usize::from(kill(child));
-    // killed at another random point
+    // killed at another random point (on a loaded machine the little work left may finish
+    // first: then that run is the one that completes)
     let child = spawn(run_command(&job, &out, cluster, &[]));
-    std::thread::sleep(full.mul_f64(random_between(0.05, 0.3)));
-    kills += usize::from(kill(child));
+    std::thread::sleep(full.mul_f64(random_between(0.02, 0.2)));
+    let third_killed = kill(child);
+    kills += usize::from(third_killed);
     assert!(kills >= 2, "at least two runs were killed while running");
-    assert!(
-        !out.join("_SUCCESS").exists(),
-        "a killed run must not leave the commit marker"
-    );
+    if third_killed {
+        assert!(
+            !out.join("_SUCCESS").exists(),
+            "a killed run must not leave the commit marker"
+        );
+    }
 
     let resumed = finished(
         run_command(&job, &out, cluster, &[])
@@ -267,7 +271,7 @@ async fn crash_and_resume(cluster: Option<&str>) {
     // most the videos in flight beyond what it committed
     let summary = success(&out);
     let attempts = summary["attempts"].as_array().cloned().unwrap_or_default();
-    assert_eq!(attempts.len(), 4, "{summary}");
+    assert_eq!(attempts.len(), 3 + usize::from(third_killed), "{summary}");
     let committed: usize = attempts.iter().map(|a| count(a, "committed")).sum();
     let started: usize = attempts.iter().map(|a| count(a, "started")).sum();
     assert_eq!(committed, VIDEOS, "{summary}");
@@ -285,7 +289,10 @@ async fn crash_and_resume(cluster: Option<&str>) {
         count(&summary, "processed"),
         "{resumed}"
     );
-    let before: usize = attempts[..3].iter().map(|a| count(a, "committed")).sum();
+    let before: usize = attempts[..attempts.len() - 1]
+        .iter()
+        .map(|a| count(a, "committed"))
+        .sum();
     assert_eq!(
         count(&last, "started"),
         VIDEOS - before,

@@ -72,3 +72,12 @@ pub fn cut_clip(
     args.extend(mode.map(lit));
     call(CutClipUdf::default(), args)
 }
+
+/// `speech_activity(path [, start_s, end_s])`.
+pub fn speech_activity(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
+    let mut args = vec![path];
+    if let Some((s, e)) = range {
+        args.extend([s, e]);
+    }
+    call(crate::speech::SpeechActivityUdf::default(), args)
+}

@@ -9,6 +9,8 @@
 //! - [`shots`]: `detect_shots(path [, options])`, PySceneDetect's detectors.
 //! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
 //!   and its views `motion_score`, `clip_quality`, `clip_phash`; `hamming_distance`.
+//! - [`speech`]: `speech_activity(path [, start_s, end_s])`, Silero VAD on the sound track.
+//! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
 //! - [`storage`]: `s3://` locations, their stores and presigned read URLs.
@@ -28,6 +30,7 @@ pub mod models;
 pub mod probe_udf;
 pub mod shots;
 pub mod signals;
+pub mod speech;
 pub mod storage;
 
 use std::sync::Arc;
@@ -52,6 +55,7 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(signals::SignalViewUdf::phash())),
         Arc::new(ScalarUDF::from(signals::HammingDistanceUdf::default())),
         Arc::new(ScalarUDF::from(cut_udf::CutClipUdf::default())),
+        Arc::new(ScalarUDF::from(speech::SpeechActivityUdf::default())),
     ]
 }
 

@@ -3,6 +3,7 @@
 //! Everything here is synchronous and CPU- or disk-bound: run it on a blocking thread
 //! (`tokio::task::spawn_blocking`), never on an async I/O thread.
 
+pub mod audio;
 pub mod cut;
 pub mod decode;
 pub mod fault;

@@ -261,6 +261,11 @@ fn load(
 }
 
 impl LoadedModel {
+    /// The session, for models with several inputs (one caller at a time).
+    pub fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs the model on one f32 input tensor and returns the named output (or the
     /// first) as (shape, values).
     pub fn run(

@@ -1,0 +1,326 @@
+//! `speech_activity(path [, start_s, end_s])`: speech in a video's sound track, with
+//! Silero VAD v6 on ONNX Runtime.
+//!
+//! The track (or the range) is decoded, mixed to mono and resampled to 16 kHz; the model
+//! scores windows of 512 samples (32 ms), each with the 64 samples before it as context and
+//! the recurrent state carried over, as Silero's own ONNX wrapper does. Segments follow
+//! Silero's `get_speech_timestamps` at its defaults: speech starts at a window scoring at
+//! least 0.5, ends once windows stay under 0.35 for 100 ms, segments shorter than 250 ms
+//! are dropped and each is padded by 30 ms (within the range). `speech_fraction` is the
+//! segments' share of the range. A video without audio gives null.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, Float64Builder, ListBuilder, StringBuilder, StructArray, StructBuilder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+
+use crate::UdfError;
+use crate::media::audio::decode_audio;
+use crate::media::source::VideoSource;
+use crate::models::{LoadedModel, OnnxOptions};
+use crate::storage::StorageOptions;
+
+/// The model file in `onnx.model_dir` (installed by scripts/setup.sh).
+pub const SILERO_MODEL: &str = "silero_vad.onnx";
+const RATE: u32 = 16_000;
+const WINDOW: usize = 512;
+const CONTEXT: usize = 64;
+const THRESHOLD: f32 = 0.5;
+const NEG_THRESHOLD: f32 = THRESHOLD - 0.15;
+const MIN_SPEECH_S: f64 = 0.25;
+const MIN_SILENCE_S: f64 = 0.1;
+const PAD_S: f64 = 0.03;
+
+/// Speech probability of each 32 ms window of 16 kHz mono `samples`.
+pub fn speech_probabilities(model: &LoadedModel, samples: &[f32]) -> Result<Vec<f32>, UdfError> {
+    let err =
+        |e: ort::Error| UdfError::Model(format!("Silero VAD '{}': {e}", model.path.display()));
+    let mut state = vec![0f32; 2 * 128];
+    let mut context = vec![0f32; CONTEXT];
+    let mut probabilities = Vec::with_capacity(samples.len() / WINDOW + 1);
+    let mut session = model.session();
+    for chunk in samples.chunks(WINDOW) {
+        let mut window = context.clone();
+        window.extend_from_slice(chunk);
+        window.resize(CONTEXT + WINDOW, 0.0);
+        context.copy_from_slice(&window[WINDOW..]);
+        let input =
+            ort::value::Tensor::from_array(([1usize, CONTEXT + WINDOW], window)).map_err(err)?;
+        let st = ort::value::Tensor::from_array(([2usize, 1, 128], state.clone())).map_err(err)?;
+        let sr = ort::value::Tensor::from_array(([1usize], vec![i64::from(RATE)])).map_err(err)?;
+        let outputs = session
+            .run(ort::inputs!["input" => input, "state" => st, "sr" => sr])
+            .map_err(err)?;
+        let (_, p) = outputs[0].try_extract_tensor::<f32>().map_err(err)?;
+        probabilities.push(p.first().copied().unwrap_or(0.0));
+        let (_, s) = outputs[1].try_extract_tensor::<f32>().map_err(err)?;
+        let n = state.len();
+        state.copy_from_slice(&s[..n]);
+    }
+    Ok(probabilities)
+}
+
+/// Speech segments (seconds from the start of the scored audio) of window probabilities,
+/// as Silero's `get_speech_timestamps` at its defaults; `duration_s` bounds the padding.
+pub fn segments(probabilities: &[f32], duration_s: f64) -> Vec<(f64, f64)> {
+    let window_s = WINDOW as f64 / f64::from(RATE);
+    let mut out: Vec<(f64, f64)> = Vec::new();
+    let mut start: Option<f64> = None;
+    let mut silence_from: Option<f64> = None;
+    for (i, &p) in probabilities.iter().enumerate() {
+        let t = i as f64 * window_s;
+        if p >= THRESHOLD {
+            silence_from = None;
+            start.get_or_insert(t);
+        } else if let Some(s) = start
+            && p < NEG_THRESHOLD
+        {
+            let quiet = *silence_from.get_or_insert(t);
+            if t + window_s - quiet >= MIN_SILENCE_S {
+                if quiet - s >= MIN_SPEECH_S {
+                    out.push((s, quiet));
+                }
+                start = None;
+                silence_from = None;
+            }
+        }
+    }
+    if let Some(s) = start {
+        let end = (probabilities.len() as f64 * window_s).min(duration_s);
+        if end - s >= MIN_SPEECH_S {
+            out.push((s, end));
+        }
+    }
+    // pad, within the audio, and merge what the padding joins
+    let mut padded: Vec<(f64, f64)> = Vec::with_capacity(out.len());
+    for (s, e) in out {
+        let (s, e) = ((s - PAD_S).max(0.0), (e + PAD_S).min(duration_s));
+        match padded.last_mut() {
+            Some(last) if s <= last.1 => last.1 = last.1.max(e),
+            _ => padded.push((s, e)),
+        }
+    }
+    padded
+}
+
+fn segment_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("start_s", DataType::Float64, false),
+        Field::new("end_s", DataType::Float64, false),
+    ])
+}
+
+fn result_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("speech_fraction", DataType::Float64, true),
+        Field::new(
+            "segments",
+            DataType::List(Arc::new(Field::new_list_field(
+                DataType::Struct(segment_fields()),
+                true,
+            ))),
+            true,
+        ),
+        Field::new("error", DataType::Utf8, true),
+    ])
+}
+
+/// `speech_activity(path [, start_s, end_s])`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct SpeechActivityUdf {
+    signature: Signature,
+}
+
+impl Default for SpeechActivityUdf {
+    fn default() -> Self {
+        Self {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Any(3)],
+                Volatility::Immutable,
+            ),
+        }
+    }
+}
+
+/// What one row gives: no audio, the result, or why it failed.
+enum Outcome {
+    NoAudio,
+    Speech {
+        fraction: f64,
+        segments: Vec<(f64, f64)>,
+    },
+    Failed(String),
+}
+
+fn analyse(
+    model: &LoadedModel,
+    path: &str,
+    range: Option<(f64, f64)>,
+) -> Result<Outcome, UdfError> {
+    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
+    let Some(samples) = decode_audio(&media, range, RATE)? else {
+        return Ok(Outcome::NoAudio);
+    };
+    let duration_s = samples.len() as f64 / f64::from(RATE);
+    log::debug!("speech_activity: {path}: {duration_s:.3} s of audio");
+    if samples.is_empty() {
+        return Ok(Outcome::Speech {
+            fraction: 0.0,
+            segments: Vec::new(),
+        });
+    }
+    let probabilities = speech_probabilities(model, &samples)?;
+    let found = segments(&probabilities, duration_s);
+    // (an empty f64 sum is -0.0)
+    let speech: f64 = found.iter().map(|(s, e)| e - s).sum::<f64>() + 0.0;
+    let offset = range.map_or(0.0, |(s, _)| s.max(0.0));
+    Ok(Outcome::Speech {
+        fraction: (speech / duration_s).min(1.0),
+        segments: found
+            .into_iter()
+            .map(|(s, e)| (s + offset, e + offset))
+            .collect(),
+    })
+}
+
+impl ScalarUDFImpl for SpeechActivityUdf {
+    fn name(&self) -> &str {
+        "speech_activity"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Struct(result_fields()))
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let (path, range) = match args.args.as_slice() {
+            [p] => (p, None),
+            [p, s, e] => (p, Some((s, e))),
+            _ => {
+                return exec_err!(
+                    "speech_activity(path [, start_s, end_s]) takes one or three arguments"
+                );
+            }
+        };
+        let paths = crate::args::strings(path, n, "speech_activity: path")?;
+        let ranges = range
+            .map(|(s, e)| -> Result<_> {
+                Ok((
+                    crate::args::floats(s, n, "speech_activity: start_s")?,
+                    crate::args::floats(e, n, "speech_activity: end_s")?,
+                ))
+            })
+            .transpose()?;
+        let options = args
+            .config_options
+            .extensions
+            .get::<OnnxOptions>()
+            .cloned()
+            .unwrap_or_default();
+        let model = crate::models::model(&options.model_path(SILERO_MODEL), &options)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut segment_list =
+            ListBuilder::new(StructBuilder::from_fields(segment_fields(), 0)).with_field(Arc::new(
+                Field::new_list_field(DataType::Struct(segment_fields()), true),
+            ));
+        let mut fraction = Float64Builder::new();
+        let mut errors = StringBuilder::new();
+        let mut valid = Vec::with_capacity(n);
+        crate::blocking::run_blocking(|| -> Result<()> {
+            for row in 0..n {
+                let range = match &ranges {
+                    Some((s, e)) if s.is_null(row) || e.is_null(row) => None,
+                    Some((s, e)) => Some((s.value(row), e.value(row))),
+                    None => None,
+                };
+                let outcome = if paths.is_null(row) {
+                    Outcome::NoAudio
+                } else {
+                    match analyse(&model, paths.value(row), range) {
+                        Ok(o) => o,
+                        Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                        Err(e) => Outcome::Failed(e.to_string()),
+                    }
+                };
+                match outcome {
+                    Outcome::NoAudio => {
+                        fraction.append_null();
+                        segment_list.append_null();
+                        errors.append_null();
+                        valid.push(false);
+                    }
+                    Outcome::Speech {
+                        fraction: f,
+                        segments,
+                    } => {
+                        fraction.append_value(f);
+                        let items = segment_list.values();
+                        for (s, e) in segments {
+                            for (field, value) in [(0, s), (1, e)] {
+                                if let Some(b) = items.field_builder::<Float64Builder>(field) {
+                                    b.append_value(value);
+                                }
+                            }
+                            items.append(true);
+                        }
+                        segment_list.append(true);
+                        errors.append_null();
+                        valid.push(true);
+                    }
+                    Outcome::Failed(message) => {
+                        fraction.append_null();
+                        segment_list.append_null();
+                        errors.append_value(message);
+                        valid.push(true);
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(fraction.finish()),
+            Arc::new(segment_list.finish()),
+            Arc::new(errors.finish()),
+        ];
+        let array = StructArray::try_new(result_fields(), columns, Some(valid.into()))?;
+        Ok(ColumnarValue::Array(Arc::new(array)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_follow_silero_rules() {
+        let w = WINDOW as f64 / f64::from(RATE); // 32 ms
+        // 1 s of silence, 1 s of speech, 1 s of silence
+        let mut p = vec![0.0f32; 31];
+        p.extend(vec![0.9f32; 31]);
+        p.extend(vec![0.0f32; 31]);
+        let s = segments(&p, 93.0 * w);
+        assert_eq!(s.len(), 1);
+        assert!((s[0].0 - (31.0 * w - PAD_S)).abs() < 1e-9, "{s:?}");
+        assert!((s[0].1 - (62.0 * w + PAD_S)).abs() < 1e-9, "{s:?}");
+        // a 64 ms blip is too short; a 64 ms dip does not split speech
+        let mut p = vec![0.9f32; 2];
+        p.extend(vec![0.0f32; 20]);
+        p.extend(vec![0.9f32; 20]);
+        p.extend(vec![0.0f32; 2]);
+        p.extend(vec![0.9f32; 20]);
+        let s = segments(&p, 64.0 * w);
+        assert_eq!(s.len(), 1, "{s:?}");
+        assert!((s[0].0 - (22.0 * w - PAD_S)).abs() < 1e-9, "{s:?}");
+    }
+}
