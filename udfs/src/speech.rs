@@ -222,12 +222,7 @@ impl ScalarUDFImpl for SpeechActivityUdf {
                 ))
             })
             .transpose()?;
-        let options = args
-            .config_options
-            .extensions
-            .get::<OnnxOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let options = OnnxOptions::from_config(&args.config_options);
         let model = crate::models::model(&options.model_path(SILERO_MODEL), &options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let mut segment_list =

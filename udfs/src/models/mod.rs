@@ -51,6 +51,11 @@ pub fn framefusion_home() -> PathBuf {
 }
 
 impl OnnxOptions {
+    /// The `onnx.*` settings of a session (the defaults where it has none).
+    pub fn from_config(config: &datafusion::common::config::ConfigOptions) -> Self {
+        config.extensions.get::<Self>().cloned().unwrap_or_default()
+    }
+
     /// The model directory.
     pub fn model_dir(&self) -> PathBuf {
         if self.model_dir.is_empty() {

@@ -346,12 +346,7 @@ impl ScalarUDFImpl for OnnxModelUdf {
         };
         let paths = crate::args::strings(path, n, &format!("{}: path", self.name))?;
         let times = crate::args::floats(at, n, &format!("{}: at_s", self.name))?;
-        let options = args
-            .config_options
-            .extensions
-            .get::<OnnxOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let options = OnnxOptions::from_config(&args.config_options);
         let model =
             super::model(&options.model_path(&self.spec.model), &options).map_err(model_err)?;
         let input = self.spec.check(&model).map_err(model_err)?;
@@ -493,12 +488,7 @@ impl FunctionFactory for OnnxFunctionFactory {
         });
         let udf = OnnxModelUdf::new(&statement.name, spec, returns)?;
         // load and check the model now: a wrong file or shape fails the CREATE, not a query
-        let options = state
-            .config_options()
-            .extensions
-            .get::<OnnxOptions>()
-            .cloned()
-            .unwrap_or_default();
+        let options = OnnxOptions::from_config(state.config_options());
         let model =
             super::model(&options.model_path(&udf.spec.model), &options).map_err(model_err)?;
         udf.spec.check(&model).map_err(model_err)?;
