@@ -15,3 +15,4 @@ mod shots;
 mod signals;
 mod slt;
 mod speech;
+mod text;

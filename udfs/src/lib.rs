@@ -10,6 +10,7 @@
 //! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
 //!   and its views `motion_score`, `clip_quality`, `clip_phash`; `hamming_distance`.
 //! - [`speech`]: `speech_activity(path [, start_s, end_s])`, Silero VAD on the sound track.
+//! - [`text`]: `text_area_ratio(path, start_s, end_s)`, PP-OCRv4 text detection.
 //! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
@@ -32,6 +33,7 @@ pub mod shots;
 pub mod signals;
 pub mod speech;
 pub mod storage;
+pub mod text;
 
 use std::sync::Arc;
 
@@ -56,6 +58,7 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(signals::HammingDistanceUdf::default())),
         Arc::new(ScalarUDF::from(cut_udf::CutClipUdf::default())),
         Arc::new(ScalarUDF::from(speech::SpeechActivityUdf::default())),
+        Arc::new(ScalarUDF::from(text::TextAreaRatioUdf::default())),
     ]
 }
 

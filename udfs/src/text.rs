@@ -1,0 +1,339 @@
+//! Burned-in text (captions, subtitles, titles): PP-OCRv4 text detection on ONNX Runtime,
+//! with RapidOCR's pre- and post-processing, and `text_area_ratio(path, start_s, end_s)`.
+//!
+//! Pre-processing (RapidOCR's `DetPreProcess`, `limit_type=min`, 736): the frame is scaled
+//! so its shorter side is at least 736, each side rounded to a multiple of 32 (OpenCV
+//! bilinear), channels in BGR order, `(v / 255 - 0.5) / 0.5`. Post-processing (its
+//! `DBPostProcess`: thresh 0.3, box_thresh 0.5, unclip_ratio 1.6, 2x2 dilation, fast
+//! score): the probability map is thresholded and dilated, each 8-connected region's
+//! bounding rectangle is kept when its shorter side is at least 3 and its mean probability
+//! at least 0.5, grown by `area * 1.6 / perimeter` on every side (the DB "unclip") and
+//! kept when its shorter side is then at least 5, and scaled back to the frame.
+//! One difference: regions are boxed by their axis-aligned rectangle, not OpenCV's
+//! minimum-area rotated rectangle, which is the same for horizontal text (captions,
+//! subtitles) and larger for slanted text.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, Float64Builder};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, exec_err};
+use datafusion::logical_expr::{
+    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+};
+
+use crate::UdfError;
+use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use crate::media::image::Rgb;
+use crate::media::source::VideoSource;
+use crate::models::{LoadedModel, OnnxOptions};
+use crate::storage::StorageOptions;
+
+/// The text-detection model in `onnx.model_dir` (installed by scripts/setup.sh).
+pub const DET_MODEL: &str = "ch_PP-OCRv4_det_infer.onnx";
+const LIMIT_SIDE: f64 = 736.0;
+const THRESH: f32 = 0.3;
+const BOX_THRESH: f32 = 0.5;
+const UNCLIP_RATIO: f32 = 1.6;
+const MIN_SIZE: f32 = 3.0;
+const MAX_CANDIDATES: usize = 1000;
+
+/// A detected text box in frame pixels (axis-aligned), with its mean probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TextBox {
+    /// Left.
+    pub x0: f32,
+    /// Top.
+    pub y0: f32,
+    /// Right.
+    pub x1: f32,
+    /// Bottom.
+    pub y1: f32,
+    /// Mean text probability inside the region.
+    pub score: f32,
+}
+
+/// Python's `round` (halves to even), as RapidOCR rounds the input size.
+fn round_half_even(x: f64) -> f64 {
+    let r = x.round();
+    if (x - x.trunc()).abs() == 0.5 && r % 2.0 != 0.0 {
+        r - x.signum()
+    } else {
+        r
+    }
+}
+
+/// The detector's input size for a `width` x `height` frame.
+pub fn input_size(width: usize, height: usize) -> (usize, usize) {
+    let (w, h) = (width as f64, height as f64);
+    let ratio = if w.min(h) < LIMIT_SIDE {
+        LIMIT_SIDE / w.min(h)
+    } else {
+        1.0
+    };
+    let side = |v: f64| (round_half_even((v * ratio).trunc() / 32.0) * 32.0).max(32.0) as usize;
+    (side(w), side(h))
+}
+
+/// Text boxes of an RGB frame.
+pub fn detect_text(model: &LoadedModel, frame: &Rgb) -> Result<Vec<TextBox>, UdfError> {
+    let (iw, ih) = input_size(frame.width, frame.height);
+    let scaled = frame.resize_bilinear(iw, ih);
+    let plane = iw * ih;
+    let mut input = vec![0f32; 3 * plane];
+    for (p, px) in scaled.data.chunks_exact(3).enumerate() {
+        // BGR, as OpenCV loads images for RapidOCR
+        for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
+            input[c * plane + p] = (f32::from(v) / 255.0 - 0.5) / 0.5;
+        }
+    }
+    let (shape, pred) = model.run("x", vec![1, 3, ih as i64, iw as i64], input, None)?;
+    let (mh, mw) = match shape.as_slice() {
+        [_, _, h, w] => (*h as usize, *w as usize),
+        _ => {
+            return Err(UdfError::Model(format!(
+                "text detection gave an output of shape {shape:?}, expected [1, 1, H, W]"
+            )));
+        }
+    };
+    Ok(boxes_from_map(&pred, mw, mh, frame.width, frame.height))
+}
+
+/// DB post-processing of a `w` x `h` probability map into boxes on a `dest_w` x `dest_h`
+/// frame.
+pub fn boxes_from_map(
+    pred: &[f32],
+    w: usize,
+    h: usize,
+    dest_w: usize,
+    dest_h: usize,
+) -> Vec<TextBox> {
+    // threshold, then 2x2 dilation (OpenCV's anchor: a pixel is set when any of itself,
+    // its left, upper and upper-left neighbours is)
+    let raw: Vec<bool> = pred.iter().map(|&p| p > THRESH).collect();
+    let mut mask = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            let at = |xx: usize, yy: usize| raw[yy * w + xx];
+            mask[y * w + x] = at(x, y)
+                || (x > 0 && at(x - 1, y))
+                || (y > 0 && at(x, y - 1))
+                || (x > 0 && y > 0 && at(x - 1, y - 1));
+        }
+    }
+    let mut seen = vec![false; w * h];
+    let mut boxes = Vec::new();
+    let mut stack = Vec::new();
+    let mut regions = 0;
+    for start in 0..w * h {
+        if !mask[start] || seen[start] {
+            continue;
+        }
+        regions += 1;
+        if regions > MAX_CANDIDATES {
+            break;
+        }
+        let (mut x0, mut y0, mut x1, mut y1) = (usize::MAX, usize::MAX, 0, 0);
+        seen[start] = true;
+        stack.push(start);
+        while let Some(i) = stack.pop() {
+            let (x, y) = (i % w, i / w);
+            x0 = x0.min(x);
+            x1 = x1.max(x);
+            y0 = y0.min(y);
+            y1 = y1.max(y);
+            for dy in -1i64..=1 {
+                for dx in -1i64..=1 {
+                    let (nx, ny) = (x as i64 + dx, y as i64 + dy);
+                    if nx < 0 || ny < 0 || nx >= w as i64 || ny >= h as i64 {
+                        continue;
+                    }
+                    let j = ny as usize * w + nx as usize;
+                    if mask[j] && !seen[j] {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                }
+            }
+        }
+        // the rectangle through the region's outer pixel centres (its contour)
+        let (bw, bh) = ((x1 - x0) as f32, (y1 - y0) as f32);
+        if bw.min(bh) < MIN_SIZE {
+            continue;
+        }
+        let mut sum = 0f32;
+        for y in y0..=y1 {
+            sum += pred[y * w + x0..=y * w + x1].iter().sum::<f32>();
+        }
+        let score = sum / ((x1 - x0 + 1) * (y1 - y0 + 1)) as f32;
+        if score < BOX_THRESH {
+            continue;
+        }
+        let d = bw * bh * UNCLIP_RATIO / (2.0 * (bw + bh));
+        if (bw + 2.0 * d).min(bh + 2.0 * d) < MIN_SIZE + 2.0 {
+            continue;
+        }
+        let sx = dest_w as f32 / w as f32;
+        let sy = dest_h as f32 / h as f32;
+        let clip = |v: f32, max: usize| v.round().clamp(0.0, max as f32);
+        boxes.push(TextBox {
+            x0: clip((x0 as f32 - d) * sx, dest_w),
+            y0: clip((y0 as f32 - d) * sy, dest_h),
+            x1: clip((x1 as f32 + d) * sx, dest_w),
+            y1: clip((y1 as f32 + d) * sy, dest_h),
+            score,
+        });
+    }
+    // RapidOCR drops boxes whose sides are 3 pixels or less in the frame
+    boxes.retain(|b| b.x1 - b.x0 > 3.0 && b.y1 - b.y0 > 3.0);
+    boxes
+}
+
+/// The share of a `w` x `h` frame the boxes cover (overlaps counted once).
+pub fn covered_fraction(boxes: &[TextBox], w: usize, h: usize) -> f64 {
+    if boxes.is_empty() || w == 0 || h == 0 {
+        return 0.0;
+    }
+    let mut covered = vec![false; w * h];
+    for b in boxes {
+        let (x0, x1) = (b.x0 as usize, (b.x1 as usize).min(w));
+        let (y0, y1) = (b.y0 as usize, (b.y1 as usize).min(h));
+        for y in y0..y1 {
+            covered[y * w + x0..y * w + x1.max(x0)].fill(true);
+        }
+    }
+    covered.iter().filter(|&&c| c).count() as f64 / (w * h) as f64
+}
+
+/// `text_area_ratio(path, start_s, end_s)`: the mean share of the frame covered by text
+/// over frames sampled at 1 fps in the range (null when the video cannot be read).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TextAreaRatioUdf {
+    signature: Signature,
+}
+
+impl Default for TextAreaRatioUdf {
+    fn default() -> Self {
+        Self {
+            signature: Signature::one_of(vec![TypeSignature::Any(3)], Volatility::Immutable),
+        }
+    }
+}
+
+fn text_area(model: &LoadedModel, path: &str, start_s: f64, end_s: f64) -> Result<f64, UdfError> {
+    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
+    let mut fractions = Vec::new();
+    let mut failure = None;
+    decode_frames_with(
+        &media,
+        Sampling::Fps(1.0),
+        Resize::Original,
+        true,
+        Extras {
+            range: Some((start_s, end_s)),
+            motion_vectors: false,
+        },
+        |frame| {
+            let rgb = Rgb {
+                width: frame.width as usize,
+                height: frame.height as usize,
+                data: frame.rgb,
+            };
+            match detect_text(model, &rgb) {
+                Ok(boxes) => {
+                    fractions.push(covered_fraction(&boxes, rgb.width, rgb.height));
+                    std::ops::ControlFlow::Continue(())
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    std::ops::ControlFlow::Break(())
+                }
+            }
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if fractions.is_empty() {
+        return Ok(0.0);
+    }
+    Ok(fractions.iter().sum::<f64>() / fractions.len() as f64)
+}
+
+impl ScalarUDFImpl for TextAreaRatioUdf {
+    fn name(&self) -> &str {
+        "text_area_ratio"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Float64)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let [path, start, end] = args.args.as_slice() else {
+            return exec_err!("text_area_ratio(path, start_s, end_s) takes three arguments");
+        };
+        let paths = crate::args::strings(path, n, "text_area_ratio: path")?;
+        let starts = crate::args::floats(start, n, "text_area_ratio: start_s")?;
+        let ends = crate::args::floats(end, n, "text_area_ratio: end_s")?;
+        let options = OnnxOptions::from_config(&args.config_options);
+        let model = crate::models::model(&options.model_path(DET_MODEL), &options)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut out = Float64Builder::with_capacity(n);
+        crate::blocking::run_blocking(|| -> Result<()> {
+            for row in 0..n {
+                if paths.is_null(row) || starts.is_null(row) || ends.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                match text_area(&model, paths.value(row), starts.value(row), ends.value(row)) {
+                    Ok(v) => out.append_value(v),
+                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                    Err(e) => {
+                        log::warn!("text_area_ratio: {e}");
+                        out.append_null();
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_sizes_follow_rapidocr() {
+        // 1280x720: shorter side 720 < 736 -> ratio 1.0222 -> 1308x736 -> 1312x736
+        assert_eq!(input_size(1280, 720), (1312, 736));
+        assert_eq!(input_size(640, 272), (1728, 736));
+        assert_eq!(input_size(1920, 1080), (1920, 1088));
+    }
+
+    #[test]
+    fn one_region_becomes_one_unclipped_box() {
+        let (w, h) = (64, 32);
+        let mut pred = vec![0f32; w * h];
+        for y in 10..20 {
+            for x in 10..50 {
+                pred[y * w + x] = 0.9;
+            }
+        }
+        let boxes = boxes_from_map(&pred, w, h, w, h);
+        assert_eq!(boxes.len(), 1);
+        let b = boxes[0];
+        // dilation adds a pixel right and down: 40x10 region, extents 40 and 10
+        let d: f32 = 40.0 * 10.0 * 1.6 / (2.0 * 50.0);
+        assert_eq!((b.x0, b.y0), ((10.0 - d).round(), (10.0 - d).round()));
+        assert_eq!((b.x1, b.y1), ((50.0 + d).round(), (20.0 + d).round()));
+        assert!(covered_fraction(&boxes, w, h) > 0.4);
+    }
+}
