@@ -139,3 +139,23 @@ async fn text_area_ratio_sees_captions() {
     );
     assert!(b.column(2).is_null(0), "an unreadable video is a null row");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ocr_text_reads_the_trailers_captions() {
+    let trailer = sample("trailer_bbb.mp4");
+    let t = trailer.display();
+    let batches = query(&format!(
+        "SELECT ocr_text(p, 12.0), ocr_text(p, 20.0), ocr_text(p, 1.0), ocr_text(p || '.nope', 1.0) FROM (VALUES ('{t}')) AS v(p)"
+    ))
+    .await;
+    let b = &batches[0];
+    let text = |c: usize| b.column(c).as_string::<i32>().value(0).to_owned();
+    assert!(text(0).contains("An unlucky bird"), "{}", text(0));
+    assert!(
+        text(1).contains("A (slightly overweight) bunny"),
+        "{}",
+        text(1)
+    );
+    assert_eq!(text(2), "", "no text in the opening");
+    assert!(b.column(3).is_null(0), "an unreadable video is a null row");
+}

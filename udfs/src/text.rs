@@ -9,6 +9,12 @@
 //! bounding rectangle is kept when its shorter side is at least 3 and its mean probability
 //! at least 0.5, grown by `area * 1.6 / perimeter` on every side (the DB "unclip") and
 //! kept when its shorter side is then at least 5, and scaled back to the frame.
+//! Recognition (`ocr_text`, RapidOCR's `TextRecognizer` with PP-OCRv4 rec): each box is
+//! cropped (turned upright when it is 1.5 times taller than wide), scaled to height 48
+//! keeping its aspect (width at least 320, padded), BGR, `(v / 255 - 0.5) / 0.5`; the CTC
+//! output is decoded greedily (repeats merged, blanks dropped) over the character list in
+//! the model's metadata, and lines scoring under 0.5 are dropped, as RapidOCR does.
+//!
 //! One difference: regions are boxed by their axis-aligned rectangle, not OpenCV's
 //! minimum-area rotated rectangle, which is the same for horizontal text (captions,
 //! subtitles) and larger for slanted text.
@@ -31,6 +37,11 @@ use crate::storage::StorageOptions;
 
 /// The text-detection model in `onnx.model_dir` (installed by scripts/setup.sh).
 pub const DET_MODEL: &str = "ch_PP-OCRv4_det_infer.onnx";
+/// The text-recognition model in `onnx.model_dir`.
+pub const REC_MODEL: &str = "ch_PP-OCRv4_rec_infer.onnx";
+const REC_HEIGHT: usize = 48;
+const REC_MIN_WIDTH: usize = 320;
+const TEXT_SCORE: f32 = 0.5;
 const LIMIT_SIDE: f64 = 736.0;
 const THRESH: f32 = 0.3;
 const BOX_THRESH: f32 = 0.5;
@@ -203,6 +214,259 @@ pub fn covered_fraction(boxes: &[TextBox], w: usize, h: usize) -> f64 {
         }
     }
     covered.iter().filter(|&&c| c).count() as f64 / (w * h) as f64
+}
+
+/// The recogniser's characters: index 0 is the CTC blank, then the model's list, then a
+/// space (as RapidOCR builds it).
+fn characters(rec: &LoadedModel) -> Result<Vec<String>, UdfError> {
+    static CACHE: std::sync::OnceLock<
+        std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Vec<String>>>,
+    > = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(list) = cache.get(&rec.path) {
+        return Ok(list.clone());
+    }
+    let listed = rec.custom_metadata("character").ok_or_else(|| {
+        UdfError::Model(format!(
+            "'{}' carries no character list in its metadata: it is not a PP-OCR recognition model",
+            rec.path.display()
+        ))
+    })?;
+    let mut list = vec![String::new()];
+    list.extend(listed.lines().map(str::to_owned));
+    list.push(" ".to_owned());
+    cache.insert(rec.path.clone(), list.clone());
+    Ok(list)
+}
+
+fn crop(frame: &Rgb, b: &TextBox) -> Rgb {
+    let (x0, y0) = (b.x0 as usize, b.y0 as usize);
+    let w = (b.x1 - b.x0) as usize;
+    let h = (b.y1 - b.y0) as usize;
+    let (w, h) = (
+        w.min(frame.width - x0.min(frame.width)),
+        h.min(frame.height - y0.min(frame.height)),
+    );
+    let mut data = Vec::with_capacity(w * h * 3);
+    for y in y0..y0 + h {
+        let row = (y * frame.width + x0) * 3;
+        data.extend_from_slice(&frame.data[row..row + w * 3]);
+    }
+    let cropped = Rgb {
+        width: w,
+        height: h,
+        data,
+    };
+    if h as f64 >= 1.5 * w as f64 {
+        // upright: rotate 90 degrees counter-clockwise (numpy's rot90)
+        let mut data = Vec::with_capacity(w * h * 3);
+        for x in (0..w).rev() {
+            for y in 0..h {
+                let at = (y * w + x) * 3;
+                data.extend_from_slice(&cropped.data[at..at + 3]);
+            }
+        }
+        return Rgb {
+            width: h,
+            height: w,
+            data,
+        };
+    }
+    cropped
+}
+
+/// The text on a cropped line and its score (mean probability of the kept characters).
+pub fn recognize(rec: &LoadedModel, line: &Rgb) -> Result<(String, f32), UdfError> {
+    if line.width == 0 || line.height == 0 {
+        return Ok((String::new(), 0.0));
+    }
+    let chars = characters(rec)?;
+    let ratio = line.width as f64 / line.height as f64;
+    let width =
+        ((REC_HEIGHT as f64 * ratio.max(REC_MIN_WIDTH as f64 / REC_HEIGHT as f64)) as usize).max(1);
+    let resized_w = ((REC_HEIGHT as f64 * ratio).ceil() as usize).clamp(1, width);
+    let scaled = line.resize_bilinear(resized_w, REC_HEIGHT);
+    let plane = REC_HEIGHT * width;
+    let mut input = vec![0f32; 3 * plane];
+    for y in 0..REC_HEIGHT {
+        for x in 0..resized_w {
+            let px = &scaled.data[(y * resized_w + x) * 3..][..3];
+            for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
+                input[c * plane + y * width + x] = (f32::from(v) / 255.0 - 0.5) / 0.5;
+            }
+        }
+    }
+    let (shape, probs) = rec.run(
+        "x",
+        vec![1, 3, REC_HEIGHT as i64, width as i64],
+        input,
+        None,
+    )?;
+    let (steps, classes) = match shape.as_slice() {
+        [_, t, c] => (*t as usize, *c as usize),
+        _ => {
+            return Err(UdfError::Model(format!(
+                "text recognition gave an output of shape {shape:?}, expected [1, T, C]"
+            )));
+        }
+    };
+    let mut text = String::new();
+    let mut scores = Vec::new();
+    let mut previous = usize::MAX;
+    for t in 0..steps {
+        let row = &probs[t * classes..(t + 1) * classes];
+        let (best, p) =
+            row.iter().enumerate().fold(
+                (0, f32::MIN),
+                |acc, (i, &p)| if p > acc.1 { (i, p) } else { acc },
+            );
+        if best != 0
+            && best != previous
+            && let Some(c) = chars.get(best)
+        {
+            text.push_str(c);
+            scores.push(p);
+        }
+        previous = best;
+    }
+    let score = if scores.is_empty() {
+        0.0
+    } else {
+        scores.iter().sum::<f32>() / scores.len() as f32
+    };
+    Ok((text, score))
+}
+
+/// The text lines of a frame in reading order (top to bottom; left to right within 10
+/// pixels of height, as RapidOCR sorts), with their boxes and scores.
+pub fn read_text(
+    det: &LoadedModel,
+    rec: &LoadedModel,
+    frame: &Rgb,
+) -> Result<Vec<(TextBox, String, f32)>, UdfError> {
+    let mut boxes = detect_text(det, frame)?;
+    boxes.sort_by(|a, b| {
+        (a.y0, a.x0)
+            .partial_cmp(&(b.y0, b.x0))
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    for i in 0..boxes.len().saturating_sub(1) {
+        for j in (0..=i).rev() {
+            if (boxes[j + 1].y0 - boxes[j].y0).abs() < 10.0 && boxes[j + 1].x0 < boxes[j].x0 {
+                boxes.swap(j, j + 1);
+            } else {
+                break;
+            }
+        }
+    }
+    let mut lines = Vec::new();
+    for b in boxes {
+        let (text, score) = recognize(rec, &crop(frame, &b))?;
+        if score >= TEXT_SCORE && !text.is_empty() {
+            lines.push((b, text, score));
+        }
+    }
+    Ok(lines)
+}
+
+/// `ocr_text(path, at_s)`: the text burned into the frame shown at `at_s`, one line per
+/// detected box in reading order (an empty string when there is none; null when the video
+/// cannot be read).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct OcrTextUdf {
+    signature: Signature,
+}
+
+impl Default for OcrTextUdf {
+    fn default() -> Self {
+        Self {
+            signature: Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable),
+        }
+    }
+}
+
+fn frame_at(path: &str, at_s: f64) -> Result<Rgb, UdfError> {
+    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
+    let mut found = None;
+    decode_frames_with(
+        &media,
+        Sampling::All,
+        Resize::Original,
+        true,
+        Extras {
+            range: Some((at_s.max(0.0), f64::INFINITY)),
+            motion_vectors: false,
+        },
+        |f| {
+            found = Some(Rgb {
+                width: f.width as usize,
+                height: f.height as usize,
+                data: f.rgb,
+            });
+            std::ops::ControlFlow::Break(())
+        },
+    )?;
+    found.ok_or_else(|| UdfError::Decode {
+        path: path.to_owned(),
+        message: format!("no frame at {at_s} s (past the end?)"),
+    })
+}
+
+impl ScalarUDFImpl for OcrTextUdf {
+    fn name(&self) -> &str {
+        "ocr_text"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let [path, at] = args.args.as_slice() else {
+            return exec_err!("ocr_text(path, at_s) takes two arguments");
+        };
+        let paths = crate::args::strings(path, n, "ocr_text: path")?;
+        let times = crate::args::floats(at, n, "ocr_text: at_s")?;
+        let options = OnnxOptions::from_config(&args.config_options);
+        let load = |name: &str| {
+            crate::models::model(&options.model_path(name), &options)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+        };
+        let (det, rec) = (load(DET_MODEL)?, load(REC_MODEL)?);
+        let mut out = datafusion::arrow::array::StringBuilder::new();
+        crate::blocking::run_blocking(|| -> Result<()> {
+            for row in 0..n {
+                if paths.is_null(row) || times.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let read = frame_at(paths.value(row), times.value(row))
+                    .and_then(|frame| read_text(&det, &rec, &frame));
+                match read {
+                    Ok(lines) => out.append_value(
+                        lines
+                            .into_iter()
+                            .map(|(_, t, _)| t)
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    ),
+                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                    Err(e) => {
+                        log::warn!("ocr_text: {e}");
+                        out.append_null();
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
 }
 
 /// `text_area_ratio(path, start_s, end_s)`: the mean share of the frame covered by text

@@ -266,6 +266,11 @@ fn load(
 }
 
 impl LoadedModel {
+    /// A custom metadata entry of the model (for example a recogniser's character list).
+    pub fn custom_metadata(&self, key: &str) -> Option<String> {
+        self.session().metadata().ok().and_then(|m| m.custom(key))
+    }
+
     /// The session, for models with several inputs (one caller at a time).
     pub fn session(&self) -> std::sync::MutexGuard<'_, Session> {
         self.session.lock().unwrap_or_else(|e| e.into_inner())
