@@ -159,3 +159,29 @@ async fn ocr_text_reads_the_trailers_captions() {
     assert_eq!(text(2), "", "no text in the opening");
     assert!(b.column(3).is_null(0), "an unreadable video is a null row");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn text_boxes_locate_the_caption() {
+    let trailer = sample("trailer_bbb.mp4");
+    let batches = query(&format!(
+        "SELECT b['x0'] AS x0, b['y0'] AS y0, b['x1'] AS x1, b['y1'] AS y1, b['score'] AS s FROM (SELECT unnest(text_boxes(p, 12.0)) AS b FROM (VALUES ('{}')) AS t(p))",
+        trailer.display()
+    ))
+    .await;
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 1, "one caption line at 12 s");
+    let b = &batches[0];
+    let v = |c: usize| {
+        b.column(c)
+            .as_primitive::<datafusion::arrow::datatypes::Float32Type>()
+            .value(0)
+    };
+    // "An unlucky bird": one line, centred in the 1280x720 frame
+    let (cx, h) = ((v(0) + v(2)) / 2.0, v(3) - v(1));
+    assert!(
+        (cx - 640.0).abs() < 100.0 && (30.0..80.0).contains(&h) && v(2) - v(0) > 200.0,
+        "{:?}",
+        (v(0), v(1), v(2), v(3))
+    );
+    assert!(v(4) >= 0.5);
+}

@@ -10,7 +10,7 @@
 //! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
 //!   and its views `motion_score`, `clip_quality`, `clip_phash`; `hamming_distance`.
 //! - [`speech`]: `speech_activity(path [, start_s, end_s])`, Silero VAD on the sound track.
-//! - [`text`]: `text_area_ratio(path, start_s, end_s)` and `ocr_text(path, at_s)`, PP-OCRv4.
+//! - [`text`]: `text_area_ratio(path, start_s, end_s)` and `ocr_text(path, at_s)`, `text_boxes(path, at_s)`, PP-OCRv4.
 //! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
@@ -60,6 +60,7 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(speech::SpeechActivityUdf::default())),
         Arc::new(ScalarUDF::from(text::TextAreaRatioUdf::default())),
         Arc::new(ScalarUDF::from(text::OcrTextUdf::default())),
+        Arc::new(ScalarUDF::from(text::TextBoxesUdf::default())),
     ]
 }
 

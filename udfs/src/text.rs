@@ -88,26 +88,54 @@ pub fn input_size(width: usize, height: usize) -> (usize, usize) {
 
 /// Text boxes of an RGB frame.
 pub fn detect_text(model: &LoadedModel, frame: &Rgb) -> Result<Vec<TextBox>, UdfError> {
-    let (iw, ih) = input_size(frame.width, frame.height);
-    let scaled = frame.resize_bilinear(iw, ih);
+    Ok(detect_text_batch(model, std::slice::from_ref(frame))?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// Text boxes of frames of one size, in one inference call.
+pub fn detect_text_batch(
+    model: &LoadedModel,
+    frames: &[Rgb],
+) -> Result<Vec<Vec<TextBox>>, UdfError> {
+    let Some(first) = frames.first() else {
+        return Ok(Vec::new());
+    };
+    if frames
+        .iter()
+        .any(|f| (f.width, f.height) != (first.width, first.height))
+    {
+        return Err(UdfError::Model(
+            "text detection batches frames of one size".to_owned(),
+        ));
+    }
+    let (iw, ih) = input_size(first.width, first.height);
     let plane = iw * ih;
-    let mut input = vec![0f32; 3 * plane];
-    for (p, px) in scaled.data.chunks_exact(3).enumerate() {
-        // BGR, as OpenCV loads images for RapidOCR
-        for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
-            input[c * plane + p] = (f32::from(v) / 255.0 - 0.5) / 0.5;
+    let mut input = vec![0f32; frames.len() * 3 * plane];
+    for (k, frame) in frames.iter().enumerate() {
+        let scaled = frame.resize_bilinear(iw, ih);
+        let base = k * 3 * plane;
+        for (p, px) in scaled.data.chunks_exact(3).enumerate() {
+            // BGR, as OpenCV loads images for RapidOCR
+            for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
+                input[base + c * plane + p] = (f32::from(v) / 255.0 - 0.5) / 0.5;
+            }
         }
     }
-    let (shape, pred) = model.run("x", vec![1, 3, ih as i64, iw as i64], input, None)?;
+    let n = frames.len() as i64;
+    let (shape, pred) = model.run("x", vec![n, 3, ih as i64, iw as i64], input, None)?;
     let (mh, mw) = match shape.as_slice() {
-        [_, _, h, w] => (*h as usize, *w as usize),
+        [b, _, h, w] if *b == n => (*h as usize, *w as usize),
         _ => {
             return Err(UdfError::Model(format!(
-                "text detection gave an output of shape {shape:?}, expected [1, 1, H, W]"
+                "text detection gave an output of shape {shape:?}, expected [{n}, 1, H, W]"
             )));
         }
     };
-    Ok(boxes_from_map(&pred, mw, mh, frame.width, frame.height))
+    Ok(pred
+        .chunks_exact(mh * mw)
+        .map(|map| boxes_from_map(map, mw, mh, first.width, first.height))
+        .collect())
 }
 
 /// DB post-processing of a `w` x `h` probability map into boxes on a `dest_w` x `dest_h`
@@ -469,6 +497,100 @@ impl ScalarUDFImpl for OcrTextUdf {
     }
 }
 
+fn box_fields() -> datafusion::arrow::datatypes::Fields {
+    use datafusion::arrow::datatypes::Field;
+    ["x0", "y0", "x1", "y1", "score"]
+        .iter()
+        .map(|n| Field::new(*n, DataType::Float32, false))
+        .collect()
+}
+
+fn boxes_type() -> DataType {
+    DataType::List(Arc::new(
+        datafusion::arrow::datatypes::Field::new_list_field(DataType::Struct(box_fields()), true),
+    ))
+}
+
+/// `text_boxes(path, at_s)`: the text boxes of the frame shown at `at_s` (frame pixels,
+/// axis-aligned, with their scores); null when the video cannot be read.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct TextBoxesUdf {
+    signature: Signature,
+}
+
+impl Default for TextBoxesUdf {
+    fn default() -> Self {
+        Self {
+            signature: Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for TextBoxesUdf {
+    fn name(&self) -> &str {
+        "text_boxes"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(boxes_type())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        use datafusion::arrow::array::{Float32Builder, ListBuilder, StructBuilder};
+        let n = args.number_rows;
+        let [path, at] = args.args.as_slice() else {
+            return exec_err!("text_boxes(path, at_s) takes two arguments");
+        };
+        let paths = crate::args::strings(path, n, "text_boxes: path")?;
+        let times = crate::args::floats(at, n, "text_boxes: at_s")?;
+        let options = OnnxOptions::from_config(&args.config_options);
+        let det = crate::models::model(&options.model_path(DET_MODEL), &options)
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mut out = ListBuilder::new(StructBuilder::from_fields(box_fields(), 0)).with_field(
+            Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
+                DataType::Struct(box_fields()),
+                true,
+            )),
+        );
+        crate::blocking::run_blocking(|| -> Result<()> {
+            for row in 0..n {
+                if paths.is_null(row) || times.is_null(row) {
+                    out.append_null();
+                    continue;
+                }
+                let found = frame_at(paths.value(row), times.value(row))
+                    .and_then(|frame| detect_text(&det, &frame));
+                match found {
+                    Ok(boxes) => {
+                        let items = out.values();
+                        for b in boxes {
+                            for (i, v) in [b.x0, b.y0, b.x1, b.y1, b.score].into_iter().enumerate()
+                            {
+                                if let Some(f) = items.field_builder::<Float32Builder>(i) {
+                                    f.append_value(v);
+                                }
+                            }
+                            items.append(true);
+                        }
+                        out.append(true);
+                    }
+                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                    Err(e) => {
+                        log::warn!("text_boxes: {e}");
+                        out.append_null();
+                    }
+                }
+            }
+            Ok(())
+        })?;
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
 /// `text_area_ratio(path, start_s, end_s)`: the mean share of the frame covered by text
 /// over frames sampled at 1 fps in the range (null when the video cannot be read).
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -484,10 +606,24 @@ impl Default for TextAreaRatioUdf {
     }
 }
 
-fn text_area(model: &LoadedModel, path: &str, start_s: f64, end_s: f64) -> Result<f64, UdfError> {
+fn text_area(
+    model: &LoadedModel,
+    path: &str,
+    start_s: f64,
+    end_s: f64,
+    batch: usize,
+) -> Result<f64, UdfError> {
     let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
     let mut fractions = Vec::new();
+    let mut pending: Vec<Rgb> = Vec::new();
     let mut failure = None;
+    let flush = |pending: &mut Vec<Rgb>, fractions: &mut Vec<f64>| -> Result<(), UdfError> {
+        for (frame, boxes) in pending.iter().zip(detect_text_batch(model, pending)?) {
+            fractions.push(covered_fraction(&boxes, frame.width, frame.height));
+        }
+        pending.clear();
+        Ok(())
+    };
     decode_frames_with(
         &media,
         Sampling::Fps(1.0),
@@ -498,26 +634,24 @@ fn text_area(model: &LoadedModel, path: &str, start_s: f64, end_s: f64) -> Resul
             motion_vectors: false,
         },
         |frame| {
-            let rgb = Rgb {
+            pending.push(Rgb {
                 width: frame.width as usize,
                 height: frame.height as usize,
                 data: frame.rgb,
-            };
-            match detect_text(model, &rgb) {
-                Ok(boxes) => {
-                    fractions.push(covered_fraction(&boxes, rgb.width, rgb.height));
-                    std::ops::ControlFlow::Continue(())
-                }
-                Err(e) => {
-                    failure = Some(e);
-                    std::ops::ControlFlow::Break(())
-                }
+            });
+            if pending.len() >= batch
+                && let Err(e) = flush(&mut pending, &mut fractions)
+            {
+                failure = Some(e);
+                return std::ops::ControlFlow::Break(());
             }
+            std::ops::ControlFlow::Continue(())
         },
     )?;
     if let Some(e) = failure {
         return Err(e);
     }
+    flush(&mut pending, &mut fractions)?;
     if fractions.is_empty() {
         return Ok(0.0);
     }
@@ -555,7 +689,18 @@ impl ScalarUDFImpl for TextAreaRatioUdf {
                     out.append_null();
                     continue;
                 }
-                match text_area(&model, paths.value(row), starts.value(row), ends.value(row)) {
+                // batching frames helps a GPU; on the CPU it was slower (benches/RESULTS.md)
+                let batch = match model.device {
+                    crate::models::Device::Cpu => 1,
+                    crate::models::Device::Cuda(_) => options.batch_size.max(1),
+                };
+                match text_area(
+                    &model,
+                    paths.value(row),
+                    starts.value(row),
+                    ends.value(row),
+                    batch,
+                ) {
                     Ok(v) => out.append_value(v),
                     Err(e) if e.is_transient() => return Err(e.into_task_error()),
                     Err(e) => {
