@@ -229,13 +229,9 @@ impl ScalarUDFImpl for CutClipUdf {
                             )
                         })
                     });
-                match outcome {
-                    Ok(uri) => out.append_value(uri),
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => {
-                        log::warn!("cut_clip: {e}");
-                        out.append_null();
-                    }
+                match UdfError::row("cut_clip", outcome)? {
+                    Some(uri) => out.append_value(uri),
+                    None => out.append_null(),
                 }
             }
             Ok(())

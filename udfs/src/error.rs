@@ -70,6 +70,23 @@ pub enum UdfError {
 }
 
 impl UdfError {
+    /// The per-row rule of the video functions: a transient failure fails the task (the
+    /// scheduler retries it); any other is the row's own: logged (naming `function`), and
+    /// the row gets null (`None`).
+    pub fn row<T>(
+        function: &str,
+        outcome: Result<T, UdfError>,
+    ) -> datafusion::error::Result<Option<T>> {
+        match outcome {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_transient() => Err(e.into_task_error()),
+            Err(e) => {
+                log::warn!("{function}: {e}");
+                Ok(None)
+            }
+        }
+    }
+
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(

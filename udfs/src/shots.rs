@@ -403,19 +403,15 @@ impl ScalarUDFImpl for DetectShotsUdf {
                     let source = VideoSource::parse(paths.value(i))?;
                     detect_shots(&source, &StorageOptions::default(), &options)
                 });
-                match outcome {
-                    Ok(shots) => {
+                match UdfError::row("detect_shots", outcome)? {
+                    Some(shots) => {
                         let values = list.values();
                         for shot in &shots {
                             append_shot(values, shot);
                         }
                         list.append(true);
                     }
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => {
-                        log::warn!("detect_shots: {e}");
-                        list.append_null();
-                    }
+                    None => list.append_null(),
                 }
             }
             Ok(())

@@ -476,19 +476,15 @@ impl ScalarUDFImpl for OcrTextUdf {
                 }
                 let read = frame_at(paths.value(row), times.value(row))
                     .and_then(|frame| read_text(&det, &rec, &frame));
-                match read {
-                    Ok(lines) => out.append_value(
+                match UdfError::row("ocr_text", read)? {
+                    Some(lines) => out.append_value(
                         lines
                             .into_iter()
                             .map(|(_, t, _)| t)
                             .collect::<Vec<_>>()
                             .join("\n"),
                     ),
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => {
-                        log::warn!("ocr_text: {e}");
-                        out.append_null();
-                    }
+                    None => out.append_null(),
                 }
             }
             Ok(())
@@ -564,8 +560,8 @@ impl ScalarUDFImpl for TextBoxesUdf {
                 }
                 let found = frame_at(paths.value(row), times.value(row))
                     .and_then(|frame| detect_text(&det, &frame));
-                match found {
-                    Ok(boxes) => {
+                match UdfError::row("text_boxes", found)? {
+                    Some(boxes) => {
                         let items = out.values();
                         for b in boxes {
                             for (i, v) in [b.x0, b.y0, b.x1, b.y1, b.score].into_iter().enumerate()
@@ -578,11 +574,7 @@ impl ScalarUDFImpl for TextBoxesUdf {
                         }
                         out.append(true);
                     }
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => {
-                        log::warn!("text_boxes: {e}");
-                        out.append_null();
-                    }
+                    None => out.append_null(),
                 }
             }
             Ok(())
@@ -694,19 +686,18 @@ impl ScalarUDFImpl for TextAreaRatioUdf {
                     crate::models::Device::Cpu => 1,
                     crate::models::Device::Cuda(_) => options.batch_size.max(1),
                 };
-                match text_area(
-                    &model,
-                    paths.value(row),
-                    starts.value(row),
-                    ends.value(row),
-                    batch,
-                ) {
-                    Ok(v) => out.append_value(v),
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => {
-                        log::warn!("text_area_ratio: {e}");
-                        out.append_null();
-                    }
+                match UdfError::row(
+                    "text_area_ratio",
+                    text_area(
+                        &model,
+                        paths.value(row),
+                        starts.value(row),
+                        ends.value(row),
+                        batch,
+                    ),
+                )? {
+                    Some(v) => out.append_value(v),
+                    None => out.append_null(),
                 }
             }
             Ok(())
