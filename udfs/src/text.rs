@@ -416,28 +416,11 @@ impl Default for OcrTextUdf {
 
 fn frame_at(path: &str, at_s: f64) -> Result<Rgb, UdfError> {
     let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
-    let mut found = None;
-    decode_frames_with(
-        &media,
-        Sampling::All,
-        Resize::Original,
-        true,
-        Extras {
-            range: Some((at_s.max(0.0), f64::INFINITY)),
-            motion_vectors: false,
-        },
-        |f| {
-            found = Some(Rgb {
-                width: f.width as usize,
-                height: f.height as usize,
-                data: f.rgb,
-            });
-            std::ops::ControlFlow::Break(())
-        },
-    )?;
-    found.ok_or_else(|| UdfError::Decode {
-        path: path.to_owned(),
-        message: format!("no frame at {at_s} s (past the end?)"),
+    let frame = crate::media::decode::frame_at(&media, at_s, Resize::Original)?;
+    Ok(Rgb {
+        width: frame.width as usize,
+        height: frame.height as usize,
+        data: frame.rgb,
     })
 }
 

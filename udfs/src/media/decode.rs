@@ -596,6 +596,32 @@ impl Sampler {
     }
 }
 
+/// The frame shown at `at_s` seconds of `media` (the first whose timestamp is at or after
+/// it; the demuxer seeks to the keyframe before), sized by `resize`.
+pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<DecodedFrame, UdfError> {
+    let mut found = None;
+    decode_frames_with(
+        media,
+        Sampling::All,
+        resize,
+        true,
+        Extras {
+            range: Some((at_s.max(0.0), f64::INFINITY)),
+            motion_vectors: false,
+        },
+        |frame| {
+            found = Some(frame);
+            ControlFlow::Break(())
+        },
+    )?;
+    found.ok_or_else(|| {
+        decode_error(
+            &media.display,
+            format!("no frame at {at_s} s (past the end?)"),
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{LoadedModel, OnnxOptions};
 use crate::UdfError;
-use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use crate::media::decode::Resize;
 use crate::media::source::VideoSource;
 use crate::storage::StorageOptions;
 
@@ -209,25 +209,7 @@ impl ModelSpec {
 /// The decoded, scaled frame of `path` at `at_s`.
 fn frame_at(spec: &ModelSpec, path: &str, at_s: f64) -> std::result::Result<Vec<u8>, UdfError> {
     let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
-    let mut picture = None;
-    decode_frames_with(
-        &media,
-        Sampling::All,
-        Resize::Exact(spec.width, spec.height),
-        true,
-        Extras {
-            range: Some((at_s.max(0.0), f64::INFINITY)),
-            motion_vectors: false,
-        },
-        |frame| {
-            picture = Some(frame.rgb);
-            std::ops::ControlFlow::Break(())
-        },
-    )?;
-    picture.ok_or_else(|| UdfError::Decode {
-        path: path.to_owned(),
-        message: format!("no frame at {at_s} s (past the end?)"),
-    })
+    Ok(crate::media::decode::frame_at(&media, at_s, Resize::Exact(spec.width, spec.height))?.rgb)
 }
 
 /// A registered model as a scalar function `name(path, at_s)`.
