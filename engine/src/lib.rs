@@ -30,11 +30,4 @@ pub use session::{connect, new_context, remote_context, session_config, session_
 
 /// `$FRAMEFUSION_HOME`, where setup caches the corpus, models and libraries and where the
 /// catalog lives; default `~/.cache/framefusion`.
-pub fn framefusion_home() -> std::path::PathBuf {
-    std::env::var_os("FRAMEFUSION_HOME")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/framefusion")
-        })
-}
+pub use framefusion_udfs::models::framefusion_home;

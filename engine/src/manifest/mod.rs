@@ -230,13 +230,21 @@ struct RunFile {
 struct PartInfo {
     meta: PartMeta,
     rows: u64,
+    /// Bytes (to read the footer without asking the store).
+    size: u64,
 }
 
 /// One group of work: new videos, or a part's failed videos run again.
 #[derive(Debug, Clone)]
 enum Work {
     New(Vec<String>),
-    Retry { part: String, units: Vec<String> },
+    /// `units` of `part` again; the new part answers for every video in `covered`.
+    Retry {
+        part: String,
+        size: u64,
+        covered: Vec<String>,
+        units: Vec<String>,
+    },
 }
 
 /// Runs the query `plan` on `state` (embedded or on a cluster) and writes its rows as a
@@ -285,6 +293,8 @@ pub async fn write_manifest(
             for units in part.meta.error_units.chunks(per_part) {
                 work.push(Work::Retry {
                     part: name.clone(),
+                    size: part.size,
+                    covered: part.meta.units.clone(),
                     units: units.to_vec(),
                 });
             }
@@ -547,14 +557,16 @@ async fn open_run(store: &ManifestStore, job: &Job) -> Result<RunFile> {
         }
         return Ok(run);
     }
-    if !store.list(None).await?.is_empty() {
-        let parts = store.list(None).await?;
-        if parts.iter().any(|(n, _)| n.ends_with(".parquet")) {
-            return Err(DataFusionError::Plan(format!(
-                "'{}' holds Parquet files that no framefusion run wrote; give an empty or new --output",
-                store.display()
-            )));
-        }
+    if store
+        .list(None)
+        .await?
+        .iter()
+        .any(|(n, _)| n.ends_with(".parquet"))
+    {
+        return Err(DataFusionError::Plan(format!(
+            "'{}' holds Parquet files that no framefusion run wrote; give an empty or new --output",
+            store.display()
+        )));
     }
     let run = RunFile {
         run_id: format!(
@@ -614,7 +626,7 @@ async fn read_parts(store: &ManifestStore) -> Result<BTreeMap<String, PartInfo>>
                 ))
             })?;
         let rows = u64::try_from(metadata.num_rows()).unwrap_or(0);
-        parts.insert(name, PartInfo { meta, rows });
+        parts.insert(name, PartInfo { meta, rows, size });
     }
     Ok(parts)
 }
@@ -651,7 +663,7 @@ impl Runner<'_> {
     async fn run(&self, seq: usize, work: Work) -> Result<(String, PartInfo, Option<String>)> {
         let (units, replaces) = match &work {
             Work::New(units) => (units.clone(), None),
-            Work::Retry { part, units } => (units.clone(), Some(part.clone())),
+            Work::Retry { part, units, .. } => (units.clone(), Some(part.clone())),
         };
         let marker = format!("{STATE_DIR}/started-{}-{seq:06}.json", self.attempt);
         let json = serde_json::to_vec(&units)
@@ -696,10 +708,18 @@ impl Runner<'_> {
                 }
             }
         }
-        let mut covered = units.clone();
-        if let Some(old) = &replaces {
-            covered = self.keep_rows(old, &units, &mut writer).await?;
-        }
+        let covered = match work {
+            Work::New(units) => units,
+            Work::Retry {
+                part,
+                size,
+                covered,
+                units,
+            } => {
+                self.keep_rows(&part, size, &units, &mut writer).await?;
+                covered
+            }
+        };
         let meta = PartMeta {
             run_id: self.run_id.to_owned(),
             units: covered,
@@ -707,12 +727,17 @@ impl Runner<'_> {
             replaces: replaces.clone(),
         };
         let (staged, meta, rows) = writer.finish(meta)?;
+        let size = staged
+            .as_file()
+            .metadata()
+            .map_err(DataFusionError::IoError)?
+            .len();
         self.store.publish(staged, &name).await?;
         if let Some(old) = &replaces {
             self.store.delete(old).await?;
         }
         let rows = u64::try_from(rows).unwrap_or(u64::MAX);
-        Ok((name, PartInfo { meta, rows }, replaces))
+        Ok((name, PartInfo { meta, rows, size }, replaces))
     }
 
     fn writer(&self, name: &str) -> Result<PartWriter> {
@@ -738,36 +763,16 @@ impl Runner<'_> {
         self.execute(units).await?.try_collect().await
     }
 
-    /// Copies the rows of part `old` that are not of `retried` videos into `writer`, and
-    /// returns every video `old` covered.
+    /// Copies the rows of part `old` (`size` bytes) that are not of `retried` videos into
+    /// `writer`.
     async fn keep_rows(
         &self,
         old: &str,
+        size: u64,
         retried: &[String],
         writer: &mut PartWriter,
-    ) -> Result<Vec<String>> {
-        let size = self
-            .store
-            .list(None)
-            .await?
-            .into_iter()
-            .find(|(n, _)| n == old)
-            .map(|(_, s)| s)
-            .ok_or_else(|| {
-                DataFusionError::Execution(format!(
-                    "the part '{}/{old}' vanished during the run (another run on the same output?)",
-                    self.store.display()
-                ))
-            })?;
+    ) -> Result<()> {
         let builder = parquet_builder(self.store, old, size).await?;
-        let meta = builder
-            .metadata()
-            .file_metadata()
-            .key_value_metadata()
-            .and_then(|kv| kv.iter().find(|kv| kv.key == PART_META_KEY))
-            .and_then(|kv| kv.value.as_deref())
-            .and_then(|v| serde_json::from_str::<PartMeta>(v).ok())
-            .unwrap_or_default();
         let retried: HashSet<&str> = retried.iter().map(String::as_str).collect();
         let mut stream = builder.build()?;
         while let Some(batch) = stream.next().await {
@@ -781,7 +786,7 @@ impl Runner<'_> {
             let failed = failed_units(&kept)?;
             writer.write(&kept, failed)?;
         }
-        Ok(meta.units)
+        Ok(())
     }
 }
 
@@ -883,18 +888,11 @@ async fn commit(
         }
     }
     // keys and statuses, column by column from the parts
-    let sizes: BTreeMap<String, u64> = store.list(None).await?.into_iter().collect();
     let mut seen: HashSet<Box<[u8]>> = HashSet::new();
     let (mut ok_rows, mut error_rows) = (0u64, 0u64);
     let mut converter: Option<RowConverter> = None;
-    for name in parts.keys() {
-        let size = sizes.get(name).copied().ok_or_else(|| {
-            DataFusionError::Execution(format!(
-                "the part '{}/{name}' vanished during the run",
-                store.display()
-            ))
-        })?;
-        let builder = parquet_builder(store, name, size).await?;
+    for (name, part) in parts {
+        let builder = parquet_builder(store, name, part.size).await?;
         let schema = builder.schema().clone();
         let mut wanted: Vec<usize> = key.iter().filter_map(|k| schema.index_of(k).ok()).collect();
         wanted.push(schema.index_of(STATUS_COLUMN)?);
