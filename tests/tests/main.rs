@@ -5,6 +5,7 @@ mod catalog;
 mod cli;
 mod cut;
 mod distributed;
+mod faces;
 mod flight;
 mod frames;
 mod manifest;

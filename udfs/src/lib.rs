@@ -26,6 +26,7 @@ pub mod blocking;
 pub mod cut_udf;
 pub mod error;
 pub mod expr_fn;
+pub mod faces;
 pub mod media;
 pub mod models;
 pub mod probe_udf;
@@ -59,6 +60,8 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(cut_udf::CutClipUdf::default())),
         Arc::new(ScalarUDF::from(speech::SpeechActivityUdf::default())),
         Arc::new(ScalarUDF::from(text::TextAreaRatioUdf::default())),
+        Arc::new(ScalarUDF::from(faces::FaceBoxesUdf::default())),
+        Arc::new(ScalarUDF::from(faces::FaceStatsUdf::default())),
         Arc::new(ScalarUDF::from(text::OcrTextUdf::default())),
         Arc::new(ScalarUDF::from(text::TextBoxesUdf::default())),
     ]

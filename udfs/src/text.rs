@@ -29,7 +29,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::UdfError;
-use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with, rgb_at};
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
 use crate::models::{LoadedModel, OnnxOptions};
@@ -414,16 +414,6 @@ impl Default for OcrTextUdf {
     }
 }
 
-fn frame_at(path: &str, at_s: f64) -> Result<Rgb, UdfError> {
-    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
-    let frame = crate::media::decode::frame_at(&media, at_s, Resize::Original)?;
-    Ok(Rgb {
-        width: frame.width as usize,
-        height: frame.height as usize,
-        data: frame.rgb,
-    })
-}
-
 impl ScalarUDFImpl for OcrTextUdf {
     fn name(&self) -> &str {
         "ocr_text"
@@ -457,7 +447,7 @@ impl ScalarUDFImpl for OcrTextUdf {
                     out.append_null();
                     continue;
                 }
-                let read = frame_at(paths.value(row), times.value(row))
+                let read = rgb_at(paths.value(row), times.value(row))
                     .and_then(|frame| read_text(&det, &rec, &frame));
                 match UdfError::row("ocr_text", read)? {
                     Some(lines) => out.append_value(
@@ -541,7 +531,7 @@ impl ScalarUDFImpl for TextBoxesUdf {
                     out.append_null();
                     continue;
                 }
-                let found = frame_at(paths.value(row), times.value(row))
+                let found = rgb_at(paths.value(row), times.value(row))
                     .and_then(|frame| detect_text(&det, &frame));
                 match UdfError::row("text_boxes", found)? {
                     Some(boxes) => {

@@ -622,6 +622,19 @@ pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<Decoded
     })
 }
 
+/// The frame shown at `at_s` seconds of the video at `path` (see [`frame_at`]), at its
+/// own size.
+pub fn rgb_at(path: &str, at_s: f64) -> Result<crate::media::image::Rgb, UdfError> {
+    let media = crate::media::source::VideoSource::parse(path)?
+        .media_input(&crate::storage::StorageOptions::default())?;
+    let frame = frame_at(&media, at_s, Resize::Original)?;
+    Ok(crate::media::image::Rgb {
+        width: frame.width as usize,
+        height: frame.height as usize,
+        data: frame.rgb,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

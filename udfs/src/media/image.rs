@@ -167,3 +167,79 @@ mod tests {
         assert_eq!(mean_abs_diff(&[0, 10], &[5, 5]), 5.0);
     }
 }
+
+/// The source taps of one destination column (or row): `(source index, weight)`.
+type Taps = Vec<Vec<(usize, f64)>>;
+
+/// OpenCV's `INTER_AREA` taps along one axis from `src` to `dst` samples: true area
+/// averaging when shrinking (`computeResizeAreaTab`), and its bilinear variant otherwise.
+fn area_taps(src: usize, dst: usize, shrinking: bool) -> Taps {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            if shrinking {
+                let fsx1 = d as f64 * scale;
+                let fsx2 = fsx1 + scale;
+                let cell = scale.min(src as f64 - fsx1);
+                let sx2 = (fsx2.floor() as usize).min(src - 1);
+                let sx1 = (fsx1.ceil() as usize).min(sx2);
+                let mut taps = Vec::new();
+                if sx1 as f64 - fsx1 > 1e-3 {
+                    taps.push((sx1 - 1, (sx1 as f64 - fsx1) / cell));
+                }
+                taps.extend((sx1..sx2).map(|s| (s, 1.0 / cell)));
+                if fsx2 - sx2 as f64 > 1e-3 {
+                    taps.push((sx2, (fsx2 - sx2 as f64).min(1.0).min(cell) / cell));
+                }
+                taps
+            } else {
+                let inv = dst as f64 / src as f64;
+                let s = (d as f64 * scale).floor();
+                let f = (d + 1) as f64 - (s + 1.0) * inv;
+                let f = if f <= 0.0 { 0.0 } else { f - f.floor() };
+                let s = s as usize;
+                if s + 1 >= src {
+                    vec![(src - 1, 1.0)]
+                } else {
+                    vec![(s, 1.0 - f), (s + 1, f)]
+                }
+            }
+        })
+        .collect()
+}
+
+/// Resizes a packed 3-channel picture of `f64` samples as OpenCV's
+/// `cv2.resize(..., interpolation=INTER_AREA)`: area averaging when both sides shrink (or
+/// stay), its bilinear variant when either side grows.
+pub fn resize_area(src: &[f64], sw: usize, sh: usize, dw: usize, dh: usize) -> Vec<f64> {
+    if sw == 0 || sh == 0 || dw == 0 || dh == 0 {
+        return vec![0.0; dw * dh * 3];
+    }
+    let shrinking = sw >= dw && sh >= dh;
+    let xs = area_taps(sw, dw, shrinking);
+    let ys = area_taps(sh, dh, shrinking);
+    // rows first, then columns
+    let mut rows = vec![0f64; sh * dw * 3];
+    for y in 0..sh {
+        for (dx, taps) in xs.iter().enumerate() {
+            for c in 0..3 {
+                rows[(y * dw + dx) * 3 + c] = taps
+                    .iter()
+                    .map(|&(sx, w)| src[(y * sw + sx) * 3 + c] * w)
+                    .sum();
+            }
+        }
+    }
+    let mut out = vec![0f64; dw * dh * 3];
+    for (dy, taps) in ys.iter().enumerate() {
+        for dx in 0..dw {
+            for c in 0..3 {
+                out[(dy * dw + dx) * 3 + c] = taps
+                    .iter()
+                    .map(|&(sy, w)| rows[(sy * dw + dx) * 3 + c] * w)
+                    .sum();
+            }
+        }
+    }
+    out
+}

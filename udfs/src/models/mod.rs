@@ -285,31 +285,49 @@ impl LoadedModel {
         data: Vec<f32>,
         output: Option<&str>,
     ) -> Result<(Vec<i64>, Vec<f32>), UdfError> {
+        let name = output
+            .map(str::to_owned)
+            .or_else(|| self.outputs.first().map(|o| o.name.clone()))
+            .ok_or_else(|| model_error(&self.path, "the model has no output"))?;
+        let mut outputs = self.run_outputs(input, shape, data, &[name.as_str()])?;
+        Ok(outputs.remove(0))
+    }
+
+    /// Runs the model on one f32 input tensor and returns the named outputs, in the order
+    /// asked, as (shape, values).
+    pub fn run_outputs(
+        &self,
+        input: &str,
+        shape: Vec<i64>,
+        data: Vec<f32>,
+        names: &[&str],
+    ) -> Result<Vec<(Vec<i64>, Vec<f32>)>, UdfError> {
         let tensor = ort::value::Tensor::from_array((shape, data))
             .map_err(|e| model_error(&self.path, e))?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let outputs = crate::blocking::run_blocking(|| session.run(ort::inputs![input => tensor]))
             .map_err(|e| model_error(&self.path, e))?;
-        let name = output
-            .map(str::to_owned)
-            .or_else(|| self.outputs.first().map(|o| o.name.clone()))
-            .ok_or_else(|| model_error(&self.path, "the model has no output"))?;
-        let value = outputs.get(name.as_str()).ok_or_else(|| {
-            model_error(
-                &self.path,
-                format!(
-                    "no output named '{name}' (outputs: {})",
-                    self.outputs
-                        .iter()
-                        .map(|o| o.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            )
-        })?;
-        let (shape, values) = value
-            .try_extract_tensor::<f32>()
-            .map_err(|e| model_error(&self.path, format!("output '{name}': {e}")))?;
-        Ok((shape.iter().copied().collect(), values.to_vec()))
+        names
+            .iter()
+            .map(|&name| {
+                let value = outputs.get(name).ok_or_else(|| {
+                    model_error(
+                        &self.path,
+                        format!(
+                            "no output named '{name}' (outputs: {})",
+                            self.outputs
+                                .iter()
+                                .map(|o| o.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    )
+                })?;
+                let (shape, values) = value
+                    .try_extract_tensor::<f32>()
+                    .map_err(|e| model_error(&self.path, format!("output '{name}': {e}")))?;
+                Ok((shape.iter().copied().collect(), values.to_vec()))
+            })
+            .collect()
     }
 }
