@@ -146,6 +146,20 @@ pub fn run_python(what: &str, script: &str, args: &[&std::ffi::OsStr]) -> String
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs `ffmpeg -v error -y ARGS OUT`, panicking when it fails.
+pub fn ffmpeg(args: &[&str], out: &Path) {
+    let status = Command::new("ffmpeg")
+        .args(["-v", "error", "-y"])
+        .args(args)
+        .arg(out)
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "ffmpeg failed for {}",
+        out.display()
+    );
+}
+
 /// Runs `framefusion sql STATEMENTS --format json` with the catalog file `catalog` and the
 /// extra environment `env`.
 pub fn sql_with_catalog(catalog: &Path, env: &[(&str, String)], statements: &str) -> Output {

@@ -8,6 +8,7 @@ mod distributed;
 mod faces;
 mod flight;
 mod frames;
+mod lipsync;
 mod manifest;
 mod models;
 mod object_store;

@@ -7,20 +7,7 @@ use std::process::Command;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
-use framefusion_tests::{query, sample};
-
-fn ffmpeg(args: &[&str], out: &Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .arg(out)
-        .status();
-    assert!(
-        status.is_ok_and(|s| s.success()),
-        "ffmpeg failed for {}",
-        out.display()
-    );
-}
+use framefusion_tests::{ffmpeg, query, sample};
 
 /// A 64x64 video with `audio` (an ffmpeg input: a file or a lavfi source) as its track.
 fn with_audio(dir: &Path, name: &str, audio: &[&str]) -> PathBuf {

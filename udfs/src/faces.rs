@@ -648,7 +648,7 @@ fn list_value(values: Vec<ScalarValue>, item: &DataType) -> ScalarValue {
     ScalarValue::List(ScalarValue::new_list(&values, item, true))
 }
 
-fn struct_value(fields: &Fields, values: Vec<ScalarValue>) -> Result<ScalarValue> {
+pub(crate) fn struct_value(fields: &Fields, values: Vec<ScalarValue>) -> Result<ScalarValue> {
     let mut builder = ScalarStructBuilder::new();
     for (field, value) in fields.iter().zip(values) {
         builder = builder.with_scalar(field.as_ref().clone(), value);
@@ -741,7 +741,7 @@ fn failed_stats_value(message: String) -> Result<ScalarValue> {
     struct_value(&stats_fields(), values)
 }
 
-fn to_array(rows: Vec<ScalarValue>, data_type: &DataType) -> Result<ColumnarValue> {
+pub(crate) fn to_array(rows: Vec<ScalarValue>, data_type: &DataType) -> Result<ColumnarValue> {
     if rows.is_empty() {
         return Ok(ColumnarValue::Array(
             datafusion::arrow::array::new_empty_array(data_type),

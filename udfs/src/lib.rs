@@ -27,6 +27,7 @@ pub mod cut_udf;
 pub mod error;
 pub mod expr_fn;
 pub mod faces;
+pub mod lipsync;
 pub mod media;
 pub mod models;
 pub mod probe_udf;
@@ -62,6 +63,7 @@ pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
         Arc::new(ScalarUDF::from(text::TextAreaRatioUdf::default())),
         Arc::new(ScalarUDF::from(faces::FaceBoxesUdf::default())),
         Arc::new(ScalarUDF::from(faces::FaceStatsUdf::default())),
+        Arc::new(ScalarUDF::from(lipsync::LipSyncUdf::default())),
         Arc::new(ScalarUDF::from(text::OcrTextUdf::default())),
         Arc::new(ScalarUDF::from(text::TextBoxesUdf::default())),
     ]
