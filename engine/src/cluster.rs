@@ -112,11 +112,15 @@ fn config_producer() -> ConfigProducer {
     Arc::new(ballista_session_config)
 }
 
-/// The function registry of framefusion executors: DataFusion's functions and every
-/// framefusion UDF.
+/// The function registry of framefusion executors: DataFusion's functions (Ballista's
+/// default leaves out the nested ones: `cardinality`, `array_*`, `make_array`, ...) and
+/// every framefusion UDF.
 pub fn executor_function_registry() -> Result<Arc<BallistaFunctionRegistry>> {
     // this registry refuses `register_udf`: its maps are filled directly
     let mut registry = BallistaFunctionRegistry::default();
+    for udf in datafusion::functions_nested::all_default_nested_functions() {
+        registry.scalar_functions.insert(udf.name().to_owned(), udf);
+    }
     for udf in framefusion_udfs::scalar_udfs() {
         registry.scalar_functions.insert(udf.name().to_owned(), udf);
     }
