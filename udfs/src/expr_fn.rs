@@ -81,3 +81,24 @@ pub fn speech_activity(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
     }
     call(crate::speech::SpeechActivityUdf::default(), args)
 }
+
+/// `face_stats(path, start_s, end_s [, fps])`.
+pub fn face_stats(path: Expr, start_s: Expr, end_s: Expr, fps: Option<Expr>) -> Expr {
+    let mut args = vec![path, start_s, end_s];
+    args.extend(fps);
+    call(crate::faces::FaceStatsUdf::default(), args)
+}
+
+/// `face_boxes(path, at_s)`.
+pub fn face_boxes(path: Expr, at_s: Expr) -> Expr {
+    call(crate::faces::FaceBoxesUdf::default(), vec![path, at_s])
+}
+
+/// `lip_sync(path [, start_s, end_s])`.
+pub fn lip_sync(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
+    let mut args = vec![path];
+    if let Some((s, e)) = range {
+        args.extend([s, e]);
+    }
+    call(crate::lipsync::LipSyncUdf::default(), args)
+}

@@ -390,7 +390,7 @@ fn port_name(model: &LoadedModel, i: usize) -> String {
         .unwrap_or_default()
 }
 
-fn check_rows(outs: &[(Vec<i64>, Vec<f32>)], n: usize, net: &str) -> Result<(), UdfError> {
+fn check_rows(outs: &[crate::models::Output], n: usize, net: &str) -> Result<(), UdfError> {
     for (shape, _) in outs {
         if shape.first() != Some(&(n as i64)) {
             return Err(UdfError::Model(format!(

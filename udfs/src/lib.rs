@@ -11,6 +11,8 @@
 //!   and its views `motion_score`, `clip_quality`, `clip_phash`; `hamming_distance`.
 //! - [`speech`]: `speech_activity(path [, start_s, end_s])`, Silero VAD on the sound track.
 //! - [`text`]: `text_area_ratio(path, start_s, end_s)` and `ocr_text(path, at_s)`, `text_boxes(path, at_s)`, PP-OCRv4.
+//! - [`faces`]: `face_stats(path, start_s, end_s [, fps])` and `face_boxes(path, at_s)`, MTCNN.
+//! - [`lipsync`]: `lip_sync(path [, start_s, end_s])`, mouth motion against speech (a heuristic).
 //! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.

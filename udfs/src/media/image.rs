@@ -130,44 +130,6 @@ pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
     sum as f64 / a.len() as f64
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hsv_matches_opencv_on_primaries() {
-        let img = Rgb {
-            width: 4,
-            height: 1,
-            data: vec![255, 0, 0, 0, 255, 0, 0, 0, 255, 128, 128, 128],
-        };
-        let [h, s, v] = img.hsv_planes();
-        // cv2.cvtColor(np.uint8([[[255,0,0],[0,255,0],[0,0,255],[128,128,128]]]), COLOR_RGB2HSV)
-        assert_eq!(h, [0, 60, 120, 0]);
-        assert_eq!(s, [255, 255, 255, 0]);
-        assert_eq!(v, [255, 255, 255, 128]);
-    }
-
-    #[test]
-    fn bilinear_halving_averages_pairs() {
-        let img = Rgb {
-            width: 4,
-            height: 2,
-            data: (0..24).map(|i| (i * 10) as u8).collect(),
-        };
-        let small = img.resize_bilinear(2, 1);
-        assert_eq!((small.width, small.height, small.data.len()), (2, 1, 6));
-        // centre of the 2x2 block: the average of its four pixels
-        let expect = |x: usize, c: usize| {
-            let p = |xx: usize, yy: usize| f32::from(img.data[(yy * 4 + xx) * 3 + c]);
-            ((p(x, 0) + p(x + 1, 0) + p(x, 1) + p(x + 1, 1)) / 4.0).round() as u8
-        };
-        assert_eq!(small.data[0], expect(0, 0));
-        assert_eq!(small.data[3], expect(2, 0));
-        assert_eq!(mean_abs_diff(&[0, 10], &[5, 5]), 5.0);
-    }
-}
-
 /// The source taps of one destination column (or row): `(source index, weight)`.
 type Taps = Vec<Vec<(usize, f64)>>;
 
@@ -242,4 +204,61 @@ pub fn resize_area(src: &[f64], sw: usize, sh: usize, dw: usize, dh: usize) -> V
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hsv_matches_opencv_on_primaries() {
+        let img = Rgb {
+            width: 4,
+            height: 1,
+            data: vec![255, 0, 0, 0, 255, 0, 0, 0, 255, 128, 128, 128],
+        };
+        let [h, s, v] = img.hsv_planes();
+        // cv2.cvtColor(np.uint8([[[255,0,0],[0,255,0],[0,0,255],[128,128,128]]]), COLOR_RGB2HSV)
+        assert_eq!(h, [0, 60, 120, 0]);
+        assert_eq!(s, [255, 255, 255, 0]);
+        assert_eq!(v, [255, 255, 255, 128]);
+    }
+
+    #[test]
+    fn area_resize_matches_opencv() {
+        // cv2.resize(np.arange(45.0).reshape(3, 5, 3), (3, 2) | (7, 4), interpolation=INTER_AREA)[:, :, 0]
+        let src: Vec<f64> = (0..45).map(f64::from).collect();
+        let first = |v: Vec<f64>| v.chunks(3).map(|p| p[0]).collect::<Vec<_>>();
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        let down = first(resize_area(&src, 5, 3, 3, 2));
+        assert!(
+            close(&down, &[6.2, 11.0, 15.8, 26.2, 31.0, 35.8]),
+            "{down:?}"
+        );
+        let up = first(resize_area(&src, 5, 3, 7, 4));
+        let want = [
+            0.0, 1.8, 3.6, 6.0, 8.4, 10.2, 12.0, 10.0, 11.8, 13.6, 16.0, 18.4, 20.2, 22.0, 20.0,
+            21.8, 23.6, 26.0, 28.4, 30.2, 32.0, 30.0, 31.8, 33.6, 36.0, 38.4, 40.2, 42.0,
+        ];
+        assert!(close(&up, &want), "{up:?}");
+    }
+
+    #[test]
+    fn bilinear_halving_averages_pairs() {
+        let img = Rgb {
+            width: 4,
+            height: 2,
+            data: (0..24).map(|i| (i * 10) as u8).collect(),
+        };
+        let small = img.resize_bilinear(2, 1);
+        assert_eq!((small.width, small.height, small.data.len()), (2, 1, 6));
+        // centre of the 2x2 block: the average of its four pixels
+        let expect = |x: usize, c: usize| {
+            let p = |xx: usize, yy: usize| f32::from(img.data[(yy * 4 + xx) * 3 + c]);
+            ((p(x, 0) + p(x + 1, 0) + p(x, 1) + p(x + 1, 1)) / 4.0).round() as u8
+        };
+        assert_eq!(small.data[0], expect(0, 0));
+        assert_eq!(small.data[3], expect(2, 0));
+        assert_eq!(mean_abs_diff(&[0, 10], &[5, 5]), 5.0);
+    }
 }

@@ -164,6 +164,9 @@ pub struct Port {
     pub shape: Vec<i64>,
 }
 
+/// One output tensor: (shape, values).
+pub type Output = (Vec<i64>, Vec<f32>);
+
 /// A loaded model.
 #[derive(Debug)]
 pub struct LoadedModel {
@@ -284,7 +287,7 @@ impl LoadedModel {
         shape: Vec<i64>,
         data: Vec<f32>,
         output: Option<&str>,
-    ) -> Result<(Vec<i64>, Vec<f32>), UdfError> {
+    ) -> Result<Output, UdfError> {
         let name = output
             .map(str::to_owned)
             .or_else(|| self.outputs.first().map(|o| o.name.clone()))
@@ -301,7 +304,7 @@ impl LoadedModel {
         shape: Vec<i64>,
         data: Vec<f32>,
         names: &[&str],
-    ) -> Result<Vec<(Vec<i64>, Vec<f32>)>, UdfError> {
+    ) -> Result<Vec<Output>, UdfError> {
         let tensor = ort::value::Tensor::from_array((shape, data))
             .map_err(|e| model_error(&self.path, e))?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
