@@ -8,6 +8,8 @@ use std::process::Command;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use framefusion_tests::{query, sample};
+use framefusion_udfs::media::decode::{Extras, Resize, Sampling, chunked_runs, decode_frames_with};
+use framefusion_udfs::media::source::VideoSource;
 
 /// `(timestamp in seconds, md5)` of the frames ffmpeg outputs (framemd5), with
 /// `input_args` before `-i` and an optional video filter.
@@ -253,4 +255,79 @@ async fn frame_columns_and_bad_files() {
         "{idx:?}"
     );
     assert!(batches.iter().all(|b| b.column(0).null_count() == 0));
+}
+
+/// (timestamp, index, pixel hash) of every frame `decode_frames_with` gives.
+fn decoded(file: &Path, sampling: Sampling, range: Option<(f64, f64)>) -> Vec<(f64, i64, u64)> {
+    let media = VideoSource::parse(&file.display().to_string())
+        .and_then(|s| s.media_input(&Default::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    decode_frames_with(
+        &media,
+        sampling,
+        Resize::Exact(160, 90),
+        true,
+        Extras {
+            range,
+            motion_vectors: false,
+        },
+        |f| {
+            // FNV-1a of the pixels
+            let hash = f.rgb.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            out.push((f.pts_s, f.index, hash));
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    out
+}
+
+/// Sparse fps sampling of a whole file decodes chunks of GOPs in parallel (one decoder per
+/// core); a range is decoded by one decoder. Both must give the very same frames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_chunks_sample_the_same_frames_as_one_decoder() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    // the trailer twice over: chunks meet mid-file and at the join
+    let list = dir.path().join("list.txt");
+    let line = format!("file '{}'\n", sample("trailer_bbb.mp4").display());
+    std::fs::write(&list, line.repeat(2)).unwrap_or_else(|e| panic!("{e}"));
+    let twice = dir.path().join("twice.mp4");
+    framefusion_tests::ffmpeg(
+        &[
+            "-f",
+            "concat",
+            "-safe",
+            "0",
+            "-i",
+            &list.display().to_string(),
+            "-c",
+            "copy",
+        ],
+        &twice,
+    );
+    for file in [sample("bikes.mp4"), sample("trailer_bbb.mp4"), twice] {
+        for fps in [1.0, 0.5, 3.0] {
+            let runs = chunked_runs();
+            let chunked = decoded(&file, Sampling::Fps(fps), None);
+            let cores = std::thread::available_parallelism().map_or(1, usize::from);
+            if cores >= 2 && file != sample("bikes.mp4") {
+                assert!(
+                    chunked_runs() > runs,
+                    "{} was decoded in chunks",
+                    file.display()
+                );
+            }
+            let single = decoded(&file, Sampling::Fps(fps), Some((0.0, f64::INFINITY)));
+            assert!(!single.is_empty());
+            assert_eq!(
+                chunked,
+                single,
+                "{} at {fps} fps: parallel chunks and one decoder differ",
+                file.display()
+            );
+        }
+    }
 }

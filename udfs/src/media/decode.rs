@@ -13,15 +13,20 @@
 //!   period after it (where the `fps` filter's choice is made), and drops every frame
 //!   between the last boundary of a GOP and the next keyframe of the container's index
 //!   (with a margin of four frames for reordering), so the same frames are chosen with
-//!   less decoding.
-//! - The decoder runs one frame thread per core.
+//!   less decoding. For a whole file (no range) with more than one core, the file is cut
+//!   into chunks of whole GOPs (8 s or more, at indexed keyframes) that single-threaded
+//!   decoders, one per core, decode in parallel; each sends on only the last frame of each
+//!   slot, and the sampler takes the chunks in order, so the output is the same
+//!   (`Chunked`). Frame threading keeps less than two cores busy on such a decode, as each
+//!   reference frame waits for the one before it.
+//! - Otherwise the decoder runs one frame thread per core.
 //! - **keyframes** sets the decoder's `skip_frame` to non-key frames: only keyframes are
 //!   decoded at all (as `ffmpeg -skip_frame nokey`).
 //! - **resize** runs swscale (bicubic, as ffmpeg's `scale` filter) straight to RGB24; only
 //!   emitted frames are converted.
 //!
 //! Memory stays bounded whatever the video's length: frames go to the caller one at a time,
-//! and at most two decoded frames are held for sampling.
+//! and at most two decoded frames are held for sampling (parallel chunks: 16 queued per core).
 
 use std::ops::ControlFlow;
 
@@ -218,70 +223,26 @@ pub fn decode_frames_with(
         let rate = stream.avg_frame_rate();
         let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
             .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
-        let mut ctx = codec::Context::from_parameters(stream.parameters()).map_err(|e| {
-            decode_error(&display, format!("cannot read the codec parameters: {e}"))
-        })?;
-        ctx.set_threading(codec::threading::Config {
-            kind: codec::threading::Type::Frame,
-            // one thread per core: libavcodec's automatic count (cores + 1) measured
-            // about 10% slower on 2 cores
-            count: std::thread::available_parallelism().map_or(0, usize::from),
-            ..Default::default()
-        });
-        if extras.motion_vectors {
-            // SAFETY: setting a flag on the codec context before it is opened.
-            unsafe {
-                (*ctx.as_mut_ptr()).flags2 |= ffmpeg::ffi::AV_CODEC_FLAG2_EXPORT_MVS;
-            }
-        }
-        let mut decoder = ctx
-            .decoder()
-            .video()
-            .map_err(|e| decode_error(&display, format!("cannot open the decoder: {e}")))?;
+        let threads = std::thread::available_parallelism().map_or(0, usize::from);
+        let mut decoder = open_video_decoder(&display, &stream, threads, extras.motion_vectors)?;
         if sampling == Sampling::Keyframes {
             decoder.skip_frame(ffmpeg::Discard::NonKey);
         }
 
         let mut sampler = Sampler::new(sampling, tb, start);
-        // fps sampling: a slot shows the last frame before its boundary, so the frames
-        // just before a boundary (up to 1.5 frame periods, for timestamp jitter) are always
-        // decoded, and those just after it (half a period, for rounding at the boundary);
-        // elsewhere the decoder skips frames nothing refers to.
         let frame_period = frame_rate.map_or(0.2, |r| 1.0 / r);
-        let near_boundary = |pts: i64, fps: f64| {
-            let slots = (pts - start) as f64 * tb * fps;
-            let past_boundary = ((slots - slots.floor()) - 0.5) / fps;
-            if past_boundary < 0.0 {
-                -past_boundary <= 1.5 * frame_period
-            } else {
-                past_boundary <= 0.5 * frame_period
-            }
+        let plan = match sampling {
+            Sampling::Fps(fps) if fps * frame_period < 0.25 => Some(SkipPlan {
+                fps,
+                start,
+                tb,
+                frame_period,
+                keyframes: indexed_keyframes(&stream),
+                margin: (4.0 * frame_period / tb).round() as i64,
+            }),
+            _ => None,
         };
-        let skipping = matches!(sampling, Sampling::Fps(fps) if fps * frame_period < 0.25);
-        // whether a slot boundary's window meets the ticks [lo, hi]
-        let boundary_within = |lo: i64, hi: i64, fps: f64| {
-            let window = 1.5 * frame_period * fps;
-            let slots = |ts: i64| (ts - start) as f64 * tb * fps;
-            let (lo, hi) = (slots(lo) - window, slots(hi) + window);
-            (hi - 0.5).floor() >= (lo - 0.5).ceil()
-        };
-        // the keyframes the container indexes: decoding restarts at each, so a frame after
-        // the last boundary before the next keyframe feeds no sampled frame and is dropped.
-        // A margin of a few frames on both sides covers reordering: B-frames shown before
-        // a boundary that refer to a frame shown after it, and the leading frames of an
-        // open GOP shown before its keyframe.
-        let keyframes = if skipping {
-            indexed_keyframes(&stream)
-        } else {
-            Vec::new()
-        };
-        let margin = (4.0 * frame_period / tb).round() as i64;
-        let feeds_nothing = |pts: i64, fps: f64| {
-            let next = keyframes.partition_point(|&k| k <= pts);
-            keyframes
-                .get(next)
-                .is_some_and(|&key| !boundary_within(pts - margin, key + margin, fps))
-        };
+        let skipping = plan.is_some();
         // one frame period in stream ticks (packet durations can be wrong, the last one in
         // particular, so the frame rate wins when it is known)
         let frame_ticks = frame_rate.map(|r| (1.0 / (r * tb)).round() as i64);
@@ -349,6 +310,12 @@ pub fn decode_frames_with(
             }))
         };
 
+        let timing = Timing {
+            start,
+            tb,
+            frame_ticks,
+            index_rate: index_from_ts,
+        };
         let mut decoded = ffmpeg::frame::Video::empty();
         let mut next_index = 0i64;
         let mut last_end = None;
@@ -358,35 +325,32 @@ pub fn decode_frames_with(
                            out: &mut Emit<'_>|
          -> Result<ControlFlow<()>, UdfError> {
             while decoder.receive_frame(&mut decoded).is_ok() {
-                let ts = decoded
-                    .timestamp()
-                    .or(decoded.pts())
-                    .unwrap_or_else(|| last_end.unwrap_or(start));
-                // SAFETY: plain field read of the frame the decoder just filled.
-                let packet_duration = unsafe { (*decoded.as_ptr()).pkt_duration }.max(0);
-                *last_end = Some(ts + frame_ticks.unwrap_or(packet_duration));
-                let index = index_from_ts.map_or(next_index, |r| {
-                    ((ts - start) as f64 * tb * r).round() as i64
-                });
-                next_index += 1;
                 let frame = std::mem::replace(&mut decoded, ffmpeg::frame::Video::empty());
-                if sampler
-                    .push(
-                        Source {
-                            frame,
-                            index,
-                            ts,
-                            slot: 0,
-                        },
-                        out,
-                    )?
-                    .is_break()
-                {
+                let src = timing.source(frame, last_end, &mut next_index);
+                if sampler.push(src, out)?.is_break() {
                     return Ok(ControlFlow::Break(()));
                 }
             }
             Ok(ControlFlow::Continue(()))
         };
+
+        if let Some(plan) = plan
+            .as_ref()
+            .filter(|_| extras.range.is_none() && !extras.motion_vectors && threads >= 2)
+        {
+            let chunks = chunk_bounds(&plan.keyframes, tb, CHUNK_S);
+            if chunks.len() >= 2 {
+                let chunked = Chunked {
+                    media,
+                    display: &display,
+                    stream_index,
+                    plan,
+                    timing: &timing,
+                    frame_ticks,
+                };
+                return chunked.run(chunks, threads, &mut sampler, &mut out);
+            }
+        }
 
         // the end of the last frame in presentation order, from every packet (decoded or not)
         let mut packets_end: Option<i64> = None;
@@ -401,17 +365,11 @@ pub fn decode_frames_with(
             if s.index() != stream_index {
                 continue;
             }
-            if let (Some(pts), Sampling::Fps(fps)) = (packet.pts(), sampling) {
+            if let (Some(pts), Sampling::Fps(_)) = (packet.pts(), sampling) {
                 let duration = frame_ticks.unwrap_or_else(|| packet.duration().max(0));
                 packets_end = packets_end.max(Some(pts + duration));
-                if skipping {
-                    decoder.skip_frame(if near_boundary(pts, fps) {
-                        ffmpeg::Discard::Default
-                    } else if !packet.is_key() && feeds_nothing(pts, fps) {
-                        ffmpeg::Discard::All
-                    } else {
-                        ffmpeg::Discard::NonReference
-                    });
+                if let Some(plan) = &plan {
+                    decoder.skip_frame(plan.discard(pts, packet.is_key()));
                 }
             }
             if let Err(e) = decoder.send_packet(&packet) {
@@ -437,6 +395,412 @@ pub fn decode_frames_with(
         sampler.finish(packets_end.max(last_end), &mut out)?;
         Ok(())
     })
+}
+
+/// Opens a decoder for `stream` with `threads` frame threads (0: libavcodec's choice).
+fn open_video_decoder(
+    display: &str,
+    stream: &ffmpeg::format::stream::Stream,
+    threads: usize,
+    motion_vectors: bool,
+) -> Result<ffmpeg::decoder::Video, UdfError> {
+    let mut ctx = codec::Context::from_parameters(stream.parameters())
+        .map_err(|e| decode_error(display, format!("cannot read the codec parameters: {e}")))?;
+    ctx.set_threading(codec::threading::Config {
+        kind: codec::threading::Type::Frame,
+        // one thread per core: libavcodec's automatic count (cores + 1) measured about
+        // 10% slower on 2 cores
+        count: threads,
+        ..Default::default()
+    });
+    if motion_vectors {
+        // SAFETY: setting a flag on the codec context before it is opened.
+        unsafe {
+            (*ctx.as_mut_ptr()).flags2 |= ffmpeg::ffi::AV_CODEC_FLAG2_EXPORT_MVS;
+        }
+    }
+    ctx.decoder()
+        .video()
+        .map_err(|e| decode_error(display, format!("cannot open the decoder: {e}")))
+}
+
+/// fps sampling below a quarter of the frame rate: which frames the decoder may skip. A
+/// slot shows the last frame before its boundary, so the frames just before a boundary (up
+/// to 1.5 frame periods, for timestamp jitter) are always decoded, and those just after it
+/// (half a period, for rounding at the boundary); elsewhere the decoder skips frames
+/// nothing refers to, and drops every frame after the last boundary of a GOP.
+struct SkipPlan {
+    fps: f64,
+    start: i64,
+    tb: f64,
+    frame_period: f64,
+    /// The keyframes the container indexes (stream ticks, sorted): decoding restarts at
+    /// each, so a frame after the last boundary before the next keyframe feeds no sampled
+    /// frame.
+    keyframes: Vec<i64>,
+    /// A few frames (ticks) on both sides for reordering: B-frames shown before a boundary
+    /// that refer to a frame shown after it, and the leading frames of an open GOP shown
+    /// before its keyframe.
+    margin: i64,
+}
+
+impl SkipPlan {
+    fn slots(&self, ts: i64) -> f64 {
+        (ts - self.start) as f64 * self.tb * self.fps
+    }
+
+    fn near_boundary(&self, pts: i64) -> bool {
+        let slots = self.slots(pts);
+        let past_boundary = ((slots - slots.floor()) - 0.5) / self.fps;
+        if past_boundary < 0.0 {
+            -past_boundary <= 1.5 * self.frame_period
+        } else {
+            past_boundary <= 0.5 * self.frame_period
+        }
+    }
+
+    /// Whether a slot boundary's window meets the ticks `[lo, hi]`.
+    fn boundary_within(&self, lo: i64, hi: i64) -> bool {
+        let window = 1.5 * self.frame_period * self.fps;
+        let (lo, hi) = (self.slots(lo) - window, self.slots(hi) + window);
+        (hi - 0.5).floor() >= (lo - 0.5).ceil()
+    }
+
+    fn feeds_nothing(&self, pts: i64) -> bool {
+        let next = self.keyframes.partition_point(|&k| k <= pts);
+        self.keyframes
+            .get(next)
+            .is_some_and(|&key| !self.boundary_within(pts - self.margin, key + self.margin))
+    }
+
+    /// What the decoder may skip of the packet at `pts`.
+    fn discard(&self, pts: i64, key: bool) -> ffmpeg::Discard {
+        if self.near_boundary(pts) {
+            ffmpeg::Discard::Default
+        } else if !key && self.feeds_nothing(pts) {
+            ffmpeg::Discard::All
+        } else {
+            ffmpeg::Discard::NonReference
+        }
+    }
+}
+
+/// How decoded frames get their timestamp, index and end.
+struct Timing {
+    start: i64,
+    tb: f64,
+    /// One frame period in stream ticks (packet durations can be wrong, the last one in
+    /// particular, so the frame rate wins when it is known).
+    frame_ticks: Option<i64>,
+    /// When frames are not all decoded, a frame's index comes from its timestamp.
+    index_rate: Option<f64>,
+}
+
+impl Timing {
+    fn source(
+        &self,
+        frame: ffmpeg::frame::Video,
+        last_end: &mut Option<i64>,
+        next_index: &mut i64,
+    ) -> Source {
+        let ts = frame
+            .timestamp()
+            .or(frame.pts())
+            .unwrap_or_else(|| last_end.unwrap_or(self.start));
+        // SAFETY: plain field read of the frame the decoder just filled.
+        let packet_duration = unsafe { (*frame.as_ptr()).pkt_duration }.max(0);
+        *last_end = Some(ts + self.frame_ticks.unwrap_or(packet_duration));
+        let index = self.index_rate.map_or(*next_index, |r| {
+            ((ts - self.start) as f64 * self.tb * r).round() as i64
+        });
+        *next_index += 1;
+        Source {
+            frame,
+            index,
+            ts,
+            slot: 0,
+        }
+    }
+}
+
+static CHUNKED_RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many decodes of this process ran as parallel chunks (see [`decode_frames_with`]).
+pub fn chunked_runs() -> usize {
+    CHUNKED_RUNS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Chunks of a file decoded in parallel for sparse fps sampling are this long at least.
+const CHUNK_S: f64 = 8.0;
+/// Sampled frames a chunk's decoder may run ahead of the caller.
+const CHUNK_QUEUE: usize = 16;
+
+/// Chunk bounds (keyframe ticks: from, to; None: the file's start or end) of at least
+/// `min_s` seconds each, cut at indexed keyframes.
+fn chunk_bounds(keyframes: &[i64], tb: f64, min_s: f64) -> Vec<(Option<i64>, Option<i64>)> {
+    let mut starts: Vec<i64> = Vec::new();
+    let mut last = keyframes.first().copied().unwrap_or(0);
+    for &k in keyframes {
+        if (k - last) as f64 * tb >= min_s {
+            starts.push(k);
+            last = k;
+        }
+    }
+    let mut bounds = Vec::with_capacity(starts.len() + 1);
+    let mut from = None;
+    for &k in &starts {
+        bounds.push((from, Some(k)));
+        from = Some(k);
+    }
+    bounds.push((from, None));
+    bounds
+}
+
+/// What a chunk's decoder sends: a frame that may be sampled, or its end.
+enum ChunkItem {
+    Frame(Source),
+    /// The end of the last packet and of the last decoded frame (ticks).
+    Done(Option<i64>, Option<i64>),
+    Failed(UdfError),
+}
+
+/// Sparse fps sampling of a whole file with one single-threaded decoder per core, each on
+/// its own chunks of whole GOPs (cut at indexed keyframes), which the caller samples in
+/// order. A decoder skipping most frames keeps less than two cores busy with frame
+/// threading (each reference frame waits for the one before); GOPs decode independently.
+/// Each chunk's decoder decodes exactly the frames the sequential decoder would, and
+/// sends on only the last frame of each slot (the sampler drops the others), so the
+/// output is the same frames.
+struct Chunked<'a> {
+    media: &'a MediaInput,
+    display: &'a str,
+    stream_index: usize,
+    plan: &'a SkipPlan,
+    timing: &'a Timing,
+    frame_ticks: Option<i64>,
+}
+
+impl Chunked<'_> {
+    fn run(
+        &self,
+        chunks: Vec<(Option<i64>, Option<i64>)>,
+        workers: usize,
+        sampler: &mut Sampler,
+        out: &mut Emit<'_>,
+    ) -> Result<(), UdfError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::mpsc::sync_channel;
+        let stop = AtomicBool::new(false);
+        CHUNKED_RUNS.fetch_add(1, Ordering::Relaxed);
+        std::thread::scope(|scope| {
+            let mut receivers = Vec::with_capacity(chunks.len());
+            let mut jobs: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            for (i, bounds) in chunks.into_iter().enumerate() {
+                let (tx, rx) = sync_channel(CHUNK_QUEUE);
+                receivers.push(rx);
+                jobs[i % workers].push((bounds, tx));
+            }
+            for mine in jobs {
+                let stop = &stop;
+                scope.spawn(move || {
+                    for (bounds, tx) in mine {
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                        let outcome = self.decode_chunk(bounds, &tx, stop);
+                        let last = match outcome {
+                            Ok((packets_end, last_end)) => ChunkItem::Done(packets_end, last_end),
+                            Err(e) => ChunkItem::Failed(e),
+                        };
+                        if tx.send(last).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            let (mut packets_end, mut last_end) = (None, None);
+            let result = (|| {
+                for rx in receivers {
+                    loop {
+                        match rx.recv() {
+                            Ok(ChunkItem::Frame(src)) => {
+                                if sampler.push(src, out)?.is_break() {
+                                    return Ok(());
+                                }
+                            }
+                            Ok(ChunkItem::Done(p, l)) => {
+                                packets_end = packets_end.max(p);
+                                last_end = last_end.max(l);
+                                break;
+                            }
+                            Ok(ChunkItem::Failed(e)) => return Err(e),
+                            Err(_) => {
+                                return Err(decode_error(
+                                    self.display,
+                                    "a chunk decoder stopped without a result".to_owned(),
+                                ));
+                            }
+                        }
+                    }
+                }
+                sampler.finish(packets_end.max(last_end), out)
+            })();
+            // the receivers are gone: decoders still running stop at their next frame
+            stop.store(true, Ordering::Relaxed);
+            result
+        })
+    }
+
+    /// Decodes one chunk, sending the last frame of each slot; returns the end of its last
+    /// packet and of its last decoded frame.
+    fn decode_chunk(
+        &self,
+        (from, to): (Option<i64>, Option<i64>),
+        tx: &std::sync::mpsc::SyncSender<ChunkItem>,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> Result<(Option<i64>, Option<i64>), UdfError> {
+        use std::sync::atomic::Ordering;
+        let display = self.display;
+        let mut input = self
+            .media
+            .open()
+            .map_err(|e| decode_error(display, format!("cannot open: {e}")))?;
+        let stream = input
+            .stream(self.stream_index)
+            .ok_or_else(|| decode_error(display, "the video stream is gone".to_owned()))?;
+        let mut decoder = open_video_decoder(display, &stream, 1, false)?;
+        if let Some(from) = from {
+            // to a keyframe a second or more before the chunk, then read up to it: the
+            // chunk's keyframe is met whatever the demuxer's seek precision; a demuxer that
+            // seeks past it is read from the start instead
+            let target = from - (1.0 / self.timing.tb).round() as i64;
+            let seek = |input: &mut ffmpeg::format::context::Input| {
+                // SAFETY: a seek on the open input's own stream, in its time base.
+                unsafe {
+                    ffmpeg::ffi::avformat_seek_file(
+                        input.as_mut_ptr(),
+                        self.stream_index as i32,
+                        i64::MIN,
+                        target,
+                        target,
+                        0,
+                    )
+                }
+            };
+            let first_dts = (seek(&mut input) >= 0)
+                .then(|| {
+                    input
+                        .packets()
+                        .find(|(s, _)| s.index() == self.stream_index)
+                        .and_then(|(_, p)| p.dts().or(p.pts()))
+                })
+                .flatten();
+            if first_dts.is_some_and(|d| d <= from) && seek(&mut input) >= 0 {
+                log::trace!("{display}: chunk from tick {from}");
+            } else {
+                input = self
+                    .media
+                    .open()
+                    .map_err(|e| decode_error(display, format!("cannot open: {e}")))?;
+            }
+        }
+        // the first and the next chunk's keyframes in presentation time, once met
+        let mut lower: Option<i64> = None;
+        let mut upper: Option<i64> = None;
+        let mut started = from.is_none();
+        let mut packets_end: Option<i64> = None;
+        let mut last_end = None;
+        let mut next_index = 0i64;
+        let mut pending: Option<Source> = None;
+        let mut decoded = ffmpeg::frame::Video::empty();
+        let fps = self.plan.fps;
+        let tb = self.timing.tb;
+        // sends `pending` when `next` starts a later slot (or the chunk ends)
+        let mut receive = |decoder: &mut ffmpeg::decoder::Video,
+                           lower: Option<i64>,
+                           upper: Option<i64>,
+                           pending: &mut Option<Source>,
+                           last_end: &mut Option<i64>|
+         -> bool {
+            while decoder.receive_frame(&mut decoded).is_ok() {
+                let frame = std::mem::replace(&mut decoded, ffmpeg::frame::Video::empty());
+                let mut src = self.timing.source(frame, last_end, &mut next_index);
+                if lower.is_some_and(|l| src.ts < l) || upper.is_some_and(|u| src.ts >= u) {
+                    continue;
+                }
+                src.slot = slot_of(src.ts, tb, fps);
+                if let Some(prev) = pending.take()
+                    && src.slot > prev.slot
+                    && tx.send(ChunkItem::Frame(prev)).is_err()
+                {
+                    return false;
+                }
+                *pending = Some(src);
+            }
+            true
+        };
+        for (s, packet) in input.packets() {
+            if stop.load(Ordering::Relaxed) {
+                return Ok((packets_end, last_end));
+            }
+            if s.index() != self.stream_index {
+                continue;
+            }
+            let (Some(pts), dts) = (packet.pts(), packet.dts().or(packet.pts())) else {
+                continue;
+            };
+            if !started {
+                match (from, dts) {
+                    // the same packet the chunk before stops at
+                    (Some(k), Some(d)) if packet.is_key() && d >= k => {
+                        started = true;
+                        lower = Some(pts);
+                    }
+                    _ => continue,
+                }
+            }
+            if let Some(next) = to {
+                match upper {
+                    None if packet.is_key() && dts.is_some_and(|d| d >= next) => upper = Some(pts),
+                    // past the next keyframe and the leading frames an open GOP shows
+                    // before it: the next chunk goes on from here
+                    Some(u) if pts >= u => break,
+                    _ => {}
+                }
+            }
+            let duration = self.frame_ticks.unwrap_or_else(|| packet.duration().max(0));
+            if upper.is_none_or(|u| pts < u) {
+                packets_end = packets_end.max(Some(pts + duration));
+            }
+            decoder.skip_frame(self.plan.discard(pts, packet.is_key()));
+            if let Err(e) = decoder.send_packet(&packet) {
+                log::debug!("{display}: skipping a packet the decoder refused: {e}");
+                continue;
+            }
+            if !receive(&mut decoder, lower, upper, &mut pending, &mut last_end) {
+                return Ok((packets_end, last_end));
+            }
+        }
+        if let Some(e) = read_error(&input) {
+            return Err(UdfError::Storage {
+                uri: display.to_owned(),
+                message: format!("reading stopped part-way: {e}"),
+                transient: self.media.local_path().is_none() || open_error_is_transient(e),
+            });
+        }
+        let _ = decoder.send_eof();
+        receive(&mut decoder, lower, upper, &mut pending, &mut last_end);
+        if let Some(last) = pending.take() {
+            let _ = tx.send(ChunkItem::Frame(last));
+        }
+        Ok((packets_end, last_end))
+    }
+}
+
+/// The output slot of a timestamp: `av_rescale_q_rnd(ts, tb, 1/fps, NEAR_INF)` (halves
+/// round away from zero), as ffmpeg's `fps` filter.
+fn slot_of(ts: i64, tb: f64, fps: f64) -> i64 {
+    (ts as f64 * tb * fps).round() as i64
 }
 
 /// The timestamps (stream ticks, sorted) of the keyframes the container's index lists;
@@ -549,8 +913,7 @@ impl Sampler {
     }
 
     fn slot(&self, ts: i64, fps: f64) -> i64 {
-        // av_rescale_q_rnd(ts, tb, 1/fps, NEAR_INF): halves round away from zero
-        (ts as f64 * self.tb * fps).round() as i64
+        slot_of(ts, self.tb, fps)
     }
 
     fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, UdfError> {
