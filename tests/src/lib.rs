@@ -146,6 +146,37 @@ pub fn run_python(what: &str, script: &str, args: &[&std::ffi::OsStr]) -> String
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Every frame `decode_frames_with` gives for the video at `file` (sampled, resized, within
+/// `range`), panicking on an error.
+pub fn decode(
+    file: &Path,
+    sampling: framefusion_udfs::media::decode::Sampling,
+    resize: framefusion_udfs::media::decode::Resize,
+    range: Option<(f64, f64)>,
+) -> Vec<framefusion_udfs::media::decode::DecodedFrame> {
+    use framefusion_udfs::media::decode::{Extras, decode_frames_with};
+    let media = framefusion_udfs::media::source::VideoSource::parse(&file.display().to_string())
+        .and_then(|s| s.media_input(&Default::default()))
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let mut out = Vec::new();
+    decode_frames_with(
+        &media,
+        sampling,
+        resize,
+        true,
+        Extras {
+            range,
+            motion_vectors: false,
+        },
+        |f| {
+            out.push(f);
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    out
+}
+
 /// Runs `ffmpeg -v error -y ARGS OUT`, panicking when it fails.
 pub fn ffmpeg(args: &[&str], out: &Path) {
     let status = Command::new("ffmpeg")

@@ -6,11 +6,10 @@ use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
-use framefusion_tests::{query, run_python, sample};
+use framefusion_tests::{decode, query, run_python, sample};
 use framefusion_udfs::faces::{Face, Mtcnn, iou};
-use framefusion_udfs::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use framefusion_udfs::media::decode::{Resize, Sampling};
 use framefusion_udfs::media::image::Rgb;
-use framefusion_udfs::media::source::VideoSource;
 use framefusion_udfs::models::OnnxOptions;
 
 /// The reference MTCNN on raw RGB frames in `dir` (frame-N.rgb, with sizes): each frame's
@@ -53,30 +52,14 @@ fn as_face(b: &[f64; 4]) -> Face {
 
 /// Frames of `name` sampled at `sampling` within `range`.
 fn frames(name: &str, sampling: Sampling, range: Option<(f64, f64)>) -> Vec<Rgb> {
-    let media = VideoSource::parse(&sample(name).display().to_string())
-        .and_then(|s| s.media_input(&Default::default()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    decode_frames_with(
-        &media,
-        sampling,
-        Resize::Original,
-        true,
-        Extras {
-            range,
-            motion_vectors: false,
-        },
-        |f| {
-            out.push(Rgb {
-                width: f.width as usize,
-                height: f.height as usize,
-                data: f.rgb,
-            });
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    out
+    decode(&sample(name), sampling, Resize::Original, range)
+        .into_iter()
+        .map(|f| Rgb {
+            width: f.width as usize,
+            height: f.height as usize,
+            data: f.rgb,
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,9 +7,8 @@ use std::process::Command;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
-use framefusion_tests::{query, sample};
-use framefusion_udfs::media::decode::{Extras, Resize, Sampling, chunked_runs, decode_frames_with};
-use framefusion_udfs::media::source::VideoSource;
+use framefusion_tests::{decode, query, sample};
+use framefusion_udfs::media::decode::{Resize, Sampling, chunked_runs};
 
 /// `(timestamp in seconds, md5)` of the frames ffmpeg outputs (framemd5), with
 /// `input_args` before `-i` and an optional video filter.
@@ -259,30 +258,16 @@ async fn frame_columns_and_bad_files() {
 
 /// (timestamp, index, pixel hash) of every frame `decode_frames_with` gives.
 fn decoded(file: &Path, sampling: Sampling, range: Option<(f64, f64)>) -> Vec<(f64, i64, u64)> {
-    let media = VideoSource::parse(&file.display().to_string())
-        .and_then(|s| s.media_input(&Default::default()))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let mut out = Vec::new();
-    decode_frames_with(
-        &media,
-        sampling,
-        Resize::Exact(160, 90),
-        true,
-        Extras {
-            range,
-            motion_vectors: false,
-        },
-        |f| {
+    decode(file, sampling, Resize::Exact(160, 90), range)
+        .into_iter()
+        .map(|f| {
             // FNV-1a of the pixels
             let hash = f.rgb.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
                 (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
             });
-            out.push((f.pts_s, f.index, hash));
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    out
+            (f.pts_s, f.index, hash)
+        })
+        .collect()
 }
 
 /// Sparse fps sampling of a whole file decodes chunks of GOPs in parallel (one decoder per

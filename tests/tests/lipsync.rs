@@ -7,11 +7,10 @@ use std::process::Command;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::Float64Type;
-use framefusion_tests::{ffmpeg, query, sample};
+use framefusion_tests::{decode, ffmpeg, query, sample};
 use framefusion_udfs::faces::Mtcnn;
-use framefusion_udfs::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use framefusion_udfs::media::decode::{Resize, Sampling};
 use framefusion_udfs::media::image::Rgb;
-use framefusion_udfs::media::source::VideoSource;
 use framefusion_udfs::models::OnnxOptions;
 
 const FPS: f64 = 25.0;
@@ -64,34 +63,28 @@ fn loudness(dir: &Path, wav: &Path) -> Vec<f64> {
 /// The carphone frames, each with its mouth corners (from the face detector).
 fn talking_head() -> Vec<(Rgb, [(f64, f64); 2])> {
     let mtcnn = Mtcnn::load(&OnnxOptions::default()).unwrap_or_else(|e| panic!("{e}"));
-    let media = VideoSource::parse(&sample("carphone_pristine.mp4").display().to_string())
-        .and_then(|s| s.media_input(&Default::default()))
-        .unwrap_or_else(|e| panic!("{e}"));
     let mut out: Vec<(Rgb, [(f64, f64); 2])> = Vec::new();
-    decode_frames_with(
-        &media,
+    let frames = decode(
+        &sample("carphone_pristine.mp4"),
         Sampling::All,
         Resize::Original,
-        true,
-        Extras::default(),
-        |f| {
-            let rgb = Rgb {
-                width: f.width as usize,
-                height: f.height as usize,
-                data: f.rgb,
-            };
-            let faces = mtcnn.detect(&rgb).unwrap_or_else(|e| panic!("{e}"));
-            let corners = faces
-                .first()
-                .map(|face| [face.landmarks[3], face.landmarks[4]])
-                .or_else(|| out.last().map(|(_, c)| *c));
-            if let Some(corners) = corners {
-                out.push((rgb, corners));
-            }
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+        None,
+    );
+    for f in frames {
+        let rgb = Rgb {
+            width: f.width as usize,
+            height: f.height as usize,
+            data: f.rgb,
+        };
+        let faces = mtcnn.detect(&rgb).unwrap_or_else(|e| panic!("{e}"));
+        let corners = faces
+            .first()
+            .map(|face| [face.landmarks[3], face.landmarks[4]])
+            .or_else(|| out.last().map(|(_, c)| *c));
+        if let Some(corners) = corners {
+            out.push((rgb, corners));
+        }
+    }
     assert!(
         out.len() >= 100,
         "the talking head has a face in its frames"

@@ -230,13 +230,9 @@ impl Mtcnn {
     }
 
     /// Crops of `size` x `size` of every candidate of every image, column-major,
-    /// normalised, and which image each belongs to; `None` where the reference gives up
-    /// on an image (a crop with one empty side).
-    fn crops(
-        images: &[Image],
-        cands: &[Vec<Cand>],
-        size: usize,
-    ) -> (Vec<f32>, Vec<usize>, Vec<bool>) {
+    /// normalised, and the image and candidate of each; an image is left out where the
+    /// reference gives up on it (a crop with one empty side).
+    fn crops(images: &[Image], cands: &[Vec<Cand>], size: usize) -> (Vec<f32>, Vec<(usize, Cand)>) {
         let mut input = Vec::new();
         let mut owner = Vec::new();
         let mut failed = vec![false; images.len()];
@@ -263,32 +259,60 @@ impl Mtcnn {
             }
             if !failed[k] {
                 input.extend(crops);
-                owner.extend(std::iter::repeat_n(k, cands.len()));
+                owner.extend(cands.iter().map(|&c| (k, c)));
             }
         }
-        (input, owner, failed)
+        (input, owner)
+    }
+
+    /// Runs `net` on `size`-pixel crops of the candidates: each crop's image and candidate,
+    /// and the outputs asked (none without candidates).
+    fn refine(
+        net: &LoadedModel,
+        what: &str,
+        images: &[Image],
+        cands: &[Vec<Cand>],
+        size: usize,
+        outputs: &[&str],
+    ) -> Result<Option<Refined>, UdfError> {
+        let (input, owner) = Self::crops(images, cands, size);
+        if owner.is_empty() {
+            return Ok(None);
+        }
+        let n = owner.len();
+        let side = size as i64;
+        let outs = net.run_outputs(
+            &port_name(net, 0),
+            vec![n as i64, side, side, 3],
+            input,
+            outputs,
+        )?;
+        for (shape, _) in &outs {
+            if shape.first() != Some(&(n as i64)) {
+                return Err(UdfError::Model(format!(
+                    "{what} gave an output of shape {shape:?} for {n} crops"
+                )));
+            }
+        }
+        Ok(Some((owner, outs)))
     }
 
     fn stage2(&self, images: &[Image], cands: Vec<Vec<Cand>>) -> Result<Vec<Vec<Cand>>, UdfError> {
-        let (input, owner, _) = Self::crops(images, &cands, 24);
         let mut out = vec![Vec::new(); images.len()];
-        if owner.is_empty() {
-            return Ok(out);
-        }
-        let n = owner.len();
-        let outs = self.rnet.run_outputs(
-            &port_name(&self.rnet, 0),
-            vec![n as i64, 24, 24, 3],
-            input,
+        let Some((owner, outs)) = Self::refine(
+            &self.rnet,
+            "R-Net",
+            images,
+            &cands,
+            24,
             &["dense_2", "softmax_1"],
-        )?;
-        check_rows(&outs, n, "R-Net")?;
+        )?
+        else {
+            return Ok(out);
+        };
         let (reg, prob) = (&outs[0].1, &outs[1].1);
-        let mut index = vec![0usize; images.len()];
         let mut passed = vec![Vec::new(); images.len()];
-        for (i, &k) in owner.iter().enumerate() {
-            let c = cands[k][index[k]];
-            index[k] += 1;
+        for (i, &(k, c)) in owner.iter().enumerate() {
             let score = f64::from(prob[i * 2 + 1]);
             if score > THRESHOLDS[1] {
                 passed[k].push(Cand {
@@ -322,25 +346,21 @@ impl Mtcnn {
                 }
             }
         }
-        let (input, owner, _) = Self::crops(images, &cands, 48);
         let mut faces = vec![Vec::new(); images.len()];
-        if owner.is_empty() {
-            return Ok(faces);
-        }
-        let n = owner.len();
-        let outs = self.onet.run_outputs(
-            &port_name(&self.onet, 0),
-            vec![n as i64, 48, 48, 3],
-            input,
+        let Some((owner, outs)) = Self::refine(
+            &self.onet,
+            "O-Net",
+            images,
+            &cands,
+            48,
             &["dense_5", "dense_6", "softmax_2"],
-        )?;
-        check_rows(&outs, n, "O-Net")?;
+        )?
+        else {
+            return Ok(faces);
+        };
         let (reg, points, prob) = (&outs[0].1, &outs[1].1, &outs[2].1);
-        let mut index = vec![0usize; images.len()];
         let mut passed = vec![Vec::new(); images.len()];
-        for (i, &k) in owner.iter().enumerate() {
-            let c = cands[k][index[k]];
-            index[k] += 1;
+        for (i, &(k, c)) in owner.iter().enumerate() {
             let score = f64::from(prob[i * 2 + 1]);
             if score > THRESHOLDS[2] {
                 let (w, h) = (c.b[2] - c.b[0] + 1.0, c.b[3] - c.b[1] + 1.0);
@@ -390,17 +410,6 @@ fn port_name(model: &LoadedModel, i: usize) -> String {
         .unwrap_or_default()
 }
 
-fn check_rows(outs: &[crate::models::Output], n: usize, net: &str) -> Result<(), UdfError> {
-    for (shape, _) in outs {
-        if shape.first() != Some(&(n as i64)) {
-            return Err(UdfError::Model(format!(
-                "{net} gave an output of shape {shape:?} for {n} crops"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// A frame as `f64` samples (the reference crops from the array it is given).
 struct Image {
     w: usize,
@@ -447,6 +456,9 @@ impl Image {
         Some((out, cw, ch))
     }
 }
+
+/// A network's verdict on crops: each crop's image and candidate, and the outputs.
+type Refined = (Vec<(usize, Cand)>, Vec<crate::models::Output>);
 
 /// A candidate box: corners, score, regression, landmarks (x then y).
 #[derive(Debug, Clone, Copy)]

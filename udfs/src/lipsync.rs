@@ -26,7 +26,7 @@
 //! `error` says why. A video without audio gives null.
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::{Result, ScalarValue, exec_err};
+use datafusion::common::{Result, ScalarValue};
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
@@ -380,22 +380,7 @@ impl ScalarUDFImpl for LipSyncUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let (path, range) = match args.args.as_slice() {
-            [p] => (p, None),
-            [p, s, e] => (p, Some((s, e))),
-            _ => {
-                return exec_err!("lip_sync(path [, start_s, end_s]) takes one or three arguments");
-            }
-        };
-        let paths = crate::args::strings(path, n, "lip_sync: path")?;
-        let ranges = range
-            .map(|(s, e)| -> Result<_> {
-                Ok((
-                    crate::args::floats(s, n, "lip_sync: start_s")?,
-                    crate::args::floats(e, n, "lip_sync: end_s")?,
-                ))
-            })
-            .transpose()?;
+        let input = crate::args::PathAndRange::parse(&args.args, n, "lip_sync")?;
         let options = OnnxOptions::from_config(&args.config_options);
         let external = |e: UdfError| datafusion::error::DataFusionError::External(Box::new(e));
         let mtcnn = Mtcnn::load(&options).map_err(external)?;
@@ -405,20 +390,18 @@ impl ScalarUDFImpl for LipSyncUdf {
             use datafusion::arrow::array::Array;
             let mut rows = Vec::with_capacity(n);
             for row in 0..n {
-                if paths.is_null(row) {
+                if input.paths.is_null(row) {
                     rows.push(result_value(Ok(None))?);
                     continue;
                 }
-                let range = match &ranges {
-                    Some((s, e)) if s.is_null(row) || e.is_null(row) => None,
-                    Some((s, e)) => Some((s.value(row), e.value(row))),
-                    None => None,
-                };
-                rows.push(match lip_sync(&mtcnn, &vad, paths.value(row), range) {
-                    Ok(r) => result_value(Ok(r))?,
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => result_value(Err(e.to_string()))?,
-                });
+                let range = input.range(row);
+                rows.push(
+                    match lip_sync(&mtcnn, &vad, input.paths.value(row), range) {
+                        Ok(r) => result_value(Ok(r))?,
+                        Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                        Err(e) => result_value(Err(e.to_string()))?,
+                    },
+                );
             }
             Ok(rows)
         })?;

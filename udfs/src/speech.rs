@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, Float64Builder, ListBuilder, StringBuilder, StructArray, StructBuilder,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::{Result, exec_err};
+use datafusion::common::Result;
 use datafusion::logical_expr::{
     ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
 };
@@ -204,24 +204,7 @@ impl ScalarUDFImpl for SpeechActivityUdf {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
-        let (path, range) = match args.args.as_slice() {
-            [p] => (p, None),
-            [p, s, e] => (p, Some((s, e))),
-            _ => {
-                return exec_err!(
-                    "speech_activity(path [, start_s, end_s]) takes one or three arguments"
-                );
-            }
-        };
-        let paths = crate::args::strings(path, n, "speech_activity: path")?;
-        let ranges = range
-            .map(|(s, e)| -> Result<_> {
-                Ok((
-                    crate::args::floats(s, n, "speech_activity: start_s")?,
-                    crate::args::floats(e, n, "speech_activity: end_s")?,
-                ))
-            })
-            .transpose()?;
+        let input = crate::args::PathAndRange::parse(&args.args, n, "speech_activity")?;
         let options = OnnxOptions::from_config(&args.config_options);
         let model = crate::models::model(&options.model_path(SILERO_MODEL), &options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
@@ -234,15 +217,10 @@ impl ScalarUDFImpl for SpeechActivityUdf {
         let mut valid = Vec::with_capacity(n);
         crate::blocking::run_blocking(|| -> Result<()> {
             for row in 0..n {
-                let range = match &ranges {
-                    Some((s, e)) if s.is_null(row) || e.is_null(row) => None,
-                    Some((s, e)) => Some((s.value(row), e.value(row))),
-                    None => None,
-                };
-                let outcome = if paths.is_null(row) {
+                let outcome = if input.paths.is_null(row) {
                     Outcome::NoAudio
                 } else {
-                    match analyse(&model, paths.value(row), range) {
+                    match analyse(&model, input.paths.value(row), input.range(row)) {
                         Ok(o) => o,
                         Err(e) if e.is_transient() => return Err(e.into_task_error()),
                         Err(e) => Outcome::Failed(e.to_string()),
