@@ -197,3 +197,21 @@ async fn face_boxes_put_the_mouth_under_the_eyes() {
         assert!(px >= x && px <= x + w && py >= y && py <= y + h, "{l:?}");
     }
 }
+
+/// Frames batched into one call per network (as on CUDA) find the faces one frame at a
+/// time finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_finds_what_single_frames_find() {
+    let mtcnn = Mtcnn::load(&OnnxOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+    let all = frames("carphone_pristine.mp4", Sampling::Fps(2.0), None);
+    assert!(all.len() >= 6);
+    let batched = mtcnn.detect_batch(&all).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(batched.len(), all.len());
+    for (frame, in_batch) in all.iter().zip(&batched) {
+        let alone = mtcnn.detect(frame).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(alone.len(), in_batch.len());
+        for (a, b) in alone.iter().zip(in_batch) {
+            assert!(iou(a, b) > 0.99, "{a:?} vs {b:?}");
+        }
+    }
+}

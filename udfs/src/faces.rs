@@ -25,7 +25,7 @@ use crate::UdfError;
 use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
 use crate::media::image::{Rgb, resize_area};
 use crate::media::source::VideoSource;
-use crate::models::{Device, LoadedModel, OnnxOptions};
+use crate::models::{LoadedModel, OnnxOptions};
 use crate::storage::StorageOptions;
 
 /// P-Net in `onnx.model_dir` (installed by scripts/setup.sh).
@@ -79,15 +79,6 @@ impl Mtcnn {
             rnet: load(RNET_MODEL)?,
             onet: load(ONET_MODEL)?,
         })
-    }
-
-    /// How many frames one P-Net call takes: one on the CPU (batching measured slower
-    /// there for the text detector), `onnx.batch_size` on CUDA.
-    pub fn batch(&self, options: &OnnxOptions) -> usize {
-        match self.pnet.device {
-            Device::Cpu => 1,
-            Device::Cuda(_) => options.batch_size.max(1),
-        }
     }
 
     /// The faces of one frame, most confident first.
@@ -527,11 +518,6 @@ pub fn iou(a: &Face, b: &Face) -> f64 {
     if union <= 0.0 { 0.0 } else { inter / union }
 }
 
-/// The faces of the frame at `at_s`.
-pub fn faces_at(mtcnn: &Mtcnn, path: &str, at_s: f64) -> Result<Vec<Face>, UdfError> {
-    mtcnn.detect(&crate::media::decode::rgb_at(path, at_s)?)
-}
-
 /// One sampled frame of a range: its time, face count and largest face.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FrameFaces {
@@ -800,18 +786,25 @@ impl ScalarUDFImpl for FaceBoxesUdf {
         let mtcnn = Mtcnn::load(&options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let item = DataType::Struct(face_fields());
+        let batch = options.frames_per_call(&mtcnn.pnet);
         let rows = crate::blocking::run_blocking(|| -> Result<Vec<ScalarValue>> {
+            // frames of many rows per inference call (one row at a time on the CPU)
+            let found = crate::models::infer_rows(
+                n,
+                batch,
+                |row| {
+                    (!(paths.is_null(row) || times.is_null(row)))
+                        .then(|| crate::media::decode::rgb_at(paths.value(row), times.value(row)))
+                },
+                |frames| mtcnn.detect_batch(frames),
+            );
             let mut rows = Vec::with_capacity(n);
-            for row in 0..n {
-                let found = if paths.is_null(row) || times.is_null(row) {
-                    None
-                } else {
-                    UdfError::row(
-                        "face_boxes",
-                        faces_at(&mtcnn, paths.value(row), times.value(row)),
-                    )?
+            for outcome in found {
+                let faces = match outcome {
+                    Some(outcome) => UdfError::row("face_boxes", outcome)?,
+                    None => None,
                 };
-                rows.push(match found {
+                rows.push(match faces {
                     Some(faces) => {
                         list_value(faces.iter().map(face_value).collect::<Result<_>>()?, &item)
                     }
@@ -874,7 +867,7 @@ impl ScalarUDFImpl for FaceStatsUdf {
         let options = OnnxOptions::from_config(&args.config_options);
         let mtcnn = Mtcnn::load(&options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let batch = mtcnn.batch(&options);
+        let batch = options.frames_per_call(&mtcnn.pnet);
         let rows = crate::blocking::run_blocking(|| -> Result<Vec<ScalarValue>> {
             let mut rows = Vec::with_capacity(n);
             for row in 0..n {

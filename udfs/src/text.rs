@@ -526,14 +526,22 @@ impl ScalarUDFImpl for TextBoxesUdf {
             )),
         );
         crate::blocking::run_blocking(|| -> Result<()> {
-            for row in 0..n {
-                if paths.is_null(row) || times.is_null(row) {
-                    out.append_null();
-                    continue;
-                }
-                let found = rgb_at(paths.value(row), times.value(row))
-                    .and_then(|frame| detect_text(&det, &frame));
-                match UdfError::row("text_boxes", found)? {
+            // frames of many rows per inference call (one row at a time on the CPU)
+            let found = crate::models::infer_rows(
+                n,
+                options.frames_per_call(&det),
+                |row| {
+                    (!(paths.is_null(row) || times.is_null(row)))
+                        .then(|| rgb_at(paths.value(row), times.value(row)))
+                },
+                |frames| detect_text_batch(&det, frames),
+            );
+            for outcome in found {
+                let boxes = match outcome {
+                    Some(outcome) => UdfError::row("text_boxes", outcome)?,
+                    None => None,
+                };
+                match boxes {
                     Some(boxes) => {
                         let items = out.values();
                         for b in boxes {
@@ -655,10 +663,7 @@ impl ScalarUDFImpl for TextAreaRatioUdf {
                     continue;
                 }
                 // batching frames helps a GPU; on the CPU it was slower (benches/RESULTS.md)
-                let batch = match model.device {
-                    crate::models::Device::Cpu => 1,
-                    crate::models::Device::Cuda(_) => options.batch_size.max(1),
-                };
+                let batch = options.frames_per_call(&model);
                 match UdfError::row(
                     "text_area_ratio",
                     text_area(

@@ -75,6 +75,15 @@ impl OnnxOptions {
             .unwrap_or_else(|| framefusion_home().join("lib/libonnxruntime.so"))
     }
 
+    /// Frames per inference call for `model`: one on the CPU (batching measured slower
+    /// there for the text detector: benches/RESULTS.md), `onnx.batch_size` on CUDA.
+    pub fn frames_per_call(&self, model: &LoadedModel) -> usize {
+        match model.device {
+            Device::Cpu => 1,
+            Device::Cuda(_) => self.batch_size.max(1),
+        }
+    }
+
     /// A model file: as given when it has a folder, else in the model directory.
     pub fn model_path(&self, model: &str) -> PathBuf {
         let path = Path::new(model);
@@ -332,5 +341,109 @@ impl LoadedModel {
                 Ok((shape.iter().copied().collect(), values.to_vec()))
             })
             .collect()
+    }
+}
+
+/// Runs `infer` on the frames of many rows: `load` gives row `i`'s frame (None for a null
+/// row), up to `batch` rows are loaded at a time, and their frames go to `infer` in one
+/// call per frame size. Each row gets its own outcome; a row whose frame failed keeps its
+/// error, and a failed call fails the rows it was for.
+pub fn infer_rows<T>(
+    n: usize,
+    batch: usize,
+    mut load: impl FnMut(usize) -> Option<Result<crate::media::image::Rgb, UdfError>>,
+    mut infer: impl FnMut(&[crate::media::image::Rgb]) -> Result<Vec<T>, UdfError>,
+) -> Vec<Option<Result<T, UdfError>>> {
+    let batch = batch.max(1);
+    let mut out: Vec<Option<Result<T, UdfError>>> = Vec::with_capacity(n);
+    for first in (0..n).step_by(batch) {
+        // the window's loaded frames, by row
+        let mut frames = Vec::new();
+        for row in first..(first + batch).min(n) {
+            match load(row) {
+                Some(Ok(frame)) => {
+                    frames.push((row, frame));
+                    out.push(None);
+                }
+                Some(Err(e)) => out.push(Some(Err(e))),
+                None => out.push(None),
+            }
+        }
+        while let Some((_, head)) = frames.first() {
+            let size = (head.width, head.height);
+            let (same, rest): (Vec<_>, Vec<_>) = frames
+                .into_iter()
+                .partition(|(_, f)| (f.width, f.height) == size);
+            frames = rest;
+            let (rows, group): (Vec<usize>, Vec<_>) = same.into_iter().unzip();
+            let outcome = infer(&group).and_then(|results| {
+                if results.len() == rows.len() {
+                    Ok(results)
+                } else {
+                    Err(UdfError::Model(format!(
+                        "inference gave {} results for {} frames",
+                        results.len(),
+                        rows.len()
+                    )))
+                }
+            });
+            match outcome {
+                Ok(results) => {
+                    for (row, r) in rows.into_iter().zip(results) {
+                        out[row] = Some(Ok(r));
+                    }
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    for row in rows {
+                        out[row] = Some(Err(UdfError::Model(message.clone())));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::image::Rgb;
+
+    #[test]
+    fn rows_are_batched_by_window_and_frame_size() {
+        let frame = |w: usize| Rgb {
+            width: w,
+            height: 1,
+            data: vec![0; w * 3],
+        };
+        // rows: 0 small, 1 null, 2 large, 3 failed, 4 small, 5 small
+        let mut calls = Vec::new();
+        let out = infer_rows(
+            6,
+            4,
+            |row| match row {
+                1 => None,
+                3 => Some(Err(UdfError::Model("bad frame".to_owned()))),
+                2 => Some(Ok(frame(8))),
+                _ => Some(Ok(frame(4))),
+            },
+            |frames| {
+                calls.push(frames.iter().map(|f| f.width).collect::<Vec<_>>());
+                Ok(frames.iter().map(|f| f.width * 10).collect())
+            },
+        );
+        // window 0..4: one call for the small frame, one for the large; window 4..6: one
+        assert_eq!(calls, vec![vec![4], vec![8], vec![4, 4]]);
+        let got: Vec<Option<Result<usize, String>>> = out
+            .into_iter()
+            .map(|o| o.map(|r| r.map_err(|e| e.to_string())))
+            .collect();
+        assert_eq!(got[0], Some(Ok(40)));
+        assert_eq!(got[1], None);
+        assert_eq!(got[2], Some(Ok(80)));
+        assert!(got[3].as_ref().is_some_and(|r| r.is_err()));
+        assert_eq!(got[4], Some(Ok(40)));
+        assert_eq!(got[5], Some(Ok(40)));
     }
 }
