@@ -58,11 +58,7 @@ fn main() {
         true,
         Extras::default(),
         |f| {
-            frames.push(Rgb {
-                width: f.width as usize,
-                height: f.height as usize,
-                data: f.rgb,
-            });
+            frames.push(Rgb::from(f));
             std::ops::ControlFlow::Continue(())
         },
     )

@@ -22,7 +22,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::UdfError;
-use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use crate::media::decode::{Sampling, decode_batches};
 use crate::media::image::{Rgb, resize_area};
 use crate::media::source::VideoSource;
 use crate::models::{LoadedModel, OnnxOptions};
@@ -548,55 +548,26 @@ pub fn faces_in_range(
         Sampling::All
     };
     let mut out = Vec::new();
-    let mut pending: Vec<(f64, Rgb)> = Vec::new();
-    let mut failure = None;
-    let flush =
-        |pending: &mut Vec<(f64, Rgb)>, out: &mut Vec<FrameFaces>| -> Result<(), UdfError> {
-            let frames: Vec<Rgb> = pending.iter().map(|(_, f)| f.clone()).collect();
-            for ((t_s, frame), faces) in pending.drain(..).zip(mtcnn.detect_batch(&frames)?) {
-                out.push(FrameFaces {
-                    t_s,
-                    faces: faces.len(),
-                    largest: faces
-                        .iter()
-                        .copied()
-                        .max_by(|a, b| a.area().total_cmp(&b.area())),
-                    size: (frame.width, frame.height),
-                });
-            }
-            Ok(())
-        };
-    decode_frames_with(
-        &media,
-        sampling,
-        Resize::Original,
-        true,
-        Extras {
-            range: Some((start_s, end_s)),
-            motion_vectors: false,
-        },
-        |frame| {
-            pending.push((
-                frame.pts_s,
-                Rgb {
-                    width: frame.width as usize,
-                    height: frame.height as usize,
-                    data: frame.rgb,
-                },
-            ));
-            if pending.len() >= batch
-                && let Err(e) = flush(&mut pending, &mut out)
-            {
-                failure = Some(e);
-                return std::ops::ControlFlow::Break(());
-            }
-            std::ops::ControlFlow::Continue(())
-        },
-    )?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    flush(&mut pending, &mut out)?;
+    decode_batches(&media, sampling, (start_s, end_s), batch, |frames| {
+        let times: Vec<f64> = frames.iter().map(|f| f.pts_s).collect();
+        let frames: Vec<Rgb> = frames.into_iter().map(Rgb::from).collect();
+        for ((t_s, frame), faces) in times
+            .into_iter()
+            .zip(&frames)
+            .zip(mtcnn.detect_batch(&frames)?)
+        {
+            out.push(FrameFaces {
+                t_s,
+                faces: faces.len(),
+                largest: faces
+                    .iter()
+                    .copied()
+                    .max_by(|a, b| a.area().total_cmp(&b.area())),
+                size: (frame.width, frame.height),
+            });
+        }
+        Ok(())
+    })?;
     Ok(out)
 }
 
@@ -728,15 +699,16 @@ fn stats_value(frames: &[FrameFaces]) -> Result<ScalarValue> {
     )
 }
 
-fn failed_stats_value(message: String) -> Result<ScalarValue> {
-    let mut values: Vec<ScalarValue> = stats_fields()
+/// A struct of `fields` whose last field, `error`, is `message` and the others null.
+pub(crate) fn error_value(fields: &Fields, message: String) -> Result<ScalarValue> {
+    let mut values: Vec<ScalarValue> = fields
         .iter()
         .map(|f| ScalarValue::try_from(f.data_type()))
         .collect::<Result<_>>()?;
     if let Some(last) = values.last_mut() {
         *last = ScalarValue::Utf8(Some(message));
     }
-    struct_value(&stats_fields(), values)
+    struct_value(fields, values)
 }
 
 pub(crate) fn to_array(rows: Vec<ScalarValue>, data_type: &DataType) -> Result<ColumnarValue> {
@@ -890,7 +862,7 @@ impl ScalarUDFImpl for FaceStatsUdf {
                 rows.push(match found {
                     Ok(frames) => stats_value(&frames)?,
                     Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => failed_stats_value(e.to_string())?,
+                    Err(e) => error_value(&stats_fields(), e.to_string())?,
                 });
             }
             Ok(rows)

@@ -32,7 +32,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::UdfError;
-use crate::faces::{Face, Mtcnn, struct_value, to_array};
+use crate::faces::{Face, Mtcnn, error_value, struct_value, to_array};
 use crate::media::audio::decode_audio;
 use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
 use crate::media::image::Rgb;
@@ -189,13 +189,10 @@ pub fn lip_sync(
             motion_vectors: false,
         },
         |frame| {
-            let rgb = Rgb {
-                width: frame.width as usize,
-                height: frame.height as usize,
-                data: frame.rgb,
-            };
-            if frame.pts_s - detected_at >= DETECT_EVERY_S - 1e-6 {
-                detected_at = frame.pts_s;
+            let pts_s = frame.pts_s;
+            let rgb = Rgb::from(frame);
+            if pts_s - detected_at >= DETECT_EVERY_S - 1e-6 {
+                detected_at = pts_s;
                 match mtcnn.detect(&rgb) {
                     Ok(faces) => {
                         face = faces
@@ -220,7 +217,7 @@ pub fn lip_sync(
                 ),
                 _ => None,
             };
-            times.push(frame.pts_s);
+            times.push(pts_s);
             motion.push(m);
             previous = Some(gray);
             std::ops::ControlFlow::Continue(())
@@ -332,18 +329,7 @@ fn result_value(outcome: Result<Option<LipSync>, String>) -> Result<ScalarValue>
             ScalarValue::Float64(Some(r.speech_fraction)),
             ScalarValue::Utf8(r.error),
         ],
-        Err(message) => {
-            let mut v = vec![
-                ScalarValue::Float64(None),
-                ScalarValue::Float64(None),
-                ScalarValue::Float64(None),
-                ScalarValue::Int64(None),
-                ScalarValue::Float64(None),
-                ScalarValue::Float64(None),
-            ];
-            v.push(ScalarValue::Utf8(Some(message)));
-            v
-        }
+        Err(message) => return error_value(&fields, message),
     };
     struct_value(&fields, values)
 }

@@ -29,7 +29,7 @@ use datafusion::logical_expr::{
 };
 
 use crate::UdfError;
-use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with, rgb_at};
+use crate::media::decode::{Sampling, decode_batches, rgb_at};
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
 use crate::models::{LoadedModel, OnnxOptions};
@@ -588,43 +588,19 @@ fn text_area(
 ) -> Result<f64, UdfError> {
     let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
     let mut fractions = Vec::new();
-    let mut pending: Vec<Rgb> = Vec::new();
-    let mut failure = None;
-    let flush = |pending: &mut Vec<Rgb>, fractions: &mut Vec<f64>| -> Result<(), UdfError> {
-        for (frame, boxes) in pending.iter().zip(detect_text_batch(model, pending)?) {
-            fractions.push(covered_fraction(&boxes, frame.width, frame.height));
-        }
-        pending.clear();
-        Ok(())
-    };
-    decode_frames_with(
+    decode_batches(
         &media,
         Sampling::Fps(1.0),
-        Resize::Original,
-        true,
-        Extras {
-            range: Some((start_s, end_s)),
-            motion_vectors: false,
-        },
-        |frame| {
-            pending.push(Rgb {
-                width: frame.width as usize,
-                height: frame.height as usize,
-                data: frame.rgb,
-            });
-            if pending.len() >= batch
-                && let Err(e) = flush(&mut pending, &mut fractions)
-            {
-                failure = Some(e);
-                return std::ops::ControlFlow::Break(());
+        (start_s, end_s),
+        batch,
+        |frames| {
+            let frames: Vec<Rgb> = frames.into_iter().map(Rgb::from).collect();
+            for (frame, boxes) in frames.iter().zip(detect_text_batch(model, &frames)?) {
+                fractions.push(covered_fraction(&boxes, frame.width, frame.height));
             }
-            std::ops::ControlFlow::Continue(())
+            Ok(())
         },
     )?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    flush(&mut pending, &mut fractions)?;
     if fractions.is_empty() {
         return Ok(0.0);
     }

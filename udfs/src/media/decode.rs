@@ -31,6 +31,7 @@
 use std::ops::ControlFlow;
 
 use super::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
+use super::image::Rgb;
 use super::probe::open_error_is_transient;
 use super::source::MediaInput;
 use crate::UdfError;
@@ -224,11 +225,6 @@ pub fn decode_frames_with(
         let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
             .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
         let threads = std::thread::available_parallelism().map_or(0, usize::from);
-        let mut decoder = open_video_decoder(&display, &stream, threads, extras.motion_vectors)?;
-        if sampling == Sampling::Keyframes {
-            decoder.skip_frame(ffmpeg::Discard::NonKey);
-        }
-
         let mut sampler = Sampler::new(sampling, tb, start);
         let frame_period = frame_rate.map_or(0.2, |r| 1.0 / r);
         let plan = match sampling {
@@ -346,12 +342,16 @@ pub fn decode_frames_with(
                     stream_index,
                     plan,
                     timing: &timing,
-                    frame_ticks,
                 };
                 return chunked.run(chunks, threads, &mut sampler, &mut out);
             }
         }
 
+        // one decoder for the whole file (opened once the parallel chunks are ruled out)
+        let mut decoder = open_video_decoder(&display, &stream, threads, extras.motion_vectors)?;
+        if sampling == Sampling::Keyframes {
+            decoder.skip_frame(ffmpeg::Discard::NonKey);
+        }
         // the end of the last frame in presentation order, from every packet (decoded or not)
         let mut packets_end: Option<i64> = None;
         if let Some((from, _)) = extras.range.filter(|(from, _)| *from > 0.0) {
@@ -366,7 +366,7 @@ pub fn decode_frames_with(
                 continue;
             }
             if let (Some(pts), Sampling::Fps(_)) = (packet.pts(), sampling) {
-                let duration = frame_ticks.unwrap_or_else(|| packet.duration().max(0));
+                let duration = timing.packet_duration(&packet);
                 packets_end = packets_end.max(Some(pts + duration));
                 if let Some(plan) = &plan {
                     decoder.skip_frame(plan.discard(pts, packet.is_key()));
@@ -497,6 +497,11 @@ struct Timing {
 }
 
 impl Timing {
+    /// A packet's duration in ticks: the frame period when known, else its own.
+    fn packet_duration(&self, packet: &ffmpeg::Packet) -> i64 {
+        self.frame_ticks.unwrap_or_else(|| packet.duration().max(0))
+    }
+
     fn source(
         &self,
         frame: ffmpeg::frame::Video,
@@ -577,7 +582,6 @@ struct Chunked<'a> {
     stream_index: usize,
     plan: &'a SkipPlan,
     timing: &'a Timing,
-    frame_ticks: Option<i64>,
 }
 
 impl Chunked<'_> {
@@ -768,7 +772,7 @@ impl Chunked<'_> {
                     _ => {}
                 }
             }
-            let duration = self.frame_ticks.unwrap_or_else(|| packet.duration().max(0));
+            let duration = self.timing.packet_duration(&packet);
             if upper.is_none_or(|u| pts < u) {
                 packets_end = packets_end.max(Some(pts + duration));
             }
@@ -987,15 +991,61 @@ pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<Decoded
 
 /// The frame shown at `at_s` seconds of the video at `path` (see [`frame_at`]), at its
 /// own size.
-pub fn rgb_at(path: &str, at_s: f64) -> Result<crate::media::image::Rgb, UdfError> {
+pub fn rgb_at(path: &str, at_s: f64) -> Result<Rgb, UdfError> {
     let media = crate::media::source::VideoSource::parse(path)?
         .media_input(&crate::storage::StorageOptions::default())?;
-    let frame = frame_at(&media, at_s, Resize::Original)?;
-    Ok(crate::media::image::Rgb {
-        width: frame.width as usize,
-        height: frame.height as usize,
-        data: frame.rgb,
-    })
+    Ok(frame_at(&media, at_s, Resize::Original)?.into())
+}
+
+impl From<DecodedFrame> for Rgb {
+    fn from(frame: DecodedFrame) -> Self {
+        Rgb {
+            width: frame.width as usize,
+            height: frame.height as usize,
+            data: frame.rgb,
+        }
+    }
+}
+
+/// Decodes the frames of `[start_s, end_s)` sampled by `sampling`, at their own size, and
+/// hands them to `each` in batches of up to `batch` (for a model that takes several
+/// frames per call); the first error `each` returns stops decoding and is returned.
+pub fn decode_batches(
+    media: &MediaInput,
+    sampling: Sampling,
+    (start_s, end_s): (f64, f64),
+    batch: usize,
+    mut each: impl FnMut(Vec<DecodedFrame>) -> Result<(), UdfError>,
+) -> Result<(), UdfError> {
+    let mut pending = Vec::with_capacity(batch.max(1));
+    let mut failure = None;
+    decode_frames_with(
+        media,
+        sampling,
+        Resize::Original,
+        true,
+        Extras {
+            range: Some((start_s, end_s)),
+            motion_vectors: false,
+        },
+        |frame| {
+            pending.push(frame);
+            if pending.len() >= batch.max(1)
+                && let Err(e) = each(std::mem::take(&mut pending))
+            {
+                failure = Some(e);
+                return ControlFlow::Break(());
+            }
+            ControlFlow::Continue(())
+        },
+    )?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if pending.is_empty() {
+        return Ok(());
+    }
+    each(pending)
 }
 
 #[cfg(test)]
