@@ -54,11 +54,7 @@ fn as_face(b: &[f64; 4]) -> Face {
 fn frames(name: &str, sampling: Sampling, range: Option<(f64, f64)>) -> Vec<Rgb> {
     decode(&sample(name), sampling, Resize::Original, range)
         .into_iter()
-        .map(|f| Rgb {
-            width: f.width as usize,
-            height: f.height as usize,
-            data: f.rgb,
-        })
+        .map(Rgb::from)
         .collect()
 }
 

@@ -71,11 +71,7 @@ fn talking_head() -> Vec<(Rgb, [(f64, f64); 2])> {
         None,
     );
     for f in frames {
-        let rgb = Rgb {
-            width: f.width as usize,
-            height: f.height as usize,
-            data: f.rgb,
-        };
+        let rgb = Rgb::from(f);
         let faces = mtcnn.detect(&rgb).unwrap_or_else(|e| panic!("{e}"));
         let corners = faces
             .first()

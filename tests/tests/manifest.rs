@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
 use framefusion_tests::cluster::TestCluster;
-use framefusion_tests::{framefusion_bin, run_python};
+use framefusion_tests::{ffmpeg, framefusion_bin, run_python};
 
 #[path = "../../engine/examples/pipeline.rs"]
 #[allow(dead_code)]
@@ -26,25 +26,20 @@ const CONCURRENCY: usize = 2;
 fn corpus(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let first = dir.path().join("v000.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args([
+    ffmpeg(
+        &[
             "-f",
             "lavfi",
             "-t",
             "3",
             "-i",
             "testsrc=size=320x240:rate=25",
-        ])
-        .args([
             "-f",
             "lavfi",
             "-t",
             "3",
             "-i",
             "smptebars=size=320x240:rate=25",
-        ])
-        .args([
             "-filter_complex",
             "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]",
             "-map",
@@ -53,10 +48,9 @@ fn corpus(n: usize) -> tempfile::TempDir {
             "libx264",
             "-preset",
             "veryfast",
-        ])
-        .arg(&first)
-        .status();
-    assert!(status.is_ok_and(|s| s.success()), "ffmpeg failed");
+        ],
+        &first,
+    );
     for i in 1..n {
         std::fs::copy(&first, dir.path().join(format!("v{i:03}.mp4")))
             .unwrap_or_else(|e| panic!("{e}"));

@@ -4,14 +4,13 @@
 //! answers on a cluster.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float32Type, Float64Type};
 use datafusion::prelude::SessionContext;
 use framefusion_engine::SessionContextExt;
 use framefusion_tests::cluster::TestCluster;
-use framefusion_tests::run_python;
+use framefusion_tests::{ffmpeg, run_python};
 
 /// A model with input `x` f32[N,3,8,8] and outputs `channels` (mean per channel, [N,3])
 /// and `mean` (mean of everything, [N]).
@@ -44,11 +43,16 @@ onnx.save(model, sys.argv[1])
 /// One second of red, then one second of blue, 64x64 at 25 fps.
 fn red_then_blue(dir: &Path) -> PathBuf {
     let path = dir.join("red_blue.mp4");
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "color=c=red:s=64x64:r=25:d=1"])
-        .args(["-f", "lavfi", "-i", "color=c=blue:s=64x64:r=25:d=1"])
-        .args([
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=red:s=64x64:r=25:d=1",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=c=blue:s=64x64:r=25:d=1",
             "-filter_complex",
             "[0:v][1:v]concat=n=2:v=1:a=0,format=yuv420p[v]",
             "-map",
@@ -57,10 +61,9 @@ fn red_then_blue(dir: &Path) -> PathBuf {
             "libx264",
             "-crf",
             "0",
-        ])
-        .arg(&path)
-        .status();
-    assert!(status.is_ok_and(|s| s.success()), "ffmpeg failed");
+        ],
+        &path,
+    );
     path
 }
 

@@ -135,14 +135,8 @@ async fn probing_an_object_reads_a_small_part_of_it() {
     // file, as ffmpeg writes MP4 by default: probing must seek there, not read it all
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let big = dir.path().join("big.mp4");
-    let status = std::process::Command::new("ffmpeg")
-        .args(["-v", "error", "-stream_loop", "9", "-i"])
-        .arg(corpus_dir().join("trailer_bbb.mp4"))
-        .args(["-c", "copy", "-y"])
-        .arg(&big)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
-    assert!(status.success());
+    let trailer = corpus_dir().join("trailer_bbb.mp4").display().to_string();
+    framefusion_tests::ffmpeg(&["-stream_loop", "9", "-i", &trailer, "-c", "copy"], &big);
     let size = std::fs::metadata(&big).map(|m| m.len()).unwrap_or(0);
     assert!(size > 50_000_000, "{size}");
 

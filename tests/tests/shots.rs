@@ -6,7 +6,7 @@ use std::process::Command;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Int64Type;
-use framefusion_tests::{python, query, sample};
+use framefusion_tests::{ffmpeg, python, query, sample};
 
 /// The cut frames (starts of every shot but the first) `detect_shots` finds.
 async fn our_cuts(file: &Path, options: &str) -> Vec<i64> {
@@ -61,12 +61,11 @@ async fn synthetic_cuts_are_exact() {
         "mandelbrot=size=320x240:rate=25",
         "rgbtestsrc=size=320x240:rate=25:duration=2",
     ];
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-y"]);
+    let mut args = Vec::new();
     for s in sources {
-        cmd.args(["-f", "lavfi", "-t", "2", "-i", s]);
+        args.extend(["-f", "lavfi", "-t", "2", "-i", s]);
     }
-    cmd.args([
+    args.extend([
         "-filter_complex",
         "[0:v][1:v][2:v][3:v]concat=n=4:v=1:a=0,format=yuv420p[v]",
         "-map",
@@ -75,9 +74,8 @@ async fn synthetic_cuts_are_exact() {
         "libx264",
         "-preset",
         "veryfast",
-    ])
-    .arg(&file);
-    assert!(cmd.status().is_ok_and(|s| s.success()), "ffmpeg failed");
+    ]);
+    ffmpeg(&args, &file);
 
     assert_eq!(our_cuts(&file, "").await, [50, 100, 150]);
     assert_eq!(our_cuts(&file, "detector=adaptive").await, [50, 100, 150]);

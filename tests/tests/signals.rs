@@ -3,37 +3,35 @@
 //! and one decode per clip however many signals a query asks of it.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int32Type, Int64Type};
 use framefusion_tests::{query, sample};
 
+/// ffmpeg with `args`, encoding H.264 to `out`.
 fn ffmpeg(args: &[&str], out: &Path) {
-    let status = Command::new("ffmpeg")
-        .args(["-v", "error", "-y"])
-        .args(args)
-        .args([
-            "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
-        ])
-        .arg(out)
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
-    assert!(status.success(), "ffmpeg failed for {}", out.display());
+    let mut args = args.to_vec();
+    args.extend([
+        "-c:v", "libx264", "-preset", "veryfast", "-pix_fmt", "yuv420p",
+    ]);
+    framefusion_tests::ffmpeg(&args, out);
 }
 
 /// A 2-second 320x240 clip panning over a static noise texture at `speed` pixels/frame.
 fn pan(dir: &Path, speed: u32) -> PathBuf {
     let texture = dir.join("texture.png");
     if !texture.exists() {
-        let status = Command::new("ffmpeg")
-            .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-            .arg("nullsrc=s=1600x240,geq=lum='random(1)*255':cb=128:cr=128,boxblur=2")
-            .args(["-frames:v", "1"])
-            .arg(&texture)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run ffmpeg: {e}"));
-        assert!(status.success());
+        framefusion_tests::ffmpeg(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "nullsrc=s=1600x240,geq=lum='random(1)*255':cb=128:cr=128,boxblur=2",
+                "-frames:v",
+                "1",
+            ],
+            &texture,
+        );
     }
     let out = dir.join(format!("pan{speed}.mp4"));
     let crop = format!("crop=320:240:x='n*{speed}':y=0");

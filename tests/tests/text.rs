@@ -6,10 +6,9 @@ use std::path::Path;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::Float64Type;
-use framefusion_tests::{query, run_python, sample};
-use framefusion_udfs::media::decode::{Extras, Resize, Sampling, decode_frames_with};
+use framefusion_tests::{decode, query, run_python, sample};
+use framefusion_udfs::media::decode::{Resize, Sampling};
 use framefusion_udfs::media::image::Rgb;
-use framefusion_udfs::media::source::VideoSource;
 use framefusion_udfs::models::{OnnxOptions, model};
 use framefusion_udfs::text::{DET_MODEL, TextBox, detect_text};
 
@@ -58,33 +57,21 @@ async fn text_detection_agrees_with_rapidocr_on_the_trailer() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let options = OnnxOptions::default();
     let det = model(&options.model_path(DET_MODEL), &options).unwrap_or_else(|e| panic!("{e}"));
-    let trailer = sample("trailer_bbb.mp4");
-    let media = VideoSource::parse(&trailer.display().to_string())
-        .and_then(|s| s.media_input(&Default::default()))
-        .unwrap_or_else(|e| panic!("{e}"));
     let mut ours: Vec<Vec<TextBox>> = Vec::new();
     let mut size = (0, 0);
-    decode_frames_with(
-        &media,
+    let frames = decode(
+        &sample("trailer_bbb.mp4"),
         Sampling::Fps(1.0),
         Resize::Original,
-        true,
-        Extras::default(),
-        |f| {
-            let i = ours.len();
-            std::fs::write(dir.path().join(format!("frame-{i}.rgb")), &f.rgb)
-                .unwrap_or_else(|e| panic!("{e}"));
-            size = (f.width as usize, f.height as usize);
-            let rgb = Rgb {
-                width: size.0,
-                height: size.1,
-                data: f.rgb,
-            };
-            ours.push(detect_text(&det, &rgb).unwrap_or_else(|e| panic!("{e}")));
-            std::ops::ControlFlow::Continue(())
-        },
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+        None,
+    );
+    for (i, f) in frames.into_iter().enumerate() {
+        std::fs::write(dir.path().join(format!("frame-{i}.rgb")), &f.rgb)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let rgb = Rgb::from(f);
+        size = (rgb.width, rgb.height);
+        ours.push(detect_text(&det, &rgb).unwrap_or_else(|e| panic!("{e}")));
+    }
     let theirs = rapidocr_boxes(dir.path(), ours.len(), size.0, size.1);
     assert_eq!(theirs.len(), ours.len());
 
