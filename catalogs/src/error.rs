@@ -21,11 +21,21 @@ pub enum CatalogError {
     Store(String),
     /// The media layer refused the location.
     #[error(transparent)]
-    Media(#[from] framefusion_udfs::UdfError),
+    Media(#[from] framefusion_media::MediaError),
 }
 
 impl From<CatalogError> for DataFusionError {
     fn from(e: CatalogError) -> Self {
         DataFusionError::External(Box::new(e))
+    }
+}
+
+/// The error that fails a task for a media failure: an I/O error for a transient one
+/// (Ballista's scheduler retries those), the media error otherwise.
+pub fn task_error(e: framefusion_media::MediaError) -> DataFusionError {
+    if e.is_transient() {
+        DataFusionError::IoError(std::io::Error::other(e.to_string()))
+    } else {
+        DataFusionError::External(Box::new(CatalogError::Media(e)))
     }
 }

@@ -15,7 +15,7 @@
 //! | `size=N` | scale so the longer side is N pixels (never enlarges) |
 //! | `size=WxH` | scale to exactly W x H |
 //! | `batch=N` | frames per output batch (default 8) |
-//! | `aws.KEY=VALUE` | an object-store option for an `s3://` location (`aws.endpoint=...`, `aws.region=...`, ...; see `framefusion_udfs::storage`) |
+//! | `aws.KEY=VALUE` | an object-store option for an `s3://` location (`aws.endpoint=...`, `aws.region=...`, ...; see `framefusion_media::storage`) |
 //!
 //! One row per produced frame: `path`, `frame_index`, `pts_s`, `is_keyframe`, `width`,
 //! `height`, `rgb` (packed RGB24, `width * height * 3` bytes) and `decode_error`. A file that
@@ -41,10 +41,10 @@ use datafusion::datasource::physical_plan::{FileOpenFuture, FileOpener};
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
-use framefusion_udfs::error::retry_transient;
-use framefusion_udfs::media::decode::{DecodedFrame, Resize, Sampling, decode_frames};
-use framefusion_udfs::media::source::VideoSource;
-use framefusion_udfs::storage::StorageOptions;
+use framefusion_media::decode::{DecodedFrame, Resize, Sampling, decode_frames};
+use framefusion_media::error::retry_transient;
+use framefusion_media::source::VideoSource;
+use framefusion_media::storage::StorageOptions;
 use futures::StreamExt;
 
 use crate::config::{DEFAULT_VIDEO_EXTENSIONS, VideoOptions};
@@ -316,7 +316,7 @@ fn decode_file(
     });
     match outcome {
         Err(e) if e.is_transient() => {
-            let _ = tx.blocking_send(Err(e.into_task_error()));
+            let _ = tx.blocking_send(Err(crate::error::task_error(e)));
             return;
         }
         Err(e) => {

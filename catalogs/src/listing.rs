@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use framefusion_udfs::media::source::{VideoSource, local_uri};
-use framefusion_udfs::storage::{S3Location, StorageOptions, s3_store, storage_error};
+use framefusion_media::source::{VideoSource, local_uri};
+use framefusion_media::storage::{S3Location, StorageOptions, s3_store, storage_error};
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;

@@ -27,11 +27,11 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
-use framefusion_udfs::error::retry_transient;
-use framefusion_udfs::media::probe::probe_input;
-use framefusion_udfs::media::source::VideoSource;
-use framefusion_udfs::probe_udf::{ProbeColumnsBuilder, probe_fields};
-use framefusion_udfs::storage::StorageOptions;
+use framefusion_media::error::retry_transient;
+use framefusion_media::probe::probe_input;
+use framefusion_media::probe_columns::{ProbeColumnsBuilder, probe_fields};
+use framefusion_media::source::VideoSource;
+use framefusion_media::storage::StorageOptions;
 use futures::StreamExt;
 use object_store::ObjectStore;
 
@@ -402,7 +402,7 @@ pub fn partition_files(
 ///
 /// Accepted `OPTIONS`: `'extensions' 'mp4,mov'` (or `'*'`; without it the session's
 /// `video.extensions` applies) and, for `s3://` locations, the object-store options
-/// `'aws.*'` of [`framefusion_udfs::storage`]. A remote location is checked (listable,
+/// `'aws.*'` of [`framefusion_media::storage`]. A remote location is checked (listable,
 /// not empty) before the table exists.
 #[derive(Debug, Default)]
 pub struct VideoTableFactory;
@@ -739,7 +739,7 @@ fn file_row(
             match outcome {
                 // still failing after local retries: fail the task so the scheduler
                 // retries it (a transient failure is not the file's fault)
-                Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                Err(e) if e.is_transient() => return Err(crate::error::task_error(e)),
                 outcome => probed.append(&outcome),
             }
         }

@@ -139,11 +139,11 @@ pub async fn executor(args: ExecutorArgs) -> Result<(), CliError> {
             .allowed_roots
             .iter()
             .map(|r| {
-                framefusion_udfs::media::source::Root::parse(r)
+                framefusion_media::source::Root::parse(r)
                     .map_err(|e| CliError::Usage(format!("--allow-root '{r}': {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        framefusion_udfs::media::source::confine_to(roots);
+        framefusion_media::source::confine_to(roots);
     }
     let defaults = ExecutorOptions::default();
     run_executor(ExecutorOptions {

@@ -30,6 +30,10 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "framefusion", version, about, long_about = None)]
 struct Cli {
+    /// Cores framefusion's CPU work may use in this process (decoding, pixel conversion,
+    /// inference share them; default: the cores the process may use).
+    #[arg(long, global = true, env = "FRAMEFUSION_THREADS", value_name = "N")]
+    threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -89,6 +93,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
 
     let cli = Cli::parse();
+    framefusion_media::cpu::configure(cli.threads.unwrap_or(0));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -9,7 +9,7 @@ use clap::Args;
 use datafusion::logical_expr::LogicalPlan;
 use framefusion_engine::SessionContextExt;
 use framefusion_engine::manifest::{ManifestOptions, RunProgress, RunSummary, write_manifest};
-use framefusion_udfs::storage::StorageOptions;
+use framefusion_media::storage::StorageOptions;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::CliError;

@@ -32,8 +32,8 @@ use framefusion_catalogs::frames::{FrameOptions, FramesTable};
 use framefusion_catalogs::listing::{ExtensionFilter, ListedFile};
 use framefusion_catalogs::video::{ScanKind, listed_file};
 use framefusion_catalogs::{VideoFileSource, VideoTable, video_scan};
+use framefusion_media::storage::StorageOptions;
 use framefusion_udfs::models::user::OnnxModelUdf;
-use framefusion_udfs::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
 
 const VIDEO_TABLE_TAG: &[u8] = b"framefusion:video_table:v1\n";
@@ -310,19 +310,22 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
 }
 
 /// Functions registered in a session (ONNX models from `CREATE FUNCTION ... LANGUAGE onnx`)
-/// travel as their definition; the others by name.
+/// travel as their definition, video operators with their query's decode-pass demands;
+/// the others by name.
 fn encode_udf(
     node: &ScalarUDF,
     buf: &mut Vec<u8>,
     inner: impl FnOnce(&ScalarUDF, &mut Vec<u8>) -> Result<()>,
 ) -> Result<()> {
-    match (node.inner().as_ref() as &dyn Any).downcast_ref::<OnnxModelUdf>() {
-        Some(udf) => {
-            buf.extend(udf.encode());
-            Ok(())
-        }
-        None => inner(node, buf),
+    if let Some(udf) = (node.inner().as_ref() as &dyn Any).downcast_ref::<OnnxModelUdf>() {
+        buf.extend(udf.encode());
+        return Ok(());
     }
+    if let Some(bytes) = framefusion_udfs::encode_udf(node) {
+        buf.extend(bytes);
+        return Ok(());
+    }
+    inner(node, buf)
 }
 
 fn decode_udf(
@@ -330,6 +333,9 @@ fn decode_udf(
     buf: &[u8],
     inner: impl FnOnce(&str, &[u8]) -> Result<Arc<ScalarUDF>>,
 ) -> Result<Arc<ScalarUDF>> {
+    if let Some(udf) = framefusion_udfs::decode_udf(buf) {
+        return udf;
+    }
     match OnnxModelUdf::decode(buf) {
         Some(udf) => Ok(Arc::new(ScalarUDF::new_from_impl(udf?))),
         None => inner(name, buf),

@@ -24,7 +24,22 @@ pub fn user_message(error: &DataFusionError) -> String {
         DataFusionError::IoError(e) => format!("I/O error: {e}"),
         other => other.to_string(),
     };
+    let text = coercion_message(&text).unwrap_or(&text);
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The operator's own message inside DataFusion's report of a failed argument check
+/// (`Function 'f' user-defined coercion failed with: Error during planning: MESSAGE. No
+/// function matches ...`), which names the function's arguments and the one at fault.
+fn coercion_message(message: &str) -> Option<&str> {
+    let (_, rest) = message.split_once("user-defined coercion failed with: ")?;
+    let rest = rest.strip_prefix("Error during planning: ").unwrap_or(rest);
+    Some(rest.split(". No function matches").next().unwrap_or(rest))
+}
+
+/// Whether `error` is a function call's argument check failing at planning.
+pub fn is_argument_error(error: &DataFusionError) -> bool {
+    coercion_message(&error.find_root().to_string()).is_some()
 }
 
 #[cfg(test)]
@@ -61,6 +76,17 @@ mod tests {
         assert_eq!(
             err.as_deref(),
             Some("location '/no/such/dir' does not exist; give an existing folder or video file")
+        );
+        let err = ctx
+            .run_script("SELECT text_area_ratio('a.mp4', 'x', 1)")
+            .await
+            .err();
+        assert!(err.as_ref().is_some_and(is_argument_error));
+        assert_eq!(
+            err.map(|e| user_message(&e)).as_deref(),
+            Some(
+                "text_area_ratio(path VARCHAR, start_s DOUBLE, end_s DOUBLE): start_s must be a number of seconds, not Utf8"
+            )
         );
         Ok(())
     }

@@ -30,4 +30,4 @@ pub use session::{connect, new_context, remote_context, session_config, session_
 
 /// `$FRAMEFUSION_HOME`, where setup caches the corpus, models and libraries and where the
 /// catalog lives; default `~/.cache/framefusion`.
-pub use framefusion_udfs::models::framefusion_home;
+pub use framefusion_media::framefusion_home;

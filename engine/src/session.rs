@@ -12,6 +12,7 @@ use framefusion_catalogs::frames::FramesFunction;
 use framefusion_catalogs::video::VIDEO_FILE_TYPE;
 use framefusion_catalogs::{VideoOptions, VideoTableFactory};
 
+use framefusion_udfs::VideoPassRule;
 use framefusion_udfs::models::OnnxOptions;
 use framefusion_udfs::models::user::OnnxFunctionFactory;
 
@@ -52,6 +53,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .with_config(config)
         .with_table_factory(VIDEO_FILE_TYPE.to_owned(), Arc::new(VideoTableFactory))
         .with_function_factory(Some(Arc::new(OnnxFunctionFactory)))
+        .with_optimizer_rule(Arc::new(VideoPassRule))
         .build();
     framefusion_udfs::register_all(&mut state)?;
     state.register_udtf("frames", Arc::new(FramesFunction));
@@ -61,7 +63,10 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
 /// The scheduler's session state: Ballista's default one plus framefusion's functions
 /// (the scheduler plans the physical plan, so it must resolve every UDF by name).
 pub fn scheduler_session_state(config: SessionConfig) -> Result<SessionState> {
-    let mut state = ballista_core::utils::default_session_builder(config)?;
+    let state = ballista_core::utils::default_session_builder(config)?;
+    let mut state = SessionStateBuilder::new_from_existing(state)
+        .with_optimizer_rule(Arc::new(VideoPassRule))
+        .build();
     framefusion_udfs::register_all(&mut state)?;
     Ok(state)
 }

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use framefusion_udfs::media::source::{Root, confine_to};
+use framefusion_media::source::{Root, confine_to};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use auth::AuthConfig;

@@ -55,7 +55,7 @@ use datafusion::prelude::SessionContext;
 use framefusion_catalogs::frames::FramesTable;
 use framefusion_catalogs::video::VideoTable;
 use framefusion_engine::SessionContextExt;
-use framefusion_udfs::media::source::VideoSource;
+use framefusion_media::source::VideoSource;
 use futures::future::AbortHandle;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;

@@ -14,6 +14,8 @@
 //! The message is the engine's one-line user message, which names the input and the fix.
 
 use datafusion::error::DataFusionError;
+use framefusion_catalogs::CatalogError;
+use framefusion_media::MediaError;
 use framefusion_udfs::UdfError;
 use tonic::{Code, Status};
 
@@ -28,6 +30,9 @@ pub fn code(error: &DataFusionError) -> Code {
     // that cannot be opened, a scan, an operator)
     if framefusion_engine::user_message(error).contains(NOT_ALLOWED) {
         return Code::PermissionDenied;
+    }
+    if framefusion_engine::error::is_argument_error(error) {
+        return Code::InvalidArgument;
     }
     match error.find_root() {
         DataFusionError::SQL(..)
@@ -65,7 +70,7 @@ pub fn code(error: &DataFusionError) -> Code {
     }
 }
 
-/// How [`UdfError::NotAllowed`] reads, wherever it surfaces as text.
+/// How [`MediaError::NotAllowed`] reads, wherever it surfaces as text.
 const NOT_ALLOWED: &str = "is outside the locations this server may read or write";
 
 fn is_not_found(message: &str) -> bool {
@@ -75,14 +80,33 @@ fn is_not_found(message: &str) -> bool {
         || m.contains("no such")
 }
 
+/// The media error inside an operator's or a table's error, if there is one.
+fn media_error<'a>(
+    error: &'a (dyn std::error::Error + Send + Sync + 'static),
+) -> Option<&'a MediaError> {
+    if let Some(media) = error.downcast_ref::<MediaError>() {
+        return Some(media);
+    }
+    match (
+        error.downcast_ref::<UdfError>(),
+        error.downcast_ref::<CatalogError>(),
+    ) {
+        (Some(UdfError::Media(media)), _) | (_, Some(CatalogError::Media(media))) => Some(media),
+        _ => None,
+    }
+}
+
 fn external_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Code {
-    if let Some(udf) = error.downcast_ref::<UdfError>() {
-        return match udf {
-            UdfError::NotAllowed { .. } => Code::PermissionDenied,
-            UdfError::Storage { transient, .. } if *transient => Code::Unavailable,
-            UdfError::Option(_) | UdfError::UnsupportedUri { .. } => Code::InvalidArgument,
+    if let Some(media) = media_error(error) {
+        return match media {
+            MediaError::NotAllowed { .. } => Code::PermissionDenied,
+            MediaError::Storage { transient, .. } if *transient => Code::Unavailable,
+            MediaError::Option(_) | MediaError::UnsupportedUri { .. } => Code::InvalidArgument,
             _ => Code::Internal,
         };
+    }
+    if let Some(UdfError::Option(_)) = error.downcast_ref::<UdfError>() {
+        return Code::InvalidArgument;
     }
     if error.downcast_ref::<std::io::Error>().is_some() {
         return Code::Unavailable;
@@ -109,7 +133,7 @@ mod tests {
             code(&DataFusionError::Plan("No field named x".into())),
             Code::InvalidArgument
         );
-        let denied = DataFusionError::External(Box::new(UdfError::NotAllowed {
+        let denied = DataFusionError::External(Box::new(MediaError::NotAllowed {
             uri: "/etc".into(),
             roots: "/data".into(),
         }));

@@ -114,6 +114,24 @@ impl TestCluster {
         let _ = child.wait();
     }
 
+    /// Everything the executors have logged so far (standard error and output).
+    pub fn executor_logs(&self) -> String {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        files.sort();
+        files
+            .iter()
+            .filter(|f| {
+                f.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("executor-") && n.contains(".log"))
+            })
+            .map(|f| std::fs::read_to_string(f).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// The processes' logs, for a failure message.
     pub fn logs(&self) -> String {
         let mut out = String::new();

@@ -173,3 +173,40 @@ async fn a_file_without_read_permission_is_an_error_row() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_argument_types_are_one_line_planning_errors() {
+    use framefusion_engine::SessionContextExt;
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    for op in framefusion_udfs::operators() {
+        let usage = framefusion_udfs::VideoUdf::usage(op.as_ref());
+        let arity = op.arities().into_iter().min().unwrap_or(1);
+        // a number where the path goes
+        let args = vec!["1"; arity].join(", ");
+        let sql = format!("SELECT {}({args})", op.name());
+        let error = ctx.run_script(&sql).await.err();
+        let message = error
+            .as_ref()
+            .map(framefusion_engine::user_message)
+            .unwrap_or_default();
+        assert_eq!(
+            message,
+            format!("{usage}: path must be a path or URI (a string), not Int64"),
+            "{sql}"
+        );
+        // too many arguments
+        let args = vec!["'a.mp4'"; op.args().len() + 1].join(", ");
+        let sql = format!("SELECT {}({args})", op.name());
+        let message = ctx
+            .run_script(&sql)
+            .await
+            .err()
+            .map(|e| framefusion_engine::user_message(&e))
+            .unwrap_or_default();
+        assert!(
+            message.starts_with(&usage) && message.contains("arguments, not"),
+            "{sql}: {message}"
+        );
+        assert!(!message.contains("Internal error"), "{sql}: {message}");
+    }
+}

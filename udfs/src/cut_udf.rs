@@ -17,21 +17,18 @@
 //!   (an unknown mode, an empty range) do too.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, StringBuilder};
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::Volatility;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
 use crate::UdfError;
-use crate::error::retry_transient;
+use crate::error::MediaError;
 use crate::media::cut::{CutMode, cut_to_file};
 use crate::media::source::{VideoSource, local_uri};
+use crate::operator::{Arg, ArgKind, Batch, RowOutcome, VideoOperator};
 use crate::storage::{S3Location, StorageOptions, block_on, s3_store, storage_error};
 
 /// Where clips go.
@@ -116,11 +113,13 @@ pub fn cut_clip(
             })?;
             let tmp = dir.join(format!(".{name}.part-{}", std::process::id()));
             let input = source.media_input(storage)?;
-            let written = cut_to_file(&input, start_s, end_s, mode, &tmp).and_then(|_| {
-                std::fs::rename(&tmp, &target).map_err(|e| {
-                    UdfError::Option(format!("cannot publish {}: {e}", target.display()))
-                })
-            });
+            let written = cut_to_file(&input, start_s, end_s, mode, &tmp)
+                .map_err(UdfError::from)
+                .and_then(|_| {
+                    std::fs::rename(&tmp, &target).map_err(|e| {
+                        UdfError::Option(format!("cannot publish {}: {e}", target.display()))
+                    })
+                });
             if written.is_err() {
                 let _ = std::fs::remove_file(&tmp);
             }
@@ -132,14 +131,14 @@ pub fn cut_clip(
             let target = prefix.with_key(&key);
             let uri = target.uri();
             let store = s3_store(&prefix.bucket, storage)?;
-            let object = ObjectPath::parse(&key).map_err(|e| UdfError::UnsupportedUri {
+            let object = ObjectPath::parse(&key).map_err(|e| MediaError::UnsupportedUri {
                 uri: uri.clone(),
                 reason: format!("not a valid object key: {e}"),
             })?;
             match block_on(store.head(&object))? {
                 Ok(_) => return Ok(uri),
                 Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(storage_error(&uri, &e)),
+                Err(e) => return Err(storage_error(&uri, &e).into()),
             }
             let tmp = tempfile::Builder::new()
                 .prefix(".framefusion-clip-")
@@ -158,85 +157,58 @@ pub fn cut_clip(
 }
 
 /// `cut_clip(path, start_s, end_s, dest_prefix [, mode])`: see the module docs.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct CutClipUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct CutClip;
 
-impl Default for CutClipUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![TypeSignature::Any(4), TypeSignature::Any(5)],
-                // writes files: never folded into a constant or deduplicated away
-                Volatility::Volatile,
-            ),
-        }
-    }
-}
-
-impl ScalarUDFImpl for CutClipUdf {
-    fn name(&self) -> &str {
+impl VideoOperator for CutClip {
+    fn name(&self) -> &'static str {
         "cut_clip"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[
+            Arg::path(),
+            Arg::seconds("start_s"),
+            Arg::seconds("end_s"),
+            Arg {
+                name: "dest_prefix",
+                kind: ArgKind::Text,
+                required: true,
+            },
+            Arg::options("mode"),
+        ];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+    fn arities(&self) -> Vec<usize> {
+        vec![4, 5]
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let (path, start, end, dest, mode) = match args.args.as_slice() {
-            [p, s, e, d] => (p, s, e, d, None),
-            [p, s, e, d, m] => (p, s, e, d, Some(m)),
-            _ => {
-                return exec_err!(
-                    "cut_clip(path, start_s, end_s, dest_prefix [, mode]) takes four or five arguments"
-                );
-            }
-        };
-        let path = crate::args::strings(path, n, "cut_clip: path")?;
-        let start = crate::args::floats(start, n, "cut_clip: start_s")?;
-        let end = crate::args::floats(end, n, "cut_clip: end_s")?;
-        let dest = crate::args::strings(dest, n, "cut_clip: dest_prefix")?;
-        let mode = mode
-            .map(|m| crate::args::strings(m, n, "cut_clip: mode"))
-            .transpose()?;
-        let mode = mode.as_ref();
-        let mut out = StringBuilder::new();
-        crate::blocking::run_blocking(|| -> Result<()> {
-            for i in 0..n {
-                if path.is_null(i) || start.is_null(i) || end.is_null(i) || dest.is_null(i) {
-                    out.append_null();
-                    continue;
-                }
-                let outcome = mode
-                    .filter(|m| !m.is_null(i))
-                    .map_or(Ok(CutMode::Auto), |m| CutMode::parse(m.value(i)))
-                    .and_then(|mode| {
-                        retry_transient(|| {
-                            cut_clip(
-                                path.value(i),
-                                start.value(i),
-                                end.value(i),
-                                dest.value(i),
-                                mode,
-                                &StorageOptions::default(),
-                            )
-                        })
-                    });
-                match UdfError::row("cut_clip", outcome)? {
-                    Some(uri) => out.append_value(uri),
-                    None => out.append_null(),
-                }
-            }
-            Ok(())
-        })?;
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    fn return_type(&self) -> DataType {
+        DataType::Utf8
+    }
+
+    fn volatility(&self) -> Volatility {
+        // writes files: never folded into a constant or deduplicated away
+        Volatility::Volatile
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        Ok(batch.each_row(|row| {
+            let mode = batch
+                .text(4, row)
+                .map_or(Ok(CutMode::Auto), CutMode::parse)?;
+            let (start_s, end_s) = batch.range(row).unwrap_or_default();
+            let uri = cut_clip(
+                batch.path(row),
+                start_s,
+                end_s,
+                batch.text(3, row).unwrap_or_default(),
+                mode,
+                &StorageOptions::default(),
+            )?;
+            Ok(ScalarValue::Utf8(Some(uri)))
+        }))
     }
 }
 

@@ -14,50 +14,52 @@ use std::sync::Arc;
 use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::lit;
 
-use crate::cut_udf::CutClipUdf;
-use crate::probe_udf::ProbeUdf;
-use crate::shots::DetectShotsUdf;
-use crate::signals::{ClipSignalsUdf, HammingDistanceUdf, SignalViewUdf};
+use crate::signals::HammingDistanceUdf;
 
-fn call(udf: impl datafusion::logical_expr::ScalarUDFImpl + 'static, args: Vec<Expr>) -> Expr {
-    Arc::new(ScalarUDF::new_from_impl(udf)).call(args)
+/// A call of the operator `name` (one of [`crate::operators`]).
+fn call(name: &str, args: Vec<Expr>) -> Expr {
+    match crate::operator_udf(name) {
+        Some(udf) => udf.call(args),
+        // unreachable for the names below, which the registry lists
+        None => Expr::Literal(datafusion::common::ScalarValue::Null, None),
+    }
 }
 
 /// `probe(path)`.
 pub fn probe(path: Expr) -> Expr {
-    call(ProbeUdf::new(), vec![path])
+    call("probe", vec![path])
 }
 
 /// `detect_shots(path [, options])`.
 pub fn detect_shots(path: Expr, options: Option<&str>) -> Expr {
     let mut args = vec![path];
     args.extend(options.map(lit));
-    call(DetectShotsUdf::default(), args)
+    call("detect_shots", args)
 }
 
 /// `clip_signals(path, start_s, end_s)`.
 pub fn clip_signals(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call(ClipSignalsUdf::default(), vec![path, start_s, end_s])
+    call("clip_signals", vec![path, start_s, end_s])
 }
 
 /// `motion_score(path, start_s, end_s)`.
 pub fn motion_score(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call(SignalViewUdf::motion(), vec![path, start_s, end_s])
+    call("motion_score", vec![path, start_s, end_s])
 }
 
 /// `clip_quality(path, start_s, end_s)`.
 pub fn clip_quality(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call(SignalViewUdf::quality(), vec![path, start_s, end_s])
+    call("clip_quality", vec![path, start_s, end_s])
 }
 
 /// `clip_phash(path, start_s, end_s)`.
 pub fn clip_phash(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call(SignalViewUdf::phash(), vec![path, start_s, end_s])
+    call("clip_phash", vec![path, start_s, end_s])
 }
 
 /// `hamming_distance(a, b)`.
 pub fn hamming_distance(a: Expr, b: Expr) -> Expr {
-    call(HammingDistanceUdf::default(), vec![a, b])
+    Arc::new(ScalarUDF::from(HammingDistanceUdf::default())).call(vec![a, b])
 }
 
 /// `cut_clip(path, start_s, end_s, dest_prefix [, mode])`.
@@ -70,7 +72,7 @@ pub fn cut_clip(
 ) -> Expr {
     let mut args = vec![path, start_s, end_s, lit(dest_prefix)];
     args.extend(mode.map(lit));
-    call(CutClipUdf::default(), args)
+    call("cut_clip", args)
 }
 
 /// `speech_activity(path [, start_s, end_s])`.
@@ -79,19 +81,34 @@ pub fn speech_activity(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
     if let Some((s, e)) = range {
         args.extend([s, e]);
     }
-    call(crate::speech::SpeechActivityUdf::default(), args)
+    call("speech_activity", args)
+}
+
+/// `text_area_ratio(path, start_s, end_s)`.
+pub fn text_area_ratio(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
+    call("text_area_ratio", vec![path, start_s, end_s])
+}
+
+/// `ocr_text(path, at_s)`.
+pub fn ocr_text(path: Expr, at_s: Expr) -> Expr {
+    call("ocr_text", vec![path, at_s])
+}
+
+/// `text_boxes(path, at_s)`.
+pub fn text_boxes(path: Expr, at_s: Expr) -> Expr {
+    call("text_boxes", vec![path, at_s])
 }
 
 /// `face_stats(path, start_s, end_s [, fps])`.
 pub fn face_stats(path: Expr, start_s: Expr, end_s: Expr, fps: Option<Expr>) -> Expr {
     let mut args = vec![path, start_s, end_s];
     args.extend(fps);
-    call(crate::faces::FaceStatsUdf::default(), args)
+    call("face_stats", args)
 }
 
 /// `face_boxes(path, at_s)`.
 pub fn face_boxes(path: Expr, at_s: Expr) -> Expr {
-    call(crate::faces::FaceBoxesUdf::default(), vec![path, at_s])
+    call("face_boxes", vec![path, at_s])
 }
 
 /// `lip_sync(path [, start_s, end_s])`.
@@ -100,5 +117,20 @@ pub fn lip_sync(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
     if let Some((s, e)) = range {
         args.extend([s, e]);
     }
-    call(crate::lipsync::LipSyncUdf::default(), args)
+    call("lip_sync", args)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_operator_has_a_builder() {
+        let source = include_str!("expr_fn.rs");
+        for op in crate::operators() {
+            assert!(
+                source.contains(&format!("pub fn {}(", op.name())),
+                "expr_fn has no builder for {}",
+                op.name()
+            );
+        }
+    }
 }

@@ -13,19 +13,24 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::scalar::ScalarStructBuilder;
-use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{Expr, Volatility};
+use framefusion_media::MediaError;
+use framefusion_media::pass::{
+    Decoded, Filter, FrameConsumer, Picture, PictureFormat, PictureSpec, Pictures, SlotSampler,
+    StreamInfo,
 };
 
 use crate::UdfError;
-use crate::media::decode::{Sampling, decode_batches};
+use crate::analysis::{Demand, Feature, Frames};
 use crate::media::image::{Rgb, resize_area};
 use crate::media::source::VideoSource;
-use crate::models::{LoadedModel, OnnxOptions};
+use crate::models::{Batcher, LoadedModel, OnnxOptions};
+use crate::operator::{
+    Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, error_struct, list_value, struct_value,
+};
 use crate::storage::StorageOptions;
 
 /// P-Net in `onnx.model_dir` (installed by scripts/setup.sh).
@@ -531,46 +536,6 @@ pub struct FrameFaces {
     pub size: (usize, usize),
 }
 
-/// Face counts and largest faces of the frames of `[start_s, end_s)` sampled at `fps`
-/// (every frame when `fps` is 0 or less).
-pub fn faces_in_range(
-    mtcnn: &Mtcnn,
-    path: &str,
-    start_s: f64,
-    end_s: f64,
-    fps: f64,
-    batch: usize,
-) -> Result<Vec<FrameFaces>, UdfError> {
-    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
-    let sampling = if fps > 0.0 {
-        Sampling::Fps(fps)
-    } else {
-        Sampling::All
-    };
-    let mut out = Vec::new();
-    decode_batches(&media, sampling, (start_s, end_s), batch, |frames| {
-        let times: Vec<f64> = frames.iter().map(|f| f.pts_s).collect();
-        let frames: Vec<Rgb> = frames.into_iter().map(Rgb::from).collect();
-        for ((t_s, frame), faces) in times
-            .into_iter()
-            .zip(&frames)
-            .zip(mtcnn.detect_batch(&frames)?)
-        {
-            out.push(FrameFaces {
-                t_s,
-                faces: faces.len(),
-                largest: faces
-                    .iter()
-                    .copied()
-                    .max_by(|a, b| a.area().total_cmp(&b.area())),
-                size: (frame.width, frame.height),
-            });
-        }
-        Ok(())
-    })?;
-    Ok(out)
-}
-
 fn f64_field(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Float64, nullable)
 }
@@ -611,18 +576,6 @@ fn stats_fields() -> Fields {
         Field::new("samples", list_of(DataType::Struct(sample_fields())), true),
         Field::new("error", DataType::Utf8, true),
     ])
-}
-
-fn list_value(values: Vec<ScalarValue>, item: &DataType) -> ScalarValue {
-    ScalarValue::List(ScalarValue::new_list(&values, item, true))
-}
-
-pub(crate) fn struct_value(fields: &Fields, values: Vec<ScalarValue>) -> Result<ScalarValue> {
-    let mut builder = ScalarStructBuilder::new();
-    for (field, value) in fields.iter().zip(values) {
-        builder = builder.with_scalar(field.as_ref().clone(), value);
-    }
-    builder.build()
 }
 
 fn face_value(face: &Face) -> Result<ScalarValue> {
@@ -699,174 +652,333 @@ fn stats_value(frames: &[FrameFaces]) -> Result<ScalarValue> {
     )
 }
 
-/// A struct of `fields` whose last field, `error`, is `message` and the others null.
-pub(crate) fn error_value(fields: &Fields, message: String) -> Result<ScalarValue> {
-    let mut values: Vec<ScalarValue> = fields
-        .iter()
-        .map(|f| ScalarValue::try_from(f.data_type()))
-        .collect::<Result<_>>()?;
-    if let Some(last) = values.last_mut() {
-        *last = ScalarValue::Utf8(Some(message));
+/// One frame sampled for faces: [`FrameFaces`], and how many output slots it shows.
+#[derive(Debug, Clone, PartialEq)]
+struct FaceSample {
+    faces: FrameFaces,
+    slots: usize,
+}
+
+/// The face samples of a pass, in presentation order: the `faces` feature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FaceSamples(pub Vec<FrameFaces>);
+
+impl FaceSamples {
+    /// The samples of `[start_s, end_s)`.
+    pub fn range(&self, start_s: f64, end_s: f64) -> Vec<FrameFaces> {
+        self.0
+            .iter()
+            .filter(|f| f.t_s >= start_s - 1e-9 && f.t_s < end_s - 1e-9)
+            .cloned()
+            .collect()
     }
-    struct_value(fields, values)
 }
 
-pub(crate) fn to_array(rows: Vec<ScalarValue>, data_type: &DataType) -> Result<ColumnarValue> {
-    if rows.is_empty() {
-        return Ok(ColumnarValue::Array(
-            datafusion::arrow::array::new_empty_array(data_type),
-        ));
+/// Detects faces on the frames sampled at `fps` (every frame for 0) during a decode pass,
+/// in batches ([`Batcher`]).
+struct FaceConsumer {
+    mtcnn: Mtcnn,
+    fps: f64,
+    sampler: Option<SlotSampler>,
+    batcher: Option<Batcher<(FaceSample, Arc<Picture>), FaceSample>>,
+    batch: usize,
+    samples: Vec<FrameFaces>,
+}
+
+impl FaceConsumer {
+    fn sample(
+        &mut self,
+        frame: &Decoded,
+        slots: usize,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        if slots == 0 {
+            return Ok(());
+        }
+        let spec = PictureSpec {
+            width: frame.width(),
+            height: frame.height(),
+            format: PictureFormat::Rgb24,
+            filter: Filter::Bicubic,
+        };
+        let picture = pictures.get(frame, spec)?;
+        let sample = FaceSample {
+            faces: FrameFaces {
+                t_s: frame.pts_s,
+                faces: 0,
+                largest: None,
+                size: (picture.width, picture.height),
+            },
+            slots,
+        };
+        let mtcnn = self.mtcnn.clone();
+        let batcher = self.batcher.get_or_insert_with(|| {
+            Batcher::new(
+                mtcnn.pnet.device,
+                self.batch,
+                move |items: Vec<(FaceSample, Arc<Picture>)>| {
+                    let frames: Vec<Rgb> = items
+                        .iter()
+                        .map(|(_, p)| Rgb {
+                            width: p.width,
+                            height: p.height,
+                            data: p.data.clone(),
+                        })
+                        .collect();
+                    let found = mtcnn.detect_batch(&frames)?;
+                    Ok(items
+                        .into_iter()
+                        .zip(found)
+                        .map(|((s, _), faces)| FaceSample {
+                            faces: FrameFaces {
+                                faces: faces.len(),
+                                largest: faces
+                                    .iter()
+                                    .copied()
+                                    .max_by(|a, b| a.area().total_cmp(&b.area())),
+                                ..s.faces
+                            },
+                            slots: s.slots,
+                        })
+                        .collect())
+                },
+            )
+        });
+        batcher
+            .push((sample, picture))
+            .map_err(|e| MediaError::Option(e.to_string()))
     }
-    Ok(ColumnarValue::Array(ScalarValue::iter_to_array(rows)?))
 }
 
-/// `face_boxes(path, at_s)`: the faces of one frame, most confident first.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct FaceBoxesUdf {
-    signature: Signature,
-}
+impl FrameConsumer for FaceConsumer {
+    fn name(&self) -> &str {
+        "face detection (face_stats)"
+    }
 
-impl Default for FaceBoxesUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable),
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), MediaError> {
+        self.sampler = (self.fps > 0.0).then(|| SlotSampler::new(self.fps, stream.time_base));
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        frame: &Decoded,
+        previous: Option<&Decoded>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        match self.sampler.as_mut() {
+            Some(sampler) => {
+                let slots = sampler.push(frame.ts);
+                match previous {
+                    Some(previous) => self.sample(previous, slots, pictures),
+                    None => Ok(()),
+                }
+            }
+            None => self.sample(frame, 1, pictures),
         }
     }
+
+    fn finish(
+        &mut self,
+        last: Option<&Decoded>,
+        end_ts: Option<i64>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        if let (Some(sampler), Some(last)) = (self.sampler.as_mut(), last) {
+            let slots = sampler.finish(end_ts);
+            self.sample(last, slots, pictures)?;
+        }
+        if let Some(batcher) = self.batcher.take() {
+            let samples = batcher
+                .finish()
+                .map_err(|e| MediaError::Option(e.to_string()))?;
+            self.samples = samples
+                .into_iter()
+                .flat_map(|s| std::iter::repeat_n(s.faces, s.slots))
+                .collect();
+        }
+        Ok(())
+    }
 }
 
-impl ScalarUDFImpl for FaceBoxesUdf {
-    fn name(&self) -> &str {
+impl FeatureConsumer for FaceConsumer {
+    fn into_feature(self: Box<Self>) -> Feature {
+        Arc::new(FaceSamples(self.samples))
+    }
+}
+
+/// The demand of `face_stats` at `fps` under the session's settings.
+fn faces_demand(fps: f64, options: &OnnxOptions) -> Demand {
+    Demand {
+        frames: Frames::sampled(fps),
+        ..Demand::new(
+            FACE_STATS,
+            "faces",
+            format!(
+                "fps={fps};models={};device={}",
+                options.model_dir().display(),
+                options.device
+            ),
+        )
+    }
+}
+
+/// The default sampling rate of `face_stats`.
+const FACE_FPS: f64 = 1.0;
+
+const FACE_STATS: &str = "face_stats";
+
+/// `face_boxes(path, at_s)`: the faces of one frame, most confident first.
+#[derive(Debug, Default)]
+pub struct FaceBoxes;
+
+impl VideoOperator for FaceBoxes {
+    fn name(&self) -> &'static str {
         "face_boxes"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[Arg::path(), Arg::seconds("at_s")];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(list_of(DataType::Struct(face_fields())))
+    fn return_type(&self) -> DataType {
+        list_of(DataType::Struct(face_fields()))
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let [path, at] = args.args.as_slice() else {
-            return exec_err!("face_boxes(path, at_s) takes two arguments");
-        };
-        let paths = crate::args::strings(path, n, "face_boxes: path")?;
-        let times = crate::args::floats(at, n, "face_boxes: at_s")?;
-        let options = OnnxOptions::from_config(&args.config_options);
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
         let mtcnn = Mtcnn::load(&options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
         let item = DataType::Struct(face_fields());
-        let batch = options.frames_per_call(&mtcnn.pnet);
-        let rows = crate::blocking::run_blocking(|| -> Result<Vec<ScalarValue>> {
-            // frames of many rows per inference call (one row at a time on the CPU)
-            let found = crate::models::infer_rows(
-                n,
-                batch,
-                |row| {
-                    (!(paths.is_null(row) || times.is_null(row)))
-                        .then(|| crate::media::decode::rgb_at(paths.value(row), times.value(row)))
-                },
-                |frames| mtcnn.detect_batch(frames),
-            );
-            let mut rows = Vec::with_capacity(n);
-            for outcome in found {
-                let faces = match outcome {
-                    Some(outcome) => UdfError::row("face_boxes", outcome)?,
-                    None => None,
-                };
-                rows.push(match faces {
-                    Some(faces) => {
-                        list_value(faces.iter().map(face_value).collect::<Result<_>>()?, &item)
-                    }
-                    None => ScalarValue::new_null_list(item.clone(), true, 1),
-                });
-            }
-            Ok(rows)
-        })?;
-        to_array(rows, &list_of(item))
+        let rows = batch.rows();
+        // frames of many rows per inference call (one row at a time on the CPU)
+        let found = crate::models::infer_rows(
+            rows.len(),
+            options.frames_per_call(&mtcnn.pnet),
+            |i| {
+                let row = rows[i];
+                let at = batch.number(1, row).unwrap_or_default();
+                Some(
+                    crate::error::retry_transient(|| {
+                        crate::media::decode::rgb_at(batch.path(row), at)
+                    })
+                    .map_err(UdfError::from),
+                )
+            },
+            |frames| mtcnn.detect_batch(frames),
+        );
+        Ok(found
+            .into_iter()
+            .map(|outcome| match outcome {
+                Some(Ok(faces)) => faces
+                    .iter()
+                    .map(face_value)
+                    .collect::<Result<Vec<_>>>()
+                    .map(|values| list_value(values, &item))
+                    .map_err(|e| UdfError::Option(e.to_string())),
+                Some(Err(e)) => Err(e),
+                None => Err(UdfError::Option("no frame".to_owned())),
+            })
+            .collect())
     }
 }
 
 /// `face_stats(path, start_s, end_s [, fps])`: faces over the sampled frames of a range.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct FaceStatsUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct FaceStats;
 
-impl Default for FaceStatsUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![TypeSignature::Any(3), TypeSignature::Any(4)],
-                Volatility::Immutable,
-            ),
-        }
-    }
-}
-
-impl ScalarUDFImpl for FaceStatsUdf {
-    fn name(&self) -> &str {
-        "face_stats"
+impl VideoOperator for FaceStats {
+    fn name(&self) -> &'static str {
+        FACE_STATS
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[
+            Arg::path(),
+            Arg::seconds("start_s"),
+            Arg::seconds("end_s"),
+            Arg::number("fps"),
+        ];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(stats_fields()))
+    fn arities(&self) -> Vec<usize> {
+        vec![3, 4]
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let (path, start, end, fps) = match args.args.as_slice() {
-            [p, s, e] => (p, s, e, None),
-            [p, s, e, f] => (p, s, e, Some(f)),
-            _ => {
-                return exec_err!(
-                    "face_stats(path, start_s, end_s [, fps]) takes three or four arguments"
-                );
-            }
+    fn return_type(&self) -> DataType {
+        DataType::Struct(stats_fields())
+    }
+
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn demands(&self, args: &[Expr], config: &ConfigOptions) -> Vec<Demand> {
+        // the rate must be known when planning: a literal, or the default
+        let fps = match args.get(3) {
+            None => Some(FACE_FPS),
+            Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Float64) {
+                Ok(ScalarValue::Float64(Some(f))) => Some(f),
+                Ok(ScalarValue::Float64(None)) => Some(FACE_FPS),
+                _ => None,
+            },
+            Some(_) => None,
         };
-        let paths = crate::args::strings(path, n, "face_stats: path")?;
-        let starts = crate::args::floats(start, n, "face_stats: start_s")?;
-        let ends = crate::args::floats(end, n, "face_stats: end_s")?;
-        let rates = fps
-            .map(|f| crate::args::floats(f, n, "face_stats: fps"))
-            .transpose()?;
-        let options = OnnxOptions::from_config(&args.config_options);
-        let mtcnn = Mtcnn::load(&options)
+        fps.map(|fps| faces_demand(fps, &OnnxOptions::from_config(config)))
+            .into_iter()
+            .collect()
+    }
+
+    fn consumer(
+        &self,
+        demand: &Demand,
+        config: &ConfigOptions,
+    ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
+        let options = OnnxOptions::from_config(config);
+        let mtcnn = Mtcnn::load(&options)?;
+        let fps = demand
+            .param("fps")
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(FACE_FPS);
+        Ok(Box::new(FaceConsumer {
+            batch: options.frames_per_call(&mtcnn.pnet),
+            mtcnn,
+            fps,
+            sampler: None,
+            batcher: None,
+            samples: Vec::new(),
+        }))
+    }
+
+    fn failed(&self, message: &str) -> Result<ScalarValue> {
+        error_struct(&stats_fields(), message)
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
+        // models that cannot be loaded fail the query, not each row
+        Mtcnn::load(&options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let batch = options.frames_per_call(&mtcnn.pnet);
-        let rows = crate::blocking::run_blocking(|| -> Result<Vec<ScalarValue>> {
-            let mut rows = Vec::with_capacity(n);
-            for row in 0..n {
-                if paths.is_null(row) || starts.is_null(row) || ends.is_null(row) {
-                    rows.push(ScalarValue::try_from(DataType::Struct(stats_fields()))?);
-                    continue;
-                }
-                let fps = match &rates {
-                    Some(r) if !r.is_null(row) => r.value(row),
-                    _ => 1.0,
-                };
-                let found = faces_in_range(
-                    &mtcnn,
-                    paths.value(row),
-                    starts.value(row),
-                    ends.value(row),
-                    fps,
-                    batch,
-                );
-                rows.push(match found {
-                    Ok(frames) => stats_value(&frames)?,
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    Err(e) => error_value(&stats_fields(), e.to_string())?,
-                });
-            }
-            Ok(rows)
-        })?;
-        to_array(rows, &DataType::Struct(stats_fields()))
+        Ok(batch.each_row(|row| {
+            let (start_s, end_s) = batch.range(row).unwrap_or_default();
+            let fps = batch.number(3, row).unwrap_or(FACE_FPS);
+            let source = VideoSource::parse(batch.path(row))?;
+            let feature = crate::analysis::features(
+                &source,
+                &StorageOptions::default(),
+                Some((start_s, end_s)),
+                &faces_demand(fps, &options),
+                batch.pass,
+                batch.config,
+            )?;
+            let samples = crate::analysis::downcast::<FaceSamples>(&feature)?;
+            stats_value(&samples.range(start_s, end_s)).map_err(|e| UdfError::Option(e.to_string()))
+        }))
     }
 }

@@ -1,10 +1,15 @@
 //! # framefusion-udfs
 //!
-//! Media primitives over ffmpeg (through `video-rs` and the `ffmpeg-next` bindings it
-//! re-exports) and the video operators built on them, exposed as DataFusion UDFs.
+//! The video operators, exposed as DataFusion UDFs, over the media I/O of
+//! `framefusion-media` (re-exported here as [`media`], with its [`storage`] and
+//! [`blocking`] modules).
 //!
-//! - [`media`]: probing (container and stream facts, as `ffprobe` reports them), and,
-//!   as later operators land, decoding, sampling, seeking and encoding.
+//! - [`operator`]: the scaffold every operator is written in ([`VideoOperator`], made a
+//!   UDF by [`VideoUdf`]): signatures checked at planning, arguments parsed, rows run on
+//!   the CPU pool, one per-row failure rule.
+//! - [`analysis`] and [`plan`]: one decode per video per query: a planner rule gives each
+//!   operator call the demands of its query on the video, and the first call runs one pass
+//!   computing them all.
 //! - [`probe_udf`]: the `probe(path)` scalar function.
 //! - [`shots`]: `detect_shots(path [, options])`, PySceneDetect's detectors.
 //! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
@@ -16,59 +21,82 @@
 //! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
-//! - [`storage`]: `s3://` locations, their stores and presigned read URLs.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
 //!   registry, the one entry point the engine (embedded or on Ballista) calls.
 //!
-//! CPU-heavy work (opening containers, decoding) never runs on async I/O threads: callers
-//! run it on blocking threads, and every function here is synchronous.
+//! CPU-heavy work (opening containers, decoding, inference) never runs on async I/O
+//! threads: the scaffold runs it on the process's CPU pool (`framefusion_media::cpu`).
 
+pub mod analysis;
 mod args;
-pub mod blocking;
 pub mod cut_udf;
 pub mod error;
 pub mod expr_fn;
 pub mod faces;
 pub mod lipsync;
-pub mod media;
 pub mod models;
+pub mod operator;
+pub mod plan;
 pub mod probe_udf;
 pub mod shots;
 pub mod signals;
 pub mod speech;
-pub mod storage;
 pub mod text;
 
 use std::sync::Arc;
+
+pub use framefusion_media as media;
+pub use framefusion_media::{blocking, storage};
 
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::ScalarUDF;
 
 pub use cut_udf::fnv1a;
 pub use error::UdfError;
+pub use operator::{VideoOperator, VideoUdf};
+pub use plan::VideoPassRule;
 
 /// The version of framefusion's operators (recorded with a manifest's rows).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Every video operator, in registration order: adding an operator is one line here.
+pub fn operators() -> Vec<Arc<dyn VideoOperator>> {
+    vec![
+        Arc::new(probe_udf::Probe),
+        Arc::new(shots::DetectShots),
+        Arc::new(signals::ClipSignalsOp),
+        Arc::new(signals::SignalView::motion()),
+        Arc::new(signals::SignalView::quality()),
+        Arc::new(signals::SignalView::phash()),
+        Arc::new(cut_udf::CutClip),
+        Arc::new(speech::SpeechActivity),
+        Arc::new(text::TextAreaRatio),
+        Arc::new(faces::FaceBoxes),
+        Arc::new(faces::FaceStats),
+        Arc::new(lipsync::LipSyncOp),
+        Arc::new(text::OcrText),
+        Arc::new(text::TextBoxes),
+    ]
+}
+
+/// The UDF of the operator named `name`.
+pub fn operator_udf(name: &str) -> Option<Arc<ScalarUDF>> {
+    operators()
+        .into_iter()
+        .find(|op| op.name() == name)
+        .map(|op| VideoUdf::new(op).into_udf())
+}
+
 /// Every scalar UDF this crate provides, in registration order.
 pub fn scalar_udfs() -> Vec<Arc<ScalarUDF>> {
-    vec![
-        Arc::new(ScalarUDF::from(probe_udf::ProbeUdf::new())),
-        Arc::new(ScalarUDF::from(shots::DetectShotsUdf::default())),
-        Arc::new(ScalarUDF::from(signals::ClipSignalsUdf::default())),
-        Arc::new(ScalarUDF::from(signals::SignalViewUdf::motion())),
-        Arc::new(ScalarUDF::from(signals::SignalViewUdf::quality())),
-        Arc::new(ScalarUDF::from(signals::SignalViewUdf::phash())),
-        Arc::new(ScalarUDF::from(signals::HammingDistanceUdf::default())),
-        Arc::new(ScalarUDF::from(cut_udf::CutClipUdf::default())),
-        Arc::new(ScalarUDF::from(speech::SpeechActivityUdf::default())),
-        Arc::new(ScalarUDF::from(text::TextAreaRatioUdf::default())),
-        Arc::new(ScalarUDF::from(faces::FaceBoxesUdf::default())),
-        Arc::new(ScalarUDF::from(faces::FaceStatsUdf::default())),
-        Arc::new(ScalarUDF::from(lipsync::LipSyncUdf::default())),
-        Arc::new(ScalarUDF::from(text::OcrTextUdf::default())),
-        Arc::new(ScalarUDF::from(text::TextBoxesUdf::default())),
-    ]
+    let mut udfs: Vec<Arc<ScalarUDF>> = operators()
+        .into_iter()
+        .map(|op| VideoUdf::new(op).into_udf())
+        .collect();
+    udfs.push(Arc::new(ScalarUDF::from(
+        signals::HammingDistanceUdf::default(),
+    )));
+    udfs
 }
 
 /// Registers every framefusion UDF on `registry` (a `SessionContext`, a `SessionState`,
@@ -78,4 +106,53 @@ pub fn register_all(registry: &mut dyn FunctionRegistry) -> datafusion::error::R
         registry.register_udf(udf)?;
     }
     Ok(())
+}
+
+const PASS_TAG: &[u8] = b"framefusion:video_op:v1\n";
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PassWire {
+    name: String,
+    pass: analysis::PassSpec,
+}
+
+/// The bytes that carry a video operator call's decode-pass demands between processes
+/// (client, scheduler, executors); `None` for a UDF that travels by name alone.
+pub fn encode_udf(udf: &ScalarUDF) -> Option<Vec<u8>> {
+    let video = (udf.inner().as_ref() as &dyn std::any::Any).downcast_ref::<VideoUdf>()?;
+    let pass = video.pass()?;
+    let mut buf = PASS_TAG.to_vec();
+    serde_json::to_writer(
+        &mut buf,
+        &PassWire {
+            name: video.operator().name().to_owned(),
+            pass: pass.as_ref().clone(),
+        },
+    )
+    .ok()?;
+    Some(buf)
+}
+
+/// The UDF [`encode_udf`] encoded; `None` for other bytes.
+pub fn decode_udf(bytes: &[u8]) -> Option<datafusion::error::Result<Arc<ScalarUDF>>> {
+    let json = bytes.strip_prefix(PASS_TAG)?;
+    Some((|| {
+        let wire: PassWire = serde_json::from_slice(json).map_err(|e| {
+            datafusion::error::DataFusionError::Plan(format!(
+                "cannot decode a video operator sent by another framefusion process ({e}); are client, scheduler and executors the same framefusion version?"
+            ))
+        })?;
+        let op = operators()
+            .into_iter()
+            .find(|op| op.name() == wire.name)
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Plan(format!(
+                    "unknown video operator '{}' (another framefusion version?)",
+                    wire.name
+                ))
+            })?;
+        Ok(VideoUdf::new(op)
+            .with_pass(Some(Arc::new(wire.pass)))
+            .into_udf())
+    })())
 }

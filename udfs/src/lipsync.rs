@@ -27,17 +27,16 @@
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
+use datafusion::logical_expr::Volatility;
 
 use crate::UdfError;
-use crate::faces::{Face, Mtcnn, error_value, struct_value, to_array};
+use crate::faces::{Face, Mtcnn};
 use crate::media::audio::decode_audio;
 use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
 use crate::models::{LoadedModel, OnnxOptions};
+use crate::operator::{Arg, Batch, RowOutcome, VideoOperator, error_struct, struct_value};
 use crate::speech::{SILERO_MODEL, speech_probabilities};
 use crate::storage::StorageOptions;
 
@@ -316,11 +315,14 @@ fn result_fields() -> Fields {
     ])
 }
 
-fn result_value(outcome: Result<Option<LipSync>, String>) -> Result<ScalarValue> {
+fn result_value(outcome: Option<LipSync>) -> Result<ScalarValue> {
     let fields = result_fields();
-    let values = match outcome {
-        Ok(None) => return ScalarValue::try_from(DataType::Struct(fields)),
-        Ok(Some(r)) => vec![
+    let Some(r) = outcome else {
+        return ScalarValue::try_from(DataType::Struct(fields));
+    };
+    struct_value(
+        &fields,
+        vec![
             ScalarValue::Float64(r.score),
             ScalarValue::Float64(r.best_offset_s),
             ScalarValue::Float64(r.best_score),
@@ -329,69 +331,53 @@ fn result_value(outcome: Result<Option<LipSync>, String>) -> Result<ScalarValue>
             ScalarValue::Float64(Some(r.speech_fraction)),
             ScalarValue::Utf8(r.error),
         ],
-        Err(message) => return error_value(&fields, message),
-    };
-    struct_value(&fields, values)
+    )
 }
 
 /// `lip_sync(path [, start_s, end_s])`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct LipSyncUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct LipSyncOp;
 
-impl Default for LipSyncUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![TypeSignature::Any(1), TypeSignature::Any(3)],
-                Volatility::Immutable,
-            ),
-        }
-    }
-}
-
-impl ScalarUDFImpl for LipSyncUdf {
-    fn name(&self) -> &str {
+impl VideoOperator for LipSyncOp {
+    fn name(&self) -> &'static str {
         "lip_sync"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[
+            Arg::path(),
+            Arg::optional_seconds("start_s"),
+            Arg::optional_seconds("end_s"),
+        ];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(result_fields()))
+    fn arities(&self) -> Vec<usize> {
+        vec![1, 3]
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let input = crate::args::PathAndRange::parse(&args.args, n, "lip_sync")?;
-        let options = OnnxOptions::from_config(&args.config_options);
+    fn return_type(&self) -> DataType {
+        DataType::Struct(result_fields())
+    }
+
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn failed(&self, message: &str) -> Result<ScalarValue> {
+        error_struct(&result_fields(), message)
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
         let external = |e: UdfError| datafusion::error::DataFusionError::External(Box::new(e));
         let mtcnn = Mtcnn::load(&options).map_err(external)?;
         let vad = crate::models::model(&options.model_dir().join(SILERO_MODEL), &options)
             .map_err(external)?;
-        let rows = crate::blocking::run_blocking(|| -> Result<Vec<ScalarValue>> {
-            use datafusion::arrow::array::Array;
-            let mut rows = Vec::with_capacity(n);
-            for row in 0..n {
-                if input.paths.is_null(row) {
-                    rows.push(result_value(Ok(None))?);
-                    continue;
-                }
-                let range = input.range(row);
-                rows.push(
-                    match lip_sync(&mtcnn, &vad, input.paths.value(row), range) {
-                        Ok(r) => result_value(Ok(r))?,
-                        Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                        Err(e) => result_value(Err(e.to_string()))?,
-                    },
-                );
-            }
-            Ok(rows)
-        })?;
-        to_array(rows, &DataType::Struct(result_fields()))
+        Ok(batch.each_row(|row| {
+            let outcome = lip_sync(&mtcnn, &vad, batch.path(row), batch.range(row))?;
+            result_value(outcome).map_err(|e| UdfError::Option(e.to_string()))
+        }))
     }
 }
 

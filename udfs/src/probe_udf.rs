@@ -1,211 +1,61 @@
 //! Probe results as Arrow columns, and the `probe(path)` scalar function.
 //!
-//! [`probe_fields`] is the single definition of the probe columns: the videos table
-//! (`framefusion-catalogs`) and `probe(path)` both build them with
-//! [`ProbeColumnsBuilder`], so a column means the same thing everywhere.
+//! The columns are `framefusion_media::probe_columns`' (the videos table builds the same
+//! ones), so a column means the same thing everywhere.
 //!
 //! `probe(path)` takes a path or `file://` URI per row and returns a struct of the probe
 //! columns. A file that cannot be probed yields a struct whose `probe_error` says why and
 //! whose other fields are null: one bad row never fails the query.
 
-use std::sync::Arc;
-
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Builder, Int32Builder, Int64Builder, StringBuilder, StructArray,
-};
-use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
-};
+use datafusion::arrow::array::StructArray;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{Result, ScalarValue};
 
 use crate::UdfError;
-use crate::error::retry_transient;
 use crate::media::probe::{ProbeInfo, probe_input};
 use crate::media::source::VideoSource;
+use crate::operator::{Arg, Batch, RowOutcome, VideoOperator, error_struct};
 use crate::storage::StorageOptions;
-
-/// The probe columns, in table order, all nullable (null when `probe_error` is set).
-pub fn probe_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("container", DataType::Utf8, true),
-        Field::new("duration_s", DataType::Float64, true),
-        Field::new("bit_rate", DataType::Int64, true),
-        Field::new("video_codec", DataType::Utf8, true),
-        Field::new("width", DataType::Int32, true),
-        Field::new("height", DataType::Int32, true),
-        Field::new("fps", DataType::Float64, true),
-        Field::new("frame_count", DataType::Int64, true),
-        Field::new("pix_fmt", DataType::Utf8, true),
-        Field::new("rotation", DataType::Int32, true),
-        Field::new("audio_codec", DataType::Utf8, true),
-        Field::new("audio_channels", DataType::Int32, true),
-        Field::new("audio_sample_rate", DataType::Int32, true),
-        Field::new("probe_error", DataType::Utf8, true),
-    ])
-}
-
-/// Appends probe outcomes row by row and produces the columns of [`probe_fields`].
-#[derive(Debug, Default)]
-pub struct ProbeColumnsBuilder {
-    container: StringBuilder,
-    duration_s: Float64Builder,
-    bit_rate: Int64Builder,
-    video_codec: StringBuilder,
-    width: Int32Builder,
-    height: Int32Builder,
-    fps: Float64Builder,
-    frame_count: Int64Builder,
-    pix_fmt: StringBuilder,
-    rotation: Int32Builder,
-    audio_codec: StringBuilder,
-    audio_channels: Int32Builder,
-    audio_sample_rate: Int32Builder,
-    probe_error: StringBuilder,
-}
-
-impl ProbeColumnsBuilder {
-    /// Appends one row: the facts of a probed file, or its error.
-    pub fn append(&mut self, outcome: &Result<ProbeInfo, UdfError>) {
-        match outcome {
-            Ok(info) => self.append_info(info),
-            Err(e) => self.append_error(&e.to_string()),
-        }
-    }
-
-    /// Appends the facts of a probed file.
-    pub fn append_info(&mut self, info: &ProbeInfo) {
-        self.container.append_value(&info.container);
-        self.duration_s.append_option(info.duration_s);
-        self.bit_rate.append_option(info.bit_rate);
-        self.video_codec.append_value(&info.video_codec);
-        self.width.append_value(info.width);
-        self.height.append_value(info.height);
-        self.fps.append_option(info.fps);
-        self.frame_count.append_option(info.frame_count);
-        self.pix_fmt.append_option(info.pix_fmt.as_deref());
-        self.rotation.append_value(info.rotation);
-        let audio = info.audio.as_ref();
-        self.audio_codec
-            .append_option(audio.map(|a| a.codec.as_str()));
-        self.audio_channels
-            .append_option(audio.and_then(|a| a.channels));
-        self.audio_sample_rate
-            .append_option(audio.and_then(|a| a.sample_rate));
-        self.probe_error.append_null();
-    }
-
-    /// Appends a row whose probe failed: every column null but `probe_error`.
-    pub fn append_error(&mut self, message: &str) {
-        self.append_nulls(Some(message));
-    }
-
-    /// Appends a row with every column null (the answer for a null input path).
-    pub fn append_null(&mut self) {
-        self.append_nulls(None);
-    }
-
-    fn append_nulls(&mut self, error: Option<&str>) {
-        self.container.append_null();
-        self.duration_s.append_null();
-        self.bit_rate.append_null();
-        self.video_codec.append_null();
-        self.width.append_null();
-        self.height.append_null();
-        self.fps.append_null();
-        self.frame_count.append_null();
-        self.pix_fmt.append_null();
-        self.rotation.append_null();
-        self.audio_codec.append_null();
-        self.audio_channels.append_null();
-        self.audio_sample_rate.append_null();
-        self.probe_error.append_option(error);
-    }
-
-    /// The columns, in the order of [`probe_fields`].
-    pub fn finish(mut self) -> Vec<ArrayRef> {
-        vec![
-            Arc::new(self.container.finish()),
-            Arc::new(self.duration_s.finish()),
-            Arc::new(self.bit_rate.finish()),
-            Arc::new(self.video_codec.finish()),
-            Arc::new(self.width.finish()),
-            Arc::new(self.height.finish()),
-            Arc::new(self.fps.finish()),
-            Arc::new(self.frame_count.finish()),
-            Arc::new(self.pix_fmt.finish()),
-            Arc::new(self.rotation.finish()),
-            Arc::new(self.audio_codec.finish()),
-            Arc::new(self.audio_channels.finish()),
-            Arc::new(self.audio_sample_rate.finish()),
-            Arc::new(self.probe_error.finish()),
-        ]
-    }
-}
+pub use framefusion_media::probe_columns::{ProbeColumnsBuilder, probe_fields};
 
 /// Probes the file behind a URI or path (see [`VideoSource::parse`]); an `s3://` object
 /// is read with the environment's AWS settings.
-pub fn probe_uri(uri: &str) -> Result<ProbeInfo, UdfError> {
+pub fn probe_uri(uri: &str) -> std::result::Result<ProbeInfo, UdfError> {
     let input = VideoSource::parse(uri)?.media_input(&StorageOptions::default())?;
-    probe_input(&input)
+    Ok(probe_input(&input)?)
 }
 
 /// `probe(path)`: the probe columns of the file at `path`, as a struct.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct ProbeUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct Probe;
 
-impl Default for ProbeUdf {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl ProbeUdf {
-    /// The function, taking one string argument.
-    pub fn new() -> Self {
-        Self {
-            // Stable: a file may change between queries, so never fold it into a constant.
-            signature: Signature::string(1, Volatility::Stable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for ProbeUdf {
-    fn name(&self) -> &str {
+impl VideoOperator for Probe {
+    fn name(&self) -> &'static str {
         "probe"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[Arg::path()];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(probe_fields()))
+    fn return_type(&self) -> DataType {
+        DataType::Struct(probe_fields())
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let [path] = args.args.as_slice() else {
-            return exec_err!("probe(path) takes exactly one argument");
-        };
-        let paths = crate::args::strings(path, args.number_rows, "probe(path): path")?;
-        let mut builder = ProbeColumnsBuilder::default();
-        crate::blocking::run_blocking(|| {
-            for i in 0..paths.len() {
-                if paths.is_null(i) {
-                    builder.append_null();
-                    continue;
-                }
-                match retry_transient(|| probe_uri(paths.value(i))) {
-                    // a transient failure fails the task, which the scheduler retries
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    outcome => builder.append(&outcome),
-                }
-            }
-            Ok(())
-        })?;
-        let array = StructArray::try_new(probe_fields(), builder.finish(), None)?;
-        Ok(ColumnarValue::Array(Arc::new(array)))
+    fn failed(&self, message: &str) -> Result<ScalarValue> {
+        error_struct(&probe_fields(), message)
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        Ok(batch.each_row(|row| {
+            let info = probe_uri(batch.path(row))?;
+            let mut builder = ProbeColumnsBuilder::default();
+            builder.append_info(&info);
+            StructArray::try_new(probe_fields(), builder.finish(), None)
+                .map_err(datafusion::error::DataFusionError::from)
+                .and_then(|array| ScalarValue::try_from_array(&array, 0))
+                .map_err(|e| UdfError::Option(e.to_string()))
+        }))
     }
 }

@@ -19,20 +19,22 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Builder, Int64Builder, ListBuilder, StructBuilder,
-};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::scalar::ScalarStructBuilder;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::Expr;
+use framefusion_media::MediaError;
+use framefusion_media::pass::{
+    Decoded, Filter, FrameConsumer, PassOptions, PictureFormat, PictureSpec, Pictures, Selection,
+    StreamInfo,
 };
 
 use crate::UdfError;
-use crate::error::retry_transient;
-use crate::media::decode::{Resize, Sampling, decode_frames};
-use crate::media::image::{Rgb, mean_abs_diff};
+use crate::analysis::{Demand, Feature, Frames};
+use crate::media::image::{hsv_planes, mean_abs_diff};
 use crate::media::source::VideoSource;
+use crate::operator::{Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator};
 use crate::storage::StorageOptions;
 
 /// The width PySceneDetect scales frames down to (its `DEFAULT_MIN_WIDTH`).
@@ -57,6 +59,25 @@ pub enum Detector {
     },
 }
 
+/// How frames are decoded and scored (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Every frame, PySceneDetect's cuts.
+    #[default]
+    Exact,
+    /// Intra and predicted frames only, without the loop filter.
+    Fast,
+}
+
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Fast => "fast",
+        }
+    }
+}
+
 /// Shot detection options (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShotOptions {
@@ -64,6 +85,8 @@ pub struct ShotOptions {
     pub detector: Detector,
     /// Minimum shot length in frames.
     pub min_scene_len: i64,
+    /// Exact or fast.
+    pub mode: Mode,
 }
 
 impl Default for ShotOptions {
@@ -71,6 +94,7 @@ impl Default for ShotOptions {
         Self {
             detector: Detector::Content { threshold: 27.0 },
             min_scene_len: 15,
+            mode: Mode::Exact,
         }
     }
 }
@@ -84,9 +108,10 @@ impl ShotOptions {
         let mut window_width = 2usize;
         let mut min_content_val = 15.0;
         let mut min_scene_len = 15i64;
+        let mut mode = Mode::Exact;
         let bad = |part: &str, why: &str| {
             UdfError::Option(format!(
-                "bad detect_shots option '{part}': {why}; write options such as 'threshold=27', 'min_scene_len=15', 'detector=adaptive', 'adaptive_threshold=3', 'window_width=2', 'min_content_val=15', separated by commas"
+                "bad detect_shots option '{part}': {why}; write options such as 'mode=fast', 'threshold=27', 'min_scene_len=15', 'detector=adaptive', 'adaptive_threshold=3', 'window_width=2', 'min_content_val=15', separated by commas"
             ))
         };
         for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -113,6 +138,13 @@ impl ShotOptions {
                     }
                 }
                 "min_scene_len" => min_scene_len = number()? as i64,
+                "mode" => {
+                    mode = match value.to_ascii_lowercase().as_str() {
+                        "exact" => Mode::Exact,
+                        "fast" => Mode::Fast,
+                        _ => return Err(bad(part, "mode is exact (the default) or fast")),
+                    }
+                }
                 _ => return Err(bad(part, "unknown option")),
             }
         }
@@ -132,6 +164,7 @@ impl ShotOptions {
         Ok(Self {
             detector,
             min_scene_len,
+            mode,
         })
     }
 }
@@ -202,12 +235,19 @@ impl MergeFilter {
 
 /// The cut frames of a sequence of content values (one per frame, the first being 0).
 pub fn cuts(scores: &[f64], options: &ShotOptions) -> Vec<i64> {
+    let frames: Vec<i64> = (0..scores.len() as i64).collect();
+    cuts_of(scores, &frames, options)
+}
+
+/// The cut frames of content values of the frames numbered `frames` (increasing; each
+/// value against the frame before it in the list).
+pub fn cuts_of(scores: &[f64], frames: &[i64], options: &ShotOptions) -> Vec<i64> {
     let mut out = Vec::new();
     match options.detector {
         Detector::Content { threshold } => {
             let mut filter = MergeFilter::new(options.min_scene_len);
-            for (frame, &score) in scores.iter().enumerate() {
-                out.extend(filter.filter(frame as i64, score >= threshold));
+            for (&frame, &score) in frames.iter().zip(scores) {
+                out.extend(filter.filter(frame, score >= threshold));
             }
         }
         Detector::Adaptive {
@@ -233,7 +273,7 @@ pub fn cuts(scores: &[f64], options: &ShotOptions) -> Vec<i64> {
                 } else {
                     0.0
                 };
-                let frame = target as i64;
+                let frame = frames.get(target).copied().unwrap_or(target as i64);
                 if ratio >= adaptive_threshold
                     && score >= min_content_val
                     && frame - last_cut >= options.min_scene_len
@@ -258,63 +298,206 @@ pub fn scoring_size(width: usize, height: usize) -> (usize, usize) {
     (side(width), side(height))
 }
 
-/// Detects the shots of a video.
+/// The content value of the frames of a video, with their times: what `detect_shots`
+/// computes during a decode pass, whatever its threshold or detector.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContentScores {
+    /// Content value of each scored frame against the one scored before it (0 for the
+    /// first).
+    pub scores: Vec<f64>,
+    /// Presentation time of each scored frame, in seconds.
+    pub times: Vec<f64>,
+    /// Number of each scored frame (every frame: 0, 1, 2, ...).
+    pub frames: Vec<i64>,
+    /// Frames in the video.
+    pub frame_count: i64,
+}
+
+impl ContentScores {
+    fn push(&mut self, frame: i64, time: f64, score: f64) {
+        self.frames.push(frame);
+        self.times.push(time);
+        self.scores.push(score);
+        self.frame_count = self.frame_count.max(frame + 1);
+    }
+
+    /// The time of frame `frame`: its own when it was scored, else extrapolated from the
+    /// last scored frames.
+    fn time(&self, frame: i64) -> f64 {
+        if let Ok(i) = self.frames.binary_search(&frame) {
+            return self.times[i];
+        }
+        let n = self.frames.len();
+        let (Some(&last), Some(&last_t)) = (self.frames.last(), self.times.last()) else {
+            return 0.0;
+        };
+        let period = if n >= 2 {
+            let frames = (last - self.frames[n - 2]).max(1) as f64;
+            ((last_t - self.times[n - 2]) / frames).max(0.0)
+        } else {
+            0.0
+        };
+        last_t + (frame - last) as f64 * period
+    }
+
+    /// The shots these scores make under `options`, covering every frame.
+    pub fn shots(&self, options: &ShotOptions) -> Vec<Shot> {
+        let frames = self.frame_count;
+        if self.scores.is_empty() || frames == 0 {
+            return Vec::new();
+        }
+        let mut bounds = vec![0];
+        bounds.extend(
+            cuts_of(&self.scores, &self.frames, options)
+                .into_iter()
+                .filter(|&c| c > 0 && c < frames),
+        );
+        bounds.push(frames);
+        bounds
+            .windows(2)
+            .map(|w| Shot {
+                start_frame: w[0],
+                end_frame: w[1],
+                start_s: self.time(w[0]),
+                end_s: self.time(w[1]),
+            })
+            .collect()
+    }
+}
+
+/// The picture the content values are computed on, for a `width` x `height` video:
+/// RGB at PySceneDetect's scoring size, converted by swscale straight from the decoder's
+/// YUV. `FAST_BILINEAR` takes two taps per output pixel and axis, as OpenCV's
+/// `INTER_LINEAR` does when it shrinks a frame by PySceneDetect's factor (so the values are
+/// close to PySceneDetect's, and the cuts the same on every test video), and is the
+/// cheapest of swscale's filters (benches/RESULTS.md).
+fn scoring_picture(width: u32, height: u32) -> PictureSpec {
+    let (w, h) = scoring_size(width as usize, height as usize);
+    PictureSpec {
+        width: w as u32,
+        height: h as u32,
+        format: PictureFormat::Rgb24,
+        filter: Filter::FastBilinear,
+    }
+}
+
+/// Computes [`ContentScores`] during a decode pass: of every frame (exact), or of intra
+/// and predicted frames only (fast; B-frames are not scored even when the pass decodes
+/// them, so the cuts do not depend on what else the query asks).
+#[derive(Debug)]
+struct ScoreConsumer {
+    mode: Mode,
+    stream: Option<StreamInfo>,
+    spec: Option<PictureSpec>,
+    previous: Option<[Vec<u8>; 3]>,
+    out: ContentScores,
+}
+
+impl ScoreConsumer {
+    fn new(mode: Mode) -> Self {
+        Self {
+            mode,
+            stream: None,
+            spec: None,
+            previous: None,
+            out: ContentScores::default(),
+        }
+    }
+}
+
+impl FrameConsumer for ScoreConsumer {
+    fn name(&self) -> &str {
+        match self.mode {
+            Mode::Exact => "content values (detect_shots)",
+            Mode::Fast => "content values of I- and P-frames (detect_shots, fast)",
+        }
+    }
+
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), MediaError> {
+        self.stream = Some(*stream);
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        frame: &Decoded,
+        _previous: Option<&Decoded>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        let number = match self.mode {
+            // every frame, counted: the index of the frame in presentation order
+            Mode::Exact => self.out.frames.len() as i64,
+            Mode::Fast if frame.is_bidirectional => return Ok(()),
+            Mode::Fast => frame.index,
+        };
+        let spec = *self
+            .spec
+            .get_or_insert_with(|| scoring_picture(frame.width(), frame.height()));
+        let picture = pictures.get(frame, spec)?;
+        let planes = hsv_planes(&picture.data, picture.width * picture.height);
+        let score = self.previous.as_ref().map_or(0.0, |p| {
+            (0..3)
+                .map(|c| mean_abs_diff(&planes[c], &p[c]))
+                .sum::<f64>()
+                / 3.0
+        });
+        self.out.push(number, frame.pts_s, score);
+        self.previous = Some(planes);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        _last: Option<&Decoded>,
+        end_ts: Option<i64>,
+        _pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        // fast mode skips frames: the count comes from the end of the stream
+        if let (Mode::Fast, Some(stream), Some(end)) = (self.mode, self.stream, end_ts)
+            && let Some(rate) = stream.frame_rate
+        {
+            let count = ((end - stream.start) as f64 * stream.time_base * rate).round() as i64;
+            self.out.frame_count = self.out.frame_count.max(count);
+        }
+        Ok(())
+    }
+}
+
+impl FeatureConsumer for ScoreConsumer {
+    fn into_feature(self: Box<Self>) -> Feature {
+        Arc::new(self.out)
+    }
+}
+
+/// The demand of shot detection in `mode`: the content values over the whole video.
+fn content_demand(mode: Mode) -> Demand {
+    Demand {
+        whole: true,
+        frames: match mode {
+            Mode::Exact => Frames::Every,
+            Mode::Fast => Frames::Anchors,
+        },
+        ..Demand::new(NAME, "content", format!("mode={}", mode.name()))
+    }
+}
+
+/// Detects the shots of a video in a pass of its own.
 pub fn detect_shots(
     media: &VideoSource,
     storage: &StorageOptions,
     options: &ShotOptions,
 ) -> Result<Vec<Shot>, UdfError> {
     let input = media.media_input(storage)?;
-    let mut scores = Vec::new();
-    let mut times = Vec::new();
-    let mut previous: Option<[Vec<u8>; 3]> = None;
-    let mut frame_period = 0.0f64;
-    decode_frames(&input, Sampling::All, Resize::Original, true, |frame| {
-        let rgb = Rgb {
-            width: frame.width as usize,
-            height: frame.height as usize,
-            data: frame.rgb,
-        };
-        let (w, h) = scoring_size(rgb.width, rgb.height);
-        let planes = rgb.resize_bilinear(w, h).hsv_planes();
-        let score = previous.as_ref().map_or(0.0, |p| {
-            (0..3)
-                .map(|c| mean_abs_diff(&planes[c], &p[c]))
-                .sum::<f64>()
-                / 3.0
-        });
-        if let Some(&last) = times.last() {
-            frame_period = frame.pts_s - last;
-        }
-        scores.push(score);
-        times.push(frame.pts_s);
-        previous = Some(planes);
-        std::ops::ControlFlow::Continue(())
-    })?;
-    let frames = scores.len() as i64;
-    if frames == 0 {
-        return Ok(Vec::new());
-    }
-    let time = |frame: i64| match times.get(frame as usize) {
-        Some(&t) => t,
-        None => times.last().copied().unwrap_or(0.0) + frame_period.max(0.0),
+    let mut consumer = ScoreConsumer::new(options.mode);
+    let pass = PassOptions {
+        selection: match options.mode {
+            Mode::Exact => Selection::All,
+            Mode::Fast => Selection::Anchors,
+        },
+        ..PassOptions::default()
     };
-    let mut bounds = vec![0];
-    bounds.extend(
-        cuts(&scores, options)
-            .into_iter()
-            .filter(|&c| c > 0 && c < frames),
-    );
-    bounds.push(frames);
-    Ok(bounds
-        .windows(2)
-        .map(|w| Shot {
-            start_frame: w[0],
-            end_frame: w[1],
-            start_s: time(w[0]),
-            end_s: time(w[1]),
-        })
-        .collect())
+    framefusion_media::pass::run_pass(&input, &pass, &mut [&mut consumer])?;
+    Ok(consumer.out.shots(options))
 }
 
 /// The fields of one shot struct.
@@ -327,114 +510,118 @@ pub fn shot_fields() -> Fields {
     ])
 }
 
+const NAME: &str = "detect_shots";
+
 /// `detect_shots(path [, options])`: see the module docs.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct DetectShotsUdf {
-    signature: Signature,
+#[derive(Debug, Default)]
+pub struct DetectShots;
+
+fn shots_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(shot_fields()),
+        true,
+    )))
 }
 
-impl Default for DetectShotsUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![TypeSignature::String(1), TypeSignature::String(2)],
-                Volatility::Stable,
-            ),
+fn shot_value(shot: &Shot) -> Result<ScalarValue> {
+    let mut builder = ScalarStructBuilder::new();
+    for (field, value) in shot_fields().iter().zip([
+        ScalarValue::Int64(Some(shot.start_frame)),
+        ScalarValue::Int64(Some(shot.end_frame)),
+        ScalarValue::Float64(Some(shot.start_s)),
+        ScalarValue::Float64(Some(shot.end_s)),
+    ]) {
+        builder = builder.with_scalar(field.as_ref().clone(), value);
+    }
+    builder.build()
+}
+
+impl VideoOperator for DetectShots {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[Arg::path(), Arg::options("options")];
+        ARGS
+    }
+
+    fn arities(&self) -> Vec<usize> {
+        vec![1, 2]
+    }
+
+    fn return_type(&self) -> DataType {
+        shots_type()
+    }
+
+    fn demands(&self, args: &[Expr], _config: &ConfigOptions) -> Vec<Demand> {
+        // the mode must be known when planning: from literal options (a bad one fails at
+        // execution with its message), else exact
+        let mode = match args.get(1) {
+            Some(Expr::Literal(v, _)) => match v.cast_to(&DataType::Utf8) {
+                Ok(ScalarValue::Utf8(Some(spec))) => {
+                    ShotOptions::parse(&spec).map_or(Mode::Exact, |o| o.mode)
+                }
+                _ => Mode::Exact,
+            },
+            _ => Mode::Exact,
+        };
+        vec![content_demand(mode)]
+    }
+
+    fn consumer(
+        &self,
+        demand: &Demand,
+        _config: &ConfigOptions,
+    ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
+        let mode = match demand.param("mode") {
+            Some("fast") => Mode::Fast,
+            _ => Mode::Exact,
+        };
+        match demand.kind.as_str() {
+            "content" => Ok(Box::new(ScoreConsumer::new(mode))),
+            other => Err(UdfError::Option(format!(
+                "detect_shots computes no '{other}'"
+            ))),
         }
     }
-}
 
-impl ScalarUDFImpl for DetectShotsUdf {
-    fn name(&self) -> &str {
-        "detect_shots"
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        // bad options are the query's fault: fail it with the message
+        let mut options = std::collections::HashMap::with_capacity(batch.rows().len());
+        for &row in batch.rows() {
+            let spec = batch.text(1, row).unwrap_or_default();
+            let parsed = ShotOptions::parse(spec)
+                .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+            options.insert(row, parsed);
+        }
+        Ok(batch.each_row(|row| {
+            let options = options.get(&row).copied().unwrap_or_default();
+            let demand = content_demand(options.mode);
+            let source = VideoSource::parse(batch.path(row))?;
+            let feature = crate::analysis::features(
+                &source,
+                &StorageOptions::default(),
+                None,
+                &demand,
+                batch.pass,
+                batch.config,
+            )?;
+            let scores = crate::analysis::downcast::<ContentScores>(&feature)?;
+            let shots = scores
+                .shots(&options)
+                .iter()
+                .map(shot_value)
+                .collect::<Result<Vec<_>>>()
+                .map_err(|e| UdfError::Option(e.to_string()))?;
+            Ok(ScalarValue::List(ScalarValue::new_list(
+                &shots,
+                &DataType::Struct(shot_fields()),
+                true,
+            )))
+        }))
     }
-
-    fn signature(&self) -> &Signature {
-        &self.signature
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Struct(shot_fields()),
-            true,
-        ))))
-    }
-
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let path = |p| crate::args::strings(p, n, "detect_shots: path");
-        let (paths, specs) = match args.args.as_slice() {
-            [p] => (path(p)?, None),
-            [p, o] => (
-                path(p)?,
-                Some(crate::args::strings(o, n, "detect_shots: options")?),
-            ),
-            _ => return exec_err!("detect_shots(path [, options]) takes one or two arguments"),
-        };
-        let struct_builder = StructBuilder::new(
-            shot_fields(),
-            vec![
-                Box::new(Int64Builder::new()),
-                Box::new(Int64Builder::new()),
-                Box::new(Float64Builder::new()),
-                Box::new(Float64Builder::new()),
-            ],
-        );
-        let mut list = ListBuilder::new(struct_builder).with_field(Arc::new(Field::new(
-            "item",
-            DataType::Struct(shot_fields()),
-            true,
-        )));
-        crate::blocking::run_blocking(|| -> Result<()> {
-            for i in 0..n {
-                if paths.is_null(i) {
-                    list.append_null();
-                    continue;
-                }
-                let spec = specs
-                    .as_ref()
-                    .filter(|s| !s.is_null(i))
-                    .map_or("", |s| s.value(i));
-                // bad options are the query's fault: fail it with the message
-                let options = ShotOptions::parse(spec)
-                    .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
-                let outcome = retry_transient(|| {
-                    let source = VideoSource::parse(paths.value(i))?;
-                    detect_shots(&source, &StorageOptions::default(), &options)
-                });
-                match UdfError::row("detect_shots", outcome)? {
-                    Some(shots) => {
-                        let values = list.values();
-                        for shot in &shots {
-                            append_shot(values, shot);
-                        }
-                        list.append(true);
-                    }
-                    None => list.append_null(),
-                }
-            }
-            Ok(())
-        })?;
-        let array: ArrayRef = Arc::new(list.finish());
-        Ok(ColumnarValue::Array(array))
-    }
-}
-
-fn append_shot(values: &mut StructBuilder, shot: &Shot) {
-    if let Some(b) = values.field_builder::<Int64Builder>(0) {
-        b.append_value(shot.start_frame);
-    }
-    if let Some(b) = values.field_builder::<Int64Builder>(1) {
-        b.append_value(shot.end_frame);
-    }
-    if let Some(b) = values.field_builder::<Float64Builder>(2) {
-        b.append_value(shot.start_s);
-    }
-    if let Some(b) = values.field_builder::<Float64Builder>(3) {
-        b.append_value(shot.end_s);
-    }
-    values.append(true);
 }
 
 #[cfg(test)]
@@ -473,7 +660,8 @@ mod tests {
             ShotOptions::parse("threshold=30, min_scene_len=10").ok(),
             Some(ShotOptions {
                 detector: Detector::Content { threshold: 30.0 },
-                min_scene_len: 10
+                min_scene_len: 10,
+                mode: Mode::Exact,
             })
         );
         assert_eq!(scoring_size(1280, 720), (256, 144));

@@ -25,48 +25,46 @@
 //!   crop), unrelated clips differ by about 32.
 //!
 //! `motion_score`, `clip_quality` and `clip_phash` are views of `clip_signals`: the
-//! simplifier rewrites each into a field of `clip_signals(...)`. A projection evaluates its
-//! expressions one after the other, so several views of one clip would each call
-//! `clip_signals`: the first call decodes the clip and computes every signal, and keeps the
-//! small result (a few numbers) in a process-wide cache for five minutes (4096 clips at
-//! most, keyed by URI, range, store options and, for a local file, its size and
-//! modification time); the other calls find it there. So a clip is decoded once per query
-//! however many of its signals the query asks ([`clip_decodes`] counts, and a test checks).
+//! simplifier rewrites each into a field of `clip_signals(...)`. The statistics of every
+//! frame are computed during the video's decode pass ([`FrameStats`], one pass per video
+//! per query: [`crate::analysis`]) and a clip's signals are their aggregation over its
+//! range, so several signals of a clip, and the signals of every shot of a video after
+//! `detect_shots`, cost one decode ([`clip_decodes`] counts, and tests check).
 
-use std::collections::HashMap;
-use std::ops::ControlFlow;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, LazyLock};
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Array, Float64Builder, Int32Builder, Int64Array, Int64Builder,
-    StringArray, StringBuilder, StructArray,
-};
+use datafusion::arrow::array::{Array, Int32Builder, Int64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::{Result, ScalarValue, exec_err};
-use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+};
+use framefusion_media::MediaError;
+use framefusion_media::decode::FrameMotion;
+use framefusion_media::pass::{
+    Decoded, Filter, FrameConsumer, PictureFormat, PictureSpec, Pictures,
 };
 
 use crate::UdfError;
-use crate::error::retry_transient;
-use crate::media::decode::{Extras, FrameMotion, Resize, Sampling, decode_frames_with};
+use crate::analysis::{Demand, Feature, PassSpec};
 use crate::media::source::VideoSource;
+use crate::operator::{
+    Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, VideoUdf, error_struct, struct_value,
+};
 use crate::storage::StorageOptions;
 
 /// The longer side frames are analysed at.
 const ANALYSIS_SIDE: u32 = 256;
 
-static CLIP_DECODES: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
-
-/// How many times this process has decoded (a range of) the video at `uri` for
-/// `clip_signals`: a query asking several signals of a clip decodes it once.
+/// How many decode passes this process has run over the video at `uri` (for any
+/// operator; see [`framefusion_media::pass::passes`]): a query asking several signals of
+/// a clip, or the signals of every shot after `detect_shots`, decodes it once.
 pub fn clip_decodes(uri: &str) -> u64 {
-    CLIP_DECODES
-        .lock()
-        .map(|m| m.get(uri).copied().unwrap_or(0))
-        .unwrap_or(0)
+    let display = VideoSource::parse(uri)
+        .and_then(|s| s.media_input(&StorageOptions::default()))
+        .map_or_else(|_| uri.to_owned(), |m| m.display);
+    framefusion_media::pass::passes(&display)
 }
 
 /// The signals of one clip.
@@ -97,7 +95,80 @@ pub struct ClipSignals {
     pub phash: Option<i64>,
 }
 
-/// Per-frame luma statistics.
+/// What the clip signals need of one frame, computed during the decode pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameStats {
+    /// Presentation time in seconds.
+    pub pts_s: f64,
+    /// Whether the frame is a keyframe.
+    pub is_keyframe: bool,
+    /// The codec's motion vectors, summarised.
+    pub motion: Option<FrameMotion>,
+    /// Mean luma.
+    pub mean: f64,
+    /// Standard deviation of the luma.
+    pub std: f64,
+    /// Variance of the Laplacian of the luma.
+    pub laplacian: f64,
+    /// Whether at least 98% of the pixels are black.
+    pub black: bool,
+    /// Mean absolute luma difference to the frame before it in the pass, if any.
+    pub diff_prev: Option<f64>,
+    /// The frame's perceptual hash.
+    pub phash: u64,
+}
+
+impl FrameStats {
+    /// The statistics of a luma plane (and of its difference to the previous one).
+    pub fn of(
+        gray: &[u8],
+        width: usize,
+        height: usize,
+        previous: Option<&[u8]>,
+        frame: &Decoded,
+    ) -> Self {
+        let n = gray.len().max(1) as f64;
+        let mean = gray.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        let var = gray
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        let dark = gray.iter().filter(|&&v| v <= 25).count() as f64;
+        Self {
+            pts_s: frame.pts_s,
+            is_keyframe: frame.is_keyframe,
+            motion: frame.motion,
+            mean,
+            std: var.sqrt(),
+            laplacian: laplacian_variance(gray, width, height),
+            black: dark / n >= 0.98,
+            diff_prev: previous.map(|p| crate::media::image::mean_abs_diff(p, gray)),
+            phash: frame_phash(gray, width, height),
+        }
+    }
+}
+
+/// The per-frame statistics of a pass, in presentation order: the `signals` feature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SignalFrames(pub Vec<FrameStats>);
+
+impl SignalFrames {
+    /// The signals of the frames of `[start_s, end_s)`.
+    pub fn clip(&self, start_s: f64, end_s: f64) -> ClipSignals {
+        let mut acc = Accumulator::default();
+        for frame in self
+            .0
+            .iter()
+            .filter(|f| f.pts_s >= start_s - 1e-9 && f.pts_s < end_s - 1e-9)
+        {
+            acc.push(frame);
+        }
+        acc.finish()
+    }
+}
+
+/// Aggregates the statistics of a clip's frames.
 #[derive(Debug, Default)]
 struct Accumulator {
     frames: usize,
@@ -112,64 +183,40 @@ struct Accumulator {
     mv_global: f64,
     mv_residual: f64,
     hash_votes: Vec<i32>,
-    previous: Option<Vec<u8>>,
     last_pts: Option<f64>,
     frame_period: Option<f64>,
     last_anchor: Option<f64>,
 }
 
-/// One analysed frame.
-struct Analysed {
-    gray: Vec<u8>,
-    width: usize,
-    height: usize,
-    pts_s: f64,
-    is_keyframe: bool,
-    motion: Option<FrameMotion>,
-}
-
 impl Accumulator {
-    fn push(&mut self, frame: Analysed) {
-        let Analysed {
-            gray,
-            width,
-            height,
-            pts_s,
-            is_keyframe,
-            motion,
-        } = frame;
+    fn push(&mut self, frame: &FrameStats) {
+        let pts_s = frame.pts_s;
         if let Some(last) = self.last_pts
             && pts_s > last
         {
             let step = pts_s - last;
             self.frame_period = Some(self.frame_period.map_or(step, |p| p.min(step)));
         }
-        self.last_pts = Some(pts_s);
-        let n = gray.len().max(1) as f64;
-        let mean = gray.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
-        let var = gray
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / n;
-        self.brightness += mean;
-        self.contrast += var.sqrt();
-        self.sharpness += laplacian_variance(&gray, width, height);
-        let dark = gray.iter().filter(|&&v| v <= 25).count() as f64;
-        if dark / n >= 0.98 {
+        self.brightness += frame.mean;
+        self.contrast += frame.std;
+        self.sharpness += frame.laplacian;
+        if frame.black {
             self.black += 1;
         }
-        if let Some(prev) = &self.previous {
-            let diff = crate::media::image::mean_abs_diff(prev, &gray);
+        // the first frame of the clip has no previous one in it
+        if self.last_pts.is_some()
+            && let Some(diff) = frame.diff_prev
+        {
             self.diffs += diff;
             if diff < 0.5 {
                 self.frozen += 1;
             }
         }
+        self.last_pts = Some(pts_s);
         // a P-frame's vectors span the frames since the previous I- or P-frame: divide by
         // that distance to get motion per frame (B-frames' vectors, whose reference
         // distances are not exported, are not used)
-        if let Some(m) = motion.filter(|m| m.predicted)
+        if let Some(m) = frame.motion.filter(|m| m.predicted)
             && let (Some(anchor), Some(period)) = (self.last_anchor, self.frame_period)
         {
             let distance = ((pts_s - anchor) / period).round().max(1.0);
@@ -178,16 +225,14 @@ impl Accumulator {
             self.mv_global += m.global / distance;
             self.mv_residual += m.residual / distance;
         }
-        if is_keyframe || motion.is_some_and(|m| m.predicted) {
+        if frame.is_keyframe || frame.motion.is_some_and(|m| m.predicted) {
             self.last_anchor = Some(pts_s);
         }
-        let hash = frame_phash(&gray, width, height);
         self.hash_votes.resize(64, 0);
         for (bit, vote) in self.hash_votes.iter_mut().enumerate() {
-            *vote += if hash >> bit & 1 == 1 { 1 } else { -1 };
+            *vote += if frame.phash >> bit & 1 == 1 { 1 } else { -1 };
         }
         self.frames += 1;
-        self.previous = Some(gray);
     }
 
     fn finish(self) -> ClipSignals {
@@ -242,24 +287,43 @@ fn laplacian_variance(gray: &[u8], width: usize, height: usize) -> f64 {
     if width < 3 || height < 3 {
         return 0.0;
     }
-    let px = |x: usize, y: usize| f64::from(gray[y * width + x]);
-    let (mut sum, mut sum_sq, mut n) = (0.0, 0.0, 0.0);
+    // integer sums: exact, and several times faster than floating point per pixel
+    let (mut sum, mut sum_sq, mut n) = (0i64, 0i64, 0i64);
     for y in 1..height - 1 {
+        let (up, row, down) = (
+            &gray[(y - 1) * width..y * width],
+            &gray[y * width..(y + 1) * width],
+            &gray[(y + 1) * width..(y + 2) * width],
+        );
         for x in 1..width - 1 {
-            let l = px(x - 1, y) + px(x + 1, y) + px(x, y - 1) + px(x, y + 1) - 4.0 * px(x, y);
+            let l = i64::from(row[x - 1])
+                + i64::from(row[x + 1])
+                + i64::from(up[x])
+                + i64::from(down[x])
+                - 4 * i64::from(row[x]);
             sum += l;
             sum_sq += l * l;
-            n += 1.0;
+            n += 1;
         }
     }
-    let mean = sum / n;
-    sum_sq / n - mean * mean
+    let n = n as f64;
+    let mean = sum as f64 / n;
+    sum_sq as f64 / n - mean * mean
 }
 
 /// pHash of one luma plane: 32x32 area average, 2-D DCT-II, the 8x8 lowest frequencies
 /// (DC excluded from the median) against their median.
 fn frame_phash(gray: &[u8], width: usize, height: usize) -> u64 {
     const N: usize = 32;
+    static COS: LazyLock<[[f64; N]; 8]> = LazyLock::new(|| {
+        let mut table = [[0f64; N]; 8];
+        for (u, row) in table.iter_mut().enumerate() {
+            for (x, c) in row.iter_mut().enumerate() {
+                *c = ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / (2 * N) as f64).cos();
+            }
+        }
+        table
+    });
     let mut small = [[0f64; N]; N];
     for (y, row) in small.iter_mut().enumerate() {
         let (y0, y1) = (
@@ -268,36 +332,32 @@ fn frame_phash(gray: &[u8], width: usize, height: usize) -> u64 {
         );
         for (x, cell) in row.iter_mut().enumerate() {
             let (x0, x1) = (x * width / N, ((x + 1) * width / N).max(x * width / N + 1));
-            let (mut sum, mut count) = (0.0, 0.0);
+            let (mut sum, mut count) = (0u64, 0u64);
             for yy in y0..y1.min(height) {
                 for xx in x0..x1.min(width) {
-                    sum += f64::from(gray[yy * width + xx]);
-                    count += 1.0;
+                    sum += u64::from(gray[yy * width + xx]);
+                    count += 1;
                 }
             }
-            *cell = if count > 0.0 { sum / count } else { 0.0 };
+            *cell = if count > 0 {
+                sum as f64 / count as f64
+            } else {
+                0.0
+            };
         }
     }
-    let cos: Vec<Vec<f64>> = (0..8)
-        .map(|u| {
-            (0..N)
-                .map(|x| {
-                    ((2 * x + 1) as f64 * u as f64 * std::f64::consts::PI / (2 * N) as f64).cos()
-                })
-                .collect()
-        })
-        .collect();
+    let cos = &*COS;
+    // separable: rows first (8 frequencies per row), then columns
+    let mut rows = [[0f64; 8]; N];
+    for (y, row) in small.iter().enumerate() {
+        for u in 0..8 {
+            rows[y][u] = row.iter().zip(&cos[u]).map(|(p, c)| p * c).sum();
+        }
+    }
     let mut coeffs = [0f64; 64];
     for v in 0..8 {
         for u in 0..8 {
-            let mut s = 0.0;
-            for (y, row) in small.iter().enumerate() {
-                let cy = cos[v][y];
-                for (x, &p) in row.iter().enumerate() {
-                    s += p * cos[u][x] * cy;
-                }
-            }
-            coeffs[v * 8 + u] = s;
+            coeffs[v * 8 + u] = (0..N).map(|y| rows[y][u] * cos[v][y]).sum();
         }
     }
     let mut rest: Vec<f64> = coeffs[1..].to_vec();
@@ -309,117 +369,100 @@ fn frame_phash(gray: &[u8], width: usize, height: usize) -> u64 {
         .fold(0u64, |h, (i, &c)| if c > median { h | 1 << i } else { h })
 }
 
-/// How long a computed result is reused, and how many are kept.
-const RESULT_TTL: std::time::Duration = std::time::Duration::from_secs(300);
-const RESULT_CAPACITY: usize = 4096;
-
-/// A clip's identity for the result cache: the URI, the range, the store options, and
-/// for a local file its size and modification time (a changed file is a new clip).
-type ResultKey = (String, u64, u64, StorageOptions, Option<(u64, u128)>);
-
-/// Recent results by clip, and the order they came in (oldest first, for eviction).
-type Results = (
-    HashMap<ResultKey, (std::time::Instant, ClipSignals)>,
-    std::collections::VecDeque<ResultKey>,
-);
-
-/// Results of recent clips. The views of a clip (`motion_score`, `clip_quality`,
-/// `clip_phash`) are separate expressions that a projection evaluates one after the other;
-/// the first computes every signal in one decode and the others find the result here.
-static RESULTS: LazyLock<Mutex<Results>> = LazyLock::new(Default::default);
-
-fn result_key(
-    source: &VideoSource,
-    storage: &StorageOptions,
-    start_s: f64,
-    end_s: f64,
-) -> ResultKey {
-    (
-        source.uri(),
-        start_s.to_bits(),
-        end_s.to_bits(),
-        storage.clone(),
-        source.local_stamp(),
-    )
+/// The picture the signals are computed on: RGB, the longer side 256 pixels.
+fn analysis_picture(width: u32, height: u32) -> PictureSpec {
+    let (w, h) = crate::media::decode::Resize::LongestSide(ANALYSIS_SIDE).target(width, height);
+    PictureSpec {
+        width: w,
+        height: h,
+        format: PictureFormat::Rgb24,
+        filter: Filter::Bicubic,
+    }
 }
 
-/// Computes the signals of `[start_s, end_s)` of a video, or returns the result computed
-/// for the same clip in the last few minutes.
+/// Computes [`SignalFrames`] during a decode pass.
+#[derive(Debug, Default)]
+struct SignalConsumer {
+    spec: Option<PictureSpec>,
+    previous: Option<Vec<u8>>,
+    frames: Vec<FrameStats>,
+}
+
+impl FrameConsumer for SignalConsumer {
+    fn name(&self) -> &str {
+        "luma statistics and motion vectors (clip_signals)"
+    }
+
+    fn frame(
+        &mut self,
+        frame: &Decoded,
+        _previous: Option<&Decoded>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        let spec = *self
+            .spec
+            .get_or_insert_with(|| analysis_picture(frame.width(), frame.height()));
+        let picture = pictures.get(frame, spec)?;
+        let gray = crate::media::image::gray_of_rgb(&picture.data);
+        self.frames.push(FrameStats::of(
+            &gray,
+            picture.width,
+            picture.height,
+            self.previous.as_deref(),
+            frame,
+        ));
+        self.previous = Some(gray);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        _last: Option<&Decoded>,
+        _end_ts: Option<i64>,
+        _pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        Ok(())
+    }
+}
+
+impl FeatureConsumer for SignalConsumer {
+    fn into_feature(self: Box<Self>) -> Feature {
+        Arc::new(SignalFrames(self.frames))
+    }
+}
+
+/// The demand of the clip signals: per-frame statistics with motion vectors.
+fn signals_demand() -> Demand {
+    Demand {
+        motion_vectors: true,
+        ..Demand::new(NAME, "signals", format!("side={ANALYSIS_SIDE}"))
+    }
+}
+
+/// Computes the signals of `[start_s, end_s)` of a video (from the query's decode pass
+/// when `pass` has one for it, else from a pass of its own).
 pub fn clip_signals(
     source: &VideoSource,
     storage: &StorageOptions,
     start_s: f64,
     end_s: f64,
-) -> Result<ClipSignals, UdfError> {
-    let key = result_key(source, storage, start_s, end_s);
-    if let Ok(results) = RESULTS.lock()
-        && let Some((at, signals)) = results.0.get(&key)
-        && at.elapsed() < RESULT_TTL
-    {
-        return Ok(signals.clone());
-    }
-    let signals = compute_signals(source, storage, start_s, end_s)?;
-    if let Ok(mut results) = RESULTS.lock() {
-        let (map, order) = &mut *results;
-        if map
-            .insert(key.clone(), (std::time::Instant::now(), signals.clone()))
-            .is_none()
-        {
-            order.push_back(key);
-        }
-        while order.len() > RESULT_CAPACITY {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
-        }
-    }
-    Ok(signals)
-}
-
-fn compute_signals(
-    source: &VideoSource,
-    storage: &StorageOptions,
-    start_s: f64,
-    end_s: f64,
+    pass: Option<&Arc<PassSpec>>,
+    config: &ConfigOptions,
 ) -> Result<ClipSignals, UdfError> {
     if !(start_s.is_finite() && end_s.is_finite() && start_s >= 0.0 && end_s > start_s) {
         return Err(UdfError::Option(format!(
             "the range [{start_s}, {end_s}) is empty or invalid; give 0 <= start_s < end_s"
         )));
     }
-    let input = source.media_input(storage)?;
-    if let Ok(mut counts) = CLIP_DECODES.lock() {
-        *counts.entry(source.uri()).or_default() += 1;
-    }
-    let mut acc = Accumulator::default();
-    let extras = Extras {
-        range: Some((start_s, end_s)),
-        motion_vectors: true,
-    };
-    decode_frames_with(
-        &input,
-        Sampling::All,
-        Resize::LongestSide(ANALYSIS_SIDE),
-        true,
-        extras,
-        |frame| {
-            let rgb = crate::media::image::Rgb {
-                width: frame.width as usize,
-                height: frame.height as usize,
-                data: frame.rgb,
-            };
-            acc.push(Analysed {
-                gray: rgb.gray(),
-                width: rgb.width,
-                height: rgb.height,
-                pts_s: frame.pts_s,
-                is_keyframe: frame.is_keyframe,
-                motion: frame.motion,
-            });
-            ControlFlow::Continue(())
-        },
+    let feature = crate::analysis::features(
+        source,
+        storage,
+        Some((start_s, end_s)),
+        &signals_demand(),
+        pass,
+        config,
     )?;
-    Ok(acc.finish())
+    Ok(crate::analysis::downcast::<SignalFrames>(&feature)?.clip(start_s, end_s))
 }
 
 /// The fields of the `clip_signals` struct.
@@ -449,141 +492,86 @@ const QUALITY_FIELDS: [&str; 5] = [
     "frozen_fraction",
 ];
 
-#[derive(Default)]
-struct SignalColumns {
-    frames: Int64Builder,
-    motion: [Float64Builder; 3],
-    source: StringBuilder,
-    quality: [Float64Builder; 5],
-    phash: Int64Builder,
-    error: StringBuilder,
+fn signals_value(s: &ClipSignals) -> Result<ScalarValue> {
+    struct_value(
+        &signal_fields(),
+        vec![
+            ScalarValue::Int64(Some(s.frames)),
+            ScalarValue::Float64(s.motion_score),
+            ScalarValue::Float64(s.camera_motion),
+            ScalarValue::Float64(s.object_motion),
+            ScalarValue::Utf8(s.motion_source.map(str::to_owned)),
+            ScalarValue::Float64(s.sharpness),
+            ScalarValue::Float64(s.brightness),
+            ScalarValue::Float64(s.contrast),
+            ScalarValue::Float64(s.black_fraction),
+            ScalarValue::Float64(s.frozen_fraction),
+            ScalarValue::Int64(s.phash),
+            ScalarValue::Utf8(None),
+        ],
+    )
 }
 
-impl SignalColumns {
-    fn append(&mut self, outcome: &Result<ClipSignals, UdfError>) {
-        let s = outcome.as_ref().ok().cloned().unwrap_or_default();
-        self.frames
-            .append_option(outcome.is_ok().then_some(s.frames));
-        let motion = [s.motion_score, s.camera_motion, s.object_motion];
-        for (b, v) in self.motion.iter_mut().zip(motion) {
-            b.append_option(v);
-        }
-        self.source.append_option(s.motion_source);
-        let quality = [
-            s.sharpness,
-            s.brightness,
-            s.contrast,
-            s.black_fraction,
-            s.frozen_fraction,
-        ];
-        for (b, v) in self.quality.iter_mut().zip(quality) {
-            b.append_option(v);
-        }
-        self.phash.append_option(s.phash);
-        self.error
-            .append_option(outcome.as_ref().err().map(ToString::to_string));
-    }
+const NAME: &str = "clip_signals";
 
-    fn finish(mut self) -> Result<StructArray> {
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(self.frames.finish())];
-        columns.extend(
-            self.motion
-                .iter_mut()
-                .map(|b| Arc::new(b.finish()) as ArrayRef),
-        );
-        columns.push(Arc::new(self.source.finish()));
-        columns.extend(
-            self.quality
-                .iter_mut()
-                .map(|b| Arc::new(b.finish()) as ArrayRef),
-        );
-        columns.push(Arc::new(self.phash.finish()));
-        columns.push(Arc::new(self.error.finish()));
-        Ok(StructArray::try_new(signal_fields(), columns, None)?)
-    }
-}
+const RANGE_ARGS: &[Arg] = &[Arg::path(), Arg::seconds("start_s"), Arg::seconds("end_s")];
 
-/// Casts the three `(path, start_s, end_s)` arguments to arrays.
-fn range_args(
-    args: &[ColumnarValue],
-    rows: usize,
-    name: &str,
-) -> Result<(StringArray, Float64Array, Float64Array)> {
-    let [path, start, end] = args else {
-        return exec_err!("{name}(path, start_s, end_s) takes three arguments");
-    };
-    Ok((
-        crate::args::strings(path, rows, &format!("{name}: path"))?,
-        crate::args::floats(start, rows, &format!("{name}: start_s"))?,
-        crate::args::floats(end, rows, &format!("{name}: end_s"))?,
-    ))
+/// Evaluates the signals of every row's clip.
+fn evaluate_signals(
+    batch: &Batch<'_>,
+    value: impl Fn(&ClipSignals) -> Result<ScalarValue>,
+) -> Vec<RowOutcome> {
+    batch.each_row(|row| {
+        let (start_s, end_s) = batch.range(row).unwrap_or_default();
+        let source = VideoSource::parse(batch.path(row))?;
+        let signals = clip_signals(
+            &source,
+            &StorageOptions::default(),
+            start_s,
+            end_s,
+            batch.pass,
+            batch.config,
+        )?;
+        value(&signals).map_err(|e| UdfError::Option(e.to_string()))
+    })
 }
 
 /// `clip_signals(path, start_s, end_s)`: see the module docs.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct ClipSignalsUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct ClipSignalsOp;
 
-impl Default for ClipSignalsUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::any(3, Volatility::Stable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for ClipSignalsUdf {
-    fn name(&self) -> &str {
-        "clip_signals"
+impl VideoOperator for ClipSignalsOp {
+    fn name(&self) -> &'static str {
+        NAME
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        RANGE_ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(signal_fields()))
+    fn return_type(&self) -> DataType {
+        DataType::Struct(signal_fields())
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let (paths, starts, ends) = range_args(&args.args, args.number_rows, self.name())?;
-        let mut columns = SignalColumns::default();
-        crate::blocking::run_blocking(|| -> Result<()> {
-            for i in 0..args.number_rows {
-                if paths.is_null(i) || starts.is_null(i) || ends.is_null(i) {
-                    columns.append(&Err(UdfError::Option(
-                        "clip_signals: path, start_s and end_s must not be null".to_owned(),
-                    )));
-                    continue;
-                }
-                let outcome = retry_transient(|| {
-                    let source = VideoSource::parse(paths.value(i))?;
-                    clip_signals(
-                        &source,
-                        &StorageOptions::default(),
-                        starts.value(i),
-                        ends.value(i),
-                    )
-                });
-                match outcome {
-                    // a transient failure fails the task, which the scheduler retries
-                    Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                    outcome => columns.append(&outcome),
-                }
-            }
-            Ok(())
-        })?;
-        Ok(ColumnarValue::Array(Arc::new(columns.finish()?)))
+    fn demands(&self, _args: &[Expr], _config: &ConfigOptions) -> Vec<Demand> {
+        vec![signals_demand()]
     }
-}
 
-/// The `clip_signals(...)` call over `args`.
-fn signals_call(args: Vec<Expr>) -> Expr {
-    Expr::ScalarFunction(ScalarFunction::new_udf(
-        Arc::new(ScalarUDF::from(ClipSignalsUdf::default())),
-        args,
-    ))
+    fn consumer(
+        &self,
+        _demand: &Demand,
+        _config: &ConfigOptions,
+    ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
+        Ok(Box::<SignalConsumer>::default())
+    }
+
+    fn failed(&self, message: &str) -> Result<ScalarValue> {
+        error_struct(&signal_fields(), message)
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        Ok(evaluate_signals(batch, signals_value))
+    }
 }
 
 fn field(expr: Expr, name: &str) -> Expr {
@@ -600,33 +588,47 @@ enum View {
 
 /// `motion_score`, `clip_quality`, `clip_phash`: fields of `clip_signals`, rewritten into
 /// it by the optimizer (see the module docs).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct SignalViewUdf {
+#[derive(Debug)]
+pub struct SignalView {
     view: View,
-    signature: Signature,
 }
 
-impl SignalViewUdf {
-    fn new(view: View) -> Self {
-        Self {
-            view,
-            signature: Signature::any(3, Volatility::Stable),
-        }
-    }
-
+impl SignalView {
     /// `motion_score(path, start_s, end_s)`.
     pub fn motion() -> Self {
-        Self::new(View::Motion)
+        Self { view: View::Motion }
     }
 
     /// `clip_quality(path, start_s, end_s)`.
     pub fn quality() -> Self {
-        Self::new(View::Quality)
+        Self {
+            view: View::Quality,
+        }
     }
 
     /// `clip_phash(path, start_s, end_s)`.
     pub fn phash() -> Self {
-        Self::new(View::Phash)
+        Self { view: View::Phash }
+    }
+
+    fn value(&self, s: &ClipSignals) -> Result<ScalarValue> {
+        Ok(match self.view {
+            View::Motion => ScalarValue::Float64(s.motion_score),
+            View::Phash => ScalarValue::Int64(s.phash),
+            View::Quality => struct_value(
+                &quality_fields(),
+                [
+                    s.sharpness,
+                    s.brightness,
+                    s.contrast,
+                    s.black_fraction,
+                    s.frozen_fraction,
+                ]
+                .into_iter()
+                .map(ScalarValue::Float64)
+                .collect(),
+            )?,
+        })
     }
 }
 
@@ -637,8 +639,8 @@ fn quality_fields() -> Fields {
         .collect()
 }
 
-impl ScalarUDFImpl for SignalViewUdf {
-    fn name(&self) -> &str {
+impl VideoOperator for SignalView {
+    fn name(&self) -> &'static str {
         match self.view {
             View::Motion => "motion_score",
             View::Quality => "clip_quality",
@@ -646,21 +648,26 @@ impl ScalarUDFImpl for SignalViewUdf {
         }
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        RANGE_ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(match self.view {
+    fn return_type(&self) -> DataType {
+        match self.view {
             View::Motion => DataType::Float64,
             View::Quality => DataType::Struct(quality_fields()),
             View::Phash => DataType::Int64,
-        })
+        }
     }
 
-    fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let signals = signals_call(args);
-        Ok(ExprSimplifyResult::Simplified(match self.view {
+    fn demands(&self, _args: &[Expr], _config: &ConfigOptions) -> Vec<Demand> {
+        vec![signals_demand()]
+    }
+
+    fn simplify(&self, args: Vec<Expr>, pass: Option<&Arc<PassSpec>>) -> Option<Expr> {
+        let udf = VideoUdf::new(Arc::new(ClipSignalsOp)).with_pass(pass.cloned());
+        let signals = udf.into_udf().call(args);
+        Some(match self.view {
             View::Motion => field(signals, "motion_score"),
             View::Phash => field(signals, "phash"),
             View::Quality => datafusion::functions::core::expr_fn::named_struct(
@@ -674,36 +681,12 @@ impl ScalarUDFImpl for SignalViewUdf {
                     })
                     .collect(),
             ),
-        }))
+        })
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         // reached only when the optimizer did not run (e.g. a physical plan built by hand)
-        let signals = ClipSignalsUdf::default().invoke_with_args(args)?;
-        let ColumnarValue::Array(array) = signals else {
-            return exec_err!("{}: clip_signals returned a scalar", self.name());
-        };
-        let Some(all) = array.as_any().downcast_ref::<StructArray>() else {
-            return exec_err!("{}: clip_signals returned no struct", self.name());
-        };
-        let column = |name: &str| all.column_by_name(name).cloned();
-        Ok(ColumnarValue::Array(match self.view {
-            View::Motion => column("motion_score")
-                .unwrap_or_else(|| Arc::new(Float64Array::new_null(all.len()))),
-            View::Phash => {
-                column("phash").unwrap_or_else(|| Arc::new(Int64Array::new_null(all.len())))
-            }
-            View::Quality => Arc::new(StructArray::try_new(
-                quality_fields(),
-                QUALITY_FIELDS
-                    .iter()
-                    .map(|n| {
-                        column(n).unwrap_or_else(|| Arc::new(Float64Array::new_null(all.len())))
-                    })
-                    .collect(),
-                None,
-            )?),
-        }))
+        Ok(evaluate_signals(batch, |s| self.value(s)))
     }
 }
 

@@ -11,19 +11,17 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{
-    Array, ArrayRef, Float64Builder, ListBuilder, StringBuilder, StructArray, StructBuilder,
-};
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
-use datafusion::common::Result;
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
-};
+use datafusion::common::{Result as DfResult, ScalarValue};
+use datafusion::logical_expr::Volatility;
 
 use crate::UdfError;
 use crate::media::audio::decode_audio;
 use crate::media::source::VideoSource;
 use crate::models::{LoadedModel, OnnxOptions};
+use crate::operator::{
+    Arg, Batch, RowOutcome, VideoOperator, error_struct, list_value, struct_value,
+};
 use crate::storage::StorageOptions;
 
 /// The model file in `onnx.model_dir` (installed by scripts/setup.sh).
@@ -131,31 +129,13 @@ fn result_fields() -> Fields {
     ])
 }
 
-/// `speech_activity(path [, start_s, end_s])`.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct SpeechActivityUdf {
-    signature: Signature,
-}
-
-impl Default for SpeechActivityUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(
-                vec![TypeSignature::Any(1), TypeSignature::Any(3)],
-                Volatility::Immutable,
-            ),
-        }
-    }
-}
-
-/// What one row gives: no audio, the result, or why it failed.
+/// What one row gives: no audio, or the result.
 enum Outcome {
     NoAudio,
     Speech {
         fraction: f64,
         segments: Vec<(f64, f64)>,
     },
-    Failed(String),
 }
 
 fn analyse(
@@ -189,85 +169,73 @@ fn analyse(
     })
 }
 
-impl ScalarUDFImpl for SpeechActivityUdf {
-    fn name(&self) -> &str {
+fn outcome_value(outcome: Outcome) -> DfResult<ScalarValue> {
+    match outcome {
+        Outcome::NoAudio => ScalarValue::try_from(DataType::Struct(result_fields())),
+        Outcome::Speech { fraction, segments } => {
+            let items = segments
+                .into_iter()
+                .map(|(s, e)| {
+                    struct_value(
+                        &segment_fields(),
+                        vec![ScalarValue::Float64(Some(s)), ScalarValue::Float64(Some(e))],
+                    )
+                })
+                .collect::<DfResult<Vec<_>>>()?;
+            struct_value(
+                &result_fields(),
+                vec![
+                    ScalarValue::Float64(Some(fraction)),
+                    list_value(items, &DataType::Struct(segment_fields())),
+                    ScalarValue::Utf8(None),
+                ],
+            )
+        }
+    }
+}
+
+/// `speech_activity(path [, start_s, end_s])`.
+#[derive(Debug, Default)]
+pub struct SpeechActivity;
+
+impl VideoOperator for SpeechActivity {
+    fn name(&self) -> &'static str {
         "speech_activity"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[
+            Arg::path(),
+            Arg::optional_seconds("start_s"),
+            Arg::optional_seconds("end_s"),
+        ];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Struct(result_fields()))
+    fn arities(&self) -> Vec<usize> {
+        vec![1, 3]
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let input = crate::args::PathAndRange::parse(&args.args, n, "speech_activity")?;
-        let options = OnnxOptions::from_config(&args.config_options);
+    fn return_type(&self) -> DataType {
+        DataType::Struct(result_fields())
+    }
+
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn failed(&self, message: &str) -> DfResult<ScalarValue> {
+        error_struct(&result_fields(), message)
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> DfResult<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
         let model = crate::models::model(&options.model_path(SILERO_MODEL), &options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let mut segment_list =
-            ListBuilder::new(StructBuilder::from_fields(segment_fields(), 0)).with_field(Arc::new(
-                Field::new_list_field(DataType::Struct(segment_fields()), true),
-            ));
-        let mut fraction = Float64Builder::new();
-        let mut errors = StringBuilder::new();
-        let mut valid = Vec::with_capacity(n);
-        crate::blocking::run_blocking(|| -> Result<()> {
-            for row in 0..n {
-                let outcome = if input.paths.is_null(row) {
-                    Outcome::NoAudio
-                } else {
-                    match analyse(&model, input.paths.value(row), input.range(row)) {
-                        Ok(o) => o,
-                        Err(e) if e.is_transient() => return Err(e.into_task_error()),
-                        Err(e) => Outcome::Failed(e.to_string()),
-                    }
-                };
-                match outcome {
-                    Outcome::NoAudio => {
-                        fraction.append_null();
-                        segment_list.append_null();
-                        errors.append_null();
-                        valid.push(false);
-                    }
-                    Outcome::Speech {
-                        fraction: f,
-                        segments,
-                    } => {
-                        fraction.append_value(f);
-                        let items = segment_list.values();
-                        for (s, e) in segments {
-                            for (field, value) in [(0, s), (1, e)] {
-                                if let Some(b) = items.field_builder::<Float64Builder>(field) {
-                                    b.append_value(value);
-                                }
-                            }
-                            items.append(true);
-                        }
-                        segment_list.append(true);
-                        errors.append_null();
-                        valid.push(true);
-                    }
-                    Outcome::Failed(message) => {
-                        fraction.append_null();
-                        segment_list.append_null();
-                        errors.append_value(message);
-                        valid.push(true);
-                    }
-                }
-            }
-            Ok(())
-        })?;
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(fraction.finish()),
-            Arc::new(segment_list.finish()),
-            Arc::new(errors.finish()),
-        ];
-        let array = StructArray::try_new(result_fields(), columns, Some(valid.into()))?;
-        Ok(ColumnarValue::Array(Arc::new(array)))
+        Ok(batch.each_row(|row| {
+            let outcome = analyse(&model, batch.path(row), batch.range(row))?;
+            outcome_value(outcome).map_err(|e| UdfError::Option(e.to_string()))
+        }))
     }
 }
 

@@ -21,18 +21,25 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, Float64Builder};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{Result, exec_err};
-use datafusion::logical_expr::{
-    ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature, TypeSignature, Volatility,
+use datafusion::arrow::datatypes::{DataType, Field, Fields};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::{Result, ScalarValue};
+use datafusion::logical_expr::{Expr, Volatility};
+use framefusion_media::MediaError;
+use framefusion_media::pass::{
+    Decoded, Filter, FrameConsumer, Picture, PictureFormat, PictureSpec, Pictures, SlotSampler,
+    StreamInfo,
 };
 
 use crate::UdfError;
-use crate::media::decode::{Sampling, decode_batches, rgb_at};
+use crate::analysis::{Demand, Feature, Frames};
+use crate::media::decode::rgb_at;
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
-use crate::models::{LoadedModel, OnnxOptions};
+use crate::models::{Batcher, LoadedModel, OnnxOptions};
+use crate::operator::{
+    Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, list_value, struct_value,
+};
 use crate::storage::StorageOptions;
 
 /// The text-detection model in `onnx.model_dir` (installed by scripts/setup.sh).
@@ -74,13 +81,67 @@ fn round_half_even(x: f64) -> f64 {
     }
 }
 
-/// The detector's input size for a `width` x `height` frame.
+/// How the detector's input is sized (`onnx.text_det_limit`): RapidOCR's `min:736` (the
+/// shorter side at least 736 pixels, the default, as RapidOCR runs PP-OCRv4) or `max:N`
+/// (the longer side at most N pixels: `max:960` is about half the pixels of a 720p frame
+/// at `min:736`, for twice the speed; benches/RESULTS.md has the agreement).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DetLimit {
+    /// Scale up so the shorter side is at least this many pixels.
+    Min(u32),
+    /// Scale down so the longer side is at most this many pixels.
+    Max(u32),
+}
+
+impl Default for DetLimit {
+    fn default() -> Self {
+        DetLimit::Min(LIMIT_SIDE as u32)
+    }
+}
+
+impl DetLimit {
+    /// Parses `min:736` or `max:960` (a bare number is `min`).
+    pub fn parse(text: &str) -> Result<Self, UdfError> {
+        let t = text.trim().to_ascii_lowercase();
+        let (kind, side) = t.split_once(':').unwrap_or(("min", t.as_str()));
+        let side = side
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|s| (32..=8192).contains(s));
+        match (kind.trim(), side) {
+            ("min", Some(side)) => Ok(DetLimit::Min(side)),
+            ("max", Some(side)) => Ok(DetLimit::Max(side)),
+            _ => Err(UdfError::Option(format!(
+                "onnx.text_det_limit = '{text}': use min:SIDE (RapidOCR's default, min:736) or max:SIDE (for example max:960), SIDE from 32 to 8192"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for DetLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DetLimit::Min(s) => write!(f, "min:{s}"),
+            DetLimit::Max(s) => write!(f, "max:{s}"),
+        }
+    }
+}
+
+/// The detector's input size for a `width` x `height` frame, as RapidOCR sizes it
+/// (RapidOCR's default limit, `min:736`).
 pub fn input_size(width: usize, height: usize) -> (usize, usize) {
+    input_size_with(width, height, DetLimit::default())
+}
+
+/// The detector's input size for a `width` x `height` frame under `limit`: scaled as
+/// RapidOCR's `DetPreProcess` does, each side rounded to a multiple of 32.
+pub fn input_size_with(width: usize, height: usize, limit: DetLimit) -> (usize, usize) {
     let (w, h) = (width as f64, height as f64);
-    let ratio = if w.min(h) < LIMIT_SIDE {
-        LIMIT_SIDE / w.min(h)
-    } else {
-        1.0
+    let ratio = match limit {
+        DetLimit::Min(side) if w.min(h) < f64::from(side) => f64::from(side) / w.min(h),
+        DetLimit::Max(side) if w.max(h) > f64::from(side) => f64::from(side) / w.max(h),
+        _ => 1.0,
     };
     let side = |v: f64| (round_half_even((v * ratio).trunc() / 32.0) * 32.0).max(32.0) as usize;
     (side(w), side(h))
@@ -93,10 +154,19 @@ pub fn detect_text(model: &LoadedModel, frame: &Rgb) -> Result<Vec<TextBox>, Udf
         .unwrap_or_default())
 }
 
-/// Text boxes of frames of one size, in one inference call.
+/// Text boxes of frames of one size, in one inference call (RapidOCR's sizing).
 pub fn detect_text_batch(
     model: &LoadedModel,
     frames: &[Rgb],
+) -> Result<Vec<Vec<TextBox>>, UdfError> {
+    detect_text_sized(model, frames, DetLimit::default())
+}
+
+/// Text boxes of frames of one size, in one inference call, the input sized by `limit`.
+pub fn detect_text_sized(
+    model: &LoadedModel,
+    frames: &[Rgb],
+    limit: DetLimit,
 ) -> Result<Vec<Vec<TextBox>>, UdfError> {
     let Some(first) = frames.first() else {
         return Ok(Vec::new());
@@ -109,20 +179,35 @@ pub fn detect_text_batch(
             "text detection batches frames of one size".to_owned(),
         ));
     }
-    let (iw, ih) = input_size(first.width, first.height);
+    let (iw, ih) = input_size_with(first.width, first.height, limit);
+    let scaled: Vec<Vec<u8>> = frames
+        .iter()
+        .map(|f| f.resize_bilinear(iw, ih).data)
+        .collect();
+    let inputs: Vec<&[u8]> = scaled.iter().map(Vec::as_slice).collect();
+    detect_scaled(model, &inputs, (iw, ih), (first.width, first.height))
+}
+
+/// Text boxes of RGB pictures already at the detector's input size `(iw, ih)`, in one
+/// inference call, in the coordinates of `frame` (the frames' own size).
+pub fn detect_scaled(
+    model: &LoadedModel,
+    pictures: &[&[u8]],
+    (iw, ih): (usize, usize),
+    frame: (usize, usize),
+) -> Result<Vec<Vec<TextBox>>, UdfError> {
     let plane = iw * ih;
-    let mut input = vec![0f32; frames.len() * 3 * plane];
-    for (k, frame) in frames.iter().enumerate() {
-        let scaled = frame.resize_bilinear(iw, ih);
+    let mut input = vec![0f32; pictures.len() * 3 * plane];
+    for (k, picture) in pictures.iter().enumerate() {
         let base = k * 3 * plane;
-        for (p, px) in scaled.data.chunks_exact(3).enumerate() {
+        for (p, px) in picture.chunks_exact(3).enumerate().take(plane) {
             // BGR, as OpenCV loads images for RapidOCR
             for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
                 input[base + c * plane + p] = (f32::from(v) / 255.0 - 0.5) / 0.5;
             }
         }
     }
-    let n = frames.len() as i64;
+    let n = pictures.len() as i64;
     let (shape, pred) = model.run("x", vec![n, 3, ih as i64, iw as i64], input, None)?;
     let (mh, mw) = match shape.as_slice() {
         [b, _, h, w] if *b == n => (*h as usize, *w as usize),
@@ -134,7 +219,7 @@ pub fn detect_text_batch(
     };
     Ok(pred
         .chunks_exact(mh * mw)
-        .map(|map| boxes_from_map(map, mw, mh, first.width, first.height))
+        .map(|map| boxes_from_map(map, mw, mh, frame.0, frame.1))
         .collect())
 }
 
@@ -401,73 +486,51 @@ pub fn read_text(
 /// `ocr_text(path, at_s)`: the text burned into the frame shown at `at_s`, one line per
 /// detected box in reading order (an empty string when there is none; null when the video
 /// cannot be read).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct OcrTextUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct OcrText;
 
-impl Default for OcrTextUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable),
-        }
-    }
-}
+const AT_ARGS: &[Arg] = &[Arg::path(), Arg::seconds("at_s")];
 
-impl ScalarUDFImpl for OcrTextUdf {
-    fn name(&self) -> &str {
+impl VideoOperator for OcrText {
+    fn name(&self) -> &'static str {
         "ocr_text"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        AT_ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Utf8)
+    fn return_type(&self) -> DataType {
+        DataType::Utf8
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let [path, at] = args.args.as_slice() else {
-            return exec_err!("ocr_text(path, at_s) takes two arguments");
-        };
-        let paths = crate::args::strings(path, n, "ocr_text: path")?;
-        let times = crate::args::floats(at, n, "ocr_text: at_s")?;
-        let options = OnnxOptions::from_config(&args.config_options);
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
         let load = |name: &str| {
             crate::models::model(&options.model_path(name), &options)
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
         };
         let (det, rec) = (load(DET_MODEL)?, load(REC_MODEL)?);
-        let mut out = datafusion::arrow::array::StringBuilder::new();
-        crate::blocking::run_blocking(|| -> Result<()> {
-            for row in 0..n {
-                if paths.is_null(row) || times.is_null(row) {
-                    out.append_null();
-                    continue;
-                }
-                let read = rgb_at(paths.value(row), times.value(row))
-                    .and_then(|frame| read_text(&det, &rec, &frame));
-                match UdfError::row("ocr_text", read)? {
-                    Some(lines) => out.append_value(
-                        lines
-                            .into_iter()
-                            .map(|(_, t, _)| t)
-                            .collect::<Vec<_>>()
-                            .join("\n"),
-                    ),
-                    None => out.append_null(),
-                }
-            }
-            Ok(())
-        })?;
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        Ok(batch.each_row(|row| {
+            let at = batch.number(1, row).unwrap_or_default();
+            let frame = rgb_at(batch.path(row), at)?;
+            let lines = read_text(&det, &rec, &frame)?;
+            Ok(ScalarValue::Utf8(Some(
+                lines
+                    .into_iter()
+                    .map(|(_, t, _)| t)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )))
+        }))
     }
 }
 
-fn box_fields() -> datafusion::arrow::datatypes::Fields {
-    use datafusion::arrow::datatypes::Field;
+fn box_fields() -> Fields {
     ["x0", "y0", "x1", "y1", "score"]
         .iter()
         .map(|n| Field::new(*n, DataType::Float32, false))
@@ -475,188 +538,341 @@ fn box_fields() -> datafusion::arrow::datatypes::Fields {
 }
 
 fn boxes_type() -> DataType {
-    DataType::List(Arc::new(
-        datafusion::arrow::datatypes::Field::new_list_field(DataType::Struct(box_fields()), true),
-    ))
+    DataType::List(Arc::new(Field::new_list_field(
+        DataType::Struct(box_fields()),
+        true,
+    )))
+}
+
+fn boxes_value(boxes: &[TextBox]) -> Result<ScalarValue> {
+    let items = boxes
+        .iter()
+        .map(|b| {
+            struct_value(
+                &box_fields(),
+                [b.x0, b.y0, b.x1, b.y1, b.score]
+                    .into_iter()
+                    .map(|v| ScalarValue::Float32(Some(v)))
+                    .collect(),
+            )
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(list_value(items, &DataType::Struct(box_fields())))
 }
 
 /// `text_boxes(path, at_s)`: the text boxes of the frame shown at `at_s` (frame pixels,
 /// axis-aligned, with their scores); null when the video cannot be read.
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct TextBoxesUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct TextBoxes;
 
-impl Default for TextBoxesUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(vec![TypeSignature::Any(2)], Volatility::Immutable),
-        }
-    }
-}
-
-impl ScalarUDFImpl for TextBoxesUdf {
-    fn name(&self) -> &str {
+impl VideoOperator for TextBoxes {
+    fn name(&self) -> &'static str {
         "text_boxes"
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        AT_ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(boxes_type())
+    fn return_type(&self) -> DataType {
+        boxes_type()
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        use datafusion::arrow::array::{Float32Builder, ListBuilder, StructBuilder};
-        let n = args.number_rows;
-        let [path, at] = args.args.as_slice() else {
-            return exec_err!("text_boxes(path, at_s) takes two arguments");
-        };
-        let paths = crate::args::strings(path, n, "text_boxes: path")?;
-        let times = crate::args::floats(at, n, "text_boxes: at_s")?;
-        let options = OnnxOptions::from_config(&args.config_options);
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
         let det = crate::models::model(&options.model_path(DET_MODEL), &options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let mut out = ListBuilder::new(StructBuilder::from_fields(box_fields(), 0)).with_field(
-            Arc::new(datafusion::arrow::datatypes::Field::new_list_field(
-                DataType::Struct(box_fields()),
-                true,
-            )),
+        let rows = batch.rows();
+        // frames of many rows per inference call (one row at a time on the CPU)
+        let found = crate::models::infer_rows(
+            rows.len(),
+            options.frames_per_call(&det),
+            |i| {
+                let row = rows[i];
+                let at = batch.number(1, row).unwrap_or_default();
+                Some(
+                    crate::error::retry_transient(|| rgb_at(batch.path(row), at))
+                        .map_err(UdfError::from),
+                )
+            },
+            |frames| detect_text_batch(&det, frames),
         );
-        crate::blocking::run_blocking(|| -> Result<()> {
-            // frames of many rows per inference call (one row at a time on the CPU)
-            let found = crate::models::infer_rows(
-                n,
-                options.frames_per_call(&det),
-                |row| {
-                    (!(paths.is_null(row) || times.is_null(row)))
-                        .then(|| rgb_at(paths.value(row), times.value(row)))
-                },
-                |frames| detect_text_batch(&det, frames),
-            );
-            for outcome in found {
-                let boxes = match outcome {
-                    Some(outcome) => UdfError::row("text_boxes", outcome)?,
-                    None => None,
-                };
-                match boxes {
-                    Some(boxes) => {
-                        let items = out.values();
-                        for b in boxes {
-                            for (i, v) in [b.x0, b.y0, b.x1, b.y1, b.score].into_iter().enumerate()
-                            {
-                                if let Some(f) = items.field_builder::<Float32Builder>(i) {
-                                    f.append_value(v);
-                                }
-                            }
-                            items.append(true);
-                        }
-                        out.append(true);
-                    }
-                    None => out.append_null(),
-                }
-            }
-            Ok(())
-        })?;
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        Ok(found
+            .into_iter()
+            .map(|outcome| match outcome {
+                Some(Ok(boxes)) => boxes_value(&boxes).map_err(|e| UdfError::Option(e.to_string())),
+                Some(Err(e)) => Err(e),
+                None => Err(UdfError::Option("no frame".to_owned())),
+            })
+            .collect())
     }
 }
+
+/// One frame sampled for text: when it is shown, for how many output slots, and the share
+/// of it text covers.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TextSample {
+    /// Presentation time of the frame, seconds.
+    pub pts_s: f64,
+    /// Output slots (of the sampling rate) the frame shows.
+    pub slots: usize,
+    /// Share of the frame covered by text boxes.
+    pub fraction: f64,
+}
+
+/// The text samples of a pass, in presentation order: the `text` feature.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextSamples(pub Vec<TextSample>);
+
+impl TextSamples {
+    /// The mean share of the frame covered by text over the samples of `[start_s, end_s)`
+    /// (0 when none is sampled there).
+    pub fn ratio(&self, start_s: f64, end_s: f64) -> f64 {
+        let (sum, slots) = self
+            .0
+            .iter()
+            .filter(|s| s.pts_s >= start_s - 1e-9 && s.pts_s < end_s - 1e-9)
+            .fold((0.0, 0usize), |(sum, n), s| {
+                (sum + s.fraction * s.slots as f64, n + s.slots)
+            });
+        if slots == 0 { 0.0 } else { sum / slots as f64 }
+    }
+}
+
+/// The sampling rate of `text_area_ratio`.
+const TEXT_FPS: f64 = 1.0;
+
+/// Detects text on the frames sampled at [`TEXT_FPS`] during a decode pass: each sampled
+/// frame is converted by swscale straight to the detector's input size, and inference
+/// runs in batches ([`crate::models::Batcher`]: in place on the CPU, overlapping the
+/// decoding on a GPU).
+struct TextConsumer {
+    model: Arc<LoadedModel>,
+    limit: DetLimit,
+    sampler: Option<SlotSampler>,
+    size: Option<((usize, usize), PictureSpec)>,
+    batcher: Option<Batcher<(TextSample, Arc<Picture>), TextSample>>,
+    batch: usize,
+    samples: Vec<TextSample>,
+}
+
+impl TextConsumer {
+    fn sample(
+        &mut self,
+        frame: &Decoded,
+        slots: usize,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        if slots == 0 {
+            return Ok(());
+        }
+        let (frame_size, spec) = *self.size.get_or_insert_with(|| {
+            // RapidOCR's pixels: the frame in RGB at its own size, then OpenCV's bilinear
+            // resize to the input size (swscale's bilinear straight from YUV differs at
+            // large scales: on bikes.mp4, 640x272 scaled to 1728x736, a clip's ratio
+            // moved from 0.42 to 0.22)
+            let (w, h) = (frame.width() as usize, frame.height() as usize);
+            (
+                (w, h),
+                PictureSpec {
+                    width: w as u32,
+                    height: h as u32,
+                    format: PictureFormat::Rgb24,
+                    filter: Filter::Bicubic,
+                },
+            )
+        });
+        let input = input_size_with(frame_size.0, frame_size.1, self.limit);
+        let picture = pictures.get(frame, spec)?;
+        let picture = Arc::new(Picture {
+            data: Rgb {
+                width: picture.width,
+                height: picture.height,
+                data: picture.data.clone(),
+            }
+            .resize_bilinear(input.0, input.1)
+            .data,
+            width: input.0,
+            height: input.1,
+            format: PictureFormat::Rgb24,
+        });
+        let sample = TextSample {
+            pts_s: frame.pts_s,
+            slots,
+            fraction: 0.0,
+        };
+        let model = Arc::clone(&self.model);
+        let batcher = self.batcher.get_or_insert_with(|| {
+            Batcher::new(
+                model.device,
+                self.batch,
+                move |items: Vec<(TextSample, Arc<Picture>)>| {
+                    let pictures: Vec<&[u8]> =
+                        items.iter().map(|(_, p)| p.data.as_slice()).collect();
+                    let size = items.first().map_or((0, 0), |(_, p)| (p.width, p.height));
+                    let boxes = detect_scaled(&model, &pictures, size, frame_size)?;
+                    Ok(items
+                        .iter()
+                        .zip(boxes)
+                        .map(|((s, _), b)| TextSample {
+                            fraction: covered_fraction(&b, frame_size.0, frame_size.1),
+                            ..*s
+                        })
+                        .collect())
+                },
+            )
+        });
+        batcher
+            .push((sample, picture))
+            .map_err(|e| MediaError::Option(e.to_string()))
+    }
+}
+
+impl FrameConsumer for TextConsumer {
+    fn name(&self) -> &str {
+        "text detection at 1 fps (text_area_ratio)"
+    }
+
+    fn start(&mut self, stream: &StreamInfo) -> Result<(), MediaError> {
+        self.sampler = Some(SlotSampler::new(TEXT_FPS, stream.time_base));
+        Ok(())
+    }
+
+    fn frame(
+        &mut self,
+        frame: &Decoded,
+        previous: Option<&Decoded>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        let slots = self.sampler.as_mut().map_or(0, |s| s.push(frame.ts));
+        match previous {
+            Some(previous) => self.sample(previous, slots, pictures),
+            None => Ok(()),
+        }
+    }
+
+    fn finish(
+        &mut self,
+        last: Option<&Decoded>,
+        end_ts: Option<i64>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        let slots = self.sampler.as_mut().map_or(0, |s| s.finish(end_ts));
+        if let Some(last) = last {
+            self.sample(last, slots, pictures)?;
+        }
+        if let Some(batcher) = self.batcher.take() {
+            self.samples = batcher
+                .finish()
+                .map_err(|e| MediaError::Option(e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+impl FeatureConsumer for TextConsumer {
+    fn into_feature(self: Box<Self>) -> Feature {
+        Arc::new(TextSamples(self.samples))
+    }
+}
+
+/// The demand of `text_area_ratio` under the session's settings.
+fn text_demand(options: &OnnxOptions) -> Result<Demand, UdfError> {
+    let limit = DetLimit::parse(&options.text_det_limit)?;
+    Ok(Demand {
+        frames: Frames::sampled(TEXT_FPS),
+        ..Demand::new(
+            TEXT_AREA_RATIO,
+            "text",
+            format!(
+                "fps={TEXT_FPS};limit={limit};model={};device={}",
+                options.model_path(DET_MODEL).display(),
+                options.device
+            ),
+        )
+    })
+}
+
+const TEXT_AREA_RATIO: &str = "text_area_ratio";
 
 /// `text_area_ratio(path, start_s, end_s)`: the mean share of the frame covered by text
 /// over frames sampled at 1 fps in the range (null when the video cannot be read).
-#[derive(Debug, PartialEq, Eq, Hash)]
-pub struct TextAreaRatioUdf {
-    signature: Signature,
-}
+#[derive(Debug, Default)]
+pub struct TextAreaRatio;
 
-impl Default for TextAreaRatioUdf {
-    fn default() -> Self {
-        Self {
-            signature: Signature::one_of(vec![TypeSignature::Any(3)], Volatility::Immutable),
-        }
-    }
-}
-
-fn text_area(
-    model: &LoadedModel,
-    path: &str,
-    start_s: f64,
-    end_s: f64,
-    batch: usize,
-) -> Result<f64, UdfError> {
-    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
-    let mut fractions = Vec::new();
-    decode_batches(
-        &media,
-        Sampling::Fps(1.0),
-        (start_s, end_s),
-        batch,
-        |frames| {
-            let frames: Vec<Rgb> = frames.into_iter().map(Rgb::from).collect();
-            for (frame, boxes) in frames.iter().zip(detect_text_batch(model, &frames)?) {
-                fractions.push(covered_fraction(&boxes, frame.width, frame.height));
-            }
-            Ok(())
-        },
-    )?;
-    if fractions.is_empty() {
-        return Ok(0.0);
-    }
-    Ok(fractions.iter().sum::<f64>() / fractions.len() as f64)
-}
-
-impl ScalarUDFImpl for TextAreaRatioUdf {
-    fn name(&self) -> &str {
-        "text_area_ratio"
+impl VideoOperator for TextAreaRatio {
+    fn name(&self) -> &'static str {
+        TEXT_AREA_RATIO
     }
 
-    fn signature(&self) -> &Signature {
-        &self.signature
+    fn args(&self) -> &'static [Arg] {
+        const ARGS: &[Arg] = &[Arg::path(), Arg::seconds("start_s"), Arg::seconds("end_s")];
+        ARGS
     }
 
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(DataType::Float64)
+    fn return_type(&self) -> DataType {
+        DataType::Float64
     }
 
-    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let n = args.number_rows;
-        let [path, start, end] = args.args.as_slice() else {
-            return exec_err!("text_area_ratio(path, start_s, end_s) takes three arguments");
-        };
-        let paths = crate::args::strings(path, n, "text_area_ratio: path")?;
-        let starts = crate::args::floats(start, n, "text_area_ratio: start_s")?;
-        let ends = crate::args::floats(end, n, "text_area_ratio: end_s")?;
-        let options = OnnxOptions::from_config(&args.config_options);
-        let model = crate::models::model(&options.model_path(DET_MODEL), &options)
+    fn volatility(&self) -> Volatility {
+        Volatility::Immutable
+    }
+
+    fn demands(&self, _args: &[Expr], config: &ConfigOptions) -> Vec<Demand> {
+        text_demand(&OnnxOptions::from_config(config))
+            .into_iter()
+            .collect()
+    }
+
+    fn consumer(
+        &self,
+        demand: &Demand,
+        config: &ConfigOptions,
+    ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
+        let options = OnnxOptions::from_config(config);
+        let model = crate::models::model(&options.model_path(DET_MODEL), &options)?;
+        let limit = DetLimit::parse(demand.param("limit").unwrap_or("min:736"))?;
+        Ok(Box::new(TextConsumer {
+            batch: options.frames_per_call(&model),
+            model,
+            limit,
+            sampler: None,
+            size: None,
+            batcher: None,
+            samples: Vec::new(),
+        }))
+    }
+
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+        let options = OnnxOptions::from_config(batch.config);
+        // a model that cannot be loaded fails the query, not each row
+        crate::models::model(&options.model_path(DET_MODEL), &options)
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-        let mut out = Float64Builder::with_capacity(n);
-        crate::blocking::run_blocking(|| -> Result<()> {
-            for row in 0..n {
-                if paths.is_null(row) || starts.is_null(row) || ends.is_null(row) {
-                    out.append_null();
-                    continue;
-                }
-                // batching frames helps a GPU; on the CPU it was slower (benches/RESULTS.md)
-                let batch = options.frames_per_call(&model);
-                match UdfError::row(
-                    "text_area_ratio",
-                    text_area(
-                        &model,
-                        paths.value(row),
-                        starts.value(row),
-                        ends.value(row),
-                        batch,
-                    ),
-                )? {
-                    Some(v) => out.append_value(v),
-                    None => out.append_null(),
-                }
+        let demand = text_demand(&options)
+            .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
+        Ok(batch.each_row(|row| {
+            let (start_s, end_s) = batch.range(row).unwrap_or_default();
+            if !(start_s.is_finite() && end_s.is_finite() && start_s >= 0.0 && end_s > start_s) {
+                return Err(UdfError::Option(format!(
+                    "text_area_ratio: the range [{start_s}, {end_s}) is empty or invalid; give 0 <= start_s < end_s"
+                )));
             }
-            Ok(())
-        })?;
-        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+            let source = VideoSource::parse(batch.path(row))?;
+            let feature = crate::analysis::features(
+                &source,
+                &StorageOptions::default(),
+                Some((start_s, end_s)),
+                &demand,
+                batch.pass,
+                batch.config,
+            )?;
+            let samples = crate::analysis::downcast::<TextSamples>(&feature)?;
+            Ok(ScalarValue::Float64(Some(samples.ratio(start_s, end_s))))
+        }))
     }
 }
 

@@ -61,7 +61,7 @@ use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, lit};
 use datafusion::physical_plan::SendableRecordBatchStream;
 use framefusion_catalogs::video::VideoTable;
-use framefusion_udfs::storage::StorageOptions;
+use framefusion_media::storage::StorageOptions;
 use futures::{StreamExt, TryStreamExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result};
-use framefusion_udfs::media::source::VideoSource;
-use framefusion_udfs::storage::{S3Location, StorageOptions, s3_store, storage_error};
+use framefusion_media::source::VideoSource;
+use framefusion_media::storage::{S3Location, StorageOptions, s3_store, storage_error};
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;

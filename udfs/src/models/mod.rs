@@ -34,6 +34,10 @@ extensions_options! {
         /// The ONNX Runtime shared library (empty: `$ORT_DYLIB_PATH`, else
         /// `$FRAMEFUSION_HOME/lib/libonnxruntime.so`, installed by scripts/setup.sh).
         pub library: String, default = String::new()
+        /// The text detector's input size: `min:736` (RapidOCR's: the shorter side scaled
+        /// up to at least 736 pixels) or `max:N` (the longer side scaled down to at most N,
+        /// `max:960` for about twice the speed).
+        pub text_det_limit: String, default = "min:736".to_owned()
     }
 }
 
@@ -41,14 +45,7 @@ impl ConfigExtension for OnnxOptions {
     const PREFIX: &'static str = "onnx";
 }
 
-/// `$FRAMEFUSION_HOME`, default `~/.cache/framefusion`.
-pub fn framefusion_home() -> PathBuf {
-    std::env::var_os("FRAMEFUSION_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/framefusion")
-        })
-}
+pub use framefusion_media::framefusion_home;
 
 impl OnnxOptions {
     /// The `onnx.*` settings of a session (the defaults where it has none).
@@ -143,6 +140,12 @@ fn cuda_available() -> bool {
     ort::ep::CUDA::is_available().unwrap_or(false)
 }
 
+/// Whether ONNX Runtime's threads spin while waiting for work (`FRAMEFUSION_ORT_SPIN=1`;
+/// off by default: spinning threads take the cores decoders need between calls).
+fn spinning() -> bool {
+    std::env::var("FRAMEFUSION_ORT_SPIN").is_ok_and(|v| v == "1")
+}
+
 /// The ONNX Runtime environment, kept for the life of the process.
 static RUNTIME: OnceLock<Result<ort::environment::Environment, String>> = OnceLock::new();
 
@@ -155,9 +158,19 @@ pub fn ensure_runtime(library: &Path) -> Result<&'static ort::environment::Envir
                 library.display()
             ));
         }
-        ort::init_from(library)
-            .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}", library.display()))?
+        let builder = ort::init_from(library)
+            .map_err(|e| format!("cannot load ONNX Runtime from '{}': {e}", library.display()))?;
+        // one intra-op pool for every session, sized by the process's CPU budget, its
+        // threads not spinning between calls (they would take the cores from the decoders)
+        let threads = framefusion_media::cpu::budget().inference_threads();
+        let pool = ort::environment::GlobalThreadPoolOptions::default()
+            .with_intra_threads(threads)
+            .and_then(|p| p.with_inter_threads(1))
+            .and_then(|p| p.with_spin_control(spinning()))
+            .map_err(|e| format!("cannot size ONNX Runtime's thread pool: {e}"))?;
+        builder
             .with_name("framefusion")
+            .with_global_thread_pool(pool)
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
     });
@@ -278,6 +291,30 @@ fn load(
 }
 
 impl LoadedModel {
+    /// The model at `path` on the CPU in a session of its own with `threads` intra-op
+    /// threads (spinning while waiting), outside the process's budget and cache: for
+    /// measuring the pure inference time of a model at a given thread count.
+    pub fn standalone(path: &Path, threads: usize, library: &Path) -> Result<Self, UdfError> {
+        let env = ensure_runtime(library)?;
+        let session = Session::builder(env)
+            .map_err(|e| model_error(path, e))?
+            .with_independent_thread_pool()
+            .map_err(|e| model_error(path, e))?
+            .with_intra_threads(threads.max(1))
+            .map_err(|e| model_error(path, e))?
+            .with_intra_op_spinning(true)
+            .map_err(|e| model_error(path, e))?
+            .commit_from_file(path)
+            .map_err(|e| model_error(path, e))?;
+        Ok(Self {
+            inputs: ports(session.inputs()),
+            outputs: ports(session.outputs()),
+            session: Mutex::new(session),
+            path: path.to_path_buf(),
+            device: Device::Cpu,
+        })
+    }
+
     /// A custom metadata entry of the model (for example a recogniser's character list).
     pub fn custom_metadata(&self, key: &str) -> Option<String> {
         self.session().metadata().ok().and_then(|m| m.custom(key))
@@ -341,6 +378,132 @@ impl LoadedModel {
                 Ok((shape.iter().copied().collect(), values.to_vec()))
             })
             .collect()
+    }
+}
+
+/// Runs inference on items in batches, in order: in place on the CPU (inference uses
+/// every core of the budget, so the caller waits), or on a thread of its own for a GPU,
+/// where decoding the next frames overlaps inference of the current batch (at most two
+/// batches queued).
+pub struct Batcher<T: Send + 'static, R: Send + 'static> {
+    batch: usize,
+    pending: Vec<T>,
+    results: Vec<R>,
+    run: Option<BatchRunner<T, R>>,
+    worker: Option<BatchWorker<T, R>>,
+}
+
+/// What runs one batch.
+type BatchRunner<T, R> = Box<dyn FnMut(Vec<T>) -> Result<Vec<R>, UdfError> + Send>;
+
+type BatchWorker<T, R> = (
+    std::sync::mpsc::SyncSender<Vec<T>>,
+    std::thread::JoinHandle<Result<Vec<R>, UdfError>>,
+);
+
+impl<T: Send + 'static, R: Send + 'static> Batcher<T, R> {
+    /// A batcher of `batch` items per call of `run` for a model on `device`.
+    pub fn new(
+        device: Device,
+        batch: usize,
+        mut run: impl FnMut(Vec<T>) -> Result<Vec<R>, UdfError> + Send + 'static,
+    ) -> Self {
+        if device == Device::Cpu {
+            return Self::inline(batch, run);
+        }
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(2);
+        let worker = std::thread::Builder::new()
+            .name("framefusion-inference".to_owned())
+            .spawn(move || {
+                let mut results = Vec::new();
+                for items in rx {
+                    results.extend(run(items)?);
+                }
+                Ok(results)
+            })
+            .map_err(|e| log::warn!("cannot start an inference thread: {e}"))
+            .ok()
+            .map(|handle| (tx, handle));
+        Self {
+            batch: batch.max(1),
+            pending: Vec::with_capacity(batch.max(1)),
+            results: Vec::new(),
+            run: None,
+            worker,
+        }
+    }
+
+    /// A batcher that always runs in place.
+    pub fn inline(
+        batch: usize,
+        run: impl FnMut(Vec<T>) -> Result<Vec<R>, UdfError> + Send + 'static,
+    ) -> Self {
+        Self {
+            batch: batch.max(1),
+            pending: Vec::with_capacity(batch.max(1)),
+            results: Vec::new(),
+            run: Some(Box::new(run)),
+            worker: None,
+        }
+    }
+
+    /// Adds an item; a full batch goes to inference.
+    pub fn push(&mut self, item: T) -> Result<(), UdfError> {
+        self.pending.push(item);
+        if self.pending.len() >= self.batch {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), UdfError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::replace(&mut self.pending, Vec::with_capacity(self.batch));
+        if let Some((tx, _)) = &self.worker {
+            if tx.send(items).is_err() {
+                // the worker stopped on an error: finish() returns it
+                return self.stopped();
+            }
+            return Ok(());
+        }
+        match self.run.as_mut() {
+            Some(run) => {
+                let out = run(items)?;
+                self.results.extend(out);
+                Ok(())
+            }
+            None => Err(UdfError::Model("inference has no runner".to_owned())),
+        }
+    }
+
+    fn stopped(&mut self) -> Result<(), UdfError> {
+        match self.worker.take() {
+            Some((tx, handle)) => {
+                drop(tx);
+                match handle.join() {
+                    Ok(Ok(_)) => Err(UdfError::Model("inference stopped early".to_owned())),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(UdfError::Model("inference panicked".to_owned())),
+                }
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Runs what is left and returns every result, in the order of the items.
+    pub fn finish(mut self) -> Result<Vec<R>, UdfError> {
+        self.flush()?;
+        if let Some((tx, handle)) = self.worker.take() {
+            drop(tx);
+            let mut results = match handle.join() {
+                Ok(outcome) => outcome?,
+                Err(_) => return Err(UdfError::Model("inference panicked".to_owned())),
+            };
+            self.results.append(&mut results);
+        }
+        Ok(self.results)
     }
 }
 

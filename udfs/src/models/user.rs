@@ -34,6 +34,7 @@ use super::{LoadedModel, OnnxOptions};
 use crate::UdfError;
 use crate::media::decode::Resize;
 use crate::media::source::VideoSource;
+use crate::operator::{Arg, coerce_call};
 use crate::storage::StorageOptions;
 
 /// How a registered model is fed and read.
@@ -264,10 +265,7 @@ impl OnnxModelUdf {
             name: name.to_owned(),
             spec,
             returns,
-            signature: Signature::exact(
-                vec![DataType::Utf8, DataType::Float64],
-                Volatility::Immutable,
-            ),
+            signature: Signature::user_defined(Volatility::Immutable),
         })
     }
 
@@ -317,6 +315,11 @@ impl ScalarUDFImpl for OnnxModelUdf {
         &self.signature
     }
 
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        const ARGS: &[Arg] = &[Arg::path(), Arg::seconds("at_s")];
+        coerce_call(&self.name, ARGS, &[2], arg_types)
+    }
+
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(self.returns.clone())
     }
@@ -343,7 +346,7 @@ impl ScalarUDFImpl for OnnxModelUdf {
             _ => options.batch_size.max(1),
         };
         let mut per_row: Vec<Option<Vec<f32>>> = vec![None; n];
-        crate::blocking::run_blocking(|| -> Result<()> {
+        framefusion_media::cpu::budget().run(|| -> Result<()> {
             let mut pending: Vec<(usize, Vec<f32>)> = Vec::new();
             let mut flush = |pending: &mut Vec<(usize, Vec<f32>)>| -> Result<()> {
                 if pending.is_empty() {

@@ -1,12 +1,12 @@
 //! Audio: a video's sound track decoded and resampled to mono f32 at a given rate (what
 //! speech models take).
 
-use super::ffmpeg;
-use super::source::MediaInput;
-use crate::UdfError;
+use crate::MediaError;
+use crate::ffmpeg;
+use crate::source::MediaInput;
 
-fn audio_error(media: &MediaInput, e: impl std::fmt::Display) -> UdfError {
-    UdfError::Decode {
+fn audio_error(media: &MediaInput, e: impl std::fmt::Display) -> MediaError {
+    MediaError::Decode {
         path: media.display.clone(),
         message: format!("audio: {e}"),
     }
@@ -19,8 +19,8 @@ pub fn decode_audio(
     media: &MediaInput,
     range: Option<(f64, f64)>,
     rate: u32,
-) -> Result<Option<Vec<f32>>, UdfError> {
-    super::init()?;
+) -> Result<Option<Vec<f32>>, MediaError> {
+    crate::init()?;
     let mut input = media.open().map_err(|e| audio_error(media, e))?;
     let Some(stream) = input.streams().best(ffmpeg::media::Type::Audio) else {
         return Ok(None);
@@ -44,7 +44,7 @@ pub fn decode_audio(
                      resampler: &mut Option<ffmpeg::software::resampling::Context>,
                      samples: &mut Vec<f32>,
                      first_s: &mut Option<f64>|
-     -> Result<bool, UdfError> {
+     -> Result<bool, MediaError> {
         while decoder.receive_frame(&mut frame).is_ok() {
             if first_s.is_none() {
                 let pts = frame.pts().unwrap_or(start_pts) - start_pts;

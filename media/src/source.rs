@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::ffmpeg;
-use crate::UdfError;
+use crate::MediaError;
+use crate::ffmpeg;
 use crate::storage::{S3Location, StorageOptions, presigned_get};
 
 /// A resolved video location.
@@ -36,13 +36,15 @@ pub enum Root {
 
 impl Root {
     /// Parses an allowed root: an existing local folder, or `s3://bucket[/prefix]`.
-    pub fn parse(text: &str) -> Result<Self, UdfError> {
+    pub fn parse(text: &str) -> Result<Self, MediaError> {
         match VideoSource::parse_unconfined(text)? {
             VideoSource::Local(path) => {
-                let canonical = path.canonicalize().map_err(|e| UdfError::UnsupportedUri {
-                    uri: text.to_owned(),
-                    reason: format!("an allowed root must be an existing folder ({e})"),
-                })?;
+                let canonical = path
+                    .canonicalize()
+                    .map_err(|e| MediaError::UnsupportedUri {
+                        uri: text.to_owned(),
+                        reason: format!("an allowed root must be an existing folder ({e})"),
+                    })?;
                 Ok(Self::Local(canonical))
             }
             VideoSource::S3(location) => {
@@ -126,12 +128,12 @@ impl VideoSource {
     /// Resolves a URI (`file:///abs/path`) or a plain path (absolute, or relative to the
     /// current directory) to a source. In a confined process ([`confine_to`]) a location
     /// outside the allowed roots is refused.
-    pub fn parse(uri: &str) -> Result<Self, UdfError> {
+    pub fn parse(uri: &str) -> Result<Self, MediaError> {
         let source = Self::parse_unconfined(uri)?;
         if let Some(roots) = allowed_roots()
             && !roots.iter().any(|r| r.contains(&source))
         {
-            return Err(UdfError::NotAllowed {
+            return Err(MediaError::NotAllowed {
                 uri: uri.to_owned(),
                 roots: roots
                     .iter()
@@ -143,32 +145,34 @@ impl VideoSource {
         Ok(source)
     }
 
-    fn parse_unconfined(uri: &str) -> Result<Self, UdfError> {
+    fn parse_unconfined(uri: &str) -> Result<Self, MediaError> {
         if let Some(rest) = uri.strip_prefix("file:") {
-            let url = url::Url::parse(uri).map_err(|e| UdfError::UnsupportedUri {
+            let url = url::Url::parse(uri).map_err(|e| MediaError::UnsupportedUri {
                 uri: uri.to_owned(),
                 reason: format!("not a valid file URI ({e}); write file:///absolute/path"),
             })?;
-            let path = url.to_file_path().map_err(|()| UdfError::UnsupportedUri {
-                uri: uri.to_owned(),
-                reason: format!(
-                    "'{rest}' is not an absolute local path; write file:///absolute/path"
-                ),
-            })?;
+            let path = url
+                .to_file_path()
+                .map_err(|()| MediaError::UnsupportedUri {
+                    uri: uri.to_owned(),
+                    reason: format!(
+                        "'{rest}' is not an absolute local path; write file:///absolute/path"
+                    ),
+                })?;
             return Ok(Self::Local(path));
         }
         if let Some((scheme, _)) = uri.split_once("://") {
             if scheme.eq_ignore_ascii_case("s3") || scheme.eq_ignore_ascii_case("s3a") {
                 return S3Location::parse(uri).map(Self::S3);
             }
-            return Err(UdfError::UnsupportedUri {
+            return Err(MediaError::UnsupportedUri {
                 uri: uri.to_owned(),
                 reason: format!(
                     "the '{scheme}' scheme is not supported; use a local path, a file:// URI or an s3:// URI"
                 ),
             });
         }
-        let path = std::path::absolute(Path::new(uri)).map_err(|e| UdfError::UnsupportedUri {
+        let path = std::path::absolute(Path::new(uri)).map_err(|e| MediaError::UnsupportedUri {
             uri: uri.to_owned(),
             reason: format!("cannot make the path absolute: {e}"),
         })?;
@@ -201,7 +205,7 @@ impl VideoSource {
 
     /// What ffmpeg opens to read this source: the local file, or a presigned URL of the
     /// object (signed with `storage` over the environment's settings).
-    pub fn media_input(&self, storage: &StorageOptions) -> Result<MediaInput, UdfError> {
+    pub fn media_input(&self, storage: &StorageOptions) -> Result<MediaInput, MediaError> {
         Ok(match self {
             Self::Local(path) => MediaInput::local(path),
             Self::S3(location) => MediaInput {

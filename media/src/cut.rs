@@ -5,9 +5,9 @@
 
 use std::path::Path;
 
-use super::ffmpeg::{self, Rational, codec, format::Pixel, media::Type, software::scaling};
-use super::source::MediaInput;
-use crate::UdfError;
+use crate::MediaError;
+use crate::ffmpeg::{self, Rational, codec, format::Pixel, media::Type, software::scaling};
+use crate::source::MediaInput;
 
 /// How a clip is cut.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -22,12 +22,12 @@ pub enum CutMode {
 
 impl CutMode {
     /// Parses `auto`, `copy` or `encode`.
-    pub fn parse(s: &str) -> Result<Self, UdfError> {
+    pub fn parse(s: &str) -> Result<Self, MediaError> {
         match s.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => Ok(Self::Auto),
             "copy" => Ok(Self::Copy),
             "encode" | "reencode" => Ok(Self::Encode),
-            other => Err(UdfError::Option(format!(
+            other => Err(MediaError::Option(format!(
                 "unknown cut mode '{other}'; use 'auto', 'copy' or 'encode'"
             ))),
         }
@@ -43,8 +43,8 @@ impl CutMode {
     }
 }
 
-fn cut_error(input: &MediaInput, message: String) -> UdfError {
-    UdfError::Decode {
+fn cut_error(input: &MediaInput, message: String) -> MediaError {
+    MediaError::Decode {
         path: input.display.clone(),
         message,
     }
@@ -65,7 +65,7 @@ fn seek(
     media: &MediaInput,
     start_s: f64,
     stream_start_s: f64,
-) -> Result<(), UdfError> {
+) -> Result<(), MediaError> {
     if start_s <= 0.0 {
         return Ok(());
     }
@@ -82,14 +82,14 @@ pub fn cut_to_file(
     end_s: f64,
     mode: CutMode,
     out: &Path,
-) -> Result<CutMode, UdfError> {
-    super::init()?;
+) -> Result<CutMode, MediaError> {
+    crate::init()?;
     if !(start_s.is_finite() && end_s.is_finite() && start_s >= 0.0 && end_s > start_s) {
-        return Err(UdfError::Option(format!(
+        return Err(MediaError::Option(format!(
             "the range [{start_s}, {end_s}) is empty or invalid; give 0 <= start_s < end_s"
         )));
     }
-    super::guard(&media.display.clone(), || {
+    crate::guard(&media.display.clone(), || {
         let mode = match mode {
             CutMode::Auto => {
                 if starts_on_keyframe(media, start_s)? {
@@ -106,7 +106,7 @@ pub fn cut_to_file(
 }
 
 /// Whether the keyframe at or before `start_s` is within half a frame of it.
-fn starts_on_keyframe(media: &MediaInput, start_s: f64) -> Result<bool, UdfError> {
+fn starts_on_keyframe(media: &MediaInput, start_s: f64) -> Result<bool, MediaError> {
     let mut input = media
         .open()
         .map_err(|e| cut_error(media, format!("cannot open: {e}")))?;
@@ -157,7 +157,7 @@ fn write_clip(
     end_s: f64,
     mode: CutMode,
     out: &Path,
-) -> Result<(), UdfError> {
+) -> Result<(), MediaError> {
     let fail = |what: &str, e: ffmpeg::Error| cut_error(media, format!("{what}: {e}"));
     let mut input = media.open().map_err(|e| fail("cannot open", e))?;
     let mut output = ffmpeg::format::output_as(out, "mp4")
@@ -269,7 +269,7 @@ fn write_clip(
     )>,
                      output: &mut ffmpeg::format::context::Output,
                      video: &mut Mapped|
-     -> Result<(), UdfError> {
+     -> Result<(), MediaError> {
         let Some((decoder, encoder, scaler)) = transcoder.as_mut() else {
             return Ok(());
         };

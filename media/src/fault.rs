@@ -6,13 +6,13 @@
 //! exactly N faults across every process that shares the folder (client, executors). The
 //! variable is unset in normal use, and then this check costs one environment lookup.
 
-use crate::UdfError;
+use crate::MediaError;
 
 /// Environment variable naming the fault budget folder.
 pub const FAULT_BUDGET_ENV: &str = "FRAMEFUSION_FAULT_BUDGET";
 
 /// Fails transiently for `path` when a fault token can be taken.
-pub fn check(path: &str) -> Result<(), UdfError> {
+pub fn check(path: &str) -> Result<(), MediaError> {
     let Some(dir) = std::env::var_os(FAULT_BUDGET_ENV) else {
         return Ok(());
     };
@@ -22,7 +22,7 @@ pub fn check(path: &str) -> Result<(), UdfError> {
     for entry in entries.flatten() {
         // removing is atomic: of racing processes, exactly one takes each token
         if std::fs::remove_file(entry.path()).is_ok() {
-            return Err(UdfError::Probe {
+            return Err(MediaError::Probe {
                 path: path.to_owned(),
                 message: "injected transient fault (FRAMEFUSION_FAULT_BUDGET)".to_owned(),
                 transient: true,

@@ -30,11 +30,12 @@
 
 use std::ops::ControlFlow;
 
-use super::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
-use super::image::Rgb;
-use super::probe::open_error_is_transient;
-use super::source::MediaInput;
-use crate::UdfError;
+use crate::MediaError;
+use crate::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
+use crate::image::Rgb;
+use crate::pass::slot_of;
+use crate::probe::open_error_is_transient;
+use crate::source::MediaInput;
 
 /// Which frames to produce.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -130,15 +131,15 @@ pub struct Extras {
     pub motion_vectors: bool,
 }
 
-fn decode_error(path: &str, message: String) -> UdfError {
-    UdfError::Decode {
+pub(crate) fn decode_error(path: &str, message: String) -> MediaError {
+    MediaError::Decode {
         path: path.to_owned(),
         message,
     }
 }
 
 /// Emits a source frame (with the timestamp to report), telling whether to go on.
-type Emit<'a> = dyn FnMut(&Source, f64) -> Result<ControlFlow<()>, UdfError> + 'a;
+type Emit<'a> = dyn FnMut(&Source, f64) -> Result<ControlFlow<()>, MediaError> + 'a;
 
 /// A decoded source frame, before sampling decided whether it is emitted.
 struct Source {
@@ -161,7 +162,7 @@ pub fn decode_frames(
     resize: Resize,
     with_pixels: bool,
     emit: impl FnMut(DecodedFrame) -> ControlFlow<()>,
-) -> Result<(), UdfError> {
+) -> Result<(), MediaError> {
     decode_frames_with(
         media,
         sampling,
@@ -180,15 +181,15 @@ pub fn decode_frames_with(
     with_pixels: bool,
     extras: Extras,
     mut emit: impl FnMut(DecodedFrame) -> ControlFlow<()>,
-) -> Result<(), UdfError> {
+) -> Result<(), MediaError> {
     let mut emit = |frame: DecodedFrame| match extras.range {
         Some((from, _)) if frame.pts_s < from - 1e-9 => ControlFlow::Continue(()),
         Some((_, to)) if frame.pts_s >= to - 1e-9 => ControlFlow::Break(()),
         _ => emit(frame),
     };
     let display = media.display.clone();
-    super::init()?;
-    super::fault::check(&display)?;
+    crate::init()?;
+    crate::fault::check(&display)?;
     if let Sampling::Fps(fps) = sampling
         && !(fps.is_finite() && fps > 0.0)
     {
@@ -197,10 +198,10 @@ pub fn decode_frames_with(
             format!("fps must be a positive number, not {fps}"),
         ));
     }
-    super::guard(&display, || {
+    crate::guard(&display, || {
         let mut input = media.open().map_err(|e| {
             if open_error_is_transient(e) {
-                UdfError::Storage {
+                MediaError::Storage {
                     uri: display.clone(),
                     message: format!("cannot open: {e}"),
                     transient: true,
@@ -224,7 +225,7 @@ pub fn decode_frames_with(
         let rate = stream.avg_frame_rate();
         let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
             .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
-        let threads = std::thread::available_parallelism().map_or(0, usize::from);
+        let threads = crate::cpu::budget().decoder_threads();
         let mut sampler = Sampler::new(sampling, tb, start);
         let frame_period = frame_rate.map_or(0.2, |r| 1.0 / r);
         let plan = match sampling {
@@ -246,7 +247,7 @@ pub fn decode_frames_with(
         let index_from_ts = frame_rate
             .filter(|_| sampling == Sampling::Keyframes || skipping || extras.range.is_some());
         let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
-        let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, UdfError> {
+        let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, MediaError> {
             let frame = &src.frame;
             let (w, h) = (frame.width(), frame.height());
             let (dw, dh) = resize.target(w, h);
@@ -319,7 +320,7 @@ pub fn decode_frames_with(
                            sampler: &mut Sampler,
                            last_end: &mut Option<i64>,
                            out: &mut Emit<'_>|
-         -> Result<ControlFlow<()>, UdfError> {
+         -> Result<ControlFlow<()>, MediaError> {
             while decoder.receive_frame(&mut decoded).is_ok() {
                 let frame = std::mem::replace(&mut decoded, ffmpeg::frame::Video::empty());
                 let src = timing.source(frame, last_end, &mut next_index);
@@ -382,7 +383,7 @@ pub fn decode_frames_with(
             }
         }
         if let Some(e) = read_error(&input) {
-            return Err(UdfError::Storage {
+            return Err(MediaError::Storage {
                 uri: display.clone(),
                 message: format!("reading stopped part-way: {e}"),
                 transient: media.local_path().is_none() || open_error_is_transient(e),
@@ -398,12 +399,12 @@ pub fn decode_frames_with(
 }
 
 /// Opens a decoder for `stream` with `threads` frame threads (0: libavcodec's choice).
-fn open_video_decoder(
+pub(crate) fn open_video_decoder(
     display: &str,
     stream: &ffmpeg::format::stream::Stream,
     threads: usize,
     motion_vectors: bool,
-) -> Result<ffmpeg::decoder::Video, UdfError> {
+) -> Result<ffmpeg::decoder::Video, MediaError> {
     let mut ctx = codec::Context::from_parameters(stream.parameters())
         .map_err(|e| decode_error(display, format!("cannot read the codec parameters: {e}")))?;
     ctx.set_threading(codec::threading::Config {
@@ -429,7 +430,7 @@ fn open_video_decoder(
 /// to 1.5 frame periods, for timestamp jitter) are always decoded, and those just after it
 /// (half a period, for rounding at the boundary); elsewhere the decoder skips frames
 /// nothing refers to, and drops every frame after the last boundary of a GOP.
-struct SkipPlan {
+pub(crate) struct SkipPlan {
     fps: f64,
     start: i64,
     tb: f64,
@@ -445,6 +446,29 @@ struct SkipPlan {
 }
 
 impl SkipPlan {
+    /// The plan for sampling `stream` (timed by `timing`) at `fps`, when that is sparse
+    /// enough (below a quarter of the frame rate) for the decoder to skip frames.
+    pub(crate) fn for_stream(
+        stream: &ffmpeg::format::stream::Stream,
+        timing: &Timing,
+        fps: f64,
+    ) -> Option<Self> {
+        let rate = stream.avg_frame_rate();
+        let frame_period = if rate.numerator() > 0 && rate.denominator() > 0 {
+            f64::from(rate.denominator()) / f64::from(rate.numerator())
+        } else {
+            0.2
+        };
+        (fps > 0.0 && fps * frame_period < 0.25).then(|| SkipPlan {
+            fps,
+            start: timing.start,
+            tb: timing.tb,
+            frame_period,
+            keyframes: indexed_keyframes(stream),
+            margin: (4.0 * frame_period / timing.tb).round() as i64,
+        })
+    }
+
     fn slots(&self, ts: i64) -> f64 {
         (ts - self.start) as f64 * self.tb * self.fps
     }
@@ -474,7 +498,7 @@ impl SkipPlan {
     }
 
     /// What the decoder may skip of the packet at `pts`.
-    fn discard(&self, pts: i64, key: bool) -> ffmpeg::Discard {
+    pub(crate) fn discard(&self, pts: i64, key: bool) -> ffmpeg::Discard {
         if self.near_boundary(pts) {
             ffmpeg::Discard::Default
         } else if !key && self.feeds_nothing(pts) {
@@ -486,9 +510,9 @@ impl SkipPlan {
 }
 
 /// How decoded frames get their timestamp, index and end.
-struct Timing {
-    start: i64,
-    tb: f64,
+pub(crate) struct Timing {
+    pub(crate) start: i64,
+    pub(crate) tb: f64,
     /// One frame period in stream ticks (packet durations can be wrong, the last one in
     /// particular, so the frame rate wins when it is known).
     frame_ticks: Option<i64>,
@@ -497,17 +521,52 @@ struct Timing {
 }
 
 impl Timing {
+    /// The timing of `stream`; frame indices come from timestamps when `index_from_ts`
+    /// (not every frame is decoded from the start) and the frame rate is known.
+    pub(crate) fn of_stream(stream: &ffmpeg::format::stream::Stream, index_from_ts: bool) -> Self {
+        let time_base = stream.time_base();
+        let tb = f64::from(time_base.numerator()) / f64::from(time_base.denominator().max(1));
+        let start = if stream.start_time() == ffi_nopts() {
+            0
+        } else {
+            stream.start_time()
+        };
+        let rate = stream.avg_frame_rate();
+        let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
+            .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
+        Self {
+            start,
+            tb,
+            frame_ticks: frame_rate.map(|r| (1.0 / (r * tb)).round() as i64),
+            index_rate: frame_rate.filter(|_| index_from_ts),
+        }
+    }
+
+    /// The frame rate, when the container gives one.
+    pub(crate) fn frame_rate(&self) -> Option<f64> {
+        self.frame_ticks
+            .filter(|t| *t > 0)
+            .map(|t| 1.0 / (t as f64 * self.tb))
+    }
+
+    /// Seconds from the stream's start of a timestamp.
+    pub(crate) fn seconds(&self, ts: i64) -> f64 {
+        (ts - self.start) as f64 * self.tb
+    }
+
     /// A packet's duration in ticks: the frame period when known, else its own.
-    fn packet_duration(&self, packet: &ffmpeg::Packet) -> i64 {
+    pub(crate) fn packet_duration(&self, packet: &ffmpeg::Packet) -> i64 {
         self.frame_ticks.unwrap_or_else(|| packet.duration().max(0))
     }
 
-    fn source(
+    /// A decoded frame's timestamp (ticks) and index; advances the end of the last frame
+    /// and the running index.
+    pub(crate) fn stamp(
         &self,
-        frame: ffmpeg::frame::Video,
+        frame: &ffmpeg::frame::Video,
         last_end: &mut Option<i64>,
         next_index: &mut i64,
-    ) -> Source {
+    ) -> (i64, i64) {
         let ts = frame
             .timestamp()
             .or(frame.pts())
@@ -519,6 +578,16 @@ impl Timing {
             ((ts - self.start) as f64 * self.tb * r).round() as i64
         });
         *next_index += 1;
+        (ts, index)
+    }
+
+    fn source(
+        &self,
+        frame: ffmpeg::frame::Video,
+        last_end: &mut Option<i64>,
+        next_index: &mut i64,
+    ) -> Source {
+        let (ts, index) = self.stamp(&frame, last_end, next_index);
         Source {
             frame,
             index,
@@ -542,7 +611,11 @@ const CHUNK_QUEUE: usize = 16;
 
 /// Chunk bounds (keyframe ticks: from, to; None: the file's start or end) of at least
 /// `min_s` seconds each, cut at indexed keyframes.
-fn chunk_bounds(keyframes: &[i64], tb: f64, min_s: f64) -> Vec<(Option<i64>, Option<i64>)> {
+pub(crate) fn chunk_bounds(
+    keyframes: &[i64],
+    tb: f64,
+    min_s: f64,
+) -> Vec<(Option<i64>, Option<i64>)> {
     let mut starts: Vec<i64> = Vec::new();
     let mut last = keyframes.first().copied().unwrap_or(0);
     for &k in keyframes {
@@ -566,7 +639,7 @@ enum ChunkItem {
     Frame(Source),
     /// The end of the last packet and of the last decoded frame (ticks).
     Done(Option<i64>, Option<i64>),
-    Failed(UdfError),
+    Failed(MediaError),
 }
 
 /// Sparse fps sampling of a whole file with one single-threaded decoder per core, each on
@@ -591,7 +664,7 @@ impl Chunked<'_> {
         workers: usize,
         sampler: &mut Sampler,
         out: &mut Emit<'_>,
-    ) -> Result<(), UdfError> {
+    ) -> Result<(), MediaError> {
         use std::sync::atomic::{AtomicBool, Ordering};
         use std::sync::mpsc::sync_channel;
         let stop = AtomicBool::new(false);
@@ -662,7 +735,7 @@ impl Chunked<'_> {
         (from, to): (Option<i64>, Option<i64>),
         tx: &std::sync::mpsc::SyncSender<ChunkItem>,
         stop: &std::sync::atomic::AtomicBool,
-    ) -> Result<(Option<i64>, Option<i64>), UdfError> {
+    ) -> Result<(Option<i64>, Option<i64>), MediaError> {
         use std::sync::atomic::Ordering;
         let display = self.display;
         let mut input = self
@@ -786,7 +859,7 @@ impl Chunked<'_> {
             }
         }
         if let Some(e) = read_error(&input) {
-            return Err(UdfError::Storage {
+            return Err(MediaError::Storage {
                 uri: display.to_owned(),
                 message: format!("reading stopped part-way: {e}"),
                 transient: self.media.local_path().is_none() || open_error_is_transient(e),
@@ -801,15 +874,9 @@ impl Chunked<'_> {
     }
 }
 
-/// The output slot of a timestamp: `av_rescale_q_rnd(ts, tb, 1/fps, NEAR_INF)` (halves
-/// round away from zero), as ffmpeg's `fps` filter.
-fn slot_of(ts: i64, tb: f64, fps: f64) -> i64 {
-    (ts as f64 * tb * fps).round() as i64
-}
-
 /// The timestamps (stream ticks, sorted) of the keyframes the container's index lists;
 /// empty when it has no index.
-fn indexed_keyframes(stream: &ffmpeg::format::stream::Stream) -> Vec<i64> {
+pub(crate) fn indexed_keyframes(stream: &ffmpeg::format::stream::Stream) -> Vec<i64> {
     // SAFETY: the stream belongs to an open input that outlives this call; the index
     // accessors return entries owned by the stream, read before anything changes it.
     unsafe {
@@ -829,7 +896,7 @@ fn indexed_keyframes(stream: &ffmpeg::format::stream::Stream) -> Vec<i64> {
 
 /// The summary of a frame's exported motion vectors; `None` when it carries none (an
 /// intra frame, or a codec that exports none).
-fn frame_motion(frame: &ffmpeg::frame::Video) -> Option<FrameMotion> {
+pub(crate) fn frame_motion(frame: &ffmpeg::frame::Video) -> Option<FrameMotion> {
     let side = frame.side_data(ffmpeg::frame::side_data::Type::MotionVectors)?;
     let width = f64::from(frame.width().max(1));
     let bytes = side.data();
@@ -877,7 +944,7 @@ fn frame_motion(frame: &ffmpeg::frame::Video) -> Option<FrameMotion> {
 
 /// The error that ended demuxing early, if one did (ffmpeg latches it in the I/O context;
 /// the packet iterator ends on it as on the end of the file).
-fn read_error(input: &ffmpeg::format::context::Input) -> Option<ffmpeg::Error> {
+pub(crate) fn read_error(input: &ffmpeg::format::context::Input) -> Option<ffmpeg::Error> {
     // SAFETY: `input` owns a valid AVFormatContext; `pb` is null or a valid AVIOContext
     // that lives as long as the context. Only plain fields are read.
     let code = unsafe {
@@ -920,7 +987,7 @@ impl Sampler {
         slot_of(ts, self.tb, fps)
     }
 
-    fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, UdfError> {
+    fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, MediaError> {
         let fps = match self.sampling {
             Sampling::All | Sampling::Keyframes => {
                 let pts_s = self.seconds(src.ts);
@@ -947,7 +1014,7 @@ impl Sampler {
         Ok(ControlFlow::Continue(()))
     }
 
-    fn finish(&mut self, end_ts: Option<i64>, out: &mut Emit<'_>) -> Result<(), UdfError> {
+    fn finish(&mut self, end_ts: Option<i64>, out: &mut Emit<'_>) -> Result<(), MediaError> {
         let (Sampling::Fps(fps), Some(current)) = (self.sampling, self.current.take()) else {
             return Ok(());
         };
@@ -965,7 +1032,7 @@ impl Sampler {
 
 /// The frame shown at `at_s` seconds of `media` (the first whose timestamp is at or after
 /// it; the demuxer seeks to the keyframe before), sized by `resize`.
-pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<DecodedFrame, UdfError> {
+pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<DecodedFrame, MediaError> {
     let mut found = None;
     decode_frames_with(
         media,
@@ -991,8 +1058,8 @@ pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<Decoded
 
 /// The frame shown at `at_s` seconds of the video at `path` (see [`frame_at`]), at its
 /// own size.
-pub fn rgb_at(path: &str, at_s: f64) -> Result<Rgb, UdfError> {
-    let media = crate::media::source::VideoSource::parse(path)?
+pub fn rgb_at(path: &str, at_s: f64) -> Result<Rgb, MediaError> {
+    let media = crate::source::VideoSource::parse(path)?
         .media_input(&crate::storage::StorageOptions::default())?;
     Ok(frame_at(&media, at_s, Resize::Original)?.into())
 }
@@ -1015,8 +1082,8 @@ pub fn decode_batches(
     sampling: Sampling,
     (start_s, end_s): (f64, f64),
     batch: usize,
-    mut each: impl FnMut(Vec<DecodedFrame>) -> Result<(), UdfError>,
-) -> Result<(), UdfError> {
+    mut each: impl FnMut(Vec<DecodedFrame>) -> Result<(), MediaError>,
+) -> Result<(), MediaError> {
     let mut pending = Vec::with_capacity(batch.max(1));
     let mut failure = None;
     decode_frames_with(

@@ -21,9 +21,9 @@
 
 use std::path::Path;
 
-use super::ffmpeg::{self, ffi, format::Pixel, media::Type};
-use super::source::MediaInput;
-use crate::UdfError;
+use crate::MediaError;
+use crate::ffmpeg::{self, ffi, format::Pixel, media::Type};
+use crate::source::MediaInput;
 
 /// Facts about a video file's container and its video and audio streams.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,18 +64,18 @@ pub struct AudioInfo {
 }
 
 /// Probes a local file (see [`MediaInput::local`]).
-pub fn probe_path(path: &Path) -> Result<ProbeInfo, UdfError> {
+pub fn probe_path(path: &Path) -> Result<ProbeInfo, MediaError> {
     probe_input(&MediaInput::local(path))
 }
 
 /// Probes a local file or a remote object.
-pub fn probe_input(input: &MediaInput) -> Result<ProbeInfo, UdfError> {
+pub fn probe_input(input: &MediaInput) -> Result<ProbeInfo, MediaError> {
     let display = input.display.clone();
-    super::init()?;
-    super::fault::check(&display)?;
-    super::guard(&display, || {
+    crate::init()?;
+    crate::fault::check(&display)?;
+    crate::guard(&display, || {
         if let Some(path) = input.local_path() {
-            let metadata = std::fs::metadata(path).map_err(|e| UdfError::Probe {
+            let metadata = std::fs::metadata(path).map_err(|e| MediaError::Probe {
                 path: display.clone(),
                 message: e.to_string(),
                 transient: crate::error::io_is_transient(&e),
@@ -87,7 +87,7 @@ pub fn probe_input(input: &MediaInput) -> Result<ProbeInfo, UdfError> {
                 return Err(probe_error(&display, "empty file (0 bytes)".to_owned()));
             }
         }
-        let input = input.open().map_err(|e| UdfError::Probe {
+        let input = input.open().map_err(|e| MediaError::Probe {
             path: display.clone(),
             transient: open_error_is_transient(e),
             message: describe(e),
@@ -106,8 +106,8 @@ pub(crate) fn open_error_is_transient(e: ffmpeg::Error) -> bool {
     }
 }
 
-fn probe_error(path: &str, message: String) -> UdfError {
-    UdfError::Probe {
+fn probe_error(path: &str, message: String) -> MediaError {
+    MediaError::Probe {
         path: path.to_owned(),
         message,
         transient: false,

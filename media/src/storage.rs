@@ -25,7 +25,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ClientConfigKey, RetryConfig};
 
-use crate::UdfError;
+use crate::MediaError;
 
 /// The prefix of object-store options in a table's `OPTIONS`.
 pub const OPTION_PREFIX: &str = "aws.";
@@ -46,10 +46,10 @@ impl StorageOptions {
     }
 
     /// Adds an option after checking that the S3 client knows its key.
-    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), UdfError> {
+    pub fn insert(&mut self, key: &str, value: &str) -> Result<(), MediaError> {
         let name = key.strip_prefix(OPTION_PREFIX).unwrap_or(key);
         if name.parse::<AmazonS3ConfigKey>().is_err() {
-            return Err(UdfError::Option(format!(
+            return Err(MediaError::Option(format!(
                 "unknown object store option '{key}'; use aws.endpoint, aws.region, aws.access_key_id, aws.secret_access_key, aws.session_token, aws.allow_http or another key of object_store's S3 client after 'aws.'"
             )));
         }
@@ -80,17 +80,17 @@ pub struct S3Location {
 
 impl S3Location {
     /// Parses `s3://bucket/key` (also `s3a://`).
-    pub fn parse(uri: &str) -> Result<Self, UdfError> {
+    pub fn parse(uri: &str) -> Result<Self, MediaError> {
         let rest = uri
             .strip_prefix("s3://")
             .or_else(|| uri.strip_prefix("s3a://"))
-            .ok_or_else(|| UdfError::UnsupportedUri {
+            .ok_or_else(|| MediaError::UnsupportedUri {
                 uri: uri.to_owned(),
                 reason: "not an s3:// URI".to_owned(),
             })?;
         let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
         if bucket.is_empty() {
-            return Err(UdfError::UnsupportedUri {
+            return Err(MediaError::UnsupportedUri {
                 uri: uri.to_owned(),
                 reason: "no bucket name; write s3://bucket/prefix/".to_owned(),
             });
@@ -102,8 +102,8 @@ impl S3Location {
     }
 
     /// The object path of the key.
-    pub fn path(&self) -> Result<ObjectPath, UdfError> {
-        ObjectPath::parse(self.key.trim_end_matches('/')).map_err(|e| UdfError::UnsupportedUri {
+    pub fn path(&self) -> Result<ObjectPath, MediaError> {
+        ObjectPath::parse(self.key.trim_end_matches('/')).map_err(|e| MediaError::UnsupportedUri {
             uri: self.uri(),
             reason: format!("not a valid object key: {e}"),
         })
@@ -130,7 +130,7 @@ static STORES: LazyLock<Mutex<Stores>> = LazyLock::new(Default::default);
 
 /// The S3 client for `bucket` with `options` over the environment's settings; one per
 /// bucket and options per process (its HTTP connections are reused).
-pub fn s3_store(bucket: &str, options: &StorageOptions) -> Result<Arc<AmazonS3>, UdfError> {
+pub fn s3_store(bucket: &str, options: &StorageOptions) -> Result<Arc<AmazonS3>, MediaError> {
     let key = (bucket.to_owned(), options.clone());
     let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(store) = stores.get(&key) {
@@ -141,7 +141,7 @@ pub fn s3_store(bucket: &str, options: &StorageOptions) -> Result<Arc<AmazonS3>,
     Ok(store)
 }
 
-fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, UdfError> {
+fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, MediaError> {
     let client = |key: ClientConfigKey| AmazonS3ConfigKey::Client(key);
     let mut builder = AmazonS3Builder::from_env()
         .with_bucket_name(bucket)
@@ -151,7 +151,7 @@ fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, UdfEr
         let name = key.strip_prefix(OPTION_PREFIX).unwrap_or(key);
         let config_key = name
             .parse::<AmazonS3ConfigKey>()
-            .map_err(|e| UdfError::Option(format!("unknown object store option '{key}': {e}")))?;
+            .map_err(|e| MediaError::Option(format!("unknown object store option '{key}': {e}")))?;
         builder = builder.with_config(config_key, value);
     }
     let http_endpoint = builder
@@ -169,11 +169,11 @@ fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, UdfEr
             ..RetryConfig::default()
         })
         .build()
-        .map_err(|e| UdfError::Option(format!("cannot configure S3 for bucket '{bucket}': {e}")))
+        .map_err(|e| MediaError::Option(format!("cannot configure S3 for bucket '{bucket}': {e}")))
 }
 
 /// Turns an object-store failure on `uri` into an error that says what to do.
-pub fn storage_error(uri: &str, e: &object_store::Error) -> UdfError {
+pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
     use object_store::Error as E;
     let (message, transient) = match e {
         E::NotFound { .. } => (
@@ -212,7 +212,7 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> UdfError {
             }
         }
     };
-    UdfError::Storage {
+    MediaError::Storage {
         uri: uri.to_owned(),
         message,
         transient,
@@ -244,20 +244,20 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// Runs an object-store future to completion from synchronous code on a blocking thread
 /// (a UDF body or a `spawn_blocking` task) of a multi-threaded runtime, or outside any
 /// runtime.
-pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, UdfError> {
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, MediaError> {
     use tokio::runtime::{Handle, RuntimeFlavor};
     match Handle::try_current() {
         Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
             Ok(tokio::task::block_in_place(|| handle.block_on(future)))
         }
-        Ok(_) => Err(UdfError::Option(
+        Ok(_) => Err(MediaError::Option(
             "object-store writes from a UDF need a multi-threaded tokio runtime".to_owned(),
         )),
         Err(_) => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map(|runtime| runtime.block_on(future))
-            .map_err(|e| UdfError::Option(format!("cannot start a runtime: {e}"))),
+            .map_err(|e| MediaError::Option(format!("cannot start a runtime: {e}"))),
     }
 }
 
@@ -265,7 +265,10 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, UdfError
 ///
 /// Signing is local computation with static credentials; with credentials fetched from a
 /// provider it may wait for that provider, so call it off async I/O threads.
-pub fn presigned_get(location: &S3Location, options: &StorageOptions) -> Result<String, UdfError> {
+pub fn presigned_get(
+    location: &S3Location,
+    options: &StorageOptions,
+) -> Result<String, MediaError> {
     let store = s3_store(&location.bucket, options)?;
     let path = location.path()?;
     let uri = location.uri();
@@ -303,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn signs_urls_with_static_credentials() -> Result<(), UdfError> {
+    fn signs_urls_with_static_credentials() -> Result<(), MediaError> {
         let mut o = StorageOptions::default();
         o.insert("aws.endpoint", "http://127.0.0.1:9")?;
         o.insert("aws.access_key_id", "AKIDEXAMPLE")?;

@@ -66,55 +66,65 @@ impl Rgb {
     /// The hue, saturation and value planes of OpenCV's 8-bit `COLOR_RGB2HSV` (hue in
     /// `0..180`), with its fixed-point arithmetic.
     pub fn hsv_planes(&self) -> [Vec<u8>; 3] {
-        const SHIFT: u32 = 12;
-        // OpenCV's division tables: 255 / v and 180 / (6 diff), fixed-point
-        static TABLES: std::sync::LazyLock<([i32; 256], [i32; 256])> =
-            std::sync::LazyLock::new(|| {
-                let (mut sdiv, mut hdiv) = ([0i32; 256], [0i32; 256]);
-                for i in 1..256 {
-                    sdiv[i] = ((255 << SHIFT) as f64 / i as f64).round() as i32;
-                    hdiv[i] = ((180 << SHIFT) as f64 / (6.0 * i as f64)).round() as i32;
-                }
-                (sdiv, hdiv)
-            });
-        let (sdiv_table, hdiv_table) = &*TABLES;
-        let n = self.width * self.height;
-        let (mut h, mut s, mut v) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
-        for (i, p) in self.data.chunks_exact(3).enumerate().take(n) {
-            let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
-            let max = r.max(g).max(b);
-            let diff = max - r.min(g).min(b);
-            let sdiv = sdiv_table[max as usize];
-            let hdiv = hdiv_table[diff as usize];
-            let sat = (diff * sdiv + (1 << (SHIFT - 1))) >> SHIFT;
-            let raw = if max == r {
-                g - b
-            } else if max == g {
-                b - r + 2 * diff
-            } else {
-                r - g + 4 * diff
-            };
-            let mut hue = (raw * hdiv + (1 << (SHIFT - 1))) >> SHIFT;
-            if hue < 0 {
-                hue += 180;
-            }
-            h[i] = hue.clamp(0, 255) as u8;
-            s[i] = sat.clamp(0, 255) as u8;
-            v[i] = max as u8;
-        }
-        [h, s, v]
+        hsv_planes(&self.data, self.width * self.height)
     }
 
     /// Luma (BT.601, as OpenCV's `COLOR_RGB2GRAY`), one byte per pixel.
     pub fn gray(&self) -> Vec<u8> {
-        self.data
-            .chunks_exact(3)
-            .map(|p| {
-                let y = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
-                y.round().clamp(0.0, 255.0) as u8
-            })
-            .collect()
+        gray_of_rgb(&self.data)
     }
+}
+
+/// The hue, saturation and value planes of OpenCV's 8-bit `COLOR_RGB2HSV` (hue in
+/// `0..180`) of the first `n` pixels of packed RGB24 bytes, with its fixed-point
+/// arithmetic.
+pub fn hsv_planes(rgb: &[u8], n: usize) -> [Vec<u8>; 3] {
+    const SHIFT: u32 = 12;
+    // OpenCV's division tables: 255 / v and 180 / (6 diff), fixed-point
+    static TABLES: std::sync::LazyLock<([i32; 256], [i32; 256])> = std::sync::LazyLock::new(|| {
+        let (mut sdiv, mut hdiv) = ([0i32; 256], [0i32; 256]);
+        for i in 1..256 {
+            sdiv[i] = ((255 << SHIFT) as f64 / i as f64).round() as i32;
+            hdiv[i] = ((180 << SHIFT) as f64 / (6.0 * i as f64)).round() as i32;
+        }
+        (sdiv, hdiv)
+    });
+    let (sdiv_table, hdiv_table) = &*TABLES;
+    let (mut h, mut s, mut v) = (vec![0u8; n], vec![0u8; n], vec![0u8; n]);
+    let pixels = rgb.chunks_exact(3).take(n);
+    for (((p, h), s), v) in pixels.zip(&mut h).zip(&mut s).zip(&mut v) {
+        let (r, g, b) = (i32::from(p[0]), i32::from(p[1]), i32::from(p[2]));
+        let max = r.max(g).max(b);
+        let diff = max - r.min(g).min(b);
+        let sdiv = sdiv_table[(max & 0xff) as usize];
+        let hdiv = hdiv_table[(diff & 0xff) as usize];
+        let sat = (diff * sdiv + (1 << (SHIFT - 1))) >> SHIFT;
+        let raw = if max == r {
+            g - b
+        } else if max == g {
+            b - r + 2 * diff
+        } else {
+            r - g + 4 * diff
+        };
+        let mut hue = (raw * hdiv + (1 << (SHIFT - 1))) >> SHIFT;
+        if hue < 0 {
+            hue += 180;
+        }
+        *h = hue.clamp(0, 255) as u8;
+        *s = sat.clamp(0, 255) as u8;
+        *v = max as u8;
+    }
+    [h, s, v]
+}
+
+/// Luma (BT.601, as OpenCV's `COLOR_RGB2GRAY`) of packed RGB24 bytes, one byte per pixel.
+pub fn gray_of_rgb(rgb: &[u8]) -> Vec<u8> {
+    rgb.chunks_exact(3)
+        .map(|p| {
+            let y = 0.299 * f32::from(p[0]) + 0.587 * f32::from(p[1]) + 0.114 * f32::from(p[2]);
+            y.round().clamp(0.0, 255.0) as u8
+        })
+        .collect()
 }
 
 /// Mean absolute difference of two planes of the same size.

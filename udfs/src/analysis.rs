@@ -1,0 +1,292 @@
+//! One decode per video per query: what a query asks of each video's frames, computed in
+//! one pass and kept for the operators that read it.
+//!
+//! - A [`Demand`] is what one operator call asks of its video's frames: the content values
+//!   of every frame (`detect_shots`), per-frame luma statistics and motion vectors
+//!   (`clip_signals` and its views), text coverage of frames sampled at 1 fps
+//!   (`text_area_ratio`), faces of sampled frames (`face_stats`), with the parameters that
+//!   change the answer (sampling rate, detector size, model, device).
+//! - The planner rule of [`crate::plan`] gives every operator call the [`PassSpec`] of its
+//!   query: the demands of every call on the same video column.
+//! - The first call that needs a video's frames ([`features`]) runs one decode pass
+//!   (`framefusion_media::pass`) with a consumer per demand of the spec: over the whole
+//!   video when the spec has a whole-video demand (shots), else over the call's range.
+//!   The per-frame results ([`Feature`]s) are kept for a few minutes ([`CACHE_TTL`], at
+//!   most [`CACHE_ENTRIES`] passes, keyed by URI, store options, and for a local file its
+//!   size and modification time); later calls on the same video aggregate them over their
+//!   own ranges instead of decoding again.
+//!
+//! So `detect_shots` followed by `motion_score`, `clip_quality` and `text_area_ratio` per
+//! shot decodes each video once, and two signals of the same clip share one pass even
+//! without shots. A call whose spec is missing (a plan built without the rule) computes
+//! its own demand alone, one pass per call, as operators did before the rule.
+
+use std::any::Any;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::common::config::ConfigOptions;
+use framefusion_media::pass::{FrameConsumer, PassOptions, Selection, run_pass};
+use framefusion_media::source::VideoSource;
+use framefusion_media::storage::StorageOptions;
+use serde::{Deserialize, Serialize};
+
+use crate::UdfError;
+use crate::operator::FeatureConsumer;
+
+/// What one operator call asks of its video's frames (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Demand {
+    /// The operator whose consumer computes it.
+    pub operator: String,
+    /// What it computes, in that operator's terms.
+    pub kind: String,
+    /// Everything that changes the answer, as canonical text (`fps=1;side=736;...`).
+    pub params: String,
+    /// Whether it covers the whole video (shots) rather than the call's range.
+    pub whole: bool,
+    /// Whether its consumer needs the codec's motion vectors.
+    pub motion_vectors: bool,
+    /// Which frames its consumer needs decoded.
+    pub frames: Frames,
+}
+
+/// Which frames a demand's consumer needs decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Frames {
+    /// Every frame.
+    Every,
+    /// The frames sampling at this many thousandths of a frame per second shows.
+    Sampled(u32),
+    /// Intra and predicted frames (a cheap look).
+    Anchors,
+}
+
+impl Frames {
+    /// The frames of sampling at `fps` (every frame for 0 or less).
+    pub fn sampled(fps: f64) -> Self {
+        if fps > 0.0 && fps.is_finite() {
+            Frames::Sampled((fps * 1000.0).round().clamp(1.0, f64::from(u32::MAX)) as u32)
+        } else {
+            Frames::Every
+        }
+    }
+}
+
+impl Demand {
+    /// A demand of `operator` for `kind` with `params`, over a range, every frame, no
+    /// motion vectors.
+    pub fn new(operator: &str, kind: &str, params: String) -> Self {
+        Self {
+            operator: operator.to_owned(),
+            kind: kind.to_owned(),
+            params,
+            whole: false,
+            motion_vectors: false,
+            frames: Frames::Every,
+        }
+    }
+
+    /// The parameter `key` of [`Demand::params`].
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.params
+            .split(';')
+            .filter_map(|kv| kv.split_once('='))
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+    }
+}
+
+/// The demands of a query on one video column, sorted and without duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PassSpec {
+    /// The demands.
+    pub demands: Vec<Demand>,
+}
+
+impl PassSpec {
+    /// The spec of `demands`.
+    pub fn new(mut demands: Vec<Demand>) -> Self {
+        demands.sort();
+        demands.dedup();
+        Self { demands }
+    }
+
+    /// Whether a demand covers the whole video.
+    pub fn has_whole(&self) -> bool {
+        self.demands.iter().any(|d| d.whole)
+    }
+}
+
+/// A computed demand: per-frame results, of the type its operator's consumer produces.
+pub type Feature = Arc<dyn Any + Send + Sync>;
+
+/// How long a pass's features are kept.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+/// How many passes' features are kept at most.
+pub const CACHE_ENTRIES: usize = 64;
+
+/// A video's identity: URI, store options, and for a local file its size and mtime.
+type VideoKey = (String, StorageOptions, Option<(u64, u128)>);
+
+struct Entry {
+    video: VideoKey,
+    range: Option<(f64, f64)>,
+    features: HashMap<Demand, Feature>,
+    at: Instant,
+}
+
+impl Entry {
+    fn covers(&self, video: &VideoKey, range: Option<(f64, f64)>, demand: &Demand) -> bool {
+        let range_ok = match (self.range, range) {
+            (None, _) => true,
+            (Some((a, b)), Some((c, d))) => a <= c && d <= b,
+            (Some(_), None) => false,
+        };
+        &self.video == video
+            && range_ok
+            && self.at.elapsed() < CACHE_TTL
+            && self.features.contains_key(demand)
+    }
+}
+
+static CACHE: LazyLock<Mutex<VecDeque<Entry>>> = LazyLock::new(Default::default);
+
+/// The feature `demand` of the video at `source` over `range` (`None`: the whole video),
+/// from a pass already run for this query or from a new one computing every demand of
+/// `pass` (see the module docs).
+pub fn features(
+    source: &VideoSource,
+    storage: &StorageOptions,
+    range: Option<(f64, f64)>,
+    demand: &Demand,
+    pass: Option<&Arc<PassSpec>>,
+    config: &ConfigOptions,
+) -> Result<Feature, UdfError> {
+    let video: VideoKey = (source.uri(), storage.clone(), source.local_stamp());
+    let cached = |cache: &VecDeque<Entry>| {
+        cache
+            .iter()
+            .rev()
+            .find(|e| e.covers(&video, range, demand))
+            .and_then(|e| e.features.get(demand).cloned())
+    };
+    if let Some(feature) = CACHE.lock().ok().and_then(|c| cached(&c)) {
+        return Ok(feature);
+    }
+    // what the pass computes: the whole video when the query asks a whole-video demand
+    // of it, else this call's range; every demand of the query that the pass can serve
+    let spec = pass.map(|p| p.demands.clone()).unwrap_or_default();
+    let whole = demand.whole || spec.iter().any(|d| d.whole) || range.is_none();
+    let mut demands: Vec<Demand> = spec.into_iter().filter(|d| whole || !d.whole).collect();
+    if !demands.contains(demand) {
+        demands.push(demand.clone());
+    }
+    let pass_range = if whole { None } else { range };
+    let computed = compute(source, storage, pass_range, &demands, config)?;
+    let feature = computed.get(demand).cloned().ok_or_else(|| {
+        UdfError::Option(format!(
+            "the decode pass did not compute {} for {}",
+            demand.kind, demand.operator
+        ))
+    })?;
+    if let Ok(mut cache) = CACHE.lock() {
+        cache.retain(|e| e.at.elapsed() < CACHE_TTL);
+        cache.push_back(Entry {
+            video,
+            range: pass_range,
+            features: computed,
+            at: Instant::now(),
+        });
+        while cache.len() > CACHE_ENTRIES {
+            cache.pop_front();
+        }
+    }
+    Ok(feature)
+}
+
+/// The frames a pass decodes for `demands`: every frame when one needs it or when they
+/// need different frames, else what they all need.
+fn selection(demands: &[Demand]) -> Selection {
+    let mut kinds = demands.iter().map(|d| d.frames);
+    let Some(first) = kinds.next() else {
+        return Selection::All;
+    };
+    if kinds.any(|k| k != first) {
+        return Selection::All;
+    }
+    match first {
+        Frames::Every => Selection::All,
+        Frames::Sampled(milli) => Selection::Sampled(f64::from(milli) / 1000.0),
+        Frames::Anchors => Selection::Anchors,
+    }
+}
+
+/// Runs one pass computing `demands`.
+fn compute(
+    source: &VideoSource,
+    storage: &StorageOptions,
+    range: Option<(f64, f64)>,
+    demands: &[Demand],
+    config: &ConfigOptions,
+) -> Result<HashMap<Demand, Feature>, UdfError> {
+    let mut consumers: Vec<Box<dyn FeatureConsumer>> = Vec::with_capacity(demands.len());
+    for demand in demands {
+        let op = crate::operators()
+            .into_iter()
+            .find(|op| op.name() == demand.operator)
+            .ok_or_else(|| {
+                UdfError::Option(format!(
+                    "no operator '{}' computes '{}' (a plan from another framefusion version?)",
+                    demand.operator, demand.kind
+                ))
+            })?;
+        consumers.push(op.consumer(demand, config)?);
+    }
+    let options = PassOptions {
+        range,
+        motion_vectors: demands.iter().any(|d| d.motion_vectors),
+        selection: selection(demands),
+    };
+    let input = source.media_input(storage)?;
+    {
+        let mut refs: Vec<&mut dyn FrameConsumer> = consumers
+            .iter_mut()
+            .map(|c| c.as_mut() as &mut dyn FrameConsumer)
+            .collect();
+        run_pass(&input, &options, &mut refs)?;
+    }
+    Ok(demands
+        .iter()
+        .cloned()
+        .zip(consumers.into_iter().map(FeatureConsumer::into_feature))
+        .collect())
+}
+
+/// The feature as the type its consumer produced.
+pub fn downcast<T: Send + Sync + 'static>(feature: &Feature) -> Result<&T, UdfError> {
+    feature.downcast_ref::<T>().ok_or_else(|| {
+        UdfError::Option("a decode pass produced a feature of another type".to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_are_canonical_and_params_readable() {
+        let a = Demand::new("text_area_ratio", "text", "fps=1;side=736".to_owned());
+        let b = Demand {
+            whole: true,
+            ..Demand::new("detect_shots", "content", String::new())
+        };
+        let spec = PassSpec::new(vec![a.clone(), b.clone(), a.clone()]);
+        assert_eq!(spec, PassSpec::new(vec![b, a.clone()]));
+        assert_eq!(spec.demands.len(), 2);
+        assert!(spec.has_whole());
+        assert_eq!(a.param("side"), Some("736"));
+        assert_eq!(a.param("model"), None);
+    }
+}

@@ -1,0 +1,631 @@
+//! The operator scaffold: what every video operator shares, written once.
+//!
+//! An operator implements [`VideoOperator`]: its name, its arguments ([`Arg`]), its
+//! result type, how it evaluates the rows of a batch, and, when it reads frames, what it
+//! asks of the video's decode pass ([`Demand`]) and how it computes that from the frames
+//! ([`VideoOperator::consumer`]). [`VideoUdf`] turns it into a DataFusion scalar UDF and
+//! owns everything else:
+//!
+//! - **the signature, checked at planning**: a call with the wrong number of arguments or
+//!   an argument of the wrong type is a one-line planning error that shows the function's
+//!   arguments (`text_area_ratio(path VARCHAR, start_s DOUBLE, end_s DOUBLE): start_s must
+//!   be a number, not Utf8`); paths and options are cast to strings, times to doubles;
+//! - **argument parsing**: [`Batch`] gives each row's typed arguments;
+//! - **the CPU pool**: rows are evaluated on the process's one pool
+//!   (`framefusion_media::cpu`), never on an async I/O thread;
+//! - **the one per-row failure rule**: a row with a null path or time is null; a
+//!   transient failure (an I/O error, a store that does not answer) is retried
+//!   ([`Batch::each_row`]), then fails the task, which the scheduler retries; any other
+//!   failure is the row's own: the row's value is null and the failure is logged (warn),
+//!   and where the operator returns a struct with an `error` field, the row is that struct
+//!   with every other field null and `error` saying why ([`VideoOperator::failed`]); an
+//!   operator that cannot run at all (its model is missing) fails the query;
+//! - **one decode per video**: the planner rule of [`crate::plan`] gives every operator
+//!   call of a query the query's demands ([`PassSpec`]), which the operators hand to
+//!   [`crate::analysis`], so the first operator to read a video runs one pass computing
+//!   what every operator of the query needs from it.
+//!
+//! Adding an operator: a module with a type implementing [`VideoOperator`], one line in
+//! [`crate::operators`], its `expr_fn` builder, its entry in docs/sql-reference.md, a test.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::datatypes::{DataType, Fields};
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::scalar::ScalarStructBuilder;
+use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+};
+use framefusion_media::pass::FrameConsumer;
+
+use crate::UdfError;
+use crate::analysis::{Demand, Feature, PassSpec};
+use crate::error::retry_transient;
+
+/// What an argument is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgKind {
+    /// A video: a path or URI (a string).
+    Path,
+    /// A time in seconds (a number).
+    Seconds,
+    /// Another number.
+    Number,
+    /// An integer.
+    Integer,
+    /// Options or another string.
+    Text,
+}
+
+impl ArgKind {
+    fn sql(self) -> &'static str {
+        match self {
+            ArgKind::Path | ArgKind::Text => "VARCHAR",
+            ArgKind::Seconds | ArgKind::Number => "DOUBLE",
+            ArgKind::Integer => "BIGINT",
+        }
+    }
+
+    /// The type a value of `given` type is cast to, or why it cannot be.
+    fn coerce(self, given: &DataType) -> Option<DataType> {
+        let target = match self {
+            ArgKind::Path | ArgKind::Text => DataType::Utf8,
+            ArgKind::Seconds | ArgKind::Number => DataType::Float64,
+            ArgKind::Integer => DataType::Int64,
+        };
+        let ok = match (self, given) {
+            (_, DataType::Null) => true,
+            (_, DataType::Dictionary(_, value)) => return self.coerce(value),
+            (ArgKind::Path | ArgKind::Text, t) => {
+                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+            }
+            (ArgKind::Seconds | ArgKind::Number, t) => t.is_numeric(),
+            (ArgKind::Integer, t) => t.is_integer(),
+        };
+        ok.then_some(target)
+    }
+
+    fn what(self) -> &'static str {
+        match self {
+            ArgKind::Path => "a path or URI (a string)",
+            ArgKind::Text => "a string",
+            ArgKind::Seconds => "a number of seconds",
+            ArgKind::Number => "a number",
+            ArgKind::Integer => "an integer",
+        }
+    }
+}
+
+/// One argument of an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arg {
+    /// Its name, in messages and the SQL reference.
+    pub name: &'static str,
+    /// What it is.
+    pub kind: ArgKind,
+    /// Whether a null value nulls the row (paths and times); otherwise a null is the
+    /// argument's default (options).
+    pub required: bool,
+}
+
+impl Arg {
+    /// A video path.
+    pub const fn path() -> Self {
+        Self {
+            name: "path",
+            kind: ArgKind::Path,
+            required: true,
+        }
+    }
+
+    /// A time in seconds.
+    pub const fn seconds(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: ArgKind::Seconds,
+            required: true,
+        }
+    }
+
+    /// An options string (null: the defaults).
+    pub const fn options(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: ArgKind::Text,
+            required: false,
+        }
+    }
+
+    /// An optional time in seconds (null: none, as when not given).
+    pub const fn optional_seconds(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: ArgKind::Seconds,
+            required: false,
+        }
+    }
+
+    /// An optional number (null: its default).
+    pub const fn number(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: ArgKind::Number,
+            required: false,
+        }
+    }
+}
+
+/// What one row gives: its value, or why it failed.
+pub type RowOutcome = std::result::Result<ScalarValue, UdfError>;
+
+/// A video operator (see the module docs).
+pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
+    /// The SQL name.
+    fn name(&self) -> &'static str;
+
+    /// The arguments, in order.
+    fn args(&self) -> &'static [Arg];
+
+    /// The numbers of arguments a call may give (default: the first three or more, or
+    /// all of them for fewer).
+    fn arities(&self) -> Vec<usize> {
+        vec![self.args().len()]
+    }
+
+    /// The result type.
+    fn return_type(&self) -> DataType;
+
+    /// Whether the result can change between calls with the same arguments.
+    fn volatility(&self) -> Volatility {
+        Volatility::Stable
+    }
+
+    /// What a call with these (planned) arguments asks of its video's decode pass; none
+    /// for an operator that reads no frames through the pass.
+    fn demands(&self, _args: &[Expr], _config: &ConfigOptions) -> Vec<Demand> {
+        Vec::new()
+    }
+
+    /// The consumer that computes `demand` (one of this operator's) during a pass.
+    fn consumer(
+        &self,
+        demand: &Demand,
+        _config: &ConfigOptions,
+    ) -> std::result::Result<Box<dyn FeatureConsumer>, UdfError> {
+        Err(UdfError::Option(format!(
+            "{} computes no '{}' during a decode pass",
+            self.name(),
+            demand.kind
+        )))
+    }
+
+    /// A rewrite of the call (for operators that are views of another).
+    fn simplify(&self, _args: Vec<Expr>, _pass: Option<&Arc<PassSpec>>) -> Option<Expr> {
+        None
+    }
+
+    /// The value of a row that failed with `message` (default: null; see the module
+    /// docs).
+    fn failed(&self, _message: &str) -> Result<ScalarValue> {
+        ScalarValue::try_from(self.return_type())
+    }
+
+    /// Computes the rows of one batch whose required arguments are all given, on the CPU
+    /// pool: one outcome per row of [`Batch::rows`]. An error returned here fails the
+    /// query (a model that cannot be loaded).
+    fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>>;
+}
+
+/// A consumer of a decode pass that computes one [`Demand`] into a [`Feature`].
+pub trait FeatureConsumer: FrameConsumer + Send {
+    /// The computed feature, once the pass is over.
+    fn into_feature(self: Box<Self>) -> Feature;
+}
+
+/// The arguments of one batch, cast to their kinds' types.
+pub struct Batch<'a> {
+    op: &'a dyn VideoOperator,
+    columns: Vec<ArrayRef>,
+    rows: Vec<usize>,
+    /// The session's settings.
+    pub config: &'a ConfigOptions,
+    /// The query's demands on each video's decode pass (none when the planner rule did
+    /// not run, for a plan built by hand).
+    pub pass: Option<&'a Arc<PassSpec>>,
+}
+
+impl Batch<'_> {
+    /// The rows to compute (those whose required arguments are all given).
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
+    /// Whether the call gave argument `i`.
+    pub fn has(&self, i: usize) -> bool {
+        i < self.columns.len()
+    }
+
+    fn column<T: 'static>(&self, i: usize) -> Option<&T> {
+        self.columns.get(i)?.as_any().downcast_ref::<T>()
+    }
+
+    /// String argument `i` of `row` (`None`: not given or null).
+    pub fn text(&self, i: usize, row: usize) -> Option<&str> {
+        let c = self.column::<StringArray>(i)?;
+        (!c.is_null(row)).then(|| c.value(row))
+    }
+
+    /// The path (argument 0) of `row`.
+    pub fn path(&self, row: usize) -> &str {
+        self.text(0, row).unwrap_or_default()
+    }
+
+    /// Number argument `i` of `row` (`None`: not given or null).
+    pub fn number(&self, i: usize, row: usize) -> Option<f64> {
+        let c = self.column::<Float64Array>(i)?;
+        (!c.is_null(row)).then(|| c.value(row))
+    }
+
+    /// Integer argument `i` of `row` (`None`: not given or null).
+    pub fn integer(&self, i: usize, row: usize) -> Option<i64> {
+        let c = self.column::<Int64Array>(i)?;
+        (!c.is_null(row)).then(|| c.value(row))
+    }
+
+    /// The `(start_s, end_s)` of `row` when the call gave arguments 1 and 2.
+    pub fn range(&self, row: usize) -> Option<(f64, f64)> {
+        Some((self.number(1, row)?, self.number(2, row)?))
+    }
+
+    /// Runs `f` for every row to compute, retrying transient failures
+    /// ([`retry_transient`]); one outcome per row.
+    pub fn each_row(&self, mut f: impl FnMut(usize) -> RowOutcome) -> Vec<RowOutcome> {
+        self.rows
+            .iter()
+            .map(|&row| retry_transient(|| f(row)))
+            .collect()
+    }
+
+    /// The operator's name (for messages).
+    pub fn name(&self) -> &str {
+        self.op.name()
+    }
+}
+
+/// A [`VideoOperator`] as a DataFusion scalar UDF (see the module docs), with the query's
+/// decode-pass demands once the planner rule has run.
+#[derive(Debug, Clone)]
+pub struct VideoUdf {
+    op: Arc<dyn VideoOperator>,
+    signature: Signature,
+    pass: Option<Arc<PassSpec>>,
+}
+
+impl PartialEq for VideoUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.op.name() == other.op.name() && self.pass == other.pass
+    }
+}
+
+impl Eq for VideoUdf {}
+
+impl std::hash::Hash for VideoUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.op.name().hash(state);
+        self.pass.hash(state);
+    }
+}
+
+impl VideoUdf {
+    /// The UDF of `op`.
+    pub fn new(op: Arc<dyn VideoOperator>) -> Self {
+        Self {
+            signature: Signature::user_defined(op.volatility()),
+            op,
+            pass: None,
+        }
+    }
+
+    /// The same UDF with the query's demands.
+    pub fn with_pass(&self, pass: Option<Arc<PassSpec>>) -> Self {
+        Self {
+            pass,
+            ..self.clone()
+        }
+    }
+
+    /// The operator.
+    pub fn operator(&self) -> &Arc<dyn VideoOperator> {
+        &self.op
+    }
+
+    /// The query's demands, once the planner rule has run.
+    pub fn pass(&self) -> Option<&Arc<PassSpec>> {
+        self.pass.as_ref()
+    }
+
+    /// The call's usage, `name(arg TYPE, ...)`, for messages.
+    pub fn usage(op: &dyn VideoOperator) -> String {
+        usage(op.name(), op.args(), &op.arities())
+    }
+
+    /// This UDF as a `ScalarUDF`.
+    pub fn into_udf(self) -> Arc<ScalarUDF> {
+        Arc::new(ScalarUDF::new_from_impl(self))
+    }
+}
+
+/// Checks a call's argument types against `op`'s arguments and returns the types to
+/// cast them to (see the module docs).
+pub fn coerce_args(op: &dyn VideoOperator, given: &[DataType]) -> Result<Vec<DataType>> {
+    coerce_call(op.name(), op.args(), &op.arities(), given)
+}
+
+/// [`coerce_args`] for a function `name` with `args`, of which a call gives one of
+/// `arities`.
+pub fn coerce_call(
+    name: &str,
+    args: &[Arg],
+    arities: &[usize],
+    given: &[DataType],
+) -> Result<Vec<DataType>> {
+    let usage = usage(name, args, arities);
+    if !arities.contains(&given.len()) {
+        let mut counts: Vec<String> = arities.iter().map(ToString::to_string).collect();
+        let last = counts.pop().unwrap_or_default();
+        let counts = if counts.is_empty() {
+            last
+        } else {
+            format!("{} or {last}", counts.join(", "))
+        };
+        return plan_err!("{usage} takes {counts} arguments, not {}", given.len());
+    }
+    given
+        .iter()
+        .zip(args)
+        .map(|(t, arg)| match arg.kind.coerce(t) {
+            Some(target) => Ok(target),
+            None => plan_err!("{usage}: {} must be {}, not {t}", arg.name, arg.kind.what()),
+        })
+        .collect()
+}
+
+/// A function's usage, `name(arg TYPE, ... [, optional TYPE])`, for messages.
+pub fn usage(name: &str, args: &[Arg], arities: &[usize]) -> String {
+    let required = arities.iter().copied().min().unwrap_or(0);
+    let mut text = String::new();
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 {
+            text.push_str(if i >= required { " [, " } else { ", " });
+        } else if i >= required {
+            text.push('[');
+        }
+        text.push_str(&format!("{} {}", arg.name, arg.kind.sql()));
+    }
+    let optional = args.len().saturating_sub(required);
+    format!("{name}({text}{})", "]".repeat(optional))
+}
+
+impl ScalarUDFImpl for VideoUdf {
+    fn name(&self) -> &str {
+        self.op.name()
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        coerce_args(self.op.as_ref(), arg_types)
+    }
+
+    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
+        Ok(self.op.return_type())
+    }
+
+    fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        Ok(match self.op.simplify(args.clone(), self.pass.as_ref()) {
+            Some(expr) => ExprSimplifyResult::Simplified(expr),
+            None => ExprSimplifyResult::Original(args),
+        })
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let n = args.number_rows;
+        let op = self.op.as_ref();
+        if !op.arities().contains(&args.args.len()) {
+            return exec_err!("{} takes {:?} arguments", VideoUdf::usage(op), op.arities());
+        }
+        let mut columns = Vec::with_capacity(args.args.len());
+        for (value, arg) in args.args.iter().zip(op.args()) {
+            let target = match arg.kind {
+                ArgKind::Path | ArgKind::Text => DataType::Utf8,
+                ArgKind::Seconds | ArgKind::Number => DataType::Float64,
+                ArgKind::Integer => DataType::Int64,
+            };
+            columns.push(datafusion::arrow::compute::cast(
+                &value.to_array(n)?,
+                &target,
+            )?);
+        }
+        let rows: Vec<usize> = (0..n)
+            .filter(|&row| {
+                columns
+                    .iter()
+                    .zip(op.args())
+                    .all(|(c, arg)| !arg.required || !c.is_null(row))
+            })
+            .collect();
+        let batch = Batch {
+            op,
+            columns,
+            rows,
+            config: &args.config_options,
+            pass: self.pass.as_ref(),
+        };
+        let outcomes = if batch.rows.is_empty() {
+            Vec::new()
+        } else {
+            framefusion_media::cpu::budget().run(|| op.evaluate(&batch))?
+        };
+        if outcomes.len() != batch.rows.len() {
+            return exec_err!(
+                "{}: {} results for {} rows",
+                op.name(),
+                outcomes.len(),
+                batch.rows.len()
+            );
+        }
+        let null = ScalarValue::try_from(op.return_type())?;
+        let mut values = vec![null; n];
+        for (&row, outcome) in batch.rows.iter().zip(outcomes) {
+            values[row] = match outcome {
+                Ok(value) => value,
+                Err(e) if e.is_transient() => return Err(e.into_task_error()),
+                Err(e) => {
+                    log::warn!("{}: {e}", op.name());
+                    op.failed(&e.to_string())?
+                }
+            };
+        }
+        to_array(values, &op.return_type())
+    }
+}
+
+/// One column from row values (an empty array for no rows).
+pub(crate) fn to_array(values: Vec<ScalarValue>, data_type: &DataType) -> Result<ColumnarValue> {
+    if values.is_empty() {
+        return Ok(ColumnarValue::Array(
+            datafusion::arrow::array::new_empty_array(data_type),
+        ));
+    }
+    Ok(ColumnarValue::Array(ScalarValue::iter_to_array(values)?))
+}
+
+/// A struct value of `fields` from `values`, in order.
+pub fn struct_value(fields: &Fields, values: Vec<ScalarValue>) -> Result<ScalarValue> {
+    let mut builder = ScalarStructBuilder::new();
+    for (field, value) in fields.iter().zip(values) {
+        builder = builder.with_scalar(field.as_ref().clone(), value);
+    }
+    builder.build()
+}
+
+/// The value of a failed row for operators returning a struct whose last field is
+/// `error`: every other field null, `error` set to `message`.
+pub fn error_struct(fields: &Fields, message: &str) -> Result<ScalarValue> {
+    let mut values: Vec<ScalarValue> = fields
+        .iter()
+        .map(|f| ScalarValue::try_from(f.data_type()))
+        .collect::<Result<_>>()?;
+    if let Some(last) = values.last_mut() {
+        *last = ScalarValue::Utf8(Some(message.to_owned()));
+    }
+    struct_value(fields, values)
+}
+
+/// A list value of `values` of type `item`.
+pub fn list_value(values: Vec<ScalarValue>, item: &DataType) -> ScalarValue {
+    ScalarValue::List(ScalarValue::new_list(&values, item, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Clip;
+
+    impl VideoOperator for Clip {
+        fn name(&self) -> &'static str {
+            "clip_thing"
+        }
+        fn args(&self) -> &'static [Arg] {
+            const ARGS: &[Arg] = &[
+                Arg::path(),
+                Arg::seconds("start_s"),
+                Arg::seconds("end_s"),
+                Arg::options("options"),
+            ];
+            ARGS
+        }
+        fn arities(&self) -> Vec<usize> {
+            vec![3, 4]
+        }
+        fn return_type(&self) -> DataType {
+            DataType::Float64
+        }
+        fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
+            Ok(batch.each_row(|row| {
+                let (s, e) = batch.range(row).unwrap_or_default();
+                if batch.path(row) == "bad" {
+                    return Err(UdfError::Option("bad video".to_owned()));
+                }
+                Ok(ScalarValue::Float64(Some(e - s)))
+            }))
+        }
+    }
+
+    #[test]
+    fn arguments_are_checked_with_the_usage() {
+        let op = Clip;
+        assert_eq!(
+            VideoUdf::usage(&op),
+            "clip_thing(path VARCHAR, start_s DOUBLE, end_s DOUBLE [, options VARCHAR])"
+        );
+        let ok = coerce_args(
+            &op,
+            &[DataType::Utf8View, DataType::Int32, DataType::Float32],
+        );
+        assert_eq!(
+            ok.ok(),
+            Some(vec![DataType::Utf8, DataType::Float64, DataType::Float64])
+        );
+        let bad = coerce_args(&op, &[DataType::Utf8, DataType::Utf8, DataType::Float64]);
+        let message = bad.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("start_s must be a number of seconds, not Utf8"),
+            "{message}"
+        );
+        let few = coerce_args(&op, &[DataType::Utf8]);
+        let message = few.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("takes 3 or 4 arguments, not 1"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn rows_follow_the_failure_rule() {
+        use datafusion::arrow::datatypes::Field;
+        let udf = VideoUdf::new(Arc::new(Clip));
+        let paths: ArrayRef = Arc::new(StringArray::from(vec![Some("a"), None, Some("bad")]));
+        let starts: ArrayRef = Arc::new(Float64Array::from(vec![1.0, 1.0, 1.0]));
+        let ends: ArrayRef = Arc::new(Float64Array::from(vec![3.5, 2.0, 2.0]));
+        let args = ScalarFunctionArgs {
+            args: vec![
+                ColumnarValue::Array(paths),
+                ColumnarValue::Array(starts),
+                ColumnarValue::Array(ends),
+            ],
+            arg_fields: vec![
+                Arc::new(Field::new("p", DataType::Utf8, true)),
+                Arc::new(Field::new("s", DataType::Float64, true)),
+                Arc::new(Field::new("e", DataType::Float64, true)),
+            ],
+            number_rows: 3,
+            return_field: Arc::new(Field::new("r", DataType::Float64, true)),
+            config_options: Arc::new(ConfigOptions::default()),
+        };
+        let out = udf.invoke_with_args(args).and_then(|c| c.to_array(3));
+        let out = out.unwrap_or_else(|e| panic!("{e}"));
+        let out = out.as_any().downcast_ref::<Float64Array>().cloned();
+        let out = out.unwrap_or_else(|| panic!("not doubles"));
+        assert_eq!(out.value(0), 2.5);
+        assert!(out.is_null(1), "a null path is a null row");
+        assert!(out.is_null(2), "a failed row is null");
+    }
+}

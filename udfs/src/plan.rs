@@ -1,0 +1,113 @@
+//! The planner rule behind one decode per video per query.
+//!
+//! [`VideoPassRule`] runs last among the logical optimizer rules. It collects what every
+//! video operator call of the plan (subqueries included) asks of its video's frames
+//! ([`crate::operator::VideoOperator::demands`]), grouped by the call's video argument (a
+//! column by its name, so `path` of a CTE and `path` of the table it selects from are one
+//! video; a literal by its value), and gives every call of a group the group's
+//! [`PassSpec`]. At execution, the first call that reads a video runs one pass computing
+//! the whole spec ([`crate::analysis`]); the others read its results.
+//!
+//! The rule is idempotent (it recomputes the specs from the calls and changes nothing the
+//! second time), so the client and the scheduler of a cluster may both run it; the specs
+//! travel with the calls in the extension codecs to the executors.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::common::Result;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::logical_expr::expr::ScalarFunction;
+use datafusion::logical_expr::{Expr, LogicalPlan};
+use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use crate::analysis::{Demand, PassSpec};
+use crate::operator::VideoUdf;
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct VideoPassRule;
+
+/// The video a call reads, as a key: a column by its name, a literal by its value.
+fn video_key(arg: Option<&Expr>) -> String {
+    match arg {
+        Some(Expr::Column(c)) => format!("column {}", c.name),
+        Some(Expr::Alias(a)) => video_key(Some(&a.expr)),
+        Some(Expr::Cast(c)) => video_key(Some(&c.expr)),
+        Some(Expr::TryCast(c)) => video_key(Some(&c.expr)),
+        Some(Expr::Literal(v, _)) => format!("value {v}"),
+        Some(e) => format!("expr {}", e.schema_name()),
+        None => String::new(),
+    }
+}
+
+fn as_video_udf(expr: &Expr) -> Option<(&VideoUdf, &ScalarFunction)> {
+    let Expr::ScalarFunction(f) = expr else {
+        return None;
+    };
+    (f.func.inner().as_ref() as &dyn std::any::Any)
+        .downcast_ref::<VideoUdf>()
+        .map(|u| (u, f))
+}
+
+impl OptimizerRule for VideoPassRule {
+    fn name(&self) -> &str {
+        "framefusion_video_pass"
+    }
+
+    fn apply_order(&self) -> Option<ApplyOrder> {
+        None
+    }
+
+    fn supports_rewrite(&self) -> bool {
+        true
+    }
+
+    fn rewrite(
+        &self,
+        plan: LogicalPlan,
+        config: &dyn OptimizerConfig,
+    ) -> Result<Transformed<LogicalPlan>> {
+        let options = config.options();
+        let mut groups: HashMap<String, Vec<Demand>> = HashMap::new();
+        plan.apply_with_subqueries(|node| {
+            node.apply_expressions(|expr| {
+                expr.apply(|e| {
+                    if let Some((udf, call)) = as_video_udf(e) {
+                        groups
+                            .entry(video_key(call.args.first()))
+                            .or_default()
+                            .extend(udf.operator().demands(&call.args, &options));
+                    }
+                    Ok(TreeNodeRecursion::Continue)
+                })
+            })
+        })?;
+        let specs: HashMap<String, Arc<PassSpec>> = groups
+            .into_iter()
+            .filter(|(_, demands)| !demands.is_empty())
+            .map(|(key, demands)| (key, Arc::new(PassSpec::new(demands))))
+            .collect();
+        if specs.is_empty() {
+            return Ok(Transformed::no(plan));
+        }
+        plan.transform_up_with_subqueries(|node| {
+            node.map_expressions(|expr| {
+                expr.transform_up(|e| {
+                    let Some((udf, call)) = as_video_udf(&e) else {
+                        return Ok(Transformed::no(e));
+                    };
+                    let spec = specs.get(&video_key(call.args.first())).cloned();
+                    if udf.pass() == spec.as_ref() {
+                        return Ok(Transformed::no(e));
+                    }
+                    let func = udf.with_pass(spec).into_udf();
+                    Ok(Transformed::yes(Expr::ScalarFunction(
+                        ScalarFunction::new_udf(func, call.args.clone()),
+                    )))
+                })
+            })
+        })
+    }
+}
