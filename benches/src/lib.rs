@@ -54,3 +54,120 @@ pub fn best_of<T>(runs: usize, mut f: impl FnMut() -> T) -> (Duration, T) {
     }
     best.unwrap_or_else(|| unreachable!("runs >= 1"))
 }
+
+/// The release `framefusion` binary next to this benchmark (`make bench` builds it).
+pub fn framefusion_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent()?.parent().map(|d| d.join("framefusion")))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "the release framefusion binary is missing: cargo build --release -p framefusion-cli"
+            )
+        })
+}
+
+/// What a measured process did.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    /// Wall-clock time.
+    pub elapsed: Duration,
+    /// Peak resident memory, KiB.
+    pub peak_rss_kib: i64,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs `cmd` to its end and measures its wall time and peak memory (wait4's rusage);
+/// panics when it fails.
+#[allow(
+    clippy::zombie_processes,
+    reason = "the child is reaped by wait4, which std cannot see"
+)]
+pub fn measure(cmd: &mut std::process::Command) -> Measured {
+    use std::io::Read;
+    use std::process::Stdio;
+    let start = Instant::now();
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let (mut out, mut err) = (
+        child.stdout.take().unwrap_or_else(|| unreachable!("piped")),
+        child.stderr.take().unwrap_or_else(|| unreachable!("piped")),
+    );
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    let mut stdout = String::new();
+    let _ = out.read_to_string(&mut stdout);
+    let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: waiting for a child we spawned, with valid pointers to locals.
+    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let elapsed = start.elapsed();
+    let stderr = reader.join().unwrap_or_default();
+    assert_eq!(waited, pid, "wait4 failed");
+    assert_eq!(status, 0, "{cmd:?} failed:\n{stderr}");
+    Measured {
+        elapsed,
+        peak_rss_kib: usage.ru_maxrss,
+        stdout,
+        stderr,
+    }
+}
+
+/// The best of `runs` times of one `ffmpeg -threads 2` decode of `file` (video only),
+/// the physical floor of anything that decodes every frame.
+pub fn ffmpeg_decode(file: &Path, runs: usize) -> Duration {
+    best_of(runs, || {
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-threads", "2", "-i"])
+            .arg(file)
+            .args(["-an", "-f", "null", "-"])
+            .status()
+            .unwrap_or_else(|e| panic!("ffmpeg: {e}"));
+        assert!(status.success(), "ffmpeg failed on {}", file.display());
+    })
+    .0
+}
+
+/// Matches `ours` to `theirs` within one frame: (true positives, ours, theirs).
+pub fn matched(ours: &[i64], theirs: &[i64]) -> (usize, usize, usize) {
+    let mut used = vec![false; theirs.len()];
+    let mut tp = 0;
+    for &c in ours {
+        if let Some(i) = (0..theirs.len()).find(|&i| !used[i] && (theirs[i] - c).abs() <= 1) {
+            used[i] = true;
+            tp += 1;
+        }
+    }
+    (tp, ours.len(), theirs.len())
+}
+
+/// F1 of counts (true positives, found, expected); 1 when both are empty.
+pub fn f1((tp, found, expected): (usize, usize, usize)) -> f64 {
+    let precision = if found == 0 {
+        1.0
+    } else {
+        tp as f64 / found as f64
+    };
+    let recall = if expected == 0 {
+        1.0
+    } else {
+        tp as f64 / expected as f64
+    };
+    if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    }
+}
