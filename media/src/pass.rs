@@ -465,34 +465,58 @@ const QUEUE: usize = 64;
 const QUEUE_BYTES: usize = 64 << 20;
 
 /// The bytes of decoded pictures in flight between the two sides of a pass.
+///
+/// With parallel chunks, frames of later chunks wait for room while the consumers read an
+/// earlier one; the chunk being read may always go up to twice the bound (its decoder must
+/// never wait for bytes that only the consumers of later chunks would free: that would
+/// deadlock, as the consumers take the chunks in order).
 #[derive(Default)]
 struct InFlight {
-    bytes: std::sync::Mutex<(usize, bool)>,
+    state: std::sync::Mutex<Flight>,
     changed: std::sync::Condvar,
 }
 
+#[derive(Default)]
+struct Flight {
+    bytes: usize,
+    closed: bool,
+    /// The chunk the consumers read now (0 without chunks).
+    reading: usize,
+}
+
 impl InFlight {
-    /// Waits until `n` more bytes fit (or nothing is in flight); false once the consumers
-    /// are gone.
-    fn acquire(&self, n: usize) -> bool {
-        let mut state = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        while state.0 > 0 && state.0 + n > QUEUE_BYTES && !state.1 {
+    /// Waits until `n` more bytes fit (or nothing is in flight), for the whole pass'
+    /// decoder (`chunk` None) or that of a chunk; false once the consumers are gone.
+    fn acquire(&self, n: usize, chunk: Option<usize>) -> bool {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let limit = |state: &Flight| match chunk {
+            Some(c) if c == state.reading => 2 * QUEUE_BYTES,
+            _ => QUEUE_BYTES,
+        };
+        while !state.closed && state.bytes > 0 && state.bytes + n > limit(&state) {
             state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        state.0 += n;
-        !state.1
+        state.bytes += n;
+        !state.closed
     }
 
     fn release(&self, n: usize) {
-        let mut state = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        state.0 = state.0.saturating_sub(n);
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.bytes = state.bytes.saturating_sub(n);
+        self.changed.notify_all();
+    }
+
+    /// The consumers move on to `chunk`.
+    fn reading(&self, chunk: usize) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.reading = chunk;
         self.changed.notify_all();
     }
 
     /// The consumers are gone: no one waits any more.
     fn close(&self) {
-        let mut state = self.bytes.lock().unwrap_or_else(|e| e.into_inner());
-        state.1 = true;
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.closed = true;
         self.changed.notify_all();
     }
 }
@@ -595,12 +619,12 @@ fn decode_pass(
             for (i, bounds) in chunks.into_iter().enumerate() {
                 let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
                 receivers.push(rx);
-                jobs[i % threads].push((bounds, tx));
+                jobs[i % threads].push(((i, bounds), tx));
             }
             for mine in jobs {
                 workers.push(scope.spawn(move || -> Result<(), MediaError> {
-                    for (bounds, tx) in mine {
-                        decode_frames_into(media, options, 1, Some(bounds), &tx, in_flight)?;
+                    for (chunk, tx) in mine {
+                        decode_frames_into(media, options, 1, Some(chunk), &tx, in_flight)?;
                     }
                     Ok(())
                 }));
@@ -662,6 +686,7 @@ fn consume(
     let mut end_ts = None;
     let last = receivers.len().saturating_sub(1);
     for (chunk, rx) in receivers.into_iter().enumerate() {
+        in_flight.reading(chunk);
         loop {
             // a decoder that stopped without an end failed: the caller reports its error
             let Ok(item) = rx.recv() else {
@@ -716,7 +741,7 @@ fn decode_frames_into(
     media: &MediaInput,
     options: &PassOptions,
     threads: usize,
-    chunk: Option<(Option<i64>, Option<i64>)>,
+    chunk: Option<(usize, (Option<i64>, Option<i64>))>,
     tx: &std::sync::mpsc::SyncSender<Item>,
     in_flight: &InFlight,
 ) -> Result<(), MediaError> {
@@ -750,7 +775,8 @@ fn decode_frames_into(
     if tx.send(Item::Start(info)).is_err() {
         return Ok(());
     }
-    let (chunk_from, chunk_to) = chunk.unwrap_or((None, None));
+    let chunk_no = chunk.map(|(i, _)| i);
+    let (chunk_from, chunk_to) = chunk.map_or((None, None), |(_, bounds)| bounds);
     if let Some((from, _)) = options.range.filter(|(from, _)| *from > 0.0) {
         // to the keyframe at or before `from` (AV_TIME_BASE units, file time)
         let target = ((from + timing.start as f64 * timing.tb) * 1e6) as i64;
@@ -829,7 +855,9 @@ fn decode_frames_into(
                 pictures: RefCell::default(),
             };
             let bytes = frame_bytes(&current.frame);
-            if !in_flight.acquire(bytes) || tx.send(Item::Frame(Box::new(current))).is_err() {
+            if !in_flight.acquire(bytes, chunk_no)
+                || tx.send(Item::Frame(Box::new(current))).is_err()
+            {
                 return false;
             }
         }

@@ -160,6 +160,33 @@ async fn cuts_agree_with_pyscenedetect() {
     }
 }
 
+/// Fast mode scores I- and P-frames only, decoded in parallel chunks of whole GOPs: on a
+/// 55 s 720p video the chunk decoders run ahead of the consumers (a regression test for a
+/// pass that waited forever when a later chunk held the queue's bytes), and its cuts are
+/// exact mode's where the encoder put them on I- or P-frames. Measured (2026-11-30): the
+/// trailer's fast cuts are exact's but 766 for 768; bikes (a shaking camera, 4 frames
+/// between predicted frames) adds two cuts (docs/sql-reference.md, `mode=fast`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_mode_finds_the_cuts_on_anchor_frames() {
+    let trailer = sample("trailer_bbb.mp4");
+    let exact = our_cuts(&trailer, "").await;
+    // on a thread of its own: a pass that never ends fails the test instead of hanging it
+    let (tx, rx) = std::sync::mpsc::channel();
+    let file = trailer.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("{e}"));
+        let _ = tx.send(runtime.block_on(our_cuts(&file, "mode=fast")));
+    });
+    let fast = rx
+        .recv_timeout(std::time::Duration::from_secs(180))
+        .unwrap_or_else(|_| panic!("detect_shots(trailer, 'mode=fast') did not finish in 180 s"));
+    let (tp, n_fast, n_exact) = matched(&fast, &exact);
+    assert!(
+        n_exact >= 9 && tp + 1 >= n_exact && n_fast <= n_exact + 1,
+        "fast {fast:?} vs exact {exact:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_chain_in_the_dataframe_api() {
     use datafusion::prelude::{col, lit};
