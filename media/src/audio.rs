@@ -85,13 +85,23 @@ pub fn decode_audio(
         Ok(false)
     };
     let mut done = false;
+    let mut damaged = 0usize;
+    let mut last_damage = None;
     for (stream, packet) in input.packets() {
         if stream.index() != index {
             continue;
         }
-        decoder
-            .send_packet(&packet)
-            .map_err(|e| audio_error(media, e))?;
+        if let Err(e) = decoder.send_packet(&packet) {
+            // a damaged packet (a truncated last frame, a corrupt one in the middle): skip
+            // it and go on, as ffmpeg does; a track that yields nothing is an error below
+            log::warn!(
+                "{}: audio: skipping a packet the decoder refused: {e}",
+                media.display
+            );
+            damaged += 1;
+            last_damage = Some(e);
+            continue;
+        }
         if drain(&mut decoder, &mut resampler, &mut samples, &mut first_s)? {
             done = true;
             break;
@@ -108,6 +118,14 @@ pub fn decode_audio(
                 samples.extend_from_slice(&out.plane::<f32>(0)[..out.samples()]);
             }
         }
+    }
+    if samples.is_empty()
+        && let Some(e) = last_damage
+    {
+        return Err(audio_error(
+            media,
+            format!("no packet of the track decodes ({damaged} refused; the last: {e})"),
+        ));
     }
     // the samples start at `first_s`; keep [start_s, end_s)
     let offset_s = first_s.unwrap_or(0.0);

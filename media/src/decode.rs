@@ -9,8 +9,8 @@
 //!   So the counts equal `ffmpeg -vf fps=N`'s. Each emitted row carries the timestamp and
 //!   index of the source frame it shows (within one source frame of the slot time).
 //! - Below a quarter of the source frame rate, fps sampling lets the decoder skip
-//!   non-reference frames except from 1.5 frame periods before a slot boundary to half a
-//!   period after it (where the `fps` filter's choice is made), and drops every frame
+//!   non-reference frames except within 1.5 frame periods of a slot boundary (where the
+//!   `fps` filter's choice is made), and drops every frame
 //!   between the last boundary of a GOP and the next keyframe of the container's index
 //!   (with a margin of four frames for reordering), so the same frames are chosen with
 //!   less decoding. For a whole file (no range) with more than one core, the file is cut
@@ -22,8 +22,9 @@
 //! - Otherwise the decoder runs one frame thread per core.
 //! - **keyframes** sets the decoder's `skip_frame` to non-key frames: only keyframes are
 //!   decoded at all (as `ffmpeg -skip_frame nokey`).
-//! - **resize** runs swscale (bicubic, as ffmpeg's `scale` filter) straight to RGB24; only
-//!   emitted frames are converted.
+//! - **resize** runs swscale (bicubic, as ffmpeg's `scale` filter) straight to RGB24, with
+//!   the matrix and range the frame is tagged with ([`crate::colour`]); only emitted frames
+//!   are converted. At the native size the pixels equal `ffmpeg -pix_fmt rgb24`'s.
 //!
 //! Memory stays bounded whatever the video's length: frames go to the caller one at a time,
 //! and at most two decoded frames are held for sampling (parallel chunks: 16 queued per core).
@@ -31,6 +32,7 @@
 use std::ops::ControlFlow;
 
 use crate::MediaError;
+use crate::colour::{ColourKey, Matrix, colour_key, configure};
 use crate::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
 use crate::image::Rgb;
 use crate::pass::slot_of;
@@ -226,17 +228,22 @@ pub fn decode_frames_with(
         let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
             .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
         let threads = crate::cpu::budget().decoder_threads();
-        let mut sampler = Sampler::new(sampling, tb, start);
+        let origin = slot_origin(&input, &stream);
+        let mut sampler = Sampler::new(sampling, tb, start, origin);
         let frame_period = frame_rate.map_or(0.2, |r| 1.0 / r);
         let plan = match sampling {
-            Sampling::Fps(fps) if fps * frame_period < 0.25 => Some(SkipPlan {
-                fps,
-                start,
-                tb,
-                frame_period,
-                keyframes: indexed_keyframes(&stream),
-                margin: (4.0 * frame_period / tb).round() as i64,
-            }),
+            Sampling::Fps(fps)
+                if fps * frame_period < 0.25 && timestamps_complete(media, stream_index) =>
+            {
+                Some(SkipPlan {
+                    fps,
+                    origin,
+                    tb,
+                    frame_period,
+                    keyframes: indexed_keyframes(&stream),
+                    margin: (4.0 * frame_period / tb).round() as i64,
+                })
+            }
             _ => None,
         };
         let skipping = plan.is_some();
@@ -246,7 +253,7 @@ pub fn decode_frames_with(
         // when frames are not all decoded, a frame's index comes from its timestamp
         let index_from_ts = frame_rate
             .filter(|_| sampling == Sampling::Keyframes || skipping || extras.range.is_some());
-        let mut scaler: Option<(scaling::Context, (Pixel, u32, u32))> = None;
+        let mut scaler: Option<(scaling::Context, (Pixel, u32, u32, ColourKey))> = None;
         let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, MediaError> {
             let frame = &src.frame;
             let (w, h) = (frame.width(), frame.height());
@@ -264,9 +271,10 @@ pub fn decode_frames_with(
                     motion,
                 }));
             }
-            let key = (frame.format(), w, h);
+            let colour = colour_key(frame, Matrix::Tagged);
+            let key = (frame.format(), w, h, colour);
             if scaler.as_ref().is_none_or(|(_, k)| *k != key) {
-                let context = scaling::Context::get(
+                let mut context = scaling::Context::get(
                     frame.format(),
                     w,
                     h,
@@ -281,6 +289,7 @@ pub fn decode_frames_with(
                         format!("cannot convert {:?} {w}x{h} to RGB: {e}", frame.format()),
                     )
                 })?;
+                configure(&mut context, colour);
                 scaler = Some((context, key));
             }
             let mut rgb = ffmpeg::frame::Video::empty();
@@ -309,6 +318,7 @@ pub fn decode_frames_with(
 
         let timing = Timing {
             start,
+            origin,
             tb,
             frame_ticks,
             index_rate: index_from_ts,
@@ -355,6 +365,7 @@ pub fn decode_frames_with(
         }
         // the end of the last frame in presentation order, from every packet (decoded or not)
         let mut packets_end: Option<i64> = None;
+        let mut damaged = 0u64;
         if let Some((from, _)) = extras.range.filter(|(from, _)| *from > 0.0) {
             // to the keyframe at or before `from` (AV_TIME_BASE units, file time)
             let target = ((from + start as f64 * tb) * 1e6) as i64;
@@ -364,6 +375,11 @@ pub fn decode_frames_with(
         }
         for (s, packet) in input.packets() {
             if s.index() != stream_index {
+                continue;
+            }
+            // key frames are the packets the container flags key: some decoders (VP9,
+            // Cinepak) ignore `skip_frame` and would return every frame
+            if sampling == Sampling::Keyframes && !packet.is_key() {
                 continue;
             }
             if let (Some(pts), Sampling::Fps(_)) = (packet.pts(), sampling) {
@@ -376,9 +392,11 @@ pub fn decode_frames_with(
             if let Err(e) = decoder.send_packet(&packet) {
                 // a damaged packet: skip it, as ffmpeg does, and go on decoding
                 log::debug!("{display}: skipping a packet the decoder refused: {e}");
+                damaged += 1;
                 continue;
             }
             if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
+                report_damage(&display, damaged);
                 return Ok(());
             }
         }
@@ -393,9 +411,20 @@ pub fn decode_frames_with(
         if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
             return Ok(());
         }
+        report_damage(&display, damaged);
         sampler.finish(packets_end.max(last_end), &mut out)?;
         Ok(())
     })
+}
+
+/// Warns once per decode that `damaged` packets were refused by the decoder and skipped
+/// (the frames around them are still given; see the SQL reference, "Supported media").
+pub(crate) fn report_damage(display: &str, damaged: u64) {
+    if damaged > 0 {
+        log::warn!(
+            "{display}: {damaged} damaged packets skipped (the frames around them are kept)"
+        );
+    }
 }
 
 /// Opens a decoder for `stream` with `threads` frame threads (0: libavcodec's choice).
@@ -428,11 +457,13 @@ pub(crate) fn open_video_decoder(
 /// fps sampling below a quarter of the frame rate: which frames the decoder may skip. A
 /// slot shows the last frame before its boundary, so the frames just before a boundary (up
 /// to 1.5 frame periods, for timestamp jitter) are always decoded, and those just after it
-/// (half a period, for rounding at the boundary); elsewhere the decoder skips frames
-/// nothing refers to, and drops every frame after the last boundary of a GOP.
+/// (as many: a B-frame skipped right after the boundary measured to cost the frame before
+/// it its timestamp, on a file whose video starts 0.025 s in); elsewhere the decoder skips
+/// frames nothing refers to, and drops every frame after the last boundary of a GOP.
 pub(crate) struct SkipPlan {
     fps: f64,
-    start: i64,
+    /// Where slots count from (ticks).
+    origin: i64,
     tb: f64,
     frame_period: f64,
     /// The keyframes the container indexes (stream ticks, sorted): decoding restarts at
@@ -461,7 +492,7 @@ impl SkipPlan {
         };
         (fps > 0.0 && fps * frame_period < 0.25).then(|| SkipPlan {
             fps,
-            start: timing.start,
+            origin: timing.origin,
             tb: timing.tb,
             frame_period,
             keyframes: indexed_keyframes(stream),
@@ -470,7 +501,7 @@ impl SkipPlan {
     }
 
     fn slots(&self, ts: i64) -> f64 {
-        (ts - self.start) as f64 * self.tb * self.fps
+        (ts - self.origin) as f64 * self.tb * self.fps
     }
 
     fn near_boundary(&self, pts: i64) -> bool {
@@ -479,7 +510,7 @@ impl SkipPlan {
         if past_boundary < 0.0 {
             -past_boundary <= 1.5 * self.frame_period
         } else {
-            past_boundary <= 0.5 * self.frame_period
+            past_boundary <= 1.5 * self.frame_period
         }
     }
 
@@ -512,6 +543,8 @@ impl SkipPlan {
 /// How decoded frames get their timestamp, index and end.
 pub(crate) struct Timing {
     pub(crate) start: i64,
+    /// Where fps slots count from (ticks): see [`slot_origin`].
+    pub(crate) origin: i64,
     pub(crate) tb: f64,
     /// One frame period in stream ticks (packet durations can be wrong, the last one in
     /// particular, so the frame rate wins when it is known).
@@ -523,7 +556,11 @@ pub(crate) struct Timing {
 impl Timing {
     /// The timing of `stream`; frame indices come from timestamps when `index_from_ts`
     /// (not every frame is decoded from the start) and the frame rate is known.
-    pub(crate) fn of_stream(stream: &ffmpeg::format::stream::Stream, index_from_ts: bool) -> Self {
+    pub(crate) fn of_stream(
+        stream: &ffmpeg::format::stream::Stream,
+        origin: i64,
+        index_from_ts: bool,
+    ) -> Self {
         let time_base = stream.time_base();
         let tb = f64::from(time_base.numerator()) / f64::from(time_base.denominator().max(1));
         let start = if stream.start_time() == ffi_nopts() {
@@ -536,6 +573,7 @@ impl Timing {
             .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
         Self {
             start,
+            origin,
             tb,
             frame_ticks: frame_rate.map(|r| (1.0 / (r * tb)).round() as i64),
             index_rate: frame_rate.filter(|_| index_from_ts),
@@ -805,7 +843,7 @@ impl Chunked<'_> {
                 if lower.is_some_and(|l| src.ts < l) || upper.is_some_and(|u| src.ts >= u) {
                     continue;
                 }
-                src.slot = slot_of(src.ts, tb, fps);
+                src.slot = slot_of(src.ts - self.timing.origin, tb, fps);
                 if let Some(prev) = pending.take()
                     && src.slot > prev.slot
                     && tx.send(ChunkItem::Frame(prev)).is_err()
@@ -851,7 +889,7 @@ impl Chunked<'_> {
             }
             decoder.skip_frame(self.plan.discard(pts, packet.is_key()));
             if let Err(e) = decoder.send_packet(&packet) {
-                log::debug!("{display}: skipping a packet the decoder refused: {e}");
+                log::warn!("{display}: skipping a damaged packet the decoder refused: {e}");
                 continue;
             }
             if !receive(&mut decoder, lower, upper, &mut pending, &mut last_end) {
@@ -872,6 +910,53 @@ impl Chunked<'_> {
         }
         Ok((packets_end, last_end))
     }
+}
+
+/// Where `ffmpeg -vf fps=N` counts its slots from, in the stream's ticks: the CLI shifts
+/// every timestamp by the file's start time (the earliest of all its streams, so an audio
+/// track that starts first moves the slots), except in formats with timestamp
+/// discontinuities (MPEG program and transport streams), where it corrects the start to
+/// the earliest stream it uses: the video's, when frames are extracted.
+pub(crate) fn slot_origin(
+    input: &ffmpeg::format::context::Input,
+    stream: &ffmpeg::format::stream::Stream,
+) -> i64 {
+    let stream_start = match stream.start_time() {
+        t if t == ffi_nopts() => 0,
+        t => t,
+    };
+    // SAFETY: plain field reads of the open input's format context and its input format.
+    let (file_start_us, discontinuous) = unsafe {
+        let ctx = input.as_ptr();
+        let format = (*ctx).iformat;
+        (
+            (*ctx).start_time,
+            !format.is_null() && (*format).flags & ffmpeg::ffi::AVFMT_TS_DISCONT != 0,
+        )
+    };
+    let tb = f64::from(stream.time_base());
+    if discontinuous || file_start_us == ffi_nopts() || tb <= 0.0 {
+        return stream_start;
+    }
+    ((file_start_us as f64 / 1e6 / tb).round() as i64).min(stream_start)
+}
+
+/// Whether the first packets of the video stream all carry a presentation timestamp. AVI
+/// (and MPEG program streams, for some frames) store only decoding timestamps: the
+/// presentation time of such a frame is known only once the decoder reorders it, so
+/// skipping by timestamp and parallel chunks (both decided per packet) are off for them
+/// and every frame is decoded in order.
+pub(crate) fn timestamps_complete(media: &MediaInput, stream_index: usize) -> bool {
+    /// Packets looked at: past the first GOP's reordering in every common layout.
+    const LOOK: usize = 48;
+    let Ok(mut input) = media.open() else {
+        return false;
+    };
+    input
+        .packets()
+        .filter(|(s, _)| s.index() == stream_index)
+        .take(LOOK)
+        .all(|(_, p)| p.pts().is_some())
 }
 
 /// The timestamps (stream ticks, sorted) of the keyframes the container's index lists;
@@ -963,17 +1048,19 @@ struct Sampler {
     sampling: Sampling,
     tb: f64,
     start: i64,
+    origin: i64,
     /// fps: the frame waiting for its slot(s), and the next output slot.
     current: Option<Source>,
     next_slot: i64,
 }
 
 impl Sampler {
-    fn new(sampling: Sampling, tb: f64, start: i64) -> Self {
+    fn new(sampling: Sampling, tb: f64, start: i64, origin: i64) -> Self {
         Self {
             sampling,
             tb,
             start,
+            origin,
             current: None,
             next_slot: 0,
         }
@@ -984,7 +1071,7 @@ impl Sampler {
     }
 
     fn slot(&self, ts: i64, fps: f64) -> i64 {
-        slot_of(ts, self.tb, fps)
+        slot_of(ts - self.origin, self.tb, fps)
     }
 
     fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, MediaError> {

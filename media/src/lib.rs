@@ -16,6 +16,7 @@
 //!   thread counts of decoders and ONNX Runtime derived from it.
 //! - [`audio`]: the sound track, decoded, mixed to mono and resampled.
 //! - [`cut`]: clips cut by stream copy or re-encoded.
+//! - [`colour`]: YUV to RGB with the matrix and range a frame is tagged with, as ffmpeg.
 //! - [`image`]: small image operations with OpenCV's arithmetic (resizes, HSV, luma).
 //! - [`error`]: [`MediaError`], which failures are transient, and their retry.
 //! - [`blocking`]: running blocking work from async code.
@@ -26,6 +27,7 @@
 
 pub mod audio;
 pub mod blocking;
+pub mod colour;
 pub mod cpu;
 pub mod cut;
 pub mod decode;

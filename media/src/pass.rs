@@ -33,7 +33,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use crate::MediaError;
-use crate::decode::{FrameMotion, Timing, decode_error, frame_motion, open_video_decoder};
+pub use crate::colour::Matrix;
+use crate::colour::{ColourKey, colour_key, configure};
+use crate::decode::{
+    FrameMotion, Timing, decode_error, frame_motion, open_video_decoder, timestamps_complete,
+};
 use crate::ffmpeg::{self, format::Pixel, media::Type, software::scaling};
 use crate::probe::open_error_is_transient;
 use crate::source::MediaInput;
@@ -110,6 +114,8 @@ pub struct PictureSpec {
     pub format: PictureFormat,
     /// Interpolation.
     pub filter: Filter,
+    /// YUV matrix and range ([`Matrix::Tagged`]: the frame's tags, as ffmpeg).
+    pub matrix: Matrix,
 }
 
 /// A converted picture, packed (no row padding).
@@ -174,6 +180,9 @@ pub struct StreamInfo {
     pub time_base: f64,
     /// The stream's start time in ticks.
     pub start: i64,
+    /// Where fps slots count from, in ticks: the file's start (the video stream's in MPEG
+    /// program and transport streams), as `ffmpeg -vf fps=N`.
+    pub origin: i64,
     /// The average frame rate, when the container gives one.
     pub frame_rate: Option<f64>,
     /// Decoded picture size.
@@ -183,7 +192,7 @@ pub struct StreamInfo {
 }
 
 /// A scaler's source format and size, and the picture it makes.
-type ScalerKey = (Pixel, u32, u32, PictureSpec);
+type ScalerKey = (Pixel, u32, u32, PictureSpec, ColourKey);
 
 /// Converts frames to pictures with swscale, one context per source format and spec,
 /// caching each frame's pictures on the frame.
@@ -222,7 +231,8 @@ impl Pictures {
     ) -> Result<Picture, MediaError> {
         let (w, h, format) = (frame.width(), frame.height(), frame.format());
         let (width, height) = (spec.width.max(1), spec.height.max(1));
-        let key = (format, w, h, spec);
+        let colour = colour_key(frame, spec.matrix);
+        let key = (format, w, h, spec, colour);
         let mut scalers = self.scalers.borrow_mut();
         let at = match scalers.iter().position(|(k, _)| *k == key) {
             Some(at) => at,
@@ -231,7 +241,7 @@ impl Pictures {
                     PictureFormat::Rgb24 => Pixel::RGB24,
                     PictureFormat::Gray8 => Pixel::GRAY8,
                 };
-                let context = scaling::Context::get(
+                let mut context = scaling::Context::get(
                     format,
                     w,
                     h,
@@ -248,6 +258,7 @@ impl Pictures {
                         ),
                     )
                 })?;
+                configure(&mut context, colour);
                 scalers.push((key, context));
                 scalers.len() - 1
             }
@@ -341,6 +352,7 @@ pub fn passes(uri: &str) -> u64 {
 pub struct SlotSampler {
     fps: f64,
     tb: f64,
+    origin: i64,
     /// The slot of the frame pushed last, if any.
     current: Option<i64>,
     next_slot: i64,
@@ -353,11 +365,13 @@ pub fn slot_of(ts: i64, tb: f64, fps: f64) -> i64 {
 }
 
 impl SlotSampler {
-    /// A sampler at `fps` frames per second over timestamps of `tb` seconds per tick.
-    pub fn new(fps: f64, tb: f64) -> Self {
+    /// A sampler at `fps` frames per second over timestamps of `tb` seconds per tick, its
+    /// slots counted from `origin` ticks ([`StreamInfo::origin`]).
+    pub fn new(fps: f64, tb: f64, origin: i64) -> Self {
         Self {
             fps,
             tb,
+            origin,
             current: None,
             next_slot: 0,
         }
@@ -366,7 +380,7 @@ impl SlotSampler {
     /// Pushes the next frame (timestamp `ts`); returns how many slots the frame pushed
     /// before it shows (0: it is dropped).
     pub fn push(&mut self, ts: i64) -> usize {
-        let slot = slot_of(ts, self.tb, self.fps);
+        let slot = slot_of(ts - self.origin, self.tb, self.fps);
         let shown = match self.current {
             None => {
                 self.next_slot = slot;
@@ -388,7 +402,9 @@ impl SlotSampler {
         let Some(slot) = self.current.take() else {
             return 0;
         };
-        let end_slot = end_ts.map_or(slot + 1, |end| slot_of(end, self.tb, self.fps));
+        let end_slot = end_ts.map_or(slot + 1, |end| {
+            slot_of(end - self.origin, self.tb, self.fps)
+        });
         let n = (end_slot - self.next_slot).max(0);
         self.next_slot += n;
         n as usize
@@ -435,6 +451,7 @@ pub fn run_pass(
         stats.seconds,
         (stats.seconds - spent).max(0.0),
     );
+    crate::decode::report_damage(&display, stats.damaged);
     Ok(stats)
 }
 
@@ -604,9 +621,13 @@ fn decode_pass(
         let stream = input.streams().best(Type::Video).ok_or_else(|| {
             decode_error(&media.display, "the file has no video stream".to_owned())
         })?;
-        let timing = Timing::of_stream(&stream, true);
-        let keyframes = crate::decode::indexed_keyframes(&stream);
-        crate::decode::chunk_bounds(&keyframes, timing.tb, CHUNK_S)
+        if timestamps_complete(media, stream.index()) {
+            let timing = Timing::of_stream(&stream, 0, true);
+            let keyframes = crate::decode::indexed_keyframes(&stream);
+            crate::decode::chunk_bounds(&keyframes, timing.tb, CHUNK_S)
+        } else {
+            Vec::new()
+        }
     } else {
         Vec::new()
     };
@@ -734,6 +755,9 @@ fn consume(
     Ok(stats)
 }
 
+/// A chunk's first and next keyframes (ticks; None: the file's start or end).
+type ChunkBounds = (Option<i64>, Option<i64>);
+
 /// Decodes the frames of the pass (or of one chunk of it, between two indexed keyframes,
 /// in ticks) and sends them, then their end. Returns early, without an error, when the
 /// consumers are gone.
@@ -741,7 +765,7 @@ fn decode_frames_into(
     media: &MediaInput,
     options: &PassOptions,
     threads: usize,
-    chunk: Option<(usize, (Option<i64>, Option<i64>))>,
+    chunk: Option<(usize, ChunkBounds)>,
     tx: &std::sync::mpsc::SyncSender<Item>,
     in_flight: &InFlight,
 ) -> Result<(), MediaError> {
@@ -754,12 +778,14 @@ fn decode_frames_into(
     let stream_index = stream.index();
     let timing = Timing::of_stream(
         &stream,
+        crate::decode::slot_origin(&input, &stream),
         options.range.is_some() || options.selection != Selection::All,
     );
     let mut decoder = open_video_decoder(display, &stream, threads, options.motion_vectors)?;
     let info = StreamInfo {
         time_base: timing.tb,
         start: timing.start,
+        origin: timing.origin,
         frame_rate: timing.frame_rate(),
         width: decoder.width(),
         height: decoder.height(),
@@ -769,7 +795,9 @@ fn decode_frames_into(
         decoder.skip_loop_filter(ffmpeg::Discard::All);
     }
     let plan = match options.selection {
-        Selection::Sampled(fps) => crate::decode::SkipPlan::for_stream(&stream, &timing, fps),
+        Selection::Sampled(fps) if timestamps_complete(media, stream_index) => {
+            crate::decode::SkipPlan::for_stream(&stream, &timing, fps)
+        }
         _ => None,
     };
     if tx.send(Item::Start(info)).is_err() {
@@ -954,7 +982,7 @@ mod tests {
     fn slots_follow_the_fps_filter() {
         // 25 fps source (tb 1/25), 1 fps: frames 0..=49 -> slot k shows the last frame
         // rounding to k: frame 12 (0.48 s) for slot 0, frame 37 for slot 1
-        let mut sampler = SlotSampler::new(1.0, 1.0 / 25.0);
+        let mut sampler = SlotSampler::new(1.0, 1.0 / 25.0, 0);
         let mut shown = Vec::new();
         for ts in 0..50 {
             let n = sampler.push(ts);
@@ -967,7 +995,7 @@ mod tests {
         // the end at 2.0 s rounds to slot 2: two slots in all, as `ffmpeg -vf fps=1`
         assert_eq!(last, 0);
         // a gap repeats the frame before it
-        let mut sampler = SlotSampler::new(1.0, 1.0);
+        let mut sampler = SlotSampler::new(1.0, 1.0, 0);
         assert_eq!(sampler.push(0), 0);
         assert_eq!(sampler.push(3), 3);
         assert_eq!(sampler.finish(Some(4)), 1);

@@ -3,6 +3,7 @@
 mod bad_input;
 mod catalog;
 mod cli;
+mod conformance;
 mod cut;
 mod decode_once;
 mod distributed;

@@ -92,7 +92,7 @@ fn run_command(job: &Path, out: &Path, cluster: Option<&str>, extra: &[&str]) ->
     cmd
 }
 
-fn finished(output: Output) -> String {
+pub(crate) fn finished(output: Output) -> String {
     assert!(
         output.status.success(),
         "framefusion run failed: {}",
@@ -337,7 +337,7 @@ FROM failing_src",
     file
 }
 
-fn manifest_table(out: &Path) -> Vec<serde_json::Value> {
+pub(crate) fn manifest_table(out: &Path) -> Vec<serde_json::Value> {
     let script = "import json, sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(json.dumps(sorted(t.to_pylist(), key=lambda r: r['path'])))";
     let text = run_python("pyarrow reading the manifest", script, &[out.as_os_str()]);
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))

@@ -700,6 +700,7 @@ impl FaceConsumer {
             height: frame.height(),
             format: PictureFormat::Rgb24,
             filter: Filter::Bicubic,
+            matrix: framefusion_media::pass::Matrix::Tagged,
         };
         let picture = pictures.get(frame, spec)?;
         let sample = FaceSample {
@@ -756,7 +757,8 @@ impl FrameConsumer for FaceConsumer {
     }
 
     fn start(&mut self, stream: &StreamInfo) -> Result<(), MediaError> {
-        self.sampler = (self.fps > 0.0).then(|| SlotSampler::new(self.fps, stream.time_base));
+        self.sampler =
+            (self.fps > 0.0).then(|| SlotSampler::new(self.fps, stream.time_base, stream.origin));
         Ok(())
     }
 

@@ -378,6 +378,8 @@ fn scoring_picture(width: u32, height: u32) -> PictureSpec {
         height: h as u32,
         format: PictureFormat::Rgb24,
         filter: Filter::FastBilinear,
+        // BT.601 whatever the tags, as OpenCV converts for PySceneDetect: the same values
+        matrix: framefusion_media::pass::Matrix::Bt601,
     }
 }
 

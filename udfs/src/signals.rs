@@ -377,6 +377,7 @@ fn analysis_picture(width: u32, height: u32) -> PictureSpec {
         height: h,
         format: PictureFormat::Rgb24,
         filter: Filter::Bicubic,
+        matrix: framefusion_media::pass::Matrix::Tagged,
     }
 }
 

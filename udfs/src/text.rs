@@ -683,6 +683,7 @@ impl TextConsumer {
                     height: h as u32,
                     format: PictureFormat::Rgb24,
                     filter: Filter::Bicubic,
+                    matrix: framefusion_media::pass::Matrix::Tagged,
                 },
             )
         });
@@ -738,7 +739,7 @@ impl FrameConsumer for TextConsumer {
     }
 
     fn start(&mut self, stream: &StreamInfo) -> Result<(), MediaError> {
-        self.sampler = Some(SlotSampler::new(TEXT_FPS, stream.time_base));
+        self.sampler = Some(SlotSampler::new(TEXT_FPS, stream.time_base, stream.origin));
         Ok(())
     }
 
