@@ -155,6 +155,25 @@ fn main() {
             .iter()
             .map(|f| ffmpeg_decode(f, 2).as_secs_f64())
             .sum();
+        // the jobs before the floor's preloaded tensors: a child's peak RSS counts the
+        // pages it shares with this process at fork
+        let runs: Vec<_> = jobs
+            .iter()
+            .map(|(name, job, _)| {
+                let out = dir.path().join(format!("out{i}-{name}"));
+                measure(
+                    Command::new(&bin)
+                        .env("RUST_LOG", "framefusion::decode=info")
+                        .arg("run")
+                        .arg(job)
+                        .arg("--output")
+                        .arg(&out)
+                        .arg("--catalog")
+                        .arg(&catalog)
+                        .arg("--quiet"),
+                )
+            })
+            .collect();
         let (inference, frames, threads) = pure_inference(files);
         let inference = inference.as_secs_f64();
         println!("  {label}");
@@ -163,19 +182,7 @@ fn main() {
             frames as f64 / inference,
             decode + inference
         );
-        for (name, job, with_text) in &jobs {
-            let out = dir.path().join(format!("out{i}-{name}"));
-            let run = measure(
-                Command::new(&bin)
-                    .env("RUST_LOG", "framefusion::decode=info")
-                    .arg("run")
-                    .arg(job)
-                    .arg("--output")
-                    .arg(&out)
-                    .arg("--catalog")
-                    .arg(&catalog)
-                    .arg("--quiet"),
-            );
+        for ((name, _, with_text), run) in jobs.iter().zip(runs) {
             let floor = if *with_text {
                 decode + inference
             } else {

@@ -412,9 +412,25 @@ pub fn decode_frames_with(
             return Ok(());
         }
         report_damage(&display, damaged);
+        if sampler.pushed == 0 {
+            return Err(nothing_decodes(&display, damaged));
+        }
         sampler.finish(packets_end.max(last_end), &mut out)?;
         Ok(())
     })
+}
+
+/// The error of a decode in which no frame decodes at all (a file whose header reads but
+/// whose packets are all damaged): the row's error, never an empty result.
+pub(crate) fn nothing_decodes(display: &str, damaged: u64) -> MediaError {
+    decode_error(
+        display,
+        if damaged > 0 {
+            format!("no frame of the video decodes ({damaged} damaged packets skipped)")
+        } else {
+            "no frame of the video decodes".to_owned()
+        },
+    )
 }
 
 /// Warns once per decode that `damaged` packets were refused by the decoder and skipped
@@ -758,6 +774,9 @@ impl Chunked<'_> {
                         }
                     }
                 }
+                if sampler.pushed == 0 {
+                    return Err(nothing_decodes(self.display, 0));
+                }
                 sampler.finish(packets_end.max(last_end), out)
             })();
             // the receivers are gone: decoders still running stop at their next frame
@@ -1052,6 +1071,8 @@ struct Sampler {
     /// fps: the frame waiting for its slot(s), and the next output slot.
     current: Option<Source>,
     next_slot: i64,
+    /// Frames the decoder gave (before any range's start is applied).
+    pushed: u64,
 }
 
 impl Sampler {
@@ -1063,6 +1084,7 @@ impl Sampler {
             origin,
             current: None,
             next_slot: 0,
+            pushed: 0,
         }
     }
 
@@ -1075,6 +1097,7 @@ impl Sampler {
     }
 
     fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, MediaError> {
+        self.pushed += 1;
         let fps = match self.sampling {
             Sampling::All | Sampling::Keyframes => {
                 let pts_s = self.seconds(src.ts);

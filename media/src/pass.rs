@@ -685,6 +685,10 @@ fn decode_pass(
         }
         match (consumed, decoded) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(stats), Ok(())) if stats.decoded == 0 => Err(crate::decode::nothing_decodes(
+                &media.display,
+                stats.damaged,
+            )),
             (Ok(stats), Ok(())) => Ok(stats),
         }
     })

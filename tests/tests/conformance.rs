@@ -827,6 +827,50 @@ fn a_damaged_corpus_runs_through_the_curation_job() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     names.push("truncated.mp4".to_owned());
+    // a file whose header reads (the index first) but whose every frame is garbage: it
+    // probes, and nothing decodes
+    let faststart = scratch.path().join("faststart.mp4");
+    framefusion_tests::ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=320x240:rate=25:duration=3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "veryfast",
+            "-movflags",
+            "+faststart",
+        ],
+        &faststart,
+    );
+    let mut bytes = std::fs::read(&faststart).unwrap_or_else(|e| panic!("{e}"));
+    let mdat = bytes
+        .windows(4)
+        .position(|w| w == b"mdat")
+        .unwrap_or_else(|| panic!("no mdat box"));
+    for (i, b) in bytes[mdat + 68..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(151) ^ 0x5a;
+    }
+    std::fs::write(corpus.path().join("undecodable.mp4"), bytes).unwrap_or_else(|e| panic!("{e}"));
+    names.push("undecodable.mp4".to_owned());
+    // the frames table says so too: one row with its decode_error, not zero rows
+    let rows = framefusion_tests::ok_rows(&framefusion_tests::sql_with_catalog(
+        &scratch.path().join("frames.json"),
+        &[],
+        &format!(
+            "SELECT count(*) AS n, max(decode_error) AS e FROM frames('{}')",
+            corpus.path().join("undecodable.mp4").display()
+        ),
+    ));
+    assert!(
+        rows[0]["n"] == 1
+            && rows[0]["e"]
+                .as_str()
+                .is_some_and(|e| e.contains("no frame")),
+        "{rows:?}"
+    );
     let catalog = scratch.path().join("catalog.json");
     let created = framefusion_tests::sql_with_catalog(
         &catalog,
@@ -872,7 +916,7 @@ fn a_damaged_corpus_runs_through_the_curation_job() {
             !rows.is_empty(),
             "{name} is not in the manifest\n{printed}\n{table:?}"
         );
-        if name == "truncated.mp4" {
+        if name == "truncated.mp4" || name == "undecodable.mp4" {
             assert!(rows.iter().all(|r| r["status"] == "error"), "{rows:?}");
         } else {
             // clean or with one damaged packet: clips with values
