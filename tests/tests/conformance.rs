@@ -386,8 +386,9 @@ fn md5_hex(bytes: &[u8]) -> String {
 }
 
 /// What differs between framefusion and the reference tools on `file` (empty: nothing).
-/// `pixels`: compare the `fps=1` frames' pixels too.
-fn check_decoding(file: &Path, pixels: bool) -> Vec<String> {
+/// `clean`: not a damaged copy (whose damaged packet may be a key one); `pixels`: compare
+/// the `fps=1` frames' pixels too.
+fn check_decoding(file: &Path, clean: bool, pixels: bool) -> Vec<String> {
     let name = file
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -405,7 +406,7 @@ fn check_decoding(file: &Path, pixels: bool) -> Vec<String> {
     let keys = decode(file, Sampling::Keyframes, Resize::Original, None);
     let flagged = key_packets(file);
     // a damaged copy of an intra-only stream has its damaged packet among the key ones
-    let lost = usize::from(!pixels);
+    let lost = usize::from(!clean);
     if keys.len() > flagged || keys.len() + lost < flagged {
         problems.push(format!(
             "{name}: {} key frames, the container flags {flagged} packets key",
@@ -439,7 +440,9 @@ async fn check_probe(file: &Path) -> Vec<String> {
     let name = file.display().to_string();
     let sql = format!(
         "SELECT p['video_codec'] AS codec, p['width'] AS w, p['height'] AS h, p['pix_fmt'] AS pix, \
-         p['audio_codec'] AS audio, p['duration_s'] AS d, p['rotation'] AS r, p['probe_error'] AS e \
+         p['audio_codec'] AS audio, p['duration_s'] AS d, p['rotation'] AS r, p['probe_error'] AS e, \
+         p['container'] AS container, p['bit_rate'] AS bit_rate, p['frame_count'] AS frames, \
+         p['audio_channels'] AS channels, p['audio_sample_rate'] AS rate, p['fps'] AS fps \
          FROM (SELECT probe('{name}') AS p)"
     );
     let batches = query(&sql).await;
@@ -481,6 +484,62 @@ async fn check_probe(file: &Path) -> Vec<String> {
         if ours != theirs {
             problems.push(format!("{name}: {what} {ours:?}, ffprobe {theirs:?}"));
         }
+    }
+    let int = |i: usize| -> Option<i64> {
+        let c = b.column(i);
+        if c.is_null(0) {
+            None
+        } else if let Some(v) = c.as_primitive_opt::<Int64Type>() {
+            Some(v.value(0))
+        } else {
+            c.as_primitive_opt::<Int32Type>()
+                .map(|v| i64::from(v.value(0)))
+        }
+    };
+    let number = |v: &serde_json::Value| -> Option<i64> {
+        v.as_i64()
+            .or_else(|| v.as_str().and_then(|t| t.parse().ok()))
+    };
+    let counts = [
+        ("bit_rate", int(9), number(&reference["format"]["bit_rate"])),
+        ("frame_count", int(10), number(&video["nb_frames"])),
+        (
+            "audio_channels",
+            int(11),
+            audio.and_then(|a| number(&a["channels"])),
+        ),
+        (
+            "audio_sample_rate",
+            int(12),
+            audio.and_then(|a| number(&a["sample_rate"])),
+        ),
+    ];
+    for (what, ours, theirs) in counts {
+        if ours != theirs {
+            problems.push(format!("{name}: {what} {ours:?}, ffprobe {theirs:?}"));
+        }
+    }
+    if text(8).as_deref() != reference["format"]["format_name"].as_str() {
+        problems.push(format!(
+            "{name}: container {:?}, ffprobe {}",
+            text(8),
+            reference["format"]["format_name"]
+        ));
+    }
+    let ratio = |v: &serde_json::Value| -> Option<f64> {
+        let (n, d) = v.as_str()?.split_once('/')?;
+        let (n, d) = (n.parse::<f64>().ok()?, d.parse::<f64>().ok()?);
+        (n > 0.0 && d > 0.0).then_some(n / d)
+    };
+    let fps = b.column(13).as_primitive::<Float64Type>();
+    let reference_fps = ratio(&video["avg_frame_rate"]).or_else(|| ratio(&video["r_frame_rate"]));
+    let ours_fps = (!fps.is_null(0)).then(|| fps.value(0));
+    if !matches!((ours_fps, reference_fps), (Some(a), Some(b)) if (a - b).abs() < 1e-6)
+        && !(ours_fps.is_none() && reference_fps.is_none())
+    {
+        problems.push(format!(
+            "{name}: fps {ours_fps:?}, ffprobe {reference_fps:?}"
+        ));
     }
     let (w, h) = (
         b.column(1).as_primitive::<Int32Type>().value(0),
@@ -579,7 +638,10 @@ async fn the_media_matrix_agrees_with_ffmpeg() {
         let damaged = damaged_copy(&file, dir.path());
         for (path, clean) in [(&file, true), (&damaged, false)] {
             files += 1;
-            problems.extend(check_decoding(path, clean));
+            // damaged copies: counts only. Measured 2026-11-30, their fps=1 frames are
+            // ffmpeg's too except one of the MPEG-PS copy, next to its damaged packet
+            // (a guessed timestamp there differs by a frame)
+            problems.extend(check_decoding(path, clean, clean));
             if clean {
                 problems.extend(check_probe(path).await);
             }
@@ -679,7 +741,7 @@ mod defects {
         let mut problems = Vec::new();
         for file in files {
             let path = generate(dir.path(), &case(file));
-            problems.extend(check_decoding(&path, true));
+            problems.extend(check_decoding(&path, true, true));
         }
         assert!(problems.is_empty(), "{}", problems.join("\n"));
     }
