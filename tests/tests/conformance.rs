@@ -286,17 +286,17 @@ fn generate(dir: &Path, case: &Case) -> PathBuf {
     out
 }
 
-/// A copy of `file` whose video packet in the middle is overwritten with garbage (its
-/// length kept, so the container stays readable): a damaged packet.
-fn damaged_copy(file: &Path, dir: &Path) -> PathBuf {
+/// (position, size, key) of the packets of `stream` (`v:0`, `a:0`) in `file`, as ffprobe
+/// lists them.
+fn packets(file: &Path, stream: &str) -> Vec<(u64, u64, bool)> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
+        .args(["-v", "error", "-select_streams", stream, "-show_entries"])
         .args(["packet=pos,size,flags", "-of", "compact=p=0"])
         .arg(file)
         .output()
         .unwrap_or_else(|e| panic!("ffprobe: {e}"));
     // `size=..|pos=..|flags=..` (ffprobe's own field order)
-    let packets: Vec<(u64, u64, bool)> = String::from_utf8_lossy(&out.stdout)
+    String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| {
             let field = |key: &str| {
@@ -310,7 +310,13 @@ fn damaged_copy(file: &Path, dir: &Path) -> PathBuf {
                 field("flags")?.contains('K'),
             ))
         })
-        .collect();
+        .collect()
+}
+
+/// A copy of `file` whose video packet in the middle is overwritten with garbage (its
+/// length kept, so the container stays readable): a damaged packet.
+fn damaged_copy(file: &Path, dir: &Path) -> PathBuf {
+    let packets = packets(file, "v:0");
     // a predicted packet past the middle; in an intra-only stream, any
     let middle = &packets[packets.len() / 2..];
     let (pos, size, _) = middle
@@ -802,10 +808,11 @@ mod defects {
         ]);
     }
 
-    /// An AVI whose AC3 track ends with an incomplete frame: speech_activity failed the
-    /// whole file ("Invalid data found when processing input"); ffmpeg warns and goes on.
+    /// An AVI whose AC3 track has a packet the decoder refuses (its sync word garbled) and
+    /// ends with an incomplete frame: speech_activity failed the whole file (measured with
+    /// the previous build: "audio: Unknown error 16976906"); ffmpeg warns and goes on.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_truncated_audio_frame_costs_that_frame() {
+    async fn a_damaged_audio_frame_costs_that_frame() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let ac3 = dir.path().join("a.ac3");
         framefusion_tests::ffmpeg(
@@ -840,6 +847,16 @@ mod defects {
             ],
             &avi,
         );
+        let audio = packets(&avi, "a:0");
+        let (pos, size, _) = audio[audio.len() / 2];
+        let mut bytes = std::fs::read(&avi).unwrap_or_else(|e| panic!("{e}"));
+        for (i, b) in bytes[pos as usize..(pos + size) as usize]
+            .iter_mut()
+            .enumerate()
+        {
+            *b = (i as u8).wrapping_mul(151) ^ 0xa5;
+        }
+        std::fs::write(&avi, bytes).unwrap_or_else(|e| panic!("{e}"));
         let sql = format!(
             "SELECT s['error'] AS e, s['speech_fraction'] AS r FROM (SELECT speech_activity('{}') AS s)",
             avi.display()
