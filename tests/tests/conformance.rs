@@ -954,33 +954,9 @@ fn a_damaged_corpus_runs_through_the_curation_job() {
         "{rows:?}"
     );
     let catalog = scratch.path().join("catalog.json");
-    let created = framefusion_tests::sql_with_catalog(
-        &catalog,
-        &[],
-        &format!(
-            "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{}'",
-            corpus.path().display()
-        ),
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/curate.sql");
+    crate::manifest::create_raw_table(&catalog, corpus.path());
     let out = scratch.path().join("manifest");
-    let printed = crate::manifest::finished(
-        Command::new(framefusion_tests::framefusion_bin())
-            .arg("run")
-            .arg(&job)
-            .arg("--catalog")
-            .arg(&catalog)
-            .arg("--output")
-            .arg(&out)
-            .arg("-q")
-            .output()
-            .unwrap_or_else(|e| panic!("{e}")),
-    );
+    let printed = crate::manifest::run_curate(&catalog, &out);
     let table = crate::manifest::manifest_table(&out);
     let rows_of = |name: &str| -> Vec<&serde_json::Value> {
         table

@@ -92,6 +92,38 @@ fn run_command(job: &Path, out: &Path, cluster: Option<&str>, extra: &[&str]) ->
     cmd
 }
 
+/// Creates the table `raw` (`STORED AS VIDEO` over `dir`) in the catalog file `catalog`.
+pub(crate) fn create_raw_table(catalog: &Path, dir: &Path) {
+    let created = framefusion_tests::sql_with_catalog(
+        catalog,
+        &[],
+        &format!(
+            "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{}'",
+            dir.display()
+        ),
+    );
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+}
+
+/// Runs `framefusion run examples/curate.sql` over the table `raw` of `catalog` into the
+/// manifest `out`; returns what it printed.
+pub(crate) fn run_curate(catalog: &Path, out: &Path) -> String {
+    let job = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/curate.sql");
+    let mut cmd = Command::new(framefusion_bin());
+    cmd.arg("run")
+        .arg(&job)
+        .arg("--catalog")
+        .arg(catalog)
+        .arg("--output")
+        .arg(out)
+        .arg("-q");
+    finished(cmd.output().unwrap_or_else(|e| panic!("{e}")))
+}
+
 pub(crate) fn finished(output: Output) -> String {
     assert!(
         output.status.success(),
@@ -494,32 +526,9 @@ async fn the_readme_demo_job_curates_and_resumes() {
     std::fs::write(corpus.path().join("broken.mp4"), b"junk").unwrap_or_else(|e| panic!("{e}"));
     let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let catalog = work.path().join("catalog.json");
-    let created = framefusion_tests::sql_with_catalog(
-        &catalog,
-        &[],
-        &format!(
-            "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{}'",
-            corpus.path().display()
-        ),
-    );
-    assert!(
-        created.status.success(),
-        "{}",
-        String::from_utf8_lossy(&created.stderr)
-    );
-    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/curate.sql");
+    create_raw_table(&catalog, corpus.path());
     let out = work.path().join("manifest");
-    let run = || {
-        let mut cmd = Command::new(framefusion_bin());
-        cmd.arg("run")
-            .arg(&demo)
-            .arg("--catalog")
-            .arg(&catalog)
-            .arg("--output")
-            .arg(&out)
-            .arg("-q");
-        finished(cmd.output().unwrap_or_else(|e| panic!("{e}")))
-    };
+    let run = || run_curate(&catalog, &out);
     let first = run();
     assert!(
         first.contains("4 videos (4 run now, 0 already done)"),
