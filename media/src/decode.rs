@@ -217,42 +217,20 @@ pub fn decode_frames_with(
             .best(Type::Video)
             .ok_or_else(|| decode_error(&display, "the file has no video stream".to_owned()))?;
         let stream_index = stream.index();
-        let time_base = stream.time_base();
-        let tb = f64::from(time_base.numerator()) / f64::from(time_base.denominator().max(1));
-        let start = if stream.start_time() == ffi_nopts() {
-            0
-        } else {
-            stream.start_time()
-        };
-        let rate = stream.avg_frame_rate();
-        let frame_rate = (rate.numerator() > 0 && rate.denominator() > 0)
-            .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
         let threads = crate::cpu::budget().decoder_threads();
-        let origin = slot_origin(&input, &stream);
-        let mut sampler = Sampler::new(sampling, tb, start, origin);
-        let frame_period = frame_rate.map_or(0.2, |r| 1.0 / r);
+        let timing = Timing::of_stream(&input, &stream, false);
+        // sparse fps sampling skips frames (timestamps permitting: checked only then, as
+        // it reads the file's first packets)
         let plan = match sampling {
-            Sampling::Fps(fps)
-                if fps * frame_period < 0.25 && timestamps_complete(media, stream_index) =>
-            {
-                Some(SkipPlan {
-                    fps,
-                    origin,
-                    tb,
-                    frame_period,
-                    keyframes: indexed_keyframes(&stream),
-                    margin: (4.0 * frame_period / tb).round() as i64,
-                })
-            }
+            Sampling::Fps(fps) => SkipPlan::for_stream(&stream, &timing, fps)
+                .filter(|_| timestamps_complete(media, stream_index)),
             _ => None,
         };
-        let skipping = plan.is_some();
-        // one frame period in stream ticks (packet durations can be wrong, the last one in
-        // particular, so the frame rate wins when it is known)
-        let frame_ticks = frame_rate.map(|r| (1.0 / (r * tb)).round() as i64);
         // when frames are not all decoded, a frame's index comes from its timestamp
-        let index_from_ts = frame_rate
-            .filter(|_| sampling == Sampling::Keyframes || skipping || extras.range.is_some());
+        let timing = timing.index_from_ts(
+            sampling == Sampling::Keyframes || plan.is_some() || extras.range.is_some(),
+        );
+        let mut sampler = Sampler::new(sampling, timing.tb, timing.start, timing.origin);
         let mut scaler: Option<(scaling::Context, (Pixel, u32, u32, ColourKey))> = None;
         let mut out = |src: &Source, pts_s: f64| -> Result<ControlFlow<()>, MediaError> {
             let frame = &src.frame;
@@ -316,13 +294,6 @@ pub fn decode_frames_with(
             }))
         };
 
-        let timing = Timing {
-            start,
-            origin,
-            tb,
-            frame_ticks,
-            index_rate: index_from_ts,
-        };
         let mut decoded = ffmpeg::frame::Video::empty();
         let mut next_index = 0i64;
         let mut last_end = None;
@@ -345,7 +316,7 @@ pub fn decode_frames_with(
             .as_ref()
             .filter(|_| extras.range.is_none() && !extras.motion_vectors && threads >= 2)
         {
-            let chunks = chunk_bounds(&plan.keyframes, tb, CHUNK_S);
+            let chunks = chunk_bounds(&plan.keyframes, timing.tb, CHUNK_S);
             if chunks.len() >= 2 {
                 let chunked = Chunked {
                     media,
@@ -368,7 +339,7 @@ pub fn decode_frames_with(
         let mut damaged = 0u64;
         if let Some((from, _)) = extras.range.filter(|(from, _)| *from > 0.0) {
             // to the keyframe at or before `from` (AV_TIME_BASE units, file time)
-            let target = ((from + start as f64 * tb) * 1e6) as i64;
+            let target = ((from + timing.start as f64 * timing.tb) * 1e6) as i64;
             input
                 .seek(target, ..target)
                 .map_err(|e| decode_error(&display, format!("cannot seek to {from} s: {e}")))?;
@@ -565,6 +536,8 @@ pub(crate) struct Timing {
     /// One frame period in stream ticks (packet durations can be wrong, the last one in
     /// particular, so the frame rate wins when it is known).
     frame_ticks: Option<i64>,
+    /// The container's average frame rate, when it gives one.
+    rate: Option<f64>,
     /// When frames are not all decoded, a frame's index comes from its timestamp.
     index_rate: Option<f64>,
 }
@@ -573,8 +546,8 @@ impl Timing {
     /// The timing of `stream`; frame indices come from timestamps when `index_from_ts`
     /// (not every frame is decoded from the start) and the frame rate is known.
     pub(crate) fn of_stream(
+        input: &ffmpeg::format::context::Input,
         stream: &ffmpeg::format::stream::Stream,
-        origin: i64,
         index_from_ts: bool,
     ) -> Self {
         let time_base = stream.time_base();
@@ -589,10 +562,20 @@ impl Timing {
             .then(|| f64::from(rate.numerator()) / f64::from(rate.denominator()));
         Self {
             start,
-            origin,
+            origin: slot_origin(input, start, tb),
             tb,
             frame_ticks: frame_rate.map(|r| (1.0 / (r * tb)).round() as i64),
+            rate: frame_rate,
             index_rate: frame_rate.filter(|_| index_from_ts),
+        }
+    }
+
+    /// The same timing, with frame indices from timestamps when `yes` (and the frame rate
+    /// is known), or counted.
+    pub(crate) fn index_from_ts(self, yes: bool) -> Self {
+        Self {
+            index_rate: self.rate.filter(|_| yes),
+            ..self
         }
     }
 
@@ -931,19 +914,13 @@ impl Chunked<'_> {
     }
 }
 
-/// Where `ffmpeg -vf fps=N` counts its slots from, in the stream's ticks: the CLI shifts
+/// Where `ffmpeg -vf fps=N` counts its slots from, in ticks of `tb` (the video stream starts
+/// at `stream_start`): the CLI shifts
 /// every timestamp by the file's start time (the earliest of all its streams, so an audio
 /// track that starts first moves the slots), except in formats with timestamp
 /// discontinuities (MPEG program and transport streams), where it corrects the start to
 /// the earliest stream it uses: the video's, when frames are extracted.
-pub(crate) fn slot_origin(
-    input: &ffmpeg::format::context::Input,
-    stream: &ffmpeg::format::stream::Stream,
-) -> i64 {
-    let stream_start = match stream.start_time() {
-        t if t == ffi_nopts() => 0,
-        t => t,
-    };
+fn slot_origin(input: &ffmpeg::format::context::Input, stream_start: i64, tb: f64) -> i64 {
     // SAFETY: plain field reads of the open input's format context and its input format.
     let (file_start_us, discontinuous) = unsafe {
         let ctx = input.as_ptr();
@@ -953,7 +930,6 @@ pub(crate) fn slot_origin(
             !format.is_null() && (*format).flags & ffmpeg::ffi::AVFMT_TS_DISCONT != 0,
         )
     };
-    let tb = f64::from(stream.time_base());
     if discontinuous || file_start_us == ffi_nopts() || tb <= 0.0 {
         return stream_start;
     }

@@ -622,7 +622,7 @@ fn decode_pass(
             decode_error(&media.display, "the file has no video stream".to_owned())
         })?;
         if timestamps_complete(media, stream.index()) {
-            let timing = Timing::of_stream(&stream, 0, true);
+            let timing = Timing::of_stream(&input, &stream, true);
             let keyframes = crate::decode::indexed_keyframes(&stream);
             crate::decode::chunk_bounds(&keyframes, timing.tb, CHUNK_S)
         } else {
@@ -781,8 +781,8 @@ fn decode_frames_into(
         .ok_or_else(|| decode_error(display, "the file has no video stream".to_owned()))?;
     let stream_index = stream.index();
     let timing = Timing::of_stream(
+        &input,
         &stream,
-        crate::decode::slot_origin(&input, &stream),
         options.range.is_some() || options.selection != Selection::All,
     );
     let mut decoder = open_video_decoder(display, &stream, threads, options.motion_vectors)?;
@@ -799,9 +799,9 @@ fn decode_frames_into(
         decoder.skip_loop_filter(ffmpeg::Discard::All);
     }
     let plan = match options.selection {
-        Selection::Sampled(fps) if timestamps_complete(media, stream_index) => {
-            crate::decode::SkipPlan::for_stream(&stream, &timing, fps)
-        }
+        // timestamps checked only when the plan applies (it reads the first packets)
+        Selection::Sampled(fps) => crate::decode::SkipPlan::for_stream(&stream, &timing, fps)
+            .filter(|_| timestamps_complete(media, stream_index)),
         _ => None,
     };
     if tx.send(Item::Start(info)).is_err() {

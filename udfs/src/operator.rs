@@ -169,8 +169,7 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
     /// The arguments, in order.
     fn args(&self) -> &'static [Arg];
 
-    /// The numbers of arguments a call may give (default: the first three or more, or
-    /// all of them for fewer).
+    /// The numbers of arguments a call may give (default: all of them).
     fn arities(&self) -> Vec<usize> {
         vec![self.args().len()]
     }
