@@ -140,31 +140,11 @@ async fn text_detection_agrees_with_rapidocr_on_the_trailer() {
     assert_eq!(theirs.len(), ours.len());
 
     let n = ours.len();
-    let flags_agree = ours
-        .iter()
-        .zip(&theirs)
-        .filter(|(a, b)| a.is_empty() == b.is_empty())
-        .count();
     let with_text = theirs.iter().filter(|b| !b.is_empty()).count();
     // boxes: each of RapidOCR's matched by one of ours
-    let (mut matched, mut total, mut iou_sum) = (0, 0, 0f32);
-    for (a, b) in ours.iter().zip(&theirs) {
-        for t in b {
-            total += 1;
-            let best = a
-                .iter()
-                .map(|o| iou(&[o.x0, o.y0, o.x1, o.y1], t))
-                .fold(0f32, f32::max);
-            if best >= 0.5 {
-                matched += 1;
-                iou_sum += best;
-            }
-        }
-    }
-    let agreement = flags_agree as f64 / n as f64;
+    let (agreement, matched, total, mean_iou) = agreement(&ours, &theirs);
     eprintln!(
-        "trailer at 1 fps: {n} frames, {with_text} with text (RapidOCR); has-text agreement {agreement:.3}; RapidOCR boxes matched (IoU >= 0.5) {matched}/{total}, mean IoU {:.3}",
-        iou_sum / matched.max(1) as f32
+        "trailer at 1 fps: {n} frames, {with_text} with text (RapidOCR); has-text agreement {agreement:.3}; RapidOCR boxes matched (IoU >= 0.5) {matched}/{total}, mean IoU {mean_iou:.3}"
     );
     assert!(with_text >= 5, "the trailer has captions");
     assert!(agreement >= 0.95, "{agreement}");
