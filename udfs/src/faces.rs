@@ -677,11 +677,9 @@ impl FaceSamples {
 /// Detects faces on the frames sampled at `fps` (every frame for 0) during a decode pass,
 /// in batches ([`Batcher`]).
 struct FaceConsumer {
-    mtcnn: Mtcnn,
     fps: f64,
     sampler: Option<SlotSampler>,
-    batcher: Option<Batcher<(FaceSample, Arc<Picture>), FaceSample>>,
-    batch: usize,
+    batcher: Batcher<(FaceSample, Arc<Picture>), FaceSample>,
     samples: Vec<FrameFaces>,
 }
 
@@ -712,43 +710,45 @@ impl FaceConsumer {
             },
             slots,
         };
-        let mtcnn = self.mtcnn.clone();
-        let batcher = self.batcher.get_or_insert_with(|| {
-            Batcher::new(
-                mtcnn.pnet.device,
-                self.batch,
-                move |items: Vec<(FaceSample, Arc<Picture>)>| {
-                    let frames: Vec<Rgb> = items
-                        .iter()
-                        .map(|(_, p)| Rgb {
-                            width: p.width,
-                            height: p.height,
-                            data: p.data.clone(),
-                        })
-                        .collect();
-                    let found = mtcnn.detect_batch(&frames)?;
-                    Ok(items
-                        .into_iter()
-                        .zip(found)
-                        .map(|((s, _), faces)| FaceSample {
-                            faces: FrameFaces {
-                                faces: faces.len(),
-                                largest: faces
-                                    .iter()
-                                    .copied()
-                                    .max_by(|a, b| a.area().total_cmp(&b.area())),
-                                ..s.faces
-                            },
-                            slots: s.slots,
-                        })
-                        .collect())
-                },
-            )
-        });
-        batcher
+        self.batcher
             .push((sample, picture))
             .map_err(|e| MediaError::Option(e.to_string()))
     }
+}
+
+/// Inference of batches of sampled frames with `mtcnn`, created with the consumer (see
+/// [`Batcher`] on the inference thread's priority).
+fn face_batcher(mtcnn: Mtcnn, batch: usize) -> Batcher<(FaceSample, Arc<Picture>), FaceSample> {
+    Batcher::new(
+        mtcnn.pnet.device,
+        batch,
+        move |items: Vec<(FaceSample, Arc<Picture>)>| {
+            let frames: Vec<Rgb> = items
+                .iter()
+                .map(|(_, p)| Rgb {
+                    width: p.width,
+                    height: p.height,
+                    data: p.data.clone(),
+                })
+                .collect();
+            let found = mtcnn.detect_batch(&frames)?;
+            Ok(items
+                .into_iter()
+                .zip(found)
+                .map(|((s, _), faces)| FaceSample {
+                    faces: FrameFaces {
+                        faces: faces.len(),
+                        largest: faces
+                            .iter()
+                            .copied()
+                            .max_by(|a, b| a.area().total_cmp(&b.area())),
+                        ..s.faces
+                    },
+                    slots: s.slots,
+                })
+                .collect())
+        },
+    )
 }
 
 impl FrameConsumer for FaceConsumer {
@@ -790,15 +790,14 @@ impl FrameConsumer for FaceConsumer {
             let slots = sampler.finish(end_ts);
             self.sample(last, slots, pictures)?;
         }
-        if let Some(batcher) = self.batcher.take() {
-            let samples = batcher
-                .finish()
-                .map_err(|e| MediaError::Option(e.to_string()))?;
-            self.samples = samples
-                .into_iter()
-                .flat_map(|s| std::iter::repeat_n(s.faces, s.slots))
-                .collect();
-        }
+        let samples = self
+            .batcher
+            .finish()
+            .map_err(|e| MediaError::Option(e.to_string()))?;
+        self.samples = samples
+            .into_iter()
+            .flat_map(|s| std::iter::repeat_n(s.faces, s.slots))
+            .collect();
         Ok(())
     }
 }
@@ -948,12 +947,11 @@ impl VideoOperator for FaceStats {
             .param("fps")
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(FACE_FPS);
+        let batch = options.frames_per_call(&mtcnn.pnet);
         Ok(Box::new(FaceConsumer {
-            batch: options.frames_per_call(&mtcnn.pnet),
-            mtcnn,
+            batcher: face_batcher(mtcnn, batch),
             fps,
             sampler: None,
-            batcher: None,
             samples: Vec::new(),
         }))
     }

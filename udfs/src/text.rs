@@ -197,14 +197,21 @@ pub fn detect_scaled(
     frame: (usize, usize),
 ) -> Result<Vec<Vec<TextBox>>, UdfError> {
     let plane = iw * ih;
+    // RapidOCR's normalisation, (v / 255 - 0.5) / 0.5, of every byte value
+    let scale: [f32; 256] = std::array::from_fn(|v| (v as f32 / 255.0 - 0.5) / 0.5);
     let mut input = vec![0f32; pictures.len() * 3 * plane];
-    for (k, picture) in pictures.iter().enumerate() {
-        let base = k * 3 * plane;
-        for (p, px) in picture.chunks_exact(3).enumerate().take(plane) {
-            // BGR, as OpenCV loads images for RapidOCR
-            for (c, &v) in [px[2], px[1], px[0]].iter().enumerate() {
-                input[base + c * plane + p] = (f32::from(v) / 255.0 - 0.5) / 0.5;
-            }
+    for (picture, tensor) in pictures.iter().zip(input.chunks_exact_mut(3 * plane)) {
+        let (b, gr) = tensor.split_at_mut(plane);
+        let (g, r) = gr.split_at_mut(plane);
+        // BGR planes, as OpenCV loads images for RapidOCR
+        for ((px, ((b, g), r)), _) in picture
+            .chunks_exact(3)
+            .zip(b.iter_mut().zip(g.iter_mut()).zip(r.iter_mut()))
+            .zip(0..plane)
+        {
+            *b = scale[usize::from(px[2])];
+            *g = scale[usize::from(px[1])];
+            *r = scale[usize::from(px[0])];
         }
     }
     let n = pictures.len() as i64;
@@ -647,16 +654,15 @@ impl TextSamples {
 const TEXT_FPS: f64 = 1.0;
 
 /// Detects text on the frames sampled at [`TEXT_FPS`] during a decode pass: each sampled
-/// frame is converted by swscale straight to the detector's input size, and inference
-/// runs in batches ([`crate::models::Batcher`]: in place on the CPU, overlapping the
-/// decoding on a GPU).
+/// frame is converted by swscale to RGB at its own size, then resized to the detector's
+/// input size as OpenCV does ([`framefusion_media::image::resize_rgb`]), and inference runs
+/// in batches on a thread of its own ([`crate::models::Batcher`]), overlapping the
+/// preparation of the next frames.
 struct TextConsumer {
-    model: Arc<LoadedModel>,
     limit: DetLimit,
     sampler: Option<SlotSampler>,
     size: Option<((usize, usize), PictureSpec)>,
-    batcher: Option<Batcher<(TextSample, Arc<Picture>), TextSample>>,
-    batch: usize,
+    batcher: Batcher<TextItem, TextSample>,
     samples: Vec<TextSample>,
 }
 
@@ -690,13 +696,11 @@ impl TextConsumer {
         let input = input_size_with(frame_size.0, frame_size.1, self.limit);
         let picture = pictures.get(frame, spec)?;
         let picture = Arc::new(Picture {
-            data: Rgb {
-                width: picture.width,
-                height: picture.height,
-                data: picture.data.clone(),
-            }
-            .resize_bilinear(input.0, input.1)
-            .data,
+            data: framefusion_media::image::resize_rgb(
+                &picture.data,
+                (picture.width, picture.height),
+                input,
+            ),
             width: input.0,
             height: input.1,
             format: PictureFormat::Rgb24,
@@ -706,31 +710,34 @@ impl TextConsumer {
             slots,
             fraction: 0.0,
         };
-        let model = Arc::clone(&self.model);
-        let batcher = self.batcher.get_or_insert_with(|| {
-            Batcher::new(
-                model.device,
-                self.batch,
-                move |items: Vec<(TextSample, Arc<Picture>)>| {
-                    let pictures: Vec<&[u8]> =
-                        items.iter().map(|(_, p)| p.data.as_slice()).collect();
-                    let size = items.first().map_or((0, 0), |(_, p)| (p.width, p.height));
-                    let boxes = detect_scaled(&model, &pictures, size, frame_size)?;
-                    Ok(items
-                        .iter()
-                        .zip(boxes)
-                        .map(|((s, _), b)| TextSample {
-                            fraction: covered_fraction(&b, frame_size.0, frame_size.1),
-                            ..*s
-                        })
-                        .collect())
-                },
-            )
-        });
-        batcher
-            .push((sample, picture))
+        self.batcher
+            .push((sample, picture, frame_size))
             .map_err(|e| MediaError::Option(e.to_string()))
     }
+}
+
+/// One sampled frame on its way to inference: the sample, the frame at the detector's
+/// input size, and the frame's own size (the boxes' coordinates).
+type TextItem = (TextSample, Arc<Picture>, (usize, usize));
+
+/// Inference of batches of [`TextItem`]s with `model`, created with the consumer (see
+/// [`Batcher`] on the inference thread's priority).
+fn text_batcher(model: Arc<LoadedModel>, batch: usize) -> Batcher<TextItem, TextSample> {
+    Batcher::new(model.device, batch, move |items: Vec<TextItem>| {
+        let pictures: Vec<&[u8]> = items.iter().map(|(_, p, _)| p.data.as_slice()).collect();
+        let (size, frame) = items
+            .first()
+            .map_or(((0, 0), (0, 0)), |(_, p, f)| ((p.width, p.height), *f));
+        let boxes = detect_scaled(&model, &pictures, size, frame)?;
+        Ok(items
+            .iter()
+            .zip(boxes)
+            .map(|((s, _, _), b)| TextSample {
+                fraction: covered_fraction(&b, frame.0, frame.1),
+                ..*s
+            })
+            .collect())
+    })
 }
 
 impl FrameConsumer for TextConsumer {
@@ -766,11 +773,10 @@ impl FrameConsumer for TextConsumer {
         if let Some(last) = last {
             self.sample(last, slots, pictures)?;
         }
-        if let Some(batcher) = self.batcher.take() {
-            self.samples = batcher
-                .finish()
-                .map_err(|e| MediaError::Option(e.to_string()))?;
-        }
+        self.samples = self
+            .batcher
+            .finish()
+            .map_err(|e| MediaError::Option(e.to_string()))?;
         Ok(())
     }
 }
@@ -838,12 +844,10 @@ impl VideoOperator for TextAreaRatio {
         let model = crate::models::model(&options.model_path(DET_MODEL), &options)?;
         let limit = DetLimit::parse(demand.param("limit").unwrap_or("min:736"))?;
         Ok(Box::new(TextConsumer {
-            batch: options.frames_per_call(&model),
-            model,
+            batcher: text_batcher(Arc::clone(&model), options.frames_per_call(&model)),
             limit,
             sampler: None,
             size: None,
-            batcher: None,
             samples: Vec::new(),
         }))
     }
