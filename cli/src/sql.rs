@@ -48,9 +48,9 @@ pub async fn run(args: SqlArgs) -> Result<(), CliError> {
         ));
     }
     // Like datafusion-cli, a query may name a file directly: SELECT * FROM 'out.parquet'.
-    let ctx = framefusion_engine::connect(args.cluster.as_deref())
-        .await?
-        .enable_url_table();
+    let ctx = framefusion_engine::stores::enable_url_tables(
+        framefusion_engine::connect(args.cluster.as_deref()).await?,
+    );
     args.catalog.attach(&ctx)?;
     run_script(&ctx, &script, args.format, args.output).await
 }

@@ -127,6 +127,20 @@ pub fn executor_function_registry() -> Result<Arc<BallistaFunctionRegistry>> {
     Ok(Arc::new(registry))
 }
 
+/// The runtime of an executor's tasks: framefusion's object stores
+/// ([`crate::stores::StoreRegistry`], with the buckets the client's session configured),
+/// spill files under `work_dir` when one is given.
+fn executor_runtime(work_dir: Option<String>) -> ballista_core::RuntimeProducer {
+    Arc::new(move |config| {
+        let mut builder = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(crate::stores::StoreRegistry::for_config(config)));
+        if let Some(dir) = &work_dir {
+            builder = builder.with_temp_file_path(dir.clone());
+        }
+        builder.build_arc()
+    })
+}
+
 /// Runs a scheduler until Ctrl-C or SIGTERM.
 pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     let config = SchedulerConfig {
@@ -181,6 +195,8 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         executor_heartbeat_interval_seconds: options.heartbeat_s.max(1),
         print_thread_info: false,
         override_function_registry: Some(executor_function_registry()?),
+        // every task's runtime resolves object stores as the client's session does
+        override_runtime_producer: Some(executor_runtime(options.work_dir.clone())),
         override_config_producer: Some(config_producer()),
         override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),

@@ -25,7 +25,44 @@ pub fn user_message(error: &DataFusionError) -> String {
         other => other.to_string(),
     };
     let text = coercion_message(&text).unwrap_or(&text);
+    let text = no_matching_signature(text)
+        .or_else(|| unknown_namespace(text))
+        .unwrap_or_else(|| without_bug_report(text));
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// DataFusion's request to report a bug, which it adds to every internal error, also
+/// those a user's input causes (a built-in function called with types it does not take).
+const BUG_REPORT: &str = "This issue was likely caused by a bug in DataFusion's code. Please help us to resolve this by filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues";
+
+/// A built-in function called with argument types none of its signatures takes: what
+/// DataFusion says about the call and its candidates, without the per-signature errors
+/// and the bug report it wraps them in.
+fn no_matching_signature(message: &str) -> Option<String> {
+    let at = message.find("No function matches the given name and argument types")?;
+    Some(message[at..].replace(BUG_REPORT, ""))
+}
+
+/// An option whose namespace no table type knows (`OPTIONS ('gcp.x' ...)`).
+fn unknown_namespace(message: &str) -> Option<String> {
+    let (_, rest) = message.split_once("Could not find config namespace \"")?;
+    let namespace = rest.split('"').next()?;
+    Some(format!(
+        "unknown option namespace '{namespace}': table and COPY options are format.* (the file format's, for example 'format.compression'), aws.* (an s3:// location's object store) and, for VIDEO tables, 'extensions'"
+    ))
+}
+
+/// `message` without DataFusion's bug report; what is left of an internal error is
+/// marked as framefusion's own.
+fn without_bug_report(message: &str) -> String {
+    if !message.contains(BUG_REPORT) && !message.starts_with("Internal error") {
+        return message.to_owned();
+    }
+    let text = message.replace(BUG_REPORT, "");
+    let text = text.trim_start_matches("Internal error: ").trim();
+    format!(
+        "the query failed inside the engine: {text} (check the statement's argument types; if it is right, please report it to framefusion)"
+    )
 }
 
 /// The operator's own message inside DataFusion's report of a failed argument check

@@ -75,6 +75,9 @@ impl SessionContextExt for SessionContext {
                 LogicalPlanBuilder::empty(false).build()?,
             ));
         }
+        // the stores of a table's or COPY's aws.* options, for this session and the
+        // processes of its cluster
+        crate::stores::register_plan_stores(self, &plan)?;
         self.execute_logical_plan(plan).await
     }
 

@@ -14,6 +14,8 @@
 //!   several statements, registering a corpus in one call.
 //! - [`manifest`]: Parquet manifests of curation runs that resume where a killed run
 //!   stopped.
+//! - [`stores`]: the object stores of every table kind (`s3://` from `aws.*` options or
+//!   the environment).
 //! - [`error`]: one-line, user-facing messages for any engine error.
 
 pub mod catalog;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod ext;
 pub mod manifest;
 pub mod session;
+pub mod stores;
 
 pub use error::user_message;
 pub use ext::{DataFrameExt, SessionContextExt};

@@ -36,6 +36,7 @@ fn framefusion_defaults(config: SessionConfig) -> SessionConfig {
         .with_round_robin_repartition(false)
         .with_option_extension(VideoOptions::default())
         .with_option_extension(OnnxOptions::default())
+        .with_option_extension(crate::stores::StoreSettings::default())
 }
 
 /// The session configuration of cluster sessions (client, scheduler and executors alike):
@@ -48,13 +49,16 @@ pub fn ballista_session_config() -> SessionConfig {
 
 /// A session state with framefusion's table types and functions, over `config`.
 pub fn session_state(config: SessionConfig) -> Result<SessionState> {
+    let runtime = crate::stores::runtime(&config)?;
     let mut state = SessionStateBuilder::new()
         .with_default_features()
         .with_config(config)
+        .with_runtime_env(runtime)
         .with_table_factory(VIDEO_FILE_TYPE.to_owned(), Arc::new(VideoTableFactory))
         .with_function_factory(Some(Arc::new(OnnxFunctionFactory)))
         .with_optimizer_rule(Arc::new(VideoPassRule))
         .build();
+    crate::stores::install(&mut state);
     framefusion_udfs::register_all(&mut state)?;
     state.register_udtf("frames", Arc::new(FramesFunction));
     Ok(state)
@@ -63,10 +67,13 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
 /// The scheduler's session state: Ballista's default one plus framefusion's functions
 /// (the scheduler plans the physical plan, so it must resolve every UDF by name).
 pub fn scheduler_session_state(config: SessionConfig) -> Result<SessionState> {
+    let runtime = crate::stores::runtime(&config)?;
     let state = ballista_core::utils::default_session_builder(config)?;
     let mut state = SessionStateBuilder::new_from_existing(state)
+        .with_runtime_env(runtime)
         .with_optimizer_rule(Arc::new(VideoPassRule))
         .build();
+    crate::stores::install(&mut state);
     framefusion_udfs::register_all(&mut state)?;
     Ok(state)
 }

@@ -39,6 +39,27 @@ impl TestCluster {
         executor_timeout_s: u64,
         executor_env: &[(&str, &str)],
     ) -> Self {
+        Self::launch(executors, slots, executor_timeout_s, &[], executor_env).await
+    }
+
+    /// [`TestCluster::start`], with extra environment variables for every process (the
+    /// scheduler plans scans, so it reads object stores too).
+    pub async fn start_with_env_everywhere(
+        executors: usize,
+        slots: usize,
+        executor_timeout_s: u64,
+        env: &[(&str, &str)],
+    ) -> Self {
+        Self::launch(executors, slots, executor_timeout_s, env, env).await
+    }
+
+    async fn launch(
+        executors: usize,
+        slots: usize,
+        executor_timeout_s: u64,
+        scheduler_env: &[(&str, &str)],
+        executor_env: &[(&str, &str)],
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let port = free_port();
         let log_dir = dir.path().to_path_buf();
@@ -50,6 +71,7 @@ impl TestCluster {
         let scheduler = Command::new(framefusion_bin())
             .args(["scheduler", "--bind", &format!("127.0.0.1:{port}")])
             .args(["--executor-timeout", &executor_timeout_s.to_string()])
+            .envs(scheduler_env.iter().copied())
             .env(
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),

@@ -30,9 +30,15 @@ impl FlightServer {
     /// Starts `framefusion serve` allowed to use `root`, with `extra` arguments, and waits
     /// for its "listening" line.
     pub fn start(root: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(root, extra, &[])
+    }
+
+    /// [`FlightServer::start`] with extra environment variables (object-store credentials).
+    pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let catalog = dir.path().join("catalog.json");
         let mut child = Command::new(framefusion_bin())
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .args(["serve", "--bind", "127.0.0.1:0"])
             .args(["--user", &format!("{}:{}", USER.0, USER.1)])
             .args(["--token", STATIC_TOKEN])

@@ -69,10 +69,24 @@ pub fn framefusion_command() -> Command {
 
 /// Runs `framefusion` with `args` (and its own catalog, see [`framefusion_command`]).
 pub fn run_framefusion(args: &[&str]) -> Output {
-    framefusion_command()
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display()))
+    no_bug_report(
+        framefusion_command()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display())),
+    )
+}
+
+/// `out`, after checking that the CLI did not print DataFusion's request to report a bug
+/// (every CLI run of the test helpers is checked: no user mistake may read as a bug in
+/// DataFusion).
+pub fn no_bug_report(out: Output) -> Output {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("bug in DataFusion") && !stderr.contains("Internal error"),
+        "the CLI printed an internal error: {stderr}"
+    );
+    out
 }
 
 /// `ffprobe -show_format -show_streams` of `path` as JSON, or `None` when ffprobe
@@ -198,11 +212,13 @@ pub fn sql_with_catalog(catalog: &Path, env: &[(&str, String)], statements: &str
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.args(["sql", "--catalog"])
-        .arg(catalog)
-        .args([statements, "--format", "json"])
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display()))
+    no_bug_report(
+        cmd.args(["sql", "--catalog"])
+            .arg(catalog)
+            .args([statements, "--format", "json"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display())),
+    )
 }
 
 /// The JSON rows of a successful `framefusion` run (panics with its stderr otherwise).

@@ -210,3 +210,60 @@ async fn wrong_argument_types_are_one_line_planning_errors() {
         assert!(!message.contains("Internal error"), "{sql}: {message}");
     }
 }
+
+/// User mistakes through the CLI: each is one line that names the input and what to do,
+/// and none reads as DataFusion's "Internal error ... please file a bug" (the helper that
+/// runs the CLI fails on that in every test).
+#[test]
+fn cli_errors_are_one_line_and_never_a_datafusion_bug() {
+    let cases: [(&str, &[&str]); 9] = [
+        ("SELEC 1", &["syntax error"]),
+        (
+            "SELECT * FROM nope",
+            &["'datafusion.public.nope' not found"],
+        ),
+        (
+            "SELECT range(CAST(1.5 AS DECIMAL(10,2)))",
+            &[
+                "range(Decimal128(10, 2))",
+                "Candidate functions: range(Int64)",
+            ],
+        ),
+        (
+            "SELECT substr(1, 2, 3, 4, 5)",
+            &[
+                "substr(Int64, Int64, Int64, Int64, Int64)",
+                "Candidate functions",
+            ],
+        ),
+        (
+            "SELECT detect_shots(1)",
+            &["detect_shots(path VARCHAR [, options VARCHAR]): path must be a path or URI"],
+        ),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp' OPTIONS ('gcp.x' 'y')",
+            &["unknown option namespace 'gcp'", "aws.*"],
+        ),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'hdfs://cluster/x/'",
+            &["no object store serves 'hdfs://cluster/x/'", "s3://"],
+        ),
+        (
+            "COPY (SELECT 1 AS a) TO 'gs://bucket/x.parquet'",
+            &["no object store serves 'gs://bucket/", "s3://"],
+        ),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp' OPTIONS ('aws.region' 'x')",
+            &["aws.* options apply to s3:// locations", "'/tmp'"],
+        ),
+    ];
+    for (sql, expected) in cases {
+        let out = framefusion_tests::run_framefusion(&["sql", sql]);
+        assert!(!out.status.success(), "{sql}");
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        assert_eq!(stderr.lines().count(), 1, "{sql}: {stderr}");
+        for part in expected {
+            assert!(stderr.contains(part), "{sql}: {stderr}");
+        }
+    }
+}

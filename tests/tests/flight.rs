@@ -462,6 +462,47 @@ async fn locations_outside_the_allowed_roots_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_locations_outside_the_allowed_roots_are_refused() {
+    let s3 = framefusion_tests::s3::S3Server::start();
+    s3.create_bucket("corpus");
+    assert_eq!(s3.upload_dir("corpus", "ok/raw/", &corpus_dir()).await, 6);
+    assert_eq!(s3.upload_dir("corpus", "private/", &corpus_dir()).await, 6);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server =
+        FlightServer::start_with_env(work.path(), &["--allow-root", "s3://corpus/ok/"], &s3.env());
+    let mut client = server.client().await;
+    let denied = [
+        "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION 's3://corpus/private/'",
+        "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION 's3://corpus/okay/'",
+        "COPY (SELECT 1 AS x) TO 's3://corpus/private/x.parquet' STORED AS PARQUET",
+        "COPY (SELECT 1 AS x) TO 's3://other/x.csv' STORED AS CSV",
+    ];
+    for sql in denied {
+        let err = run(&mut client, sql).await.err();
+        assert_eq!(
+            err.as_ref().map(tonic::Status::code),
+            Some(Code::PermissionDenied),
+            "{sql}: {err:?}"
+        );
+    }
+    // inside the root: COPY a table of the videos to Parquet, read it back as a table
+    let copied = text(
+        &mut client,
+        "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION 's3://corpus/ok/raw/';
+         COPY (SELECT path, width FROM raw) TO 's3://corpus/ok/out/' STORED AS PARQUET",
+    )
+    .await;
+    assert!(copied.contains("| 6 "), "{copied}");
+    let rows = text(
+        &mut client,
+        "CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 's3://corpus/ok/out/';
+         SELECT count(*) AS n, max(width) AS w FROM out",
+    )
+    .await;
+    assert!(rows.contains("| 6 | 1920 |"), "{rows}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_are_per_session_and_tables_are_shared() {
     let corpus = corpus_dir();
     let server = FlightServer::start(&corpus, &[]);

@@ -19,4 +19,5 @@ mod shots;
 mod signals;
 mod slt;
 mod speech;
+mod tables_in_s3;
 mod text;

@@ -1,0 +1,534 @@
+//! Object stores for every table kind: one registry per session that serves `s3://`
+//! locations (AWS and S3-compatible stores: MinIO, OSS, Ceph, ...) to Parquet, CSV,
+//! JSON and Arrow tables, URL tables (`SELECT * FROM 's3://bucket/run-42/'`), `COPY ...
+//! TO 's3://...'` and manifests, with the settings the `VIDEO` tables use:
+//!
+//! 1. a table's (or a `COPY`'s) `aws.*` options, registered for its bucket when the
+//!    table is created or the `COPY` planned: `OPTIONS ('aws.endpoint' 'http://...',
+//!    'aws.access_key_id' '...', ...)`; every key of `object_store`'s S3 client is
+//!    accepted after `aws.` ([`framefusion_media::storage`]);
+//! 2. otherwise the process's `AWS_*` environment, read when a bucket is first used.
+//!
+//! The options of the last table or `COPY` that named a bucket serve every later use of
+//! that bucket in the session (as in datafusion-cli). A location no store serves is
+//! refused with a message that names it and the schemes framefusion reads.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::catalog::{
+    DynamicFileCatalog, Session, TableProvider, TableProviderFactory, UrlTableFactory,
+};
+use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
+use datafusion::execution::session_state::SessionState;
+use datafusion::logical_expr::CreateExternalTable;
+use datafusion::prelude::SessionContext;
+use framefusion_media::storage::{OPTION_PREFIX, S3Location, StorageOptions, s3_store};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use url::Url;
+
+/// The session's object-store registry: the local file system, stores registered by
+/// tables with `aws.*` options, and `s3://` buckets resolved from the environment on
+/// first use.
+#[derive(Debug, Default)]
+pub struct StoreRegistry {
+    known: DefaultObjectStoreRegistry,
+}
+
+/// The methods of [`ExtensionOptions`] that every `Clone` extension writes the same way.
+macro_rules! clone_extension_methods {
+    () => {
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+
+        fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
+            self
+        }
+
+        fn cloned(&self) -> Box<dyn ExtensionOptions> {
+            Box::new(self.clone())
+        }
+    };
+}
+
+/// The `aws.*` options of the buckets a session's tables and `COPY`s named, in the
+/// session's configuration (`framefusion_stores.BUCKET` = the options as JSON), so that
+/// on a cluster they travel with every query to the scheduler and the executors, whose
+/// registries serve those buckets with them ([`StoreRegistry::for_config`]).
+#[derive(Debug, Clone, Default)]
+pub struct StoreSettings {
+    buckets: std::collections::BTreeMap<String, StorageOptions>,
+}
+
+impl StoreSettings {
+    /// Records `options` for `bucket`.
+    pub fn insert(&mut self, bucket: &str, options: StorageOptions) {
+        self.buckets.insert(bucket.to_owned(), options);
+    }
+}
+
+impl ConfigExtension for StoreSettings {
+    const PREFIX: &'static str = "framefusion_stores";
+}
+
+impl ExtensionOptions for StoreSettings {
+    clone_extension_methods!();
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let options: StorageOptions = serde_json::from_str(value).map_err(|e| {
+            DataFusionError::Configuration(format!(
+                "framefusion_stores.{key} must be a JSON object of aws.* options: {e}"
+            ))
+        })?;
+        self.buckets.insert(key.to_owned(), options);
+        Ok(())
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.buckets
+            .iter()
+            .map(|(bucket, options)| ConfigEntry {
+                key: format!("{}.{bucket}", Self::PREFIX),
+                value: serde_json::to_string(options).ok(),
+                description: "the aws.* options of a bucket the session's tables named",
+            })
+            .collect()
+    }
+}
+
+impl StoreRegistry {
+    /// A registry with the local file system and nothing else yet.
+    pub fn new() -> Self {
+        let registry = Self::default();
+        if let Ok(url) = Url::parse("file://") {
+            registry.register_store(&url, Arc::new(object_store::local::LocalFileSystem::new()));
+        }
+        registry
+    }
+
+    /// A registry that serves the buckets recorded in `config`'s [`StoreSettings`] with
+    /// their options (an executor's or the scheduler's, for a client's query).
+    pub fn for_config(config: &datafusion::prelude::SessionConfig) -> Self {
+        let registry = Self::new();
+        if let Some(settings) = config.options().extensions.get::<StoreSettings>() {
+            for (bucket, options) in &settings.buckets {
+                let store = Url::parse(&format!("s3://{bucket}/"))
+                    .ok()
+                    .and_then(|url| Some((bucket_store(&url, options).ok()?, url)));
+                match store {
+                    Some((store, url)) => {
+                        registry.register_store(&url, store);
+                    }
+                    None => log::warn!("cannot configure the store of bucket '{bucket}'"),
+                }
+            }
+        }
+        registry
+    }
+}
+
+/// A store whose listings leave out what is not data: objects with a path segment, below
+/// the listed prefix, that starts with `_` or `.` (a manifest's `_SUCCESS`, `_tmp/` and
+/// `_framefusion/`, Spark's and Hive's markers, hidden files), as Spark and Hive read
+/// folders. Without it a Parquet table over a manifest folder read `_SUCCESS` as a
+/// Parquet file ("Corrupt footer"). Reads, writes and deletes pass through unchanged.
+#[derive(Debug)]
+struct DataOnly(Arc<dyn ObjectStore>);
+
+impl std::fmt::Display for DataOnly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataOnly({})", self.0)
+    }
+}
+
+/// Whether `object` is data under `prefix` (see [`DataOnly`]).
+fn is_data_below(
+    prefix: Option<&object_store::path::Path>,
+    object: &object_store::path::Path,
+) -> bool {
+    let skip = prefix.map_or(0, |p| p.parts().count());
+    object
+        .parts()
+        .skip(skip)
+        .all(|part| !part.as_ref().starts_with(['_', '.']))
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for DataOnly {
+    async fn put_opts(
+        &self,
+        location: &object_store::path::Path,
+        payload: object_store::PutPayload,
+        opts: object_store::PutOptions,
+    ) -> object_store::Result<object_store::PutResult> {
+        self.0.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &object_store::path::Path,
+        opts: object_store::PutMultipartOptions,
+    ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+        self.0.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &object_store::path::Path,
+        options: object_store::GetOptions,
+    ) -> object_store::Result<object_store::GetResult> {
+        self.0.get_opts(location, options).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: futures::stream::BoxStream<
+            'static,
+            object_store::Result<object_store::path::Path>,
+        >,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+        self.0.delete_stream(locations)
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+        let under = prefix.cloned();
+        Box::pin(self.0.list(prefix).try_filter(move |meta| {
+            std::future::ready(is_data_below(under.as_ref(), &meta.location))
+        }))
+    }
+
+    async fn list_with_delimiter(
+        &self,
+        prefix: Option<&object_store::path::Path>,
+    ) -> object_store::Result<object_store::ListResult> {
+        let mut listed = self.0.list_with_delimiter(prefix).await?;
+        listed
+            .objects
+            .retain(|o| is_data_below(prefix, &o.location));
+        listed.common_prefixes.retain(|p| is_data_below(prefix, p));
+        Ok(listed)
+    }
+
+    async fn copy_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::CopyOptions,
+    ) -> object_store::Result<()> {
+        self.0.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(
+        &self,
+        from: &object_store::path::Path,
+        to: &object_store::path::Path,
+        options: object_store::RenameOptions,
+    ) -> object_store::Result<()> {
+        self.0.rename_opts(from, to, options).await
+    }
+}
+
+impl ObjectStoreRegistry for StoreRegistry {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.known.register_store(url, Arc::new(DataOnly(store)))
+    }
+
+    fn deregister_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        self.known.deregister_store(url)
+    }
+
+    fn get_store(&self, url: &Url) -> Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.known.get_store(url) {
+            return Ok(store);
+        }
+        match url.scheme() {
+            "s3" | "s3a" => {
+                let store: Arc<dyn ObjectStore> =
+                    Arc::new(DataOnly(bucket_store(url, &StorageOptions::default())?));
+                self.known.register_store(url, Arc::clone(&store));
+                Ok(store)
+            }
+            scheme => Err(DataFusionError::Configuration(format!(
+                "no object store serves '{url}' (scheme '{scheme}'); framefusion reads local paths and s3:// locations (AWS or S3-compatible, with aws.* options or the AWS_* environment)"
+            ))),
+        }
+    }
+}
+
+/// The S3 store of the bucket of `url` with `options` over the environment's settings.
+fn bucket_store(url: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
+    let location = S3Location::parse(url.as_str()).map_err(external)?;
+    let store = s3_store(&location.bucket, options).map_err(external)?;
+    Ok(store)
+}
+
+fn external(e: framefusion_media::MediaError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// Registers the store of `location` with the `aws.*` keys among `options` (other keys are
+/// left alone) in `runtime`, when `location` is an `s3://` URL and such options are given,
+/// and returns the bucket and its options. Without options the registry resolves the
+/// bucket from the environment when it is first used.
+pub fn register_location(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    location: &str,
+    options: &HashMap<String, String>,
+) -> Result<Option<(String, StorageOptions)>> {
+    let mut storage = StorageOptions::default();
+    for (key, value) in options {
+        if StorageOptions::is_storage_key(key) {
+            storage.insert(key, value).map_err(external)?;
+        }
+    }
+    if storage.is_empty() {
+        return Ok(None);
+    }
+    let url = Url::parse(location)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "s3" | "s3a"));
+    let Some(url) = url else {
+        return Err(DataFusionError::Configuration(format!(
+            "aws.* options apply to s3:// locations; '{location}' is not one (drop the options or use an s3:// location)"
+        )));
+    };
+    runtime.register_object_store(&url, bucket_store(&url, &storage)?);
+    Ok(url.host_str().map(|bucket| (bucket.to_owned(), storage)))
+}
+
+/// The `aws` namespace of table options: `OPTIONS ('aws.endpoint' '...')` on a Parquet,
+/// CSV, JSON or Arrow table or a `COPY` is accepted and checked here (an unknown key is
+/// refused with the keys that exist), and used by [`register_location`].
+#[derive(Debug, Clone, Default)]
+pub struct AwsOptions {
+    options: StorageOptions,
+}
+
+impl ConfigExtension for AwsOptions {
+    const PREFIX: &'static str = "aws";
+}
+
+impl ExtensionOptions for AwsOptions {
+    clone_extension_methods!();
+
+    fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let key = key.strip_prefix(OPTION_PREFIX).unwrap_or(key);
+        self.options
+            .insert(&format!("{OPTION_PREFIX}{key}"), value)
+            .map_err(external)
+    }
+
+    fn entries(&self) -> Vec<ConfigEntry> {
+        self.options
+            .iter()
+            .map(|(key, value)| ConfigEntry {
+                key: key.to_owned(),
+                value: Some(value.to_owned()),
+                description: "an object-store option of this table",
+            })
+            .collect()
+    }
+}
+
+/// A file-format table factory (Parquet, CSV, JSON, Arrow, ...) that first registers the
+/// store of the table's location with the table's `aws.*` options.
+#[derive(Debug)]
+pub struct StoreAwareFactory {
+    inner: Arc<dyn TableProviderFactory>,
+}
+
+impl StoreAwareFactory {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn TableProviderFactory>) -> Self {
+        Self { inner }
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProviderFactory for StoreAwareFactory {
+    async fn create(
+        &self,
+        state: &dyn Session,
+        cmd: &CreateExternalTable,
+    ) -> Result<Arc<dyn TableProvider>> {
+        for location in &cmd.locations {
+            register_location(state.runtime_env(), location, &cmd.options)?;
+        }
+        self.inner.create(state, cmd).await
+    }
+}
+
+/// A runtime whose object-store registry is a [`StoreRegistry`] for `config`.
+pub fn runtime(
+    config: &datafusion::prelude::SessionConfig,
+) -> Result<Arc<datafusion::execution::runtime_env::RuntimeEnv>> {
+    datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(StoreRegistry::for_config(config)))
+        .build_arc()
+}
+
+/// Registers the stores of a `CREATE EXTERNAL TABLE` or `COPY` plan's `aws.*` options in
+/// `ctx` and records them in its [`StoreSettings`] (for a cluster's processes).
+pub fn register_plan_stores(
+    ctx: &SessionContext,
+    plan: &datafusion::logical_expr::LogicalPlan,
+) -> Result<()> {
+    use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+    let (locations, options): (Vec<&String>, _) = match plan {
+        LogicalPlan::Copy(copy) => (vec![&copy.output_url], &copy.options),
+        LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))
+            if cmd.file_type != framefusion_catalogs::video::VIDEO_FILE_TYPE =>
+        {
+            (cmd.locations.iter().collect(), &cmd.options)
+        }
+        _ => return Ok(()),
+    };
+    for location in locations {
+        if let Some((bucket, storage)) =
+            register_location(ctx.runtime_env().as_ref(), location, options)?
+        {
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            if let Some(settings) = state
+                .config_mut()
+                .options_mut()
+                .extensions
+                .get_mut::<StoreSettings>()
+            {
+                settings.insert(&bucket, storage);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives every table factory of `state` but `VIDEO` (which reads its own options) the
+/// stores of its tables' `aws.*` options, and adds the `aws` namespace of table options.
+pub fn install(state: &mut datafusion::execution::session_state::SessionState) {
+    for (name, factory) in state.table_factories_mut().iter_mut() {
+        if name != framefusion_catalogs::video::VIDEO_FILE_TYPE {
+            *factory = Arc::new(StoreAwareFactory::new(Arc::clone(factory)));
+        }
+    }
+    state.register_table_options_extension(AwsOptions::default());
+}
+
+/// The current state of a session, read when a URL table is resolved.
+type StateSource = Box<dyn Fn() -> Option<SessionState> + Send + Sync>;
+
+/// URL tables (`SELECT * FROM 's3://corpus/manifests/run-42/'`, `FROM 'out.parquet'`):
+/// a file, or a folder whose files share a format, read as a table of that format.
+/// A folder's marker files and work in progress (names starting with `_` or `.`, such as
+/// a manifest's `_SUCCESS` and `_tmp/`) are not data (the registry's stores leave them
+/// out of listings), so a manifest folder reads as its published parts, also while its
+/// run goes on. Unlike DataFusion's own URL tables, a location whose store refuses it (no
+/// such bucket, no credentials) says so instead of "table not found".
+#[derive(Default)]
+pub struct UrlTables {
+    state: std::sync::OnceLock<StateSource>,
+}
+
+impl std::fmt::Debug for UrlTables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UrlTables")
+    }
+}
+
+#[async_trait::async_trait]
+impl UrlTableFactory for UrlTables {
+    async fn try_new(&self, url: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Ok(table_url) = ListingTableUrl::parse(url) else {
+            return Ok(None);
+        };
+        let Some(state) = self.state.get().and_then(|state| state()) else {
+            return Ok(None);
+        };
+        let remote = table_url.scheme() != "file";
+        let store = match state.runtime_env().object_store(&table_url) {
+            Ok(store) => store,
+            Err(e) if remote => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let listed = table_url.list_all_files(&state, store.as_ref(), "").await;
+        let first = match listed {
+            Ok(mut files) => files.try_next().await,
+            Err(e) => Err(e),
+        };
+        let file = match first {
+            Ok(Some(file)) => file,
+            Ok(None) if remote => {
+                return Err(DataFusionError::Plan(format!(
+                    "'{url}' holds no data files (a manifest whose run has not published a part yet, or a wrong prefix)"
+                )));
+            }
+            Ok(None) => return Ok(None),
+            Err(DataFusionError::ObjectStore(e)) if remote => {
+                return Err(DataFusionError::External(Box::new(
+                    framefusion_media::storage::storage_error(url, &e),
+                )));
+            }
+            Err(e) if remote => return Err(e),
+            Err(_) => return Ok(None),
+        };
+        let (extension, compression) =
+            ListingTableConfig::infer_file_extension_and_compression_type(file.location.as_ref())?;
+        let mut format_options = HashMap::new();
+        if let Some(compression) = &compression {
+            format_options.insert("format.compression".to_owned(), compression.clone());
+        }
+        let format = state
+            .get_file_format_factory(&extension)
+            .ok_or_else(|| {
+                DataFusionError::Plan(format!(
+                    "cannot read '{url}': no table format reads '.{extension}' files (Parquet, CSV, JSON, Arrow and Avro do)"
+                ))
+            })?
+            .create(&state, &format_options)?;
+        let listing_extension = match compression {
+            Some(compression) => format!("{extension}.{compression}"),
+            None => extension,
+        };
+        let config = ListingTableConfig::new(table_url.clone())
+            .with_listing_options(
+                ListingOptions::new(format).with_file_extension(listing_extension),
+            )
+            .infer_schema(&state)
+            .await?;
+        Ok(Some(Arc::new(ListingTable::try_new(config)?)))
+    }
+}
+
+/// `ctx` with URL tables ([`UrlTables`]) over its catalogs.
+pub fn enable_url_tables(ctx: SessionContext) -> SessionContext {
+    let catalogs = Arc::clone(ctx.state().catalog_list());
+    let factory = Arc::new(UrlTables::default());
+    let session_id = ctx.session_id();
+    let ctx: SessionContext = ctx
+        .into_state_builder()
+        .with_session_id(session_id)
+        .with_catalog_list(Arc::new(DynamicFileCatalog::new(
+            catalogs,
+            Arc::clone(&factory) as Arc<dyn UrlTableFactory>,
+        )))
+        .build()
+        .into();
+    let weak = ctx.state_weak_ref();
+    let _ = factory
+        .state
+        .set(Box::new(move || weak.upgrade().map(|s| s.read().clone())));
+    ctx
+}
