@@ -276,6 +276,17 @@ fn bucket_store(url: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectSto
     Ok(store)
 }
 
+/// `error`, or when the object store failed on `location`, one line that names the
+/// location and what to do (no such bucket, access denied, unreachable endpoint).
+fn store_failure(location: &str, error: DataFusionError) -> DataFusionError {
+    match error.find_root() {
+        DataFusionError::ObjectStore(e) => {
+            external(framefusion_media::storage::storage_error(location, e))
+        }
+        _ => error,
+    }
+}
+
 fn external(e: framefusion_media::MediaError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
@@ -368,7 +379,10 @@ impl TableProviderFactory for StoreAwareFactory {
         for location in &cmd.locations {
             register_location(state.runtime_env(), location, &cmd.options)?;
         }
-        self.inner.create(state, cmd).await
+        self.inner
+            .create(state, cmd)
+            .await
+            .map_err(|e| store_failure(&cmd.locations.join(", "), e))
     }
 }
 
@@ -476,12 +490,7 @@ impl UrlTableFactory for UrlTables {
                 )));
             }
             Ok(None) => return Ok(None),
-            Err(DataFusionError::ObjectStore(e)) if remote => {
-                return Err(DataFusionError::External(Box::new(
-                    framefusion_media::storage::storage_error(url, &e),
-                )));
-            }
-            Err(e) if remote => return Err(e),
+            Err(e) if remote => return Err(store_failure(url, e)),
             Err(_) => return Ok(None),
         };
         let (extension, compression) =

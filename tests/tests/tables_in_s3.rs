@@ -209,6 +209,11 @@ async fn missing_stores_and_buckets_name_the_location() {
         err.contains("s3://no-such-bucket/run-1/") && err.contains("no such bucket"),
         "{err}"
     );
+    let err = fail("CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://no-such-bucket/m/'");
+    assert!(
+        err.contains("s3://no-such-bucket/m/") && err.contains("no such bucket"),
+        "{err}"
+    );
     let err = fail(
         "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 's3://corpus/x/' OPTIONS ('aws.endpoit' 'http://127.0.0.1:1')",
     );
