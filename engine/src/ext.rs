@@ -34,7 +34,8 @@ pub trait SessionContextExt {
     /// Runs a planned statement, as [`SessionContextExt::execute_statement`] does.
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<DataFrame>;
 
-    /// Runs every statement of a script in order and returns the result of the last one.
+    /// Runs every statement of a script in order, each before the last to its end, and
+    /// returns the (lazy) result of the last one.
     async fn run_script(&self, sql: &str) -> Result<DataFrame>;
 
     /// Registers a `VIDEO` table `name` over `location`
@@ -82,11 +83,16 @@ impl SessionContextExt for SessionContext {
     }
 
     async fn run_script(&self, sql: &str) -> Result<DataFrame> {
-        let mut last = None;
-        for statement in self.parse_script(sql)? {
-            last = Some(self.execute_statement(statement).await?);
+        let mut statements = self.parse_script(sql)?;
+        let last = statements
+            .pop_back()
+            .ok_or_else(|| DataFusionError::Plan("no SQL statement given".to_owned()))?;
+        // every statement before the last runs to its end (a COPY or INSERT in the middle
+        // of a script writes; a query's rows are dropped)
+        for statement in statements {
+            self.execute_statement(statement).await?.collect().await?;
         }
-        last.ok_or_else(|| DataFusionError::Plan("no SQL statement given".to_owned()))
+        self.execute_statement(last).await
     }
 
     async fn register_videos(&self, name: &str, location: &str) -> Result<()> {
@@ -193,5 +199,28 @@ impl DataFrameExt for DataFrame {
     async fn write_manifest(self, options: &ManifestOptions) -> Result<RunSummary> {
         let (state, plan) = self.into_parts();
         crate::manifest::write_manifest(state, plan, options).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_copy_before_the_last_statement_writes() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let out = dir.path().join("x.csv");
+        let ctx = crate::new_context()?;
+        let rows = ctx
+            .run_script(&format!(
+                "COPY (SELECT 1 AS a) TO '{}' STORED AS CSV; SELECT 2 AS b",
+                out.display()
+            ))
+            .await?
+            .collect()
+            .await?;
+        assert_eq!(rows.iter().map(|b| b.num_rows()).sum::<usize>(), 1);
+        assert_eq!(std::fs::read_to_string(&out)?, "a\n1\n");
+        Ok(())
     }
 }

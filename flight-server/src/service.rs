@@ -308,6 +308,10 @@ impl FrameFusionFlightSql {
             let df = ctx.execute_plan(plan).await.map_err(|e| status(&e))?;
             if i + 1 == count {
                 last = Some(df);
+            } else {
+                // a COPY or INSERT before the last statement writes now; a query's rows
+                // are dropped
+                df.collect().await.map_err(|e| status(&e))?;
             }
         }
         let df = last.ok_or_else(|| Status::invalid_argument("no SQL statement given"))?;

@@ -486,16 +486,12 @@ async fn s3_locations_outside_the_allowed_roots_are_refused() {
         );
     }
     // inside the root: COPY a table of the videos to Parquet, read it back as a table
-    let copied = text(
-        &mut client,
-        "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION 's3://corpus/ok/raw/';
-         COPY (SELECT path, width FROM raw) TO 's3://corpus/ok/out/' STORED AS PARQUET",
-    )
-    .await;
-    assert!(copied.contains("| 6 "), "{copied}");
+    // (the COPY is not the script's last statement: it runs all the same)
     let rows = text(
         &mut client,
-        "CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 's3://corpus/ok/out/';
+        "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION 's3://corpus/ok/raw/';
+         COPY (SELECT path, width FROM raw) TO 's3://corpus/ok/out/' STORED AS PARQUET;
+         CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 's3://corpus/ok/out/';
          SELECT count(*) AS n, max(width) AS w FROM out",
     )
     .await;
