@@ -21,7 +21,7 @@ use datafusion::catalog::{
 };
 use datafusion::common::config::{ConfigEntry, ConfigExtension, ExtensionOptions};
 use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+    ListingTable, ListingTableConfig, ListingTableConfigExt, ListingTableUrl,
 };
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStoreRegistry};
@@ -291,15 +291,14 @@ fn external(e: framefusion_media::MediaError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// Registers the store of `location` with the `aws.*` keys among `options` (other keys are
-/// left alone) in `runtime`, when `location` is an `s3://` URL and such options are given,
-/// and returns the bucket and its options. Without options the registry resolves the
-/// bucket from the environment when it is first used.
-pub fn register_location(
-    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+/// The `s3://` URL of `location` and the `aws.*` keys among `options` (other keys are left
+/// alone), when such options are given; `aws.*` options on another location are refused.
+/// Without options the registry resolves the bucket from the environment when it is first
+/// used.
+fn location_storage(
     location: &str,
     options: &HashMap<String, String>,
-) -> Result<Option<(String, StorageOptions)>> {
+) -> Result<Option<(Url, StorageOptions)>> {
     let mut storage = StorageOptions::default();
     for (key, value) in options {
         if StorageOptions::is_storage_key(key) {
@@ -317,8 +316,20 @@ pub fn register_location(
             "aws.* options apply to s3:// locations; '{location}' is not one (drop the options or use an s3:// location)"
         )));
     };
-    runtime.register_object_store(&url, bucket_store(&url, &storage)?);
-    Ok(url.host_str().map(|bucket| (bucket.to_owned(), storage)))
+    Ok(Some((url, storage)))
+}
+
+/// Registers the store of `location` with the `aws.*` keys among `options` in `runtime`
+/// (see [`location_storage`]).
+pub fn register_location(
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    location: &str,
+    options: &HashMap<String, String>,
+) -> Result<()> {
+    if let Some((url, storage)) = location_storage(location, options)? {
+        runtime.register_object_store(&url, bucket_store(&url, &storage)?);
+    }
+    Ok(())
 }
 
 /// The `aws` namespace of table options: `OPTIONS ('aws.endpoint' '...')` on a Parquet,
@@ -395,36 +406,43 @@ pub fn runtime(
         .build_arc()
 }
 
-/// Registers the stores of a `CREATE EXTERNAL TABLE` or `COPY` plan's `aws.*` options in
-/// `ctx` and records them in its [`StoreSettings`] (for a cluster's processes).
+/// Records the buckets of a `CREATE EXTERNAL TABLE` or `COPY` plan's `aws.*` options in
+/// `ctx`'s [`StoreSettings`] (for a cluster's processes), and registers a `COPY`'s store
+/// (a table's is registered by its factory, [`StoreAwareFactory`]).
 pub fn register_plan_stores(
     ctx: &SessionContext,
     plan: &datafusion::logical_expr::LogicalPlan,
 ) -> Result<()> {
     use datafusion::logical_expr::{DdlStatement, LogicalPlan};
-    let (locations, options): (Vec<&String>, _) = match plan {
-        LogicalPlan::Copy(copy) => (vec![&copy.output_url], &copy.options),
+    let (locations, options, copy): (Vec<&String>, _, _) = match plan {
+        LogicalPlan::Copy(copy) => (vec![&copy.output_url], &copy.options, true),
         LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd))
             if cmd.file_type != framefusion_catalogs::video::VIDEO_FILE_TYPE =>
         {
-            (cmd.locations.iter().collect(), &cmd.options)
+            (cmd.locations.iter().collect(), &cmd.options, false)
         }
         _ => return Ok(()),
     };
     for location in locations {
-        if let Some((bucket, storage)) =
-            register_location(ctx.runtime_env().as_ref(), location, options)?
+        let Some((url, storage)) = location_storage(location, options)? else {
+            continue;
+        };
+        if copy {
+            ctx.runtime_env()
+                .register_object_store(&url, bucket_store(&url, &storage)?);
+        }
+        let Some(bucket) = url.host_str() else {
+            continue;
+        };
+        let state = ctx.state_ref();
+        let mut state = state.write();
+        if let Some(settings) = state
+            .config_mut()
+            .options_mut()
+            .extensions
+            .get_mut::<StoreSettings>()
         {
-            let state = ctx.state_ref();
-            let mut state = state.write();
-            if let Some(settings) = state
-                .config_mut()
-                .options_mut()
-                .extensions
-                .get_mut::<StoreSettings>()
-            {
-                settings.insert(&bucket, storage);
-            }
+            settings.insert(bucket, storage);
         }
     }
     Ok(())
@@ -445,7 +463,8 @@ pub fn install(state: &mut datafusion::execution::session_state::SessionState) {
 type StateSource = Box<dyn Fn() -> Option<SessionState> + Send + Sync>;
 
 /// URL tables (`SELECT * FROM 's3://corpus/manifests/run-42/'`, `FROM 'out.parquet'`):
-/// a file, or a folder whose files share a format, read as a table of that format.
+/// a file, or a folder whose files share a format, read as a table of that format, as
+/// DataFusion's own URL tables do.
 /// A folder's marker files and work in progress (names starting with `_` or `.`, such as
 /// a manifest's `_SUCCESS` and `_tmp/`) are not data (the registry's stores leave them
 /// out of listings), so a manifest folder reads as its published parts, also while its
@@ -472,49 +491,24 @@ impl UrlTableFactory for UrlTables {
             return Ok(None);
         };
         let remote = table_url.scheme() != "file";
-        let store = match state.runtime_env().object_store(&table_url) {
-            Ok(store) => store,
-            Err(e) if remote => return Err(e),
-            Err(_) => return Ok(None),
-        };
-        let listed = table_url.list_all_files(&state, store.as_ref(), "").await;
-        let first = match listed {
-            Ok(mut files) => files.try_next().await,
-            Err(e) => Err(e),
-        };
-        let file = match first {
-            Ok(Some(file)) => file,
-            Ok(None) if remote => {
+        // DataFusion's inference (format from the first data file's extension, partition
+        // columns from `key=value` folders), its failures said plainly for remote locations
+        let config = match ListingTableConfig::new(table_url)
+            .infer_options(&state)
+            .await
+        {
+            Ok(config) => config,
+            Err(DataFusionError::Internal(m)) if remote && m.starts_with("No files for table") => {
                 return Err(DataFusionError::Plan(format!(
                     "'{url}' holds no data files (a manifest whose run has not published a part yet, or a wrong prefix)"
                 )));
             }
-            Ok(None) => return Ok(None),
             Err(e) if remote => return Err(store_failure(url, e)),
             Err(_) => return Ok(None),
         };
-        let (extension, compression) =
-            ListingTableConfig::infer_file_extension_and_compression_type(file.location.as_ref())?;
-        let mut format_options = HashMap::new();
-        if let Some(compression) = &compression {
-            format_options.insert("format.compression".to_owned(), compression.clone());
-        }
-        let format = state
-            .get_file_format_factory(&extension)
-            .ok_or_else(|| {
-                DataFusionError::Plan(format!(
-                    "cannot read '{url}': no table format reads '.{extension}' files (Parquet, CSV, JSON, Arrow and Avro do)"
-                ))
-            })?
-            .create(&state, &format_options)?;
-        let listing_extension = match compression {
-            Some(compression) => format!("{extension}.{compression}"),
-            None => extension,
-        };
-        let config = ListingTableConfig::new(table_url.clone())
-            .with_listing_options(
-                ListingOptions::new(format).with_file_extension(listing_extension),
-            )
+        let config = config
+            .infer_partitions_from_path(&state)
+            .await?
             .infer_schema(&state)
             .await?;
         Ok(Some(Arc::new(ListingTable::try_new(config)?)))

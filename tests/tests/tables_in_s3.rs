@@ -44,21 +44,17 @@ fn write_manifest(s3: &S3Server, work: &Path) {
     for (k, v) in s3.env() {
         cmd.env(k, v);
     }
-    let out = cmd
-        .arg("run")
-        .arg(&job)
-        .args([
-            "--output",
-            "s3://corpus/manifests/m1/",
-            "--no-catalog",
-            "-q",
-        ])
-        .output()
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    crate::manifest::finished(
+        cmd.arg("run")
+            .arg(&job)
+            .args([
+                "--output",
+                "s3://corpus/manifests/m1/",
+                "--no-catalog",
+                "-q",
+            ])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}")),
     );
 }
 
