@@ -1,8 +1,8 @@
 //! Clip signals: motion, quality and a perceptual hash of a time range, from one decode.
 //!
 //! `clip_signals(path, start_s, end_s)` decodes the frames whose timestamps fall in
-//! `[start_s, end_s)` once (seeking to the keyframe before `start_s`), scaled so the longer
-//! side is 256 pixels, and computes:
+//! `[start_s, end_s)` once (seeking to the keyframe before `start_s`), their luma (the Y
+//! plane at full range, 0-255) scaled so the longer side is 256 pixels, and computes:
 //!
 //! - **motion** (`motion_score`, `camera_motion`, `object_motion`, `motion_source`): from
 //!   the codec's motion vectors where it exports them (H.264, MPEG-2/4; as NeMo Curator
@@ -369,13 +369,17 @@ fn frame_phash(gray: &[u8], width: usize, height: usize) -> u64 {
         .fold(0u64, |h, (i, &c)| if c > median { h | 1 << i } else { h })
 }
 
-/// The picture the signals are computed on: RGB, the longer side 256 pixels.
+/// The picture the signals are computed on: the luma plane, full range, scaled by swscale
+/// so that the longer side is 256 pixels. (Until 2026-11-30 it was the grey of an RGB
+/// conversion, as OpenCV's `cvtColor`: the same within rounding for BT.601 pictures, but
+/// RGB's clipping made it about 1.3 levels darker, and converting and scaling the chroma
+/// took a third of a pass's CPU; the luma alone halves swscale's work.)
 fn analysis_picture(width: u32, height: u32) -> PictureSpec {
     let (w, h) = crate::media::decode::Resize::LongestSide(ANALYSIS_SIDE).target(width, height);
     PictureSpec {
         width: w,
         height: h,
-        format: PictureFormat::Rgb24,
+        format: PictureFormat::Gray8,
         filter: Filter::Bicubic,
         matrix: framefusion_media::pass::Matrix::Tagged,
     }
@@ -385,7 +389,7 @@ fn analysis_picture(width: u32, height: u32) -> PictureSpec {
 #[derive(Debug, Default)]
 struct SignalConsumer {
     spec: Option<PictureSpec>,
-    previous: Option<Vec<u8>>,
+    previous: Option<Arc<framefusion_media::pass::Picture>>,
     frames: Vec<FrameStats>,
 }
 
@@ -404,15 +408,14 @@ impl FrameConsumer for SignalConsumer {
             .spec
             .get_or_insert_with(|| analysis_picture(frame.width(), frame.height()));
         let picture = pictures.get(frame, spec)?;
-        let gray = crate::media::image::gray_of_rgb(&picture.data);
         self.frames.push(FrameStats::of(
-            &gray,
+            &picture.data,
             picture.width,
             picture.height,
-            self.previous.as_deref(),
+            self.previous.as_ref().map(|p| p.data.as_slice()),
             frame,
         ));
-        self.previous = Some(gray);
+        self.previous = Some(picture);
         Ok(())
     }
 
