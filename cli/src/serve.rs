@@ -47,8 +47,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
     token_ttl: u64,
 
-    /// A folder or s3://bucket/prefix clients may define tables on and read or write
-    /// (repeatable; at least one). Everything else is refused.
+    /// A folder, s3://bucket/prefix (or gs://, az:// for tables other than VIDEO) clients
+    /// may define tables on and read or write (repeatable; at least one). Everything else
+    /// is refused.
     #[arg(long = "allow-root", value_name = "LOCATION", required = true)]
     allowed_roots: Vec<String>,
 

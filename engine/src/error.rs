@@ -48,7 +48,7 @@ fn unknown_namespace(message: &str) -> Option<String> {
     let (_, rest) = message.split_once("Could not find config namespace \"")?;
     let namespace = rest.split('"').next()?;
     Some(format!(
-        "unknown option namespace '{namespace}': table and COPY options are format.* (the file format's, for example 'format.compression'), aws.* (an s3:// location's object store) and, for VIDEO tables, 'extensions'"
+        "unknown option namespace '{namespace}': table and COPY options are format.* (the file format's, for example 'format.compression'), aws.*, gcp.* and azure.* (an s3://, gs:// or az:// location's object store) and, for VIDEO tables, 'extensions'"
     ))
 }
 

@@ -1,17 +1,24 @@
 //! Object stores for every table kind: one registry per session that serves `s3://`
-//! locations (AWS and S3-compatible stores: MinIO, OSS, Ceph, ...) to Parquet, CSV,
-//! JSON and Arrow tables, URL tables (`SELECT * FROM 's3://bucket/run-42/'`), `COPY ...
-//! TO 's3://...'` and manifests, with the settings the `VIDEO` tables use:
+//! locations (AWS and S3-compatible stores: MinIO, OSS, Ceph, ...), `gs://` (Google Cloud
+//! Storage) and `az://` (Azure Blob Storage; also `abfs://`, `abfss://`, `azure://`) to
+//! Parquet, CSV, JSON and Arrow tables, URL tables (`SELECT * FROM 's3://bucket/run-42/'`)
+//! and `COPY ... TO`, through `object_store`'s own clients. Each store is configured by:
 //!
-//! 1. a table's (or a `COPY`'s) `aws.*` options, registered for its bucket when the
-//!    table is created or the `COPY` planned: `OPTIONS ('aws.endpoint' 'http://...',
-//!    'aws.access_key_id' '...', ...)`; every key of `object_store`'s S3 client is
-//!    accepted after `aws.` ([`framefusion_media::storage`]);
-//! 2. otherwise the process's `AWS_*` environment, read when a bucket is first used.
+//! 1. a table's (or a `COPY`'s) options in the store's namespace, registered for its
+//!    bucket when the table is created or the `COPY` planned: `aws.*` for `s3://`
+//!    (`OPTIONS ('aws.endpoint' 'http://...', 'aws.access_key_id' '...', ...)`, the keys
+//!    the `VIDEO` tables take: [`framefusion_media::storage`]), `gcp.*` for `gs://`
+//!    (`gcp.service_account_path`, `gcp.base_url`, ...), `azure.*` for `az://`
+//!    (`azure.account_name`, `azure.access_key`, `azure.endpoint`, ...); every key of
+//!    `object_store`'s S3, GCS or Azure client is accepted after its namespace;
+//! 2. otherwise the process's environment (`AWS_*`, `GOOGLE_*`, `AZURE_*`), read when a
+//!    bucket is first used.
 //!
 //! The options of the last table or `COPY` that named a bucket serve every later use of
-//! that bucket in the session (as in datafusion-cli). A location no store serves is
-//! refused with a message that names it and the schemes framefusion reads.
+//! that bucket in the session (as in datafusion-cli); on a cluster they travel with each
+//! query ([`StoreSettings`]). A location no store serves is refused with a message that
+//! names it and the schemes framefusion reads. (`VIDEO` tables and manifests read and
+//! write local paths and `s3://`.)
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,14 +35,145 @@ use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStor
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::CreateExternalTable;
 use datafusion::prelude::SessionContext;
-use framefusion_media::storage::{OPTION_PREFIX, S3Location, StorageOptions, s3_store};
+use framefusion_media::storage::{S3Location, StorageOptions, s3_store};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use url::Url;
 
+/// The kinds of object store a table location may name, by URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Provider {
+    /// `s3://`, `s3a://`: AWS S3 and S3-compatible stores.
+    S3,
+    /// `gs://`: Google Cloud Storage.
+    Gcs,
+    /// `az://`, `abfs://`, `abfss://`, `azure://`: Azure Blob Storage.
+    Azure,
+}
+
+impl Provider {
+    const ALL: [Self; 3] = [Self::S3, Self::Gcs, Self::Azure];
+
+    fn of_scheme(scheme: &str) -> Option<Self> {
+        match scheme.to_ascii_lowercase().as_str() {
+            "s3" | "s3a" => Some(Self::S3),
+            "gs" => Some(Self::Gcs),
+            "az" | "abfs" | "abfss" | "azure" => Some(Self::Azure),
+            _ => None,
+        }
+    }
+
+    /// The namespace of its options (`aws.endpoint`, `gcp.base_url`, `azure.account_name`).
+    fn namespace(self) -> &'static str {
+        match self {
+            Self::S3 => "aws",
+            Self::Gcs => "gcp",
+            Self::Azure => "azure",
+        }
+    }
+
+    /// The locations it serves, for messages.
+    fn locations(self) -> &'static str {
+        match self {
+            Self::S3 => "s3:// locations",
+            Self::Gcs => "gs:// locations",
+            Self::Azure => "az:// (abfs://, abfss://) locations",
+        }
+    }
+
+    /// The provider whose namespace `key` is in, and the key's name in it.
+    fn of_key(key: &str) -> Option<(Self, &str)> {
+        Self::ALL.into_iter().find_map(|p| {
+            key.strip_prefix(p.namespace())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .map(|name| (p, name))
+        })
+    }
+
+    /// Checks that its client knows the option `name` (without the namespace).
+    fn check_key(self, name: &str) -> Result<()> {
+        let known = match self {
+            Self::S3 => {
+                return StorageOptions::default()
+                    .insert(&format!("aws.{name}"), "")
+                    .map_err(external);
+            }
+            Self::Gcs => name.parse::<object_store::gcp::GoogleConfigKey>().is_ok(),
+            Self::Azure => name.parse::<object_store::azure::AzureConfigKey>().is_ok(),
+        };
+        if known {
+            return Ok(());
+        }
+        let examples = match self {
+            Self::Gcs => {
+                "gcp.service_account_path, gcp.service_account_key, gcp.application_credentials, gcp.base_url"
+            }
+            _ => {
+                "azure.account_name, azure.access_key, azure.sas_token, azure.endpoint, azure.use_emulator"
+            }
+        };
+        Err(DataFusionError::Configuration(format!(
+            "unknown object store option '{}.{name}'; use {examples} or another key of object_store's {} client after '{}.'",
+            self.namespace(),
+            if self == Self::Gcs { "GCS" } else { "Azure" },
+            self.namespace()
+        )))
+    }
+}
+
+/// The object-store options of a location, keys with their namespace (`aws.endpoint`,
+/// `gcp.base_url`, `azure.account_name`), each checked against its client's keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct LocationOptions(std::collections::BTreeMap<String, String>);
+
+impl LocationOptions {
+    /// The store options among a table's or a `COPY`'s `options` (other keys left alone).
+    fn among(options: &HashMap<String, String>) -> Result<Self> {
+        let mut out = Self::default();
+        for (key, value) in options {
+            if let Some((provider, name)) = Provider::of_key(key) {
+                provider.check_key(name)?;
+                out.0.insert(key.clone(), value.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names and values of `provider`'s options.
+    fn of(&self, provider: Provider) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().filter_map(move |(key, value)| {
+            Provider::of_key(key)
+                .filter(|(p, _)| *p == provider)
+                .map(|(_, name)| (name, value.as_str()))
+        })
+    }
+
+    /// The `aws.*` options, as the S3 client of the `VIDEO` tables takes them.
+    fn aws(&self) -> Result<StorageOptions> {
+        let mut out = StorageOptions::default();
+        for (name, value) in self.of(Provider::S3) {
+            out.insert(&format!("aws.{name}"), value)
+                .map_err(external)?;
+        }
+        Ok(out)
+    }
+
+    /// The providers of its keys.
+    fn providers(&self) -> Vec<Provider> {
+        let mut out: Vec<Provider> = self
+            .0
+            .keys()
+            .filter_map(|k| Provider::of_key(k).map(|(p, _)| p))
+            .collect();
+        out.dedup();
+        out
+    }
+}
+
 /// The session's object-store registry: the local file system, stores registered by
-/// tables with `aws.*` options, and `s3://` buckets resolved from the environment on
-/// first use.
+/// tables with store options, and `s3://`, `gs://` and `az://` buckets resolved from the
+/// environment on first use.
 #[derive(Debug, Default)]
 pub struct StoreRegistry {
     known: DefaultObjectStoreRegistry,
@@ -58,20 +196,25 @@ macro_rules! clone_extension_methods {
     };
 }
 
-/// The `aws.*` options of the buckets a session's tables and `COPY`s named, in the
-/// session's configuration (`framefusion_stores.BUCKET` = the options as JSON), so that
-/// on a cluster they travel with every query to the scheduler and the executors, whose
-/// registries serve those buckets with them ([`StoreRegistry::for_config`]).
+/// The store options of the buckets a session's tables and `COPY`s named, in the
+/// session's configuration (`framefusion_stores.SCHEME://BUCKET` = the options as JSON),
+/// so that on a cluster they travel with every query to the scheduler and the executors,
+/// whose registries serve those buckets with them ([`StoreRegistry::for_config`]).
 #[derive(Debug, Clone, Default)]
 pub struct StoreSettings {
-    buckets: std::collections::BTreeMap<String, StorageOptions>,
+    buckets: std::collections::BTreeMap<String, LocationOptions>,
 }
 
 impl StoreSettings {
-    /// Records `options` for `bucket`.
-    pub fn insert(&mut self, bucket: &str, options: StorageOptions) {
-        self.buckets.insert(bucket.to_owned(), options);
+    /// Records `options` for the bucket of `url`.
+    fn insert(&mut self, url: &Url, options: LocationOptions) {
+        self.buckets.insert(store_key(url), options);
     }
+}
+
+/// `scheme://bucket` of a location: what one store serves.
+fn store_key(url: &Url) -> String {
+    format!("{}://{}", url.scheme(), url.host_str().unwrap_or_default())
 }
 
 impl ConfigExtension for StoreSettings {
@@ -82,9 +225,9 @@ impl ExtensionOptions for StoreSettings {
     clone_extension_methods!();
 
     fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let options: StorageOptions = serde_json::from_str(value).map_err(|e| {
+        let options: LocationOptions = serde_json::from_str(value).map_err(|e| {
             DataFusionError::Configuration(format!(
-                "framefusion_stores.{key} must be a JSON object of aws.* options: {e}"
+                "framefusion_stores.{key} must be a JSON object of aws.*, gcp.* or azure.* options: {e}"
             ))
         })?;
         self.buckets.insert(key.to_owned(), options);
@@ -97,7 +240,7 @@ impl ExtensionOptions for StoreSettings {
             .map(|(bucket, options)| ConfigEntry {
                 key: format!("{}.{bucket}", Self::PREFIX),
                 value: serde_json::to_string(options).ok(),
-                description: "the aws.* options of a bucket the session's tables named",
+                description: "the store options of a bucket the session's tables named",
             })
             .collect()
     }
@@ -119,14 +262,14 @@ impl StoreRegistry {
         let registry = Self::new();
         if let Some(settings) = config.options().extensions.get::<StoreSettings>() {
             for (bucket, options) in &settings.buckets {
-                let store = Url::parse(&format!("s3://{bucket}/"))
+                let store = Url::parse(&format!("{bucket}/"))
                     .ok()
-                    .and_then(|url| Some((bucket_store(&url, options).ok()?, url)));
+                    .and_then(|url| Some((location_store(&url, options).ok()?, url)));
                 match store {
                     Some((store, url)) => {
                         registry.register_store(&url, store);
                     }
-                    None => log::warn!("cannot configure the store of bucket '{bucket}'"),
+                    None => log::warn!("cannot configure the store of '{bucket}'"),
                 }
             }
         }
@@ -255,25 +398,113 @@ impl ObjectStoreRegistry for StoreRegistry {
         if let Ok(store) = self.known.get_store(url) {
             return Ok(store);
         }
-        match url.scheme() {
-            "s3" | "s3a" => {
-                let store: Arc<dyn ObjectStore> =
-                    Arc::new(DataOnly(bucket_store(url, &StorageOptions::default())?));
-                self.known.register_store(url, Arc::clone(&store));
-                Ok(store)
-            }
-            scheme => Err(DataFusionError::Configuration(format!(
-                "no object store serves '{url}' (scheme '{scheme}'); framefusion reads local paths and s3:// locations (AWS or S3-compatible, with aws.* options or the AWS_* environment)"
-            ))),
+        if Provider::of_scheme(url.scheme()).is_none() {
+            return Err(DataFusionError::Configuration(format!(
+                "no object store serves '{url}' (scheme '{}'); framefusion reads local paths, s3:// (AWS or S3-compatible: aws.* options or the AWS_* environment), gs:// (gcp.* or GOOGLE_*) and az:// (azure.* or AZURE_*) locations",
+                url.scheme()
+            )));
         }
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(DataOnly(location_store(url, &LocationOptions::default())?));
+        self.known.register_store(url, Arc::clone(&store));
+        Ok(store)
     }
 }
 
-/// The S3 store of the bucket of `url` with `options` over the environment's settings.
-fn bucket_store(url: &Url, options: &StorageOptions) -> Result<Arc<dyn ObjectStore>> {
-    let location = S3Location::parse(url.as_str()).map_err(external)?;
-    let store = s3_store(&location.bucket, options).map_err(external)?;
+/// GCS and Azure clients by bucket and options (S3's: [`s3_store`]): one per process, so
+/// that their HTTP connections are reused.
+type CloudStores = HashMap<(String, LocationOptions), Arc<dyn ObjectStore>>;
+
+static CLOUD_STORES: std::sync::LazyLock<std::sync::Mutex<CloudStores>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// The store of the bucket of `url` with `options` over the environment's settings.
+fn location_store(url: &Url, options: &LocationOptions) -> Result<Arc<dyn ObjectStore>> {
+    let provider = Provider::of_scheme(url.scheme())
+        .ok_or_else(|| DataFusionError::Configuration(format!("no object store serves '{url}'")))?;
+    if provider == Provider::S3 {
+        let location = S3Location::parse(url.as_str()).map_err(external)?;
+        return Ok(s3_store(&location.bucket, &options.aws()?).map_err(external)?);
+    }
+    let key = (store_key(url), options.clone());
+    let mut stores = CLOUD_STORES.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(store) = stores.get(&key) {
+        return Ok(Arc::clone(store));
+    }
+    let built = if provider == Provider::Gcs {
+        gcs_store(url, options)
+    } else {
+        azure_store(url, options)
+    };
+    let store = built.map_err(|e| {
+        DataFusionError::Configuration(format!(
+            "cannot configure the store of '{}': {e}; give its {}.* options or the {} environment",
+            key.0,
+            provider.namespace(),
+            if provider == Provider::Gcs {
+                "GOOGLE_*"
+            } else {
+                "AZURE_*"
+            }
+        ))
+    })?;
+    stores.insert(key, Arc::clone(&store));
     Ok(store)
+}
+
+/// Whether plain HTTP must be allowed: the endpoint given is `http://` (an emulator's,
+/// as the S3 client does) and no `allow_http` option says otherwise.
+fn http_endpoint(endpoint: Option<String>, options: &LocationOptions, provider: Provider) -> bool {
+    endpoint.is_some_and(|e| e.starts_with("http://"))
+        && !options
+            .of(provider)
+            .any(|(name, _)| name.ends_with("allow_http"))
+}
+
+/// A GCS client from `object_store`'s builder: the `GOOGLE_*` environment, the bucket of
+/// `url`, then the `gcp.*` options.
+fn gcs_store(url: &Url, options: &LocationOptions) -> object_store::Result<Arc<dyn ObjectStore>> {
+    use object_store::ClientConfigKey as C;
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey as K};
+    let mut builder = GoogleCloudStorageBuilder::from_env()
+        .with_url(url.as_str())
+        .with_config(K::Client(C::ConnectTimeout), "5s")
+        .with_config(K::Client(C::Timeout), "60s")
+        .with_retry(framefusion_media::storage::client_retry());
+    for (name, value) in options.of(Provider::Gcs) {
+        builder = builder.with_config(name.parse()?, value);
+    }
+    if http_endpoint(
+        builder.get_config_value(&K::BaseUrl),
+        options,
+        Provider::Gcs,
+    ) {
+        builder = builder.with_config(K::Client(C::AllowHttp), "true");
+    }
+    Ok(Arc::new(builder.build()?))
+}
+
+/// An Azure Blob Storage client from `object_store`'s builder: the `AZURE_*` environment,
+/// the container (and account) of `url`, then the `azure.*` options.
+fn azure_store(url: &Url, options: &LocationOptions) -> object_store::Result<Arc<dyn ObjectStore>> {
+    use object_store::ClientConfigKey as C;
+    use object_store::azure::{AzureConfigKey as K, MicrosoftAzureBuilder};
+    let mut builder = MicrosoftAzureBuilder::from_env()
+        .with_url(url.as_str())
+        .with_config(K::Client(C::ConnectTimeout), "5s")
+        .with_config(K::Client(C::Timeout), "60s")
+        .with_retry(framefusion_media::storage::client_retry());
+    for (name, value) in options.of(Provider::Azure) {
+        builder = builder.with_config(name.parse()?, value);
+    }
+    if http_endpoint(
+        builder.get_config_value(&K::Endpoint),
+        options,
+        Provider::Azure,
+    ) {
+        builder = builder.with_config(K::Client(C::AllowHttp), "true");
+    }
+    Ok(Arc::new(builder.build()?))
 }
 
 /// `error`, or when the object store failed on `location`, one line that names the
@@ -291,35 +522,32 @@ fn external(e: framefusion_media::MediaError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-/// The `s3://` URL of `location` and the `aws.*` keys among `options` (other keys are left
-/// alone), when such options are given; `aws.*` options on another location are refused.
-/// Without options the registry resolves the bucket from the environment when it is first
-/// used.
+/// The URL of `location` and the store options among `options` (`aws.*`, `gcp.*`,
+/// `azure.*`; other keys are left alone), when such options are given; options of a
+/// store that does not serve the location are refused. Without options the registry
+/// resolves the bucket from the environment when it is first used.
 fn location_storage(
     location: &str,
     options: &HashMap<String, String>,
-) -> Result<Option<(Url, StorageOptions)>> {
-    let mut storage = StorageOptions::default();
-    for (key, value) in options {
-        if StorageOptions::is_storage_key(key) {
-            storage.insert(key, value).map_err(external)?;
-        }
-    }
-    if storage.is_empty() {
+) -> Result<Option<(Url, LocationOptions)>> {
+    let storage = LocationOptions::among(options)?;
+    let providers = storage.providers();
+    let Some(&given) = providers.first() else {
         return Ok(None);
-    }
-    let url = Url::parse(location)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "s3" | "s3a"));
-    let Some(url) = url else {
-        return Err(DataFusionError::Configuration(format!(
-            "aws.* options apply to s3:// locations; '{location}' is not one (drop the options or use an s3:// location)"
-        )));
     };
-    Ok(Some((url, storage)))
+    let url = Url::parse(location).ok();
+    let serves = url.as_ref().and_then(|u| Provider::of_scheme(u.scheme()));
+    match (url, serves) {
+        (Some(url), Some(provider)) if providers == [provider] => Ok(Some((url, storage))),
+        _ => Err(DataFusionError::Configuration(format!(
+            "{}.* options apply to {}; '{location}' is not one (drop the options or use such a location)",
+            given.namespace(),
+            given.locations()
+        ))),
+    }
 }
 
-/// Registers the store of `location` with the `aws.*` keys among `options` in `runtime`
+/// Registers the store of `location` with the store options among `options` in `runtime`
 /// (see [`location_storage`]).
 pub fn register_location(
     runtime: &datafusion::execution::runtime_env::RuntimeEnv,
@@ -327,47 +555,58 @@ pub fn register_location(
     options: &HashMap<String, String>,
 ) -> Result<()> {
     if let Some((url, storage)) = location_storage(location, options)? {
-        runtime.register_object_store(&url, bucket_store(&url, &storage)?);
+        runtime.register_object_store(&url, location_store(&url, &storage)?);
     }
     Ok(())
 }
 
-/// The `aws` namespace of table options: `OPTIONS ('aws.endpoint' '...')` on a Parquet,
-/// CSV, JSON or Arrow table or a `COPY` is accepted and checked here (an unknown key is
-/// refused with the keys that exist), and used by [`register_location`].
-#[derive(Debug, Clone, Default)]
-pub struct AwsOptions {
-    options: StorageOptions,
+/// A namespace of table options for one object store (`aws`, `gcp`, `azure`):
+/// `OPTIONS ('aws.endpoint' '...')` on a Parquet, CSV, JSON or Arrow table or a `COPY` is
+/// accepted and checked here (an unknown key is refused with the keys that exist), and
+/// used by [`register_location`].
+macro_rules! store_options {
+    ($name:ident, $provider:expr, $prefix:literal) => {
+        #[doc = concat!("The `", $prefix, "` namespace of table options.")]
+        #[derive(Debug, Clone, Default)]
+        pub struct $name {
+            options: std::collections::BTreeMap<String, String>,
+        }
+
+        impl ConfigExtension for $name {
+            const PREFIX: &'static str = $prefix;
+        }
+
+        impl ExtensionOptions for $name {
+            clone_extension_methods!();
+
+            fn set(&mut self, key: &str, value: &str) -> Result<()> {
+                let name = key.strip_prefix(concat!($prefix, ".")).unwrap_or(key);
+                $provider.check_key(name)?;
+                self.options
+                    .insert(format!("{}.{name}", $prefix), value.to_owned());
+                Ok(())
+            }
+
+            fn entries(&self) -> Vec<ConfigEntry> {
+                self.options
+                    .iter()
+                    .map(|(key, value)| ConfigEntry {
+                        key: key.to_owned(),
+                        value: Some(value.to_owned()),
+                        description: "an object-store option of this table",
+                    })
+                    .collect()
+            }
+        }
+    };
 }
 
-impl ConfigExtension for AwsOptions {
-    const PREFIX: &'static str = "aws";
-}
-
-impl ExtensionOptions for AwsOptions {
-    clone_extension_methods!();
-
-    fn set(&mut self, key: &str, value: &str) -> Result<()> {
-        let key = key.strip_prefix(OPTION_PREFIX).unwrap_or(key);
-        self.options
-            .insert(&format!("{OPTION_PREFIX}{key}"), value)
-            .map_err(external)
-    }
-
-    fn entries(&self) -> Vec<ConfigEntry> {
-        self.options
-            .iter()
-            .map(|(key, value)| ConfigEntry {
-                key: key.to_owned(),
-                value: Some(value.to_owned()),
-                description: "an object-store option of this table",
-            })
-            .collect()
-    }
-}
+store_options!(AwsOptions, Provider::S3, "aws");
+store_options!(GcpOptions, Provider::Gcs, "gcp");
+store_options!(AzureOptions, Provider::Azure, "azure");
 
 /// A file-format table factory (Parquet, CSV, JSON, Arrow, ...) that first registers the
-/// store of the table's location with the table's `aws.*` options.
+/// store of the table's location with the table's store options.
 #[derive(Debug)]
 pub struct StoreAwareFactory {
     inner: Arc<dyn TableProviderFactory>,
@@ -406,7 +645,7 @@ pub fn runtime(
         .build_arc()
 }
 
-/// Records the buckets of a `CREATE EXTERNAL TABLE` or `COPY` plan's `aws.*` options in
+/// Records the buckets of a `CREATE EXTERNAL TABLE` or `COPY` plan's store options in
 /// `ctx`'s [`StoreSettings`] (for a cluster's processes), and registers a `COPY`'s store
 /// (a table's is registered by its factory, [`StoreAwareFactory`]).
 pub fn register_plan_stores(
@@ -429,11 +668,8 @@ pub fn register_plan_stores(
         };
         if copy {
             ctx.runtime_env()
-                .register_object_store(&url, bucket_store(&url, &storage)?);
+                .register_object_store(&url, location_store(&url, &storage)?);
         }
-        let Some(bucket) = url.host_str() else {
-            continue;
-        };
         let state = ctx.state_ref();
         let mut state = state.write();
         if let Some(settings) = state
@@ -442,14 +678,15 @@ pub fn register_plan_stores(
             .extensions
             .get_mut::<StoreSettings>()
         {
-            settings.insert(bucket, storage);
+            settings.insert(&url, storage);
         }
     }
     Ok(())
 }
 
 /// Gives every table factory of `state` but `VIDEO` (which reads its own options) the
-/// stores of its tables' `aws.*` options, and adds the `aws` namespace of table options.
+/// stores of its tables' options, and adds the `aws`, `gcp` and `azure` namespaces of
+/// table options.
 pub fn install(state: &mut datafusion::execution::session_state::SessionState) {
     for (name, factory) in state.table_factories_mut().iter_mut() {
         if name != framefusion_catalogs::video::VIDEO_FILE_TYPE {
@@ -457,6 +694,8 @@ pub fn install(state: &mut datafusion::execution::session_state::SessionState) {
         }
     }
     state.register_table_options_extension(AwsOptions::default());
+    state.register_table_options_extension(GcpOptions::default());
+    state.register_table_options_extension(AzureOptions::default());
 }
 
 /// The current state of a session, read when a URL table is resolved.

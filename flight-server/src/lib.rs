@@ -64,7 +64,7 @@ pub async fn serve(
     }
     if options.allowed_roots.is_empty() {
         return Err(ServeError::Config(
-            "no allowed locations: give --allow-root with each folder or s3://bucket/prefix clients may use".to_owned(),
+            "no allowed locations: give --allow-root with each folder or s3:// (gs://, az://) prefix clients may use".to_owned(),
         ));
     }
     let roots = options

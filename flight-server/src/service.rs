@@ -55,7 +55,6 @@ use datafusion::prelude::SessionContext;
 use framefusion_catalogs::frames::FramesTable;
 use framefusion_catalogs::video::VideoTable;
 use framefusion_engine::SessionContextExt;
-use framefusion_media::source::VideoSource;
 use futures::future::AbortHandle;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -186,8 +185,7 @@ fn number_placeholders(sql: &str) -> String {
 /// writes. (Video operators check the paths they open themselves.)
 fn check_locations(plan: &LogicalPlan) -> Result<(), DataFusionError> {
     let check = |location: &str| -> Result<(), DataFusionError> {
-        VideoSource::parse(location)
-            .map(drop)
+        framefusion_media::source::check_location(location)
             .map_err(|e| DataFusionError::External(Box::new(e)))
     };
     let mut result = Ok(());

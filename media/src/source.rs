@@ -32,11 +32,89 @@ pub enum Root {
         /// The key prefix ("" for the whole bucket; otherwise ending with `/`).
         prefix: String,
     },
+    /// A prefix of another object store's bucket (`gs://bucket/prefix/`,
+    /// `az://container/prefix/`), for the tables that read it (not videos).
+    Bucket {
+        /// The scheme (`gs`, `az`, ...).
+        scheme: String,
+        /// The bucket (container).
+        bucket: String,
+        /// The key prefix, as for S3.
+        prefix: String,
+    },
+}
+
+/// The schemes of the object stores other than S3 that tables (not videos) read.
+const TABLE_STORE_SCHEMES: [&str; 5] = ["gs", "az", "abfs", "abfss", "azure"];
+
+/// `(scheme, bucket, key)` of a location in an object store of [`TABLE_STORE_SCHEMES`].
+fn table_store_location(uri: &str) -> Option<(String, String, String)> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if !TABLE_STORE_SCHEMES.contains(&scheme.as_str()) {
+        return None;
+    }
+    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+    Some((scheme, bucket.to_owned(), key.to_owned()))
+}
+
+/// Whether `key` stays below its prefix (no `.` or `..` segment).
+fn plain_key(key: &str) -> bool {
+    !key.split('/').any(|part| part == ".." || part == ".")
+}
+
+/// Checks a table's location (a video's, or any other table kind's: Parquet in `gs://`
+/// too) against the roots this process is confined to, if it is.
+pub fn check_location(uri: &str) -> Result<(), MediaError> {
+    let Some((scheme, bucket, key)) = table_store_location(uri) else {
+        return VideoSource::parse(uri).map(drop);
+    };
+    let Some(roots) = allowed_roots() else {
+        return Ok(());
+    };
+    let allowed = roots.iter().any(|root| match root {
+        Root::Bucket {
+            scheme: s,
+            bucket: b,
+            prefix,
+        } => *s == scheme && *b == bucket && key.starts_with(prefix.as_str()) && plain_key(&key),
+        _ => false,
+    });
+    if allowed {
+        return Ok(());
+    }
+    Err(not_allowed(uri, roots))
+}
+
+/// The refusal of `uri`, outside `roots`.
+fn not_allowed(uri: &str, roots: &[Root]) -> MediaError {
+    MediaError::NotAllowed {
+        uri: uri.to_owned(),
+        roots: roots
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
 }
 
 impl Root {
-    /// Parses an allowed root: an existing local folder, or `s3://bucket[/prefix]`.
+    /// Parses an allowed root: an existing local folder, `s3://bucket[/prefix]`, or a
+    /// prefix of a GCS or Azure bucket (`gs://bucket[/prefix]`, `az://container[/prefix]`).
     pub fn parse(text: &str) -> Result<Self, MediaError> {
+        if let Some((scheme, bucket, key)) = table_store_location(text) {
+            if bucket.is_empty() {
+                return Err(MediaError::UnsupportedUri {
+                    uri: text.to_owned(),
+                    reason: format!("no bucket name; write {scheme}://bucket/prefix/"),
+                });
+            }
+            return Ok(Self::Bucket {
+                scheme,
+                bucket,
+                prefix: folder_prefix(key),
+            });
+        }
         match VideoSource::parse_unconfined(text)? {
             VideoSource::Local(path) => {
                 let canonical = path
@@ -47,16 +125,10 @@ impl Root {
                     })?;
                 Ok(Self::Local(canonical))
             }
-            VideoSource::S3(location) => {
-                let mut prefix = location.key.clone();
-                if !prefix.is_empty() && !prefix.ends_with('/') {
-                    prefix.push('/');
-                }
-                Ok(Self::S3 {
-                    bucket: location.bucket,
-                    prefix,
-                })
-            }
+            VideoSource::S3(location) => Ok(Self::S3 {
+                prefix: folder_prefix(location.key),
+                bucket: location.bucket,
+            }),
         }
     }
 
@@ -68,10 +140,7 @@ impl Root {
             (Self::S3 { bucket, prefix }, VideoSource::S3(location)) => {
                 &location.bucket == bucket
                     && location.key.starts_with(prefix.as_str())
-                    && !location
-                        .key
-                        .split('/')
-                        .any(|part| part == ".." || part == ".")
+                    && plain_key(&location.key)
             }
             _ => false,
         }
@@ -83,12 +152,25 @@ impl std::fmt::Display for Root {
         match self {
             Self::Local(path) => write!(f, "{}", path.display()),
             Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
+            Self::Bucket {
+                scheme,
+                bucket,
+                prefix,
+            } => write!(f, "{scheme}://{bucket}/{prefix}"),
         }
     }
 }
 
 /// The real location of `path`: symbolic links and `..` resolved through the longest
 /// existing ancestor (a file about to be written need not exist yet).
+/// A key as a folder prefix: ending with `/` unless empty (the whole bucket).
+fn folder_prefix(mut key: String) -> String {
+    if !key.is_empty() && !key.ends_with('/') {
+        key.push('/');
+    }
+    key
+}
+
 fn resolve(path: &Path) -> Option<PathBuf> {
     let mut existing = path.to_path_buf();
     let mut rest = Vec::new();
@@ -133,14 +215,7 @@ impl VideoSource {
         if let Some(roots) = allowed_roots()
             && !roots.iter().any(|r| r.contains(&source))
         {
-            return Err(MediaError::NotAllowed {
-                uri: uri.to_owned(),
-                roots: roots
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
+            return Err(not_allowed(uri, roots));
         }
         Ok(source)
     }

@@ -163,13 +163,19 @@ fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, Media
         builder = builder.with_config(client(ClientConfigKey::AllowHttp), "true");
     }
     builder
-        .with_retry(RetryConfig {
-            max_retries: 3,
-            retry_timeout: Duration::from_secs(20),
-            ..RetryConfig::default()
-        })
+        .with_retry(client_retry())
         .build()
         .map_err(|e| MediaError::Option(format!("cannot configure S3 for bucket '{bucket}': {e}")))
+}
+
+/// The retries of every object-store client (S3 here, GCS and Azure for tables): three,
+/// within 20 seconds, so that an unreachable store fails a query in seconds, not minutes.
+pub fn client_retry() -> RetryConfig {
+    RetryConfig {
+        max_retries: 3,
+        retry_timeout: Duration::from_secs(20),
+        ..RetryConfig::default()
+    }
 }
 
 /// Turns an object-store failure on `uri` into an error that says what to do.
@@ -181,22 +187,27 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
             false,
         ),
         E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
-            (denied(&source.to_string()), false)
+            (denied(uri, &source.to_string()), false)
         }
         other => {
             // listing errors arrive as generic errors carrying the server's answer
             let chain = error_chain(other);
             let has = |needles: &[&str]| needles.iter().any(|n| chain.contains(n));
-            if has(&["NoSuchBucket"]) {
-                ("no such bucket; check the bucket name".to_owned(), false)
+            if has(&["NoSuchBucket", "ContainerNotFound", "bucket does not exist"]) {
+                (
+                    "no such bucket (or container); check its name".to_owned(),
+                    false,
+                )
             } else if has(&[
                 "403 Forbidden",
                 "401 Unauthorized",
                 "AccessDenied",
                 "SignatureDoesNotMatch",
                 "InvalidAccessKeyId",
+                "AuthenticationFailed",
+                "AuthorizationFailure",
             ]) {
-                (denied(&chain), false)
+                (denied(uri, &chain), false)
             } else if has(&["404 Not Found", "NoSuchKey"]) {
                 (
                     "no such prefix or object; check the location".to_owned(),
@@ -205,7 +216,8 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
             } else {
                 (
                     format!(
-                        "the object store failed: {chain}; check that the endpoint (aws.endpoint or AWS_ENDPOINT_URL) is reachable"
+                        "the object store failed: {chain}; check that the endpoint ({}) is reachable",
+                        endpoint_setting(uri)
                     ),
                     true,
                 )
@@ -219,10 +231,33 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
     }
 }
 
-fn denied(detail: &str) -> String {
-    format!(
-        "access denied ({detail}); check the credentials: AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or OPTIONS ('aws.access_key_id' '...', 'aws.secret_access_key' '...')"
-    )
+fn denied(uri: &str, detail: &str) -> String {
+    let credentials = match scheme_of(uri).as_str() {
+        "gs" => {
+            "GOOGLE_SERVICE_ACCOUNT (a service account file) or GOOGLE_APPLICATION_CREDENTIALS, or OPTIONS ('gcp.service_account_path' '...')"
+        }
+        "az" | "abfs" | "abfss" | "azure" => {
+            "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (or AZURE_STORAGE_SAS_TOKEN), or OPTIONS ('azure.account_name' '...', 'azure.access_key' '...')"
+        }
+        _ => {
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or OPTIONS ('aws.access_key_id' '...', 'aws.secret_access_key' '...')"
+        }
+    };
+    format!("access denied ({detail}); check the credentials: {credentials}")
+}
+
+/// The setting that names the endpoint of the store of `uri`.
+fn endpoint_setting(uri: &str) -> &'static str {
+    match scheme_of(uri).as_str() {
+        "gs" => "gcp.base_url or GOOGLE_BASE_URL",
+        "az" | "abfs" | "abfss" | "azure" => "azure.endpoint or AZURE_STORAGE_ENDPOINT",
+        _ => "aws.endpoint or AWS_ENDPOINT_URL",
+    }
+}
+
+fn scheme_of(uri: &str) -> String {
+    uri.split_once("://")
+        .map_or_else(String::new, |(scheme, _)| scheme.to_ascii_lowercase())
 }
 
 /// An error and its sources, joined (reqwest hides the cause of a failed connection in

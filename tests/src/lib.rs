@@ -5,6 +5,7 @@
 //! The assets come from `scripts/setup.sh` (run by `make test`); a test that needs them
 //! fails with a message naming that command when they are missing.
 
+pub mod cloud;
 pub mod cluster;
 pub mod flight;
 pub mod s3;
@@ -218,6 +219,30 @@ pub fn sql_with_catalog(catalog: &Path, env: &[(&str, String)], statements: &str
             .args([statements, "--format", "json"])
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", framefusion_bin().display())),
+    )
+}
+
+/// Runs `framefusion sql STATEMENTS --no-catalog --format json`, on `cluster` when given,
+/// with the object-store settings of `env` only: the test process's own `AWS_ENDPOINT_URL`,
+/// `GOOGLE_*` and `AZURE_*` variables are left out.
+pub fn sql_with_stores(env: &[(&str, String)], cluster: Option<&str>, statements: &str) -> Output {
+    let mut cmd = Command::new(framefusion_bin());
+    for (key, _) in std::env::vars() {
+        if key == "AWS_ENDPOINT_URL" || key.starts_with("GOOGLE_") || key.starts_with("AZURE_") {
+            cmd.env_remove(key);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args(["sql", "--no-catalog", "--format", "json"]);
+    if let Some(url) = cluster {
+        cmd.args(["--cluster", url]);
+    }
+    no_bug_report(
+        cmd.arg(statements)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run framefusion: {e}")),
     )
 }
 

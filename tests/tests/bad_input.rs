@@ -216,7 +216,7 @@ async fn wrong_argument_types_are_one_line_planning_errors() {
 /// runs the CLI fails on that in every test).
 #[test]
 fn cli_errors_are_one_line_and_never_a_datafusion_bug() {
-    let cases: [(&str, &[&str]); 9] = [
+    let cases: [(&str, &[&str]); 11] = [
         ("SELEC 1", &["syntax error"]),
         (
             "SELECT * FROM nope",
@@ -241,16 +241,29 @@ fn cli_errors_are_one_line_and_never_a_datafusion_bug() {
             &["detect_shots(path VARCHAR [, options VARCHAR]): path must be a path or URI"],
         ),
         (
-            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp' OPTIONS ('gcp.x' 'y')",
-            &["unknown option namespace 'gcp'", "aws.*"],
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp' OPTIONS ('gcs.x' 'y')",
+            &["unknown option namespace 'gcs'", "aws.*"],
+        ),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'gs://b/x/' OPTIONS ('gcp.x' 'y')",
+            &["unknown object store option 'gcp.x'", "gcp.base_url"],
+        ),
+        (
+            "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'az://container/x/'",
+            &["'az://container'", "Account must be specified", "azure.*"],
         ),
         (
             "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION 'hdfs://cluster/x/'",
             &["no object store serves 'hdfs://cluster/x/'", "s3://"],
         ),
         (
-            "COPY (SELECT 1 AS a) TO 'gs://bucket/x.parquet'",
-            &["no object store serves 'gs://bucket/", "s3://"],
+            "COPY (SELECT 1 AS a) TO 'ftp://host/x.parquet'",
+            &[
+                "no object store serves 'ftp://host/",
+                "s3://",
+                "gs://",
+                "az://",
+            ],
         ),
         (
             "CREATE EXTERNAL TABLE t STORED AS PARQUET LOCATION '/tmp' OPTIONS ('aws.region' 'x')",

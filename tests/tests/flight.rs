@@ -461,6 +461,18 @@ async fn locations_outside_the_allowed_roots_are_refused() {
     assert!(linked.contains("outside the locations"), "{linked}");
 }
 
+/// Asserts that each statement of `denied` is refused with `PermissionDenied`.
+async fn assert_denied(client: &mut Client, denied: &[&str]) {
+    for sql in denied {
+        let err = run(client, sql).await.err();
+        assert_eq!(
+            err.as_ref().map(tonic::Status::code),
+            Some(Code::PermissionDenied),
+            "{sql}: {err:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_locations_outside_the_allowed_roots_are_refused() {
     let s3 = framefusion_tests::s3::S3Server::start();
@@ -477,14 +489,7 @@ async fn s3_locations_outside_the_allowed_roots_are_refused() {
         "COPY (SELECT 1 AS x) TO 's3://corpus/private/x.parquet' STORED AS PARQUET",
         "COPY (SELECT 1 AS x) TO 's3://other/x.csv' STORED AS CSV",
     ];
-    for sql in denied {
-        let err = run(&mut client, sql).await.err();
-        assert_eq!(
-            err.as_ref().map(tonic::Status::code),
-            Some(Code::PermissionDenied),
-            "{sql}: {err:?}"
-        );
-    }
+    assert_denied(&mut client, &denied).await;
     // inside the root: COPY a table of the videos to Parquet, read it back as a table
     // (the COPY is not the script's last statement: it runs all the same)
     let rows = text(
@@ -496,6 +501,45 @@ async fn s3_locations_outside_the_allowed_roots_are_refused() {
     )
     .await;
     assert!(rows.contains("| 6 | 1920 |"), "{rows}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_and_gcs_locations_outside_the_allowed_roots_are_refused() {
+    use framefusion_tests::cloud::{AZURE_ACCOUNT, AZURE_KEY, Emulator};
+    let azurite = Emulator::azurite(&["curated"]);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let env = [
+        ("AZURE_STORAGE_ENDPOINT", azurite.azure_endpoint()),
+        ("AZURE_STORAGE_ACCOUNT_NAME", AZURE_ACCOUNT.to_owned()),
+        ("AZURE_STORAGE_ACCOUNT_KEY", AZURE_KEY.to_owned()),
+    ];
+    let server = FlightServer::start_with_env(
+        work.path(),
+        &[
+            "--allow-root",
+            "az://curated/ok/",
+            "--allow-root",
+            "gs://shared/ok/",
+        ],
+        &env,
+    );
+    let mut client = server.client().await;
+    let denied = [
+        "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION 'az://curated/private/'",
+        "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION 'az://curated/ok/../private/'",
+        "CREATE EXTERNAL TABLE p STORED AS CSV LOCATION 'gs://shared/other/'",
+        "COPY (SELECT 1 AS x) TO 'az://curated/private/x.parquet' STORED AS PARQUET",
+        "COPY (SELECT 1 AS x) TO 'gs://elsewhere/ok/x.csv' STORED AS CSV",
+    ];
+    assert_denied(&mut client, &denied).await;
+    let rows = text(
+        &mut client,
+        "COPY (SELECT 7 AS x) TO 'az://curated/ok/out/x.parquet' STORED AS PARQUET;
+         CREATE EXTERNAL TABLE out STORED AS PARQUET LOCATION 'az://curated/ok/out/';
+         SELECT sum(x) AS s FROM out",
+    )
+    .await;
+    assert!(rows.contains("| 7 |"), "{rows}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

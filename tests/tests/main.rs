@@ -19,5 +19,6 @@ mod shots;
 mod signals;
 mod slt;
 mod speech;
+mod tables_in_cloud;
 mod tables_in_s3;
 mod text;

@@ -6,29 +6,12 @@
 //! `_tmp/`, `_framefusion/`) are not read as data.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use framefusion_tests::cluster::TestCluster;
 use framefusion_tests::s3::S3Server;
+use framefusion_tests::sql_with_stores as sql;
 use framefusion_tests::{corpus_dir, framefusion_bin, ok_rows, run_python};
-
-/// `framefusion sql` (no catalog, JSON rows) with `env`, on `cluster` when given.
-fn sql(env: &[(&str, String)], cluster: Option<&str>, statements: &str) -> Output {
-    let mut cmd = Command::new(framefusion_bin());
-    cmd.env_remove("AWS_ENDPOINT_URL");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    cmd.args(["sql", "--no-catalog", "--format", "json"]);
-    if let Some(url) = cluster {
-        cmd.args(["--cluster", url]);
-    }
-    framefusion_tests::no_bug_report(
-        cmd.arg(statements)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run framefusion: {e}")),
-    )
-}
 
 /// A manifest of the probe job over `s3://corpus/raw/`, written to
 /// `s3://corpus/manifests/m1/` with the environment's credentials.
