@@ -20,6 +20,7 @@ mod cluster;
 mod output;
 mod run;
 mod serve;
+mod shell;
 mod sql;
 
 use std::process::ExitCode;

@@ -47,10 +47,24 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> CliError {
     move |source| CliError::Io { context, source }
 }
 
-/// Runs `df` and writes its rows to `sink` in `format`.
-pub async fn write(df: DataFrame, format: Format, sink: Sink) -> Result<(), CliError> {
+/// Runs `df` and writes its rows to `sink` in `format`; `progress` (the shell's spinner)
+/// is cleared before the first line is written.
+pub async fn write(
+    df: DataFrame,
+    format: Format,
+    sink: Sink,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(), CliError> {
     let schema = df.schema().inner().clone();
     let mut stream = df.execute_stream().await?;
+    let clear = || {
+        if let Some(bar) = progress {
+            bar.finish_and_clear();
+        }
+    };
+    if format != Format::Table {
+        clear(); // rows are written as they come
+    }
     let (out, name): (Box<dyn Write + Send>, String) = match &sink {
         Sink::Stdout => (
             Box::new(std::io::BufWriter::new(std::io::stdout())),
@@ -81,6 +95,7 @@ pub async fn write(df: DataFrame, format: Format, sink: Sink) -> Result<(), CliE
             while let Some(batch) = stream.next().await {
                 batches.push(batch?);
             }
+            clear();
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             let table = if batches.is_empty() {
                 pretty_format_batches_with_schema(schema, &batches).map(|t| t.to_string())

@@ -12,7 +12,8 @@ use crate::output::{Format, Sink};
 /// Arguments of `framefusion sql`.
 #[derive(Debug, Args)]
 pub struct SqlArgs {
-    /// SQL to run: one or more statements separated by `;`.
+    /// SQL to run: one or more statements separated by `;`. Without SQL (and without
+    /// -f), an interactive shell opens.
     #[arg(value_name = "SQL", conflicts_with = "file")]
     sql: Option<String>,
 
@@ -39,9 +40,13 @@ pub struct SqlArgs {
     output: Option<PathBuf>,
 }
 
-/// Runs `framefusion sql`.
+/// Runs `framefusion sql`: the statements given, or the interactive shell when none are.
 pub async fn run(args: SqlArgs) -> Result<(), CliError> {
-    let script = read_script(&args)?;
+    let script = if args.sql.is_none() && args.file.is_empty() {
+        None
+    } else {
+        Some(read_script(&args)?)
+    };
     if args.format == Format::Parquet && args.output.is_none() {
         return Err(CliError::Usage(
             "--format parquet needs --output PATH".to_owned(),
@@ -52,18 +57,15 @@ pub async fn run(args: SqlArgs) -> Result<(), CliError> {
         framefusion_engine::connect(args.cluster.as_deref()).await?,
     );
     args.catalog.attach(&ctx)?;
-    run_script(&ctx, &script, args.format, args.output).await
+    match script {
+        Some(script) => run_script(&ctx, &script, args.format, args.output, None).await,
+        None => crate::shell::run(&ctx, args.format).await,
+    }
 }
 
 fn read_script(args: &SqlArgs) -> Result<String, CliError> {
     if let Some(sql) = &args.sql {
         return Ok(sql.clone());
-    }
-    if args.file.is_empty() {
-        return Err(CliError::Usage(
-            "give the SQL to run, as an argument or with -f FILE (see framefusion sql --help)"
-                .to_owned(),
-        ));
     }
     let mut script = String::new();
     for file in &args.file {
@@ -83,11 +85,14 @@ fn read_script(args: &SqlArgs) -> Result<String, CliError> {
     Ok(script)
 }
 
-async fn run_script(
+/// Runs the statements of `script` in order, writing each result (the last one's to
+/// `output` when given); `progress` is the shell's spinner, cleared before output.
+pub async fn run_script(
     ctx: &SessionContext,
     script: &str,
     format: Format,
     output: Option<PathBuf>,
+    progress: Option<&indicatif::ProgressBar>,
 ) -> Result<(), CliError> {
     let statements = ctx.parse_script(script)?;
     let count = statements.len();
@@ -102,7 +107,7 @@ async fn run_script(
             (Some(_), false) => Sink::Discard,
             (None, _) => Sink::Stdout,
         };
-        crate::output::write(df, format, sink).await?;
+        crate::output::write(df, format, sink, progress).await?;
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ mod manifest;
 mod models;
 mod object_store;
 mod probe;
+mod shell;
 mod shots;
 mod signals;
 mod slt;
