@@ -481,7 +481,7 @@ impl TableProviderFactory for VideoTableFactory {
 /// The statement that recreates a table: DataFusion's rendering of `CREATE EXTERNAL TABLE`
 /// leaves `OPTIONS` out, so they are appended (sorted, quotes doubled) for the catalog to
 /// rebuild the same table in a later process.
-fn definition_with_options(
+pub fn definition_with_options(
     definition: &str,
     options: &std::collections::HashMap<String, String>,
 ) -> String {

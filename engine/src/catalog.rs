@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
 use datafusion::prelude::SessionContext;
 use framefusion_catalogs::persistent::{CatalogStore, FileCatalogStore, PersistentSchemaProvider};
 
@@ -34,11 +34,21 @@ pub fn attach_catalog(ctx: &SessionContext, store: Arc<dyn CatalogStore>) -> Res
     let provider = Arc::new(PersistentSchemaProvider::new(store));
     let state = Arc::downgrade(&ctx.state_ref());
     provider.set_builder(Arc::new(move |definition: String| {
-        let state = state.upgrade().map(|s| s.read().clone());
+        let live = state.upgrade();
         Box::pin(async move {
-            let state =
-                state.ok_or_else(|| DataFusionError::Internal("the session is gone".to_owned()))?;
-            rebuild_table(&state, &definition).await
+            let live =
+                live.ok_or_else(|| DataFusionError::Internal("the session is gone".to_owned()))?;
+            let snapshot = live.read().clone();
+            // planning may be under way with the session's lock held elsewhere: a busy
+            // lock leaves the settings as they are (the environment still serves)
+            let record = |cmd: &CreateExternalTable| match live.try_write() {
+                Some(mut live) => crate::stores::record_table_stores(&mut live, cmd),
+                None => {
+                    log::debug!("session busy: store options of a catalog table not recorded");
+                    Ok(())
+                }
+            };
+            rebuild_table(&snapshot, &definition, &record).await
         })
     }));
     let options = ctx.state().config_options().catalog.clone();
@@ -50,8 +60,13 @@ pub fn attach_catalog(ctx: &SessionContext, store: Arc<dyn CatalogStore>) -> Res
 }
 
 /// Plans a stored `CREATE EXTERNAL TABLE` statement and builds its table with the
-/// session's table factory for its file type.
-async fn rebuild_table(state: &SessionState, definition: &str) -> Result<Arc<dyn TableProvider>> {
+/// session's table factory for its file type, after `record` has recorded the store
+/// options of its location in the live session (for its cluster's processes).
+async fn rebuild_table(
+    state: &SessionState,
+    definition: &str,
+    record: &(dyn Fn(&CreateExternalTable) -> Result<()> + Sync),
+) -> Result<Arc<dyn TableProvider>> {
     let dialect = state.config_options().sql_parser.dialect.to_string();
     let statement = framefusion_sql::parse_script(definition, &dialect)
         .map_err(|e| DataFusionError::External(Box::new(e)))?
@@ -59,6 +74,7 @@ async fn rebuild_table(state: &SessionState, definition: &str) -> Result<Arc<dyn
         .ok_or_else(|| DataFusionError::Plan("empty table definition".to_owned()))?;
     match state.statement_to_plan(statement).await? {
         LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
+            record(&cmd)?;
             let factory = state
                 .table_factories()
                 .get(&cmd.file_type.to_uppercase())

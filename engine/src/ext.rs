@@ -67,9 +67,15 @@ impl SessionContextExt for SessionContext {
         if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan
             && !cmd.or_replace
             && let Ok(existing) = self.table_provider(cmd.name.clone()).await
-            && existing
-                .get_table_definition()
-                .is_some_and(|d| Some(d) == cmd.definition.as_deref())
+            && existing.get_table_definition().is_some_and(|d| {
+                Some(d) == cmd.definition.as_deref()
+                    || cmd.definition.as_deref().is_some_and(|given| {
+                        d == framefusion_catalogs::video::definition_with_options(
+                            given,
+                            &cmd.options,
+                        )
+                    })
+            })
         {
             return Ok(DataFrame::new(
                 self.state(),

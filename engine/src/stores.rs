@@ -629,10 +629,32 @@ impl TableProviderFactory for StoreAwareFactory {
         for location in &cmd.locations {
             register_location(state.runtime_env(), location, &cmd.options)?;
         }
-        self.inner
+        let provider = self
+            .inner
             .create(state, cmd)
             .await
-            .map_err(|e| store_failure(&cmd.locations.join(", "), e))
+            .map_err(|e| store_failure(&cmd.locations.join(", "), e))?;
+        Ok(with_options_in_definition(provider, cmd))
+    }
+}
+
+/// `provider` (a listing table) with a definition that keeps the statement's `OPTIONS`
+/// (DataFusion's rendering leaves them out): a table of the persistent catalog is rebuilt
+/// in a later process with its format and store options, as a `VIDEO` table is.
+fn with_options_in_definition(
+    provider: Arc<dyn TableProvider>,
+    cmd: &CreateExternalTable,
+) -> Arc<dyn TableProvider> {
+    let definition = cmd
+        .definition
+        .as_deref()
+        .map(|d| framefusion_catalogs::video::definition_with_options(d, &cmd.options));
+    let any = provider.as_ref() as &dyn std::any::Any;
+    match any.downcast_ref::<ListingTable>() {
+        Some(table) if definition.as_deref() != table.get_table_definition() => {
+            Arc::new(table.clone().with_definition(definition))
+        }
+        _ => provider,
     }
 }
 
@@ -670,18 +692,36 @@ pub fn register_plan_stores(
             ctx.runtime_env()
                 .register_object_store(&url, location_store(&url, &storage)?);
         }
-        let state = ctx.state_ref();
-        let mut state = state.write();
-        if let Some(settings) = state
-            .config_mut()
-            .options_mut()
-            .extensions
-            .get_mut::<StoreSettings>()
-        {
-            settings.insert(&url, storage);
+        record_store(&mut ctx.state_ref().write(), &url, storage);
+    }
+    Ok(())
+}
+
+/// Records the store options of the definition `cmd` of a table of the persistent
+/// catalog, rebuilt in this process, in `state`'s [`StoreSettings`]: its bucket's options
+/// then travel to the cluster's processes, as those of a table created in the session do
+/// ([`register_plan_stores`]).
+pub fn record_table_stores(state: &mut SessionState, cmd: &CreateExternalTable) -> Result<()> {
+    if cmd.file_type == framefusion_catalogs::video::VIDEO_FILE_TYPE {
+        return Ok(()); // a VIDEO table's options travel with the table itself
+    }
+    for location in &cmd.locations {
+        if let Some((url, storage)) = location_storage(location, &cmd.options)? {
+            record_store(state, &url, storage);
         }
     }
     Ok(())
+}
+
+fn record_store(state: &mut SessionState, url: &Url, storage: LocationOptions) {
+    if let Some(settings) = state
+        .config_mut()
+        .options_mut()
+        .extensions
+        .get_mut::<StoreSettings>()
+    {
+        settings.insert(url, storage);
+    }
 }
 
 /// Gives every table factory of `state` but `VIDEO` (which reads its own options) the

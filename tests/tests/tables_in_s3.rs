@@ -163,6 +163,36 @@ async fn manifests_and_copies_in_s3_on_a_cluster() {
     // no credentials in the cluster's environment: the options travel with the queries
     let cluster = TestCluster::start(2, 1, 10).await;
     reads_and_copies(&s3, &[], Some(&cluster.url()), "cluster-options");
+    // a table of the persistent catalog defined with options by another process: its
+    // options travel too when a later process queries it on the cluster
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let catalog = work.path().join("catalog.json");
+    let with_catalog = |cluster: Option<&str>, statements: &str| {
+        let mut cmd = Command::new(framefusion_bin());
+        cmd.env_remove("AWS_ENDPOINT_URL")
+            .args(["sql", "--format", "json", "--catalog"])
+            .arg(&catalog);
+        if let Some(url) = cluster {
+            cmd.args(["--cluster", url]);
+        }
+        framefusion_tests::no_bug_report(
+            cmd.arg(statements)
+                .output()
+                .unwrap_or_else(|e| panic!("cannot run framefusion: {e}")),
+        )
+    };
+    ok_rows(&with_catalog(
+        None,
+        &format!(
+            "CREATE EXTERNAL TABLE kept STORED AS PARQUET LOCATION 's3://corpus/manifests/m1/' OPTIONS ({})",
+            s3.table_options()
+        ),
+    ));
+    let rows = ok_rows(&with_catalog(
+        Some(&cluster.url()),
+        "SELECT count(*) AS n, count(error) AS errors FROM kept",
+    ));
+    assert_eq!(rows, vec![serde_json::json!({"n": 6, "errors": 1})]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
