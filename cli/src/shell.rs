@@ -3,8 +3,8 @@
 //!
 //! - Statements end with `;` and may span lines (the prompt turns to `...>` until the
 //!   `;`); several on one line run in order.
-//! - Tab completes SQL keywords and the names of the session's tables, their columns and
-//!   every function (framefusion's and DataFusion's).
+//! - Tab completes SQL keywords and the names of the session's tables, every function
+//!   (framefusion's and DataFusion's) and the columns of the tables queried so far.
 //! - History is kept in `$FRAMEFUSION_HOME/history.txt` across sessions (arrow keys,
 //!   Ctrl-R).
 //! - `\d` lists the tables, `\d NAME` describes one, `\?` helps, `\q` (or Ctrl-D) quits.
@@ -15,10 +15,12 @@
 //! - Without a terminal (`framefusion sql < script.sql`) the statements of standard input
 //!   run in turn, without the banner.
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datafusion::prelude::SessionContext;
+use framefusion_engine::SessionContextExt;
 use rustyline::completion::{Completer, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::history::FileHistory;
@@ -77,10 +79,12 @@ impl Completer for ShellHelper {
     }
 }
 
-/// The names of `ctx`'s tables (bare and qualified), their columns and its functions,
-/// sorted, without repeats.
-async fn session_names(ctx: &SessionContext) -> Vec<String> {
-    let mut names = Vec::new();
+/// The names of `ctx`'s tables (bare and qualified) and functions, with `columns`,
+/// sorted, without repeats. Tables are not opened for this (a catalog's remote tables
+/// would be listed or probed at every prompt): their columns come from the statements
+/// run ([`columns_of`]).
+fn session_names(ctx: &SessionContext, columns: &BTreeSet<String>) -> Vec<String> {
+    let mut names: Vec<String> = columns.iter().cloned().collect();
     for catalog_name in ctx.catalog_names() {
         let Some(catalog) = ctx.catalog(&catalog_name) else {
             continue;
@@ -93,9 +97,6 @@ async fn session_names(ctx: &SessionContext) -> Vec<String> {
                 continue;
             };
             for table in schema.table_names() {
-                if let Ok(Some(provider)) = schema.table(&table).await {
-                    names.extend(provider.schema().fields().iter().map(|f| f.name().clone()));
-                }
                 names.push(format!("{schema_name}.{table}"));
                 names.push(table);
             }
@@ -109,6 +110,25 @@ async fn session_names(ctx: &SessionContext) -> Vec<String> {
     names.sort();
     names.dedup();
     names
+}
+
+/// Adds to `columns` the columns of the tables `statements` named (open already: the
+/// statements ran).
+async fn columns_of(ctx: &SessionContext, statements: &str, columns: &mut BTreeSet<String>) {
+    let Ok(parsed) = ctx.parse_script(statements) else {
+        return;
+    };
+    let state = ctx.state();
+    for statement in &parsed {
+        for table in state
+            .resolve_table_references(statement)
+            .unwrap_or_default()
+        {
+            if let Ok(provider) = ctx.table_provider(table).await {
+                columns.extend(provider.schema().fields().iter().map(|f| f.name().clone()));
+            }
+        }
+    }
 }
 
 /// Whether `buffer` holds complete statements: it ends with `;` (outside a comment).
@@ -137,7 +157,8 @@ pub async fn run(ctx: &SessionContext, format: Format) -> Result<(), CliError> {
         .build();
     let mut editor: Editor<ShellHelper, FileHistory> =
         Editor::with_config(config).map_err(readline_error)?;
-    let names = Arc::new(Mutex::new(session_names(ctx).await));
+    let mut columns = BTreeSet::new();
+    let names = Arc::new(Mutex::new(session_names(ctx, &columns)));
     editor.set_helper(Some(ShellHelper {
         names: Arc::clone(&names),
     }));
@@ -194,7 +215,8 @@ pub async fn run(ctx: &SessionContext, format: Format) -> Result<(), CliError> {
         let statements = std::mem::take(&mut buffer);
         remember(&mut editor, &history, statements.trim_end());
         execute(ctx, &statements, format).await;
-        let fresh = session_names(ctx).await;
+        columns_of(ctx, &statements, &mut columns).await;
+        let fresh = session_names(ctx, &columns);
         *names.lock().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
     Ok(())
