@@ -203,11 +203,7 @@ pub fn decode_frames_with(
     crate::guard(&display, || {
         let mut input = media.open().map_err(|e| {
             if open_error_is_transient(e) {
-                MediaError::Storage {
-                    uri: display.clone(),
-                    message: format!("cannot open: {e}"),
-                    transient: true,
-                }
+                MediaError::read_failure(&display, format!("cannot open: {e}"), true)
             } else {
                 decode_error(&display, format!("cannot open: {e}"))
             }
@@ -372,11 +368,11 @@ pub fn decode_frames_with(
             }
         }
         if let Some(e) = read_error(&input) {
-            return Err(MediaError::Storage {
-                uri: display.clone(),
-                message: format!("reading stopped part-way: {e}"),
-                transient: media.local_path().is_none() || open_error_is_transient(e),
-            });
+            return Err(MediaError::read_failure(
+                &display,
+                format!("reading stopped part-way: {e}"),
+                media.local_path().is_none() || open_error_is_transient(e),
+            ));
         }
         let _ = decoder.send_eof();
         if receive(&mut decoder, &mut sampler, &mut last_end, &mut out)?.is_break() {
@@ -899,11 +895,11 @@ impl Chunked<'_> {
             }
         }
         if let Some(e) = read_error(&input) {
-            return Err(MediaError::Storage {
-                uri: display.to_owned(),
-                message: format!("reading stopped part-way: {e}"),
-                transient: self.media.local_path().is_none() || open_error_is_transient(e),
-            });
+            return Err(MediaError::read_failure(
+                display,
+                format!("reading stopped part-way: {e}"),
+                self.media.local_path().is_none() || open_error_is_transient(e),
+            ));
         }
         let _ = decoder.send_eof();
         receive(&mut decoder, lower, upper, &mut pending, &mut last_end);
@@ -1074,6 +1070,7 @@ impl Sampler {
 
     fn push(&mut self, mut src: Source, out: &mut Emit<'_>) -> Result<ControlFlow<()>, MediaError> {
         self.pushed += 1;
+        crate::metrics::frames_decoded(1);
         let fps = match self.sampling {
             Sampling::All | Sampling::Keyframes => {
                 let pts_s = self.seconds(src.ts);

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+pub use crate::code::{Coded, ErrorCode, io_code, object_store_code};
+
 /// Errors raised by the media primitives: sources and object storage, probe, decode, cut.
 #[derive(Debug, thiserror::Error)]
 pub enum MediaError {
@@ -58,6 +60,8 @@ pub enum MediaError {
         message: String,
         /// Whether retrying may succeed.
         transient: bool,
+        /// What kind of failure ([`ErrorCode::Unavailable`] when transient).
+        code: ErrorCode,
     },
     /// An option (of a table, a function or a store) that is not valid.
     #[error("{0}")]
@@ -86,6 +90,21 @@ impl Transient for MediaError {
 }
 
 impl MediaError {
+    /// A failure reading `uri` from its storage: [`ErrorCode::Unavailable`] when retrying
+    /// may succeed, else the file's own ([`ErrorCode::BadMedia`]).
+    pub fn read_failure(uri: &str, message: String, transient: bool) -> Self {
+        MediaError::Storage {
+            uri: uri.to_owned(),
+            message,
+            transient,
+            code: if transient {
+                ErrorCode::Unavailable
+            } else {
+                ErrorCode::BadMedia
+            },
+        }
+    }
+
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
         Transient::is_transient(self)

@@ -18,7 +18,10 @@
 //! - [`cut`]: clips cut by stream copy or re-encoded.
 //! - [`colour`]: YUV to RGB with the matrix and range a frame is tagged with, as ffmpeg.
 //! - [`image`]: small image operations with OpenCV's arithmetic (resizes, HSV, luma).
+//! - [`jpeg`]: JPEG encoding through ffmpeg's MJPEG encoder (the previews).
+//! - [`metrics`]: the process's Prometheus metrics, named once.
 //! - [`error`]: [`MediaError`], which failures are transient, and their retry.
+//! - [`code`]: the typed error codes every error of the workspace carries.
 //! - [`blocking`]: running blocking work from async code.
 //! - [`fault`]: transient faults on demand, for resilience tests.
 //!
@@ -27,6 +30,7 @@
 
 pub mod audio;
 pub mod blocking;
+pub mod code;
 pub mod colour;
 pub mod cpu;
 pub mod cut;
@@ -34,6 +38,8 @@ pub mod decode;
 pub mod error;
 pub mod fault;
 pub mod image;
+pub mod jpeg;
+pub mod metrics;
 pub mod pass;
 pub mod probe;
 pub mod probe_columns;

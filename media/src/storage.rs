@@ -180,14 +180,17 @@ pub fn client_retry() -> RetryConfig {
 
 /// Turns an object-store failure on `uri` into an error that says what to do.
 pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
+    use crate::code::ErrorCode::{NotFound, PermissionDenied, Unavailable};
     use object_store::Error as E;
-    let (message, transient) = match e {
+    // the one place a store's answer is read: object_store reports listing and request
+    // failures as generic errors carrying the server's text; from here on the code says
+    let (message, code) = match e {
         E::NotFound { .. } => (
             "no such bucket, prefix or object; check the location".to_owned(),
-            false,
+            NotFound,
         ),
         E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => {
-            (denied(uri, &source.to_string()), false)
+            (denied(uri, &source.to_string()), PermissionDenied)
         }
         other => {
             // listing errors arrive as generic errors carrying the server's answer
@@ -196,7 +199,7 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
             if has(&["NoSuchBucket", "ContainerNotFound", "bucket does not exist"]) {
                 (
                     "no such bucket (or container); check its name".to_owned(),
-                    false,
+                    NotFound,
                 )
             } else if has(&[
                 "403 Forbidden",
@@ -207,11 +210,11 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
                 "AuthenticationFailed",
                 "AuthorizationFailure",
             ]) {
-                (denied(uri, &chain), false)
+                (denied(uri, &chain), PermissionDenied)
             } else if has(&["404 Not Found", "NoSuchKey"]) {
                 (
                     "no such prefix or object; check the location".to_owned(),
-                    false,
+                    NotFound,
                 )
             } else {
                 (
@@ -219,15 +222,17 @@ pub fn storage_error(uri: &str, e: &object_store::Error) -> MediaError {
                         "the object store failed: {chain}; check that the endpoint ({}) is reachable",
                         endpoint_setting(uri)
                     ),
-                    true,
+                    Unavailable,
                 )
             }
         }
     };
+    let transient = code == Unavailable;
     MediaError::Storage {
         uri: uri.to_owned(),
         message,
         transient,
+        code,
     }
 }
 

@@ -1,0 +1,191 @@
+//! The process's metrics (Prometheus' official Rust client, `prometheus-client`): named
+//! once here, recorded where the work happens, and rendered in the OpenMetrics text format
+//! by [`render`], which `framefusion serve --http` and `framefusion executor --metrics`
+//! serve at `/metrics`.
+//!
+//! | metric | type | labels | what |
+//! |---|---|---|---|
+//! | `framefusion_decode_passes_total` | counter | | decode passes run (one per video per query, [`crate::pass`]) |
+//! | `framefusion_frames_decoded_total` | counter | | frames the decoders produced (passes and frame scans) |
+//! | `framefusion_decode_seconds_total` | counter | | seconds of passes spent demuxing and decoding, outside the operators |
+//! | `framefusion_operator_seconds_total` | counter | `operator` | seconds an operator's work took inside decode passes |
+//! | `framefusion_inference_seconds_total` | counter | `model` | seconds in ONNX Runtime, per model file |
+//! | `framefusion_model_loads_total` | counter | `model` | model sessions created (loads, not cache hits) |
+//! | `framefusion_rows_total` | counter | `run`, `status` | manifest rows written per run (its output location), `ok` or `error` |
+//! | `framefusion_queries_total` | counter | `status` | statements the Flight SQL server ran, `ok` or `error` |
+//!
+//! Counters start at zero in every process and only grow; a rate over them is what a
+//! dashboard shows.
+
+use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::{Registry, Unit};
+
+type Labels = Vec<(&'static str, String)>;
+type Seconds = Counter<f64, AtomicU64>;
+
+struct Metrics {
+    registry: Registry,
+    passes: Counter,
+    frames: Counter,
+    decode_seconds: Seconds,
+    operator_seconds: Family<Labels, Seconds>,
+    inference_seconds: Family<Labels, Seconds>,
+    model_loads: Family<Labels, Counter>,
+    rows: Family<Labels, Counter>,
+    queries: Family<Labels, Counter>,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::with_prefix("framefusion");
+    let m = Metrics {
+        registry: Registry::default(),
+        passes: Counter::default(),
+        frames: Counter::default(),
+        decode_seconds: Seconds::default(),
+        operator_seconds: Family::default(),
+        inference_seconds: Family::default(),
+        model_loads: Family::default(),
+        rows: Family::default(),
+        queries: Family::default(),
+    };
+    registry.register(
+        "decode_passes",
+        "Decode passes run (one per video per query)",
+        m.passes.clone(),
+    );
+    registry.register(
+        "frames_decoded",
+        "Frames the decoders produced",
+        m.frames.clone(),
+    );
+    registry.register_with_unit(
+        "decode",
+        "Seconds of decode passes spent demuxing and decoding, outside the operators",
+        Unit::Seconds,
+        m.decode_seconds.clone(),
+    );
+    registry.register_with_unit(
+        "operator",
+        "Seconds each operator's work took inside decode passes",
+        Unit::Seconds,
+        m.operator_seconds.clone(),
+    );
+    registry.register_with_unit(
+        "inference",
+        "Seconds spent in ONNX Runtime, per model file",
+        Unit::Seconds,
+        m.inference_seconds.clone(),
+    );
+    registry.register(
+        "model_loads",
+        "Model sessions created, per model file",
+        m.model_loads.clone(),
+    );
+    registry.register(
+        "rows",
+        "Manifest rows written, per run and status",
+        m.rows.clone(),
+    );
+    registry.register(
+        "queries",
+        "Statements the Flight SQL server ran, per status",
+        m.queries.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+fn status(ok: bool) -> Labels {
+    vec![("status", if ok { "ok" } else { "error" }.to_owned())]
+}
+
+/// Counts a decode pass that decoded `frames` frames and spent `decode_seconds` outside
+/// its consumers.
+pub fn pass_done(frames: u64, decode_seconds: f64) {
+    METRICS.passes.inc();
+    METRICS.frames.inc_by(frames);
+    METRICS.decode_seconds.inc_by(decode_seconds.max(0.0));
+}
+
+/// Counts `n` frames decoded outside a pass (frame scans, single frames).
+pub fn frames_decoded(n: u64) {
+    METRICS.frames.inc_by(n);
+}
+
+/// Adds `seconds` of `operator`'s work inside a decode pass.
+pub fn operator_seconds(operator: &str, seconds: f64) {
+    METRICS
+        .operator_seconds
+        .get_or_create(&vec![("operator", operator.to_owned())])
+        .inc_by(seconds.max(0.0));
+}
+
+/// Adds `seconds` of ONNX Runtime work on `model` (a model file's name).
+pub fn inference_seconds(model: &str, seconds: f64) {
+    METRICS
+        .inference_seconds
+        .get_or_create(&vec![("model", model.to_owned())])
+        .inc_by(seconds.max(0.0));
+}
+
+/// Counts a session created for `model`.
+pub fn model_loaded(model: &str) {
+    METRICS
+        .model_loads
+        .get_or_create(&vec![("model", model.to_owned())])
+        .inc();
+}
+
+/// Counts `ok` and `error` manifest rows written by the run whose output is `run`.
+pub fn rows_written(run: &str, ok: u64, error: u64) {
+    for (n, good) in [(ok, true), (error, false)] {
+        let mut labels = vec![("run", run.to_owned())];
+        labels.extend(status(good));
+        METRICS.rows.get_or_create(&labels).inc_by(n);
+    }
+}
+
+/// Counts a statement run by the Flight SQL server.
+pub fn query_done(ok: bool) {
+    METRICS.queries.get_or_create(&status(ok)).inc();
+}
+
+/// The content type of [`render`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric of this process in the OpenMetrics text format (which Prometheus
+/// scrapes).
+pub fn render() -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &METRICS.registry) {
+        log::error!("cannot render the metrics: {e}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_render_with_their_names_and_labels() {
+        pass_done(10, 0.5);
+        operator_seconds("detect_shots", 0.25);
+        model_loaded("det.onnx");
+        rows_written("/tmp/run", 3, 1);
+        let text = render();
+        for line in [
+            "# TYPE framefusion_frames_decoded counter",
+            "# TYPE framefusion_decode_seconds counter",
+            "framefusion_operator_seconds_total{operator=\"detect_shots\"}",
+            "framefusion_model_loads_total{model=\"det.onnx\"}",
+            "framefusion_rows_total{run=\"/tmp/run\",status=\"error\"}",
+            "# EOF",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
+    }
+}
