@@ -99,6 +99,20 @@ pub fn text_boxes(path: Expr, at_s: Expr) -> Expr {
     call("text_boxes", vec![path, at_s])
 }
 
+/// `thumbnail(path, at_s [, size])`.
+pub fn thumbnail(path: Expr, at_s: Expr, size: Option<u32>) -> Expr {
+    let mut args = vec![path, at_s];
+    args.extend(size.map(|s| lit(f64::from(s))));
+    call("thumbnail", args)
+}
+
+/// `contact_sheet(path, start_s, end_s [, options])`.
+pub fn contact_sheet(path: Expr, start_s: Expr, end_s: Expr, options: Option<&str>) -> Expr {
+    let mut args = vec![path, start_s, end_s];
+    args.extend(options.map(lit));
+    call("contact_sheet", args)
+}
+
 /// `face_stats(path, start_s, end_s [, fps])`.
 pub fn face_stats(path: Expr, start_s: Expr, end_s: Expr, fps: Option<Expr>) -> Expr {
     let mut args = vec![path, start_s, end_s];

@@ -19,6 +19,7 @@
 //! - [`faces`]: `face_stats(path, start_s, end_s [, fps])` and `face_boxes(path, at_s)`, MTCNN.
 //! - [`lipsync`]: `lip_sync(path [, start_s, end_s])`, mouth motion against speech (a heuristic).
 //! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
+//! - [`previews`]: `thumbnail(path, at_s [, size])` and `contact_sheet(path, start_s, end_s [, options])`, JPEG pictures.
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
@@ -37,6 +38,7 @@ pub mod lipsync;
 pub mod models;
 pub mod operator;
 pub mod plan;
+pub mod previews;
 pub mod probe_udf;
 pub mod shots;
 pub mod signals;
@@ -76,6 +78,8 @@ pub fn operators() -> Vec<Arc<dyn VideoOperator>> {
         Arc::new(lipsync::LipSyncOp),
         Arc::new(text::OcrText),
         Arc::new(text::TextBoxes),
+        Arc::new(previews::Thumbnail),
+        Arc::new(previews::ContactSheet),
     ]
 }
 
