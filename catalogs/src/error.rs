@@ -1,6 +1,7 @@
 //! The error type of this crate.
 
 use datafusion::error::DataFusionError;
+use framefusion_media::error::{Coded, ErrorCode};
 
 /// Errors raised while defining or listing video tables.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +13,8 @@ pub enum CatalogError {
         location: String,
         /// What is wrong with it, and what to do.
         reason: String,
+        /// What kind of failure.
+        code: ErrorCode,
     },
     /// An option in `OPTIONS (...)` or `SET video.*` is unknown or has a bad value.
     #[error("{0}")]
@@ -22,6 +25,30 @@ pub enum CatalogError {
     /// The media layer refused the location.
     #[error(transparent)]
     Media(#[from] framefusion_media::MediaError),
+    /// A table of the persistent catalog that cannot be rebuilt now.
+    #[error(
+        "table '{name}' is in the catalog but cannot be opened: {reason}; DROP TABLE {name} or restore its location"
+    )]
+    Unavailable {
+        /// The table.
+        name: String,
+        /// Why it cannot be opened.
+        reason: String,
+        /// The code of that failure.
+        code: ErrorCode,
+    },
+}
+
+impl Coded for CatalogError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            CatalogError::Location { code, .. } => *code,
+            CatalogError::Option(_) => ErrorCode::InvalidArgument,
+            CatalogError::Store(_) => ErrorCode::Internal,
+            CatalogError::Media(e) => e.code(),
+            CatalogError::Unavailable { code, .. } => *code,
+        }
+    }
 }
 
 impl From<CatalogError> for DataFusionError {
@@ -37,5 +64,30 @@ pub fn task_error(e: framefusion_media::MediaError) -> DataFusionError {
         DataFusionError::IoError(std::io::Error::other(e.to_string()))
     } else {
         DataFusionError::External(Box::new(CatalogError::Media(e)))
+    }
+}
+
+/// The code of a failure to build a table, from its type (for a table of the persistent
+/// catalog that cannot be rebuilt).
+pub fn build_code(e: &DataFusionError) -> ErrorCode {
+    match e.find_root() {
+        DataFusionError::External(inner) => {
+            if let Some(e) = inner.downcast_ref::<CatalogError>() {
+                e.code()
+            } else if let Some(e) = inner.downcast_ref::<framefusion_media::MediaError>() {
+                e.code()
+            } else if let Some(e) = inner.downcast_ref::<std::io::Error>() {
+                framefusion_media::error::io_code(e)
+            } else {
+                ErrorCode::Internal
+            }
+        }
+        DataFusionError::ObjectStore(e) => framefusion_media::error::object_store_code(e),
+        DataFusionError::IoError(e) => framefusion_media::error::io_code(e),
+        DataFusionError::Plan(_)
+        | DataFusionError::SQL(..)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::SchemaError(..) => ErrorCode::InvalidArgument,
+        _ => ErrorCode::Internal,
     }
 }

@@ -5,6 +5,7 @@
 //! folder that cannot be opened becomes a [`ListedFile`] carrying an `error`, so it shows
 //! up as an error row of the table.
 
+use framefusion_media::error::{ErrorCode, io_code};
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -92,10 +93,12 @@ pub fn check_location(location: &str) -> Result<VideoSource, CatalogError> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CatalogError::Location {
                 location: location.to_owned(),
                 reason: "does not exist; give an existing folder or video file".to_owned(),
+                code: ErrorCode::NotFound,
             }),
             Err(e) => Err(CatalogError::Location {
                 location: location.to_owned(),
                 reason: format!("cannot be read: {e}"),
+                code: io_code(&e),
             }),
         },
     }
@@ -110,6 +113,7 @@ pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>,
             return Err(CatalogError::Location {
                 location: location.to_owned(),
                 reason: "is an object-store location; list it with list_s3".to_owned(),
+                code: ErrorCode::Internal,
             });
         }
     };
@@ -117,6 +121,7 @@ pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>,
     let meta = fs::metadata(&root).map_err(|e| CatalogError::Location {
         location: location.to_owned(),
         reason: format!("cannot be read: {e}"),
+        code: io_code(&e),
     })?;
     if meta.is_dir() {
         let mut visited = HashSet::new();
@@ -212,6 +217,7 @@ fn no_objects(uri: &str) -> CatalogError {
         reason:
             "holds no object (no such prefix or object in the bucket); check the bucket and prefix"
                 .to_owned(),
+        code: ErrorCode::NotFound,
     }
 }
 

@@ -298,6 +298,7 @@ impl SchemaProvider for PersistentSchemaProvider {
                     Err(e) => Arc::new(UnavailableTable {
                         name: name.to_owned(),
                         reason: crate_message(&e),
+                        code: crate::error::build_code(&e),
                     }),
                 };
                 self.local()
@@ -345,6 +346,7 @@ impl SchemaProvider for PersistentSchemaProvider {
             (true, None) => Some(Arc::new(UnavailableTable {
                 name: name.to_owned(),
                 reason: "dropped".to_owned(),
+                code: framefusion_media::error::ErrorCode::NotFound,
             })),
             (false, None) => None,
         })
@@ -368,6 +370,7 @@ fn crate_message(e: &DataFusionError) -> String {
 pub struct UnavailableTable {
     name: String,
     reason: String,
+    code: framefusion_media::error::ErrorCode,
 }
 
 #[async_trait]
@@ -393,9 +396,12 @@ impl TableProvider for UnavailableTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::Plan(format!(
-            "table '{}' is in the catalog but cannot be opened: {}; DROP TABLE {} or restore its location",
-            self.name, self.reason, self.name
+        Err(DataFusionError::External(Box::new(
+            crate::CatalogError::Unavailable {
+                name: self.name.clone(),
+                reason: self.reason.clone(),
+                code: self.code,
+            },
         )))
     }
 }

@@ -88,6 +88,10 @@ pub struct ExecutorArgs {
         value_delimiter = ','
     )]
     allowed_roots: Vec<String>,
+    /// Serve `/metrics` (Prometheus) and `/healthz` over HTTP on this address (port 0
+    /// picks a free port; the address is printed).
+    #[arg(long, value_name = "ADDR", env = "FRAMEFUSION_METRICS_ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `framefusion cluster`.
@@ -144,6 +148,9 @@ pub async fn executor(args: ExecutorArgs) -> Result<(), CliError> {
             })
             .collect::<Result<Vec<_>, _>>()?;
         framefusion_media::source::confine_to(roots);
+    }
+    if let Some(addr) = args.metrics {
+        crate::http::spawn(addr, "executor metrics").await?;
     }
     let defaults = ExecutorOptions::default();
     run_executor(ExecutorOptions {

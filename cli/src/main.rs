@@ -17,6 +17,7 @@
 
 mod catalog_args;
 mod cluster;
+mod http;
 mod output;
 mod run;
 mod serve;

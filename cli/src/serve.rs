@@ -61,6 +61,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
+    /// Also serve HTTP on this address: `/metrics` (Prometheus) and `/healthz` (port 0
+    /// picks a free port; the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    http: Option<SocketAddr>,
+
     #[command(flatten)]
     catalog: crate::catalog_args::CatalogArgs,
 }
@@ -103,6 +108,9 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         },
     };
     let tls = options.tls.is_some();
+    if let Some(addr) = args.http {
+        crate::http::spawn(addr, "HTTP endpoint").await?;
+    }
     serve(
         options,
         |addr| {

@@ -1,7 +1,191 @@
-//! User-facing error messages.
+//! User-facing error messages, and the typed code of every engine error
+//! ([`error_code`]): what the Flight SQL server, the HTTP API and manifest runs decide by.
 
+use datafusion::common::TableReference;
 use datafusion::error::DataFusionError;
+use datafusion::execution::context::SessionState;
 use datafusion::sql::sqlparser::parser::ParserError;
+pub use framefusion_media::error::{Coded, ErrorCode};
+
+/// Errors the engine raises itself.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A statement names a table the session does not have.
+    #[error("table '{0}' not found")]
+    TableNotFound(String),
+    /// The cluster's scheduler does not answer.
+    #[error(
+        "cannot reach the framefusion scheduler at {url} ({message}); start one (framefusion cluster, or framefusion scheduler) or fix --cluster"
+    )]
+    Unreachable {
+        /// The scheduler's URL.
+        url: String,
+        /// What the connection attempt said.
+        message: String,
+    },
+}
+
+impl Coded for EngineError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            EngineError::TableNotFound(_) => ErrorCode::NotFound,
+            EngineError::Unreachable { .. } => ErrorCode::Unavailable,
+        }
+    }
+}
+
+impl From<EngineError> for DataFusionError {
+    fn from(e: EngineError) -> Self {
+        DataFusionError::External(Box::new(e))
+    }
+}
+
+/// The code of an engine error, from its type alone: DataFusion's variants, and the
+/// workspace's own errors ([`Coded`]), object stores', Ballista's and I/O errors inside
+/// [`DataFusionError::External`]. No message is read.
+pub fn error_code(error: &DataFusionError) -> ErrorCode {
+    match error {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            return error_code(inner);
+        }
+        DataFusionError::Shared(inner) => return error_code(inner),
+        DataFusionError::Collection(errors) => {
+            return errors.first().map_or(ErrorCode::Internal, error_code);
+        }
+        DataFusionError::External(inner) => {
+            if let Some(code) = external_code(inner.as_ref()) {
+                return code;
+            }
+        }
+        DataFusionError::ArrowError(_, _) | DataFusionError::ParquetError(_) => {}
+        _ => {}
+    }
+    match error.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Plan(_) => ErrorCode::InvalidArgument,
+        DataFusionError::NotImplemented(_) | DataFusionError::Substrait(_) => {
+            ErrorCode::Unimplemented
+        }
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
+        // a task's I/O error is a transient failure (transient media errors become these
+        // so that Ballista retries them)
+        DataFusionError::IoError(e) => match framefusion_media::error::io_code(e) {
+            ErrorCode::NotFound => ErrorCode::NotFound,
+            ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+            _ => ErrorCode::Unavailable,
+        },
+        DataFusionError::ObjectStore(e) => framefusion_media::error::object_store_code(e),
+        DataFusionError::External(inner) => {
+            external_code(inner.as_ref()).unwrap_or(ErrorCode::Internal)
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// The code of an error inside [`DataFusionError::External`], when its type is known.
+fn external_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode> {
+    use ballista_core::error::BallistaError as B;
+    if let Some(e) = error.downcast_ref::<framefusion_media::MediaError>() {
+        return Some(e.code());
+    }
+    if let Some(e) = error.downcast_ref::<framefusion_udfs::UdfError>() {
+        return Some(e.code());
+    }
+    if let Some(e) = error.downcast_ref::<framefusion_catalogs::CatalogError>() {
+        return Some(e.code());
+    }
+    if let Some(e) = error.downcast_ref::<EngineError>() {
+        return Some(e.code());
+    }
+    if error.downcast_ref::<framefusion_sql::SqlError>().is_some() {
+        return Some(ErrorCode::InvalidArgument);
+    }
+    if let Some(e) = error.downcast_ref::<DataFusionError>() {
+        return Some(error_code(e));
+    }
+    if let Some(e) = error.downcast_ref::<std::io::Error>() {
+        return Some(match framefusion_media::error::io_code(e) {
+            ErrorCode::Internal => ErrorCode::Unavailable,
+            code => code,
+        });
+    }
+    if let Some(e) = error.downcast_ref::<object_store::Error>() {
+        return Some(framefusion_media::error::object_store_code(e));
+    }
+    if let Some(e) = error.downcast_ref::<B>() {
+        return Some(match e {
+            B::NotImplemented(_) => ErrorCode::Unimplemented,
+            B::Configuration(_) | B::SqlError(_) => ErrorCode::InvalidArgument,
+            B::DataFusionError(inner) => error_code(inner),
+            B::IoError(_) | B::TonicError(_) | B::GrpcConnectionError(_) | B::FetchFailed(..) => {
+                ErrorCode::Unavailable
+            }
+            B::GrpcError(status) => grpc_code(status.code()),
+            B::Cancelled => ErrorCode::Cancelled,
+            _ => ErrorCode::Internal,
+        });
+    }
+    if let Some(status) = error.downcast_ref::<tonic::Status>() {
+        return Some(grpc_code(status.code()));
+    }
+    None
+}
+
+/// The [`ErrorCode`] of a gRPC status code (a cluster's answer).
+fn grpc_code(code: tonic::Code) -> ErrorCode {
+    use tonic::Code as C;
+    match code {
+        C::InvalidArgument | C::OutOfRange | C::FailedPrecondition => ErrorCode::InvalidArgument,
+        C::NotFound => ErrorCode::NotFound,
+        C::PermissionDenied => ErrorCode::PermissionDenied,
+        C::Unauthenticated => ErrorCode::Unauthenticated,
+        C::Unavailable | C::DeadlineExceeded | C::Aborted => ErrorCode::Unavailable,
+        C::ResourceExhausted => ErrorCode::ResourceExhausted,
+        C::Unimplemented => ErrorCode::Unimplemented,
+        C::Cancelled => ErrorCode::Cancelled,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// `error` of planning or running a statement that references `references` (see
+/// [`read_references`]): when it is a planning error and one of them is not a table of
+/// `state` (nor a table function, nor a URL table), a [`EngineError::TableNotFound`], else
+/// `error` as it is. DataFusion reports a missing table as a planning
+/// error like any other; this gives it its own type, so its code is `NotFound`.
+pub fn with_missing_table(
+    state: &SessionState,
+    references: &[TableReference],
+    error: DataFusionError,
+) -> DataFusionError {
+    // DataFusion reports a missing table at planning, as a plan error
+    if !matches!(error.find_root(), DataFusionError::Plan(_)) {
+        return error;
+    }
+    let missing = references.iter().find(|r| {
+        // a URL table (`FROM 's3://bucket/x.parquet'`) is a location, not a name
+        if r.table().contains('/') {
+            return false;
+        }
+        let function = r.schema().is_none() && state.table_functions().contains_key(r.table());
+        let exists = state
+            .schema_for_ref((*r).clone())
+            .map(|schema| schema.table_exist(r.table()))
+            .unwrap_or(false);
+        !function && !exists
+    });
+    match missing {
+        Some(r) => {
+            let catalog = &state.config_options().catalog;
+            let name = r
+                .clone()
+                .resolve(&catalog.default_catalog, &catalog.default_schema);
+            EngineError::TableNotFound(name.to_string()).into()
+        }
+        None => error,
+    }
+}
 
 /// One line that names the problem, for a person reading a terminal or a client error:
 /// the root cause of `error` without DataFusion's wrapper prefixes, whitespace collapsed.
@@ -127,4 +311,66 @@ mod tests {
         );
         Ok(())
     }
+}
+
+/// The tables a statement reads, for [`with_missing_table`]: those of a query, an
+/// `EXPLAIN` or an `INSERT`'s source; none for other statements (a `CREATE` names the table
+/// it makes, a `DROP` one that may be gone).
+pub fn read_references(
+    state: &SessionState,
+    statement: &datafusion::sql::parser::Statement,
+) -> Vec<TableReference> {
+    use datafusion::sql::parser::Statement as S;
+    use datafusion::sql::sqlparser::ast::Statement as Ast;
+    let reads = match statement {
+        S::Statement(s) => matches!(s.as_ref(), Ast::Query(_)),
+        S::Explain(_) => true,
+        _ => false,
+    };
+    if !reads {
+        return Vec::new();
+    }
+    state
+        .resolve_table_references(statement)
+        .unwrap_or_default()
+}
+
+/// The scheduler a cluster session submits to, kept in its session config (so that an
+/// error can be checked against it: [`with_unreachable_cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterUrl(pub String);
+
+/// `error` of a query that ran on a cluster: when its type says nothing
+/// ([`ErrorCode::Internal`]: Ballista's client reports a scheduler it cannot reach as a
+/// plain execution error) and the scheduler of `config` does not accept a connection now,
+/// an [`EngineError::Unreachable`] ([`ErrorCode::Unavailable`]); else `error` as it is.
+/// The cluster is asked, not the message read.
+pub fn with_unreachable_cluster(
+    config: &datafusion::prelude::SessionConfig,
+    error: DataFusionError,
+) -> DataFusionError {
+    let Some(cluster) = config.get_extension::<ClusterUrl>() else {
+        return error;
+    };
+    if error_code(&error) != ErrorCode::Internal {
+        return error;
+    }
+    let reachable = url::Url::parse(&cluster.0)
+        .ok()
+        .and_then(|u| Some((u.host_str()?.to_owned(), u.port().unwrap_or(50050))))
+        .and_then(|(host, port)| {
+            use std::net::ToSocketAddrs;
+            (host.as_str(), port).to_socket_addrs().ok()?.next()
+        })
+        .is_some_and(|addr| {
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if reachable {
+        return error;
+    }
+    EngineError::Unreachable {
+        url: cluster.0.clone(),
+        message: crate::user_message(&error),
+    }
+    .into()
 }

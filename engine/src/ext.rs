@@ -57,8 +57,13 @@ impl SessionContextExt for SessionContext {
     }
 
     async fn execute_statement(&self, statement: Statement) -> Result<DataFrame> {
-        let plan = self.state().statement_to_plan(statement).await?;
-        self.execute_plan(plan).await
+        let state = self.state();
+        let references = crate::error::read_references(&state, &statement);
+        let result = match state.statement_to_plan(statement).await {
+            Ok(plan) => self.execute_plan(plan).await,
+            Err(e) => Err(e),
+        };
+        result.map_err(|e| crate::error::with_missing_table(&state, &references, e))
     }
 
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {

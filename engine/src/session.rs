@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use ballista::extension::SessionContextExt as _;
 use ballista_core::extension::SessionConfigExt;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::session_state::SessionState;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -89,13 +89,15 @@ pub fn new_context() -> Result<SessionContext> {
 /// (`df://host:port`). DDL such as `CREATE EXTERNAL TABLE` runs in this process; queries
 /// are planned by the scheduler and run on the executors.
 pub async fn remote_context(url: &str) -> Result<SessionContext> {
-    let state = session_state(ballista_session_config())?;
-    let mut ctx = SessionContext::remote_with_state(url, state).await.map_err(|e| {
-        DataFusionError::Execution(format!(
-            "cannot reach the framefusion scheduler at {url} ({}); start one (framefusion cluster, or framefusion scheduler) or fix --cluster",
-            crate::user_message(&e)
-        ))
-    })?;
+    let config = ballista_session_config()
+        .with_extension(Arc::new(crate::error::ClusterUrl(url.to_owned())));
+    let state = session_state(config)?;
+    let mut ctx = SessionContext::remote_with_state(url, state)
+        .await
+        .map_err(|e| crate::error::EngineError::Unreachable {
+            url: url.to_owned(),
+            message: crate::user_message(&e),
+        })?;
     // Ballista's upgrade replaces the scalar functions with its defaults: add ours back.
     framefusion_udfs::register_all(&mut ctx)?;
     Ok(ctx)

@@ -63,6 +63,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::{AuthConfig, Authenticator, Caller};
 use crate::status::status;
+use framefusion_engine::error::with_unreachable_cluster;
 
 /// The custom action that returns how many queries are running (as decimal text).
 pub const RUNNING_QUERIES_ACTION: &str = "framefusion.RunningQueries";
@@ -293,23 +294,41 @@ impl FrameFusionFlightSql {
         ctx: &SessionContext,
         sql: &str,
     ) -> Result<(String, SchemaRef), Status> {
+        let planned = self.plan_statements(caller, ctx, sql).await;
+        if planned.is_err() {
+            framefusion_media::metrics::query_done(false);
+        }
+        planned
+    }
+
+    async fn plan_statements(
+        &self,
+        caller: &Caller,
+        ctx: &SessionContext,
+        sql: &str,
+    ) -> Result<(String, SchemaRef), Status> {
         let statements = ctx.parse_script(sql).map_err(|e| status(&e))?;
         let count = statements.len();
         let mut last = None;
         for (i, statement) in statements.into_iter().enumerate() {
-            let plan = ctx
-                .state()
-                .statement_to_plan(statement)
-                .await
-                .map_err(|e| status(&e))?;
+            let state = ctx.state();
+            let references = framefusion_engine::error::read_references(&state, &statement);
+            let plan = state.statement_to_plan(statement).await.map_err(|e| {
+                status(&framefusion_engine::error::with_missing_table(
+                    &state,
+                    &references,
+                    e,
+                ))
+            })?;
             check_locations(&plan).map_err(|e| status(&e))?;
-            let df = ctx.execute_plan(plan).await.map_err(|e| status(&e))?;
+            let on_cluster = |e| status(&with_unreachable_cluster(state.config(), e));
+            let df = ctx.execute_plan(plan).await.map_err(on_cluster)?;
             if i + 1 == count {
                 last = Some(df);
             } else {
                 // a COPY or INSERT before the last statement writes now; a query's rows
                 // are dropped
-                df.collect().await.map_err(|e| status(&e))?;
+                df.collect().await.map_err(on_cluster)?;
             }
         }
         let df = last.ok_or_else(|| Status::invalid_argument("no SQL statement given"))?;
@@ -364,8 +383,17 @@ impl FrameFusionFlightSql {
                 "no statement '{handle}' is waiting in this session (each ticket is good for one DoGet; it may have been cancelled)"
             ))
         })?;
-        let stream = pending.df.execute_stream().await.map_err(|e| status(&e))?;
+        let config = pending.df.task_ctx().session_config().clone();
+        let stream = match pending.df.execute_stream().await {
+            Ok(stream) => stream,
+            Err(e) => {
+                framefusion_media::metrics::query_done(false);
+                return Err(status(&with_unreachable_cluster(&config, e)));
+            }
+        };
         let schema = stream.schema();
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let seen = Arc::clone(&failed);
         let (abort, registration) = AbortHandle::new_pair();
         self.running
             .lock()
@@ -378,10 +406,16 @@ impl FrameFusionFlightSql {
             count: Arc::clone(&self.running_count),
         };
         let batches = futures::stream::Abortable::new(stream, registration)
-            .map_err(|e| FlightError::Tonic(Box::new(status(&e))))
+            .map_err(move |e| {
+                seen.store(true, Ordering::SeqCst);
+                FlightError::Tonic(Box::new(status(&with_unreachable_cluster(&config, e))))
+            })
             .chain(
                 futures::stream::once(async move {
                     let _guard = guard;
+                    framefusion_media::metrics::query_done(
+                        !failed.load(Ordering::SeqCst) && !abort.is_aborted(),
+                    );
                     abort.is_aborted().then(|| {
                         Err(FlightError::Tonic(Box::new(Status::cancelled(
                             "the query was cancelled by its client",
@@ -522,7 +556,14 @@ impl FlightSqlService for FrameFusionFlightSql {
         let Some(pending) = pending else {
             return Ok(-1);
         };
-        let batches = pending.df.collect().await.map_err(|e| status(&e))?;
+        let config = pending.df.task_ctx().session_config().clone();
+        let batches = pending
+            .df
+            .collect()
+            .await
+            .map_err(|e| with_unreachable_cluster(&config, e));
+        framefusion_media::metrics::query_done(batches.is_ok());
+        let batches = batches.map_err(|e| status(&e))?;
         // DML returns its row count in a `count` column; DDL returns nothing
         let count = batches
             .first()

@@ -23,6 +23,8 @@ pub struct FlightServer {
     pub addr: String,
     /// Its catalog file.
     pub catalog: PathBuf,
+    /// `host:port` of its HTTP endpoint, when started with `--http`.
+    pub http: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -54,13 +56,28 @@ impl FlightServer {
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            // the HTTP endpoint's line (with --http), then the Flight SQL server's
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = String::new();
+                let end = !matches!(reader.read_line(&mut line), Ok(n) if n > 0);
+                let last = end || !line.contains("http://");
+                let _ = tx.send(line);
+                if last {
+                    break;
+                }
+            }
         });
-        let line = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("framefusion serve did not report its address"));
+        let mut http = None;
+        let line = loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("framefusion serve did not report its address"));
+            match line.trim().rsplit_once("http://") {
+                Some((_, addr)) if !line.contains("grpc") => http = Some(addr.to_owned()),
+                _ => break line,
+            }
+        };
         let addr = line
             .trim()
             .rsplit("://")
@@ -72,6 +89,7 @@ impl FlightServer {
             child,
             addr,
             catalog,
+            http,
             _dir: dir,
         }
     }
@@ -133,4 +151,24 @@ pub fn cpu_ticks(pid: u32) -> u64 {
             .unwrap_or(0)
     };
     get(11) + get(12)
+}
+
+/// The body of `GET http://{addr}{path}` (HTTP/1.0, no keep-alive), panicking on a status
+/// other than 200.
+pub fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr)
+        .unwrap_or_else(|e| panic!("cannot connect to http://{addr}: {e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .unwrap_or_else(|e| panic!("reading http://{addr}{path}: {e}"));
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {head}"
+    );
+    body.to_owned()
 }

@@ -879,3 +879,63 @@ async fn sixteen_concurrent_clients() {
     );
     assert!(latencies.len() > CLIENTS, "every client completed calls");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_failure_has_its_code() {
+    // a store that refuses the server's credentials, and a cluster nobody runs
+    let s3 = framefusion_tests::s3::S3Server::start();
+    s3.create_bucket("corpus");
+    assert_eq!(s3.upload_dir("corpus", "raw/", &corpus_dir()).await, 6);
+    let env: Vec<(&str, String)> = s3
+        .env()
+        .into_iter()
+        .map(|(k, v)| match k {
+            "AWS_SECRET_ACCESS_KEY" => (k, "not-the-secret".to_owned()),
+            _ => (k, v),
+        })
+        .collect();
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let server = FlightServer::start_with_env(work.path(), &["--allow-root", "s3://corpus/"], &env);
+    let mut client = server.client().await;
+    let code = |r: Result<Vec<RecordBatch>, tonic::Status>| r.err().map(|s| s.code());
+    for (sql, want) in [
+        ("SELEC 1", Code::InvalidArgument),
+        (
+            "SELECT nope FROM (VALUES (1)) AS t(x)",
+            Code::InvalidArgument,
+        ),
+        ("SELECT * FROM nowhere", Code::NotFound),
+        (
+            "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '/etc/'",
+            Code::PermissionDenied,
+        ),
+        (
+            "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION 's3://corpus/raw/'",
+            Code::PermissionDenied,
+        ),
+    ] {
+        assert_eq!(code(run(&mut client, sql).await), Some(want), "{sql}");
+    }
+    let mut anonymous = server.anonymous().await;
+    assert_eq!(
+        code(run(&mut anonymous, "SELECT 1").await),
+        Some(Code::Unauthenticated)
+    );
+
+    let port = framefusion_tests::cluster::free_port();
+    let cluster = format!("df://127.0.0.1:{port}");
+    let server = FlightServer::start(&corpus_dir(), &["--cluster", &cluster]);
+    let mut client = server.client().await;
+    let err = run(&mut client, "SELECT 1 AS x").await.err();
+    assert_eq!(
+        err.as_ref().map(tonic::Status::code),
+        Some(Code::Unavailable),
+        "{err:?}"
+    );
+    assert!(
+        err.is_some_and(|s| s
+            .message()
+            .contains("cannot reach the framefusion scheduler")),
+        "the message says what to start"
+    );
+}

@@ -255,7 +255,10 @@ fn compute(
             .iter_mut()
             .map(|c| c.as_mut() as &mut dyn FrameConsumer)
             .collect();
-        run_pass(&input, &options, &mut refs)?;
+        let stats = run_pass(&input, &options, &mut refs)?;
+        for (demand, seconds) in demands.iter().zip(&stats.consumer_seconds) {
+            framefusion_media::metrics::operator_seconds(&demand.operator, *seconds);
+        }
     }
     Ok(demands
         .iter()

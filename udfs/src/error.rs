@@ -9,7 +9,8 @@
 
 use datafusion::error::DataFusionError;
 pub use framefusion_media::error::{
-    ATTEMPTS, MediaError, Transient, errno_is_transient, io_is_transient, retry_transient,
+    ATTEMPTS, Coded, ErrorCode, MediaError, Transient, errno_is_transient, io_is_transient,
+    retry_transient,
 };
 
 /// Errors raised by the operators of `framefusion-udfs`.
@@ -62,6 +63,17 @@ impl UdfError {
             DataFusionError::IoError(std::io::Error::other(self.to_string()))
         } else {
             DataFusionError::External(Box::new(self))
+        }
+    }
+}
+
+impl Coded for UdfError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            UdfError::Media(e) => e.code(),
+            // a model that is missing or does not load is the deployment's problem
+            UdfError::Model(_) => ErrorCode::Internal,
+            UdfError::Option(_) => ErrorCode::InvalidArgument,
         }
     }
 }

@@ -43,6 +43,7 @@ pub fn speech_probabilities(model: &LoadedModel, samples: &[f32]) -> Result<Vec<
     let mut context = vec![0f32; CONTEXT];
     let mut probabilities = Vec::with_capacity(samples.len() / WINDOW + 1);
     let mut session = model.session();
+    let started = std::time::Instant::now();
     for chunk in samples.chunks(WINDOW) {
         let mut window = context.clone();
         window.extend_from_slice(chunk);
@@ -61,6 +62,10 @@ pub fn speech_probabilities(model: &LoadedModel, samples: &[f32]) -> Result<Vec<
         let n = state.len();
         state.copy_from_slice(&s[..n]);
     }
+    framefusion_media::metrics::inference_seconds(
+        &crate::models::model_label(&model.path),
+        started.elapsed().as_secs_f64(),
+    );
     Ok(probabilities)
 }
 

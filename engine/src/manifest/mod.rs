@@ -677,7 +677,12 @@ impl Runner<'_> {
         let mut writer = self.writer(&name)?;
         // a job that cannot even be planned is wrong for every video: stop the run
         let stream = self.execute(&units).await?;
-        match stream_into(stream, self.shape, &mut writer).await {
+        let config = self.job.state.config();
+        let classify = |e| crate::error::with_unreachable_cluster(config, e);
+        match stream_into(stream, self.shape, &mut writer)
+            .await
+            .map_err(classify)
+        {
             Ok(()) => {}
             Err(e) if is_systemic(&e) => return Err(e),
             Err(group_error) => {
@@ -688,7 +693,7 @@ impl Runner<'_> {
                     let result = if units.len() == 1 {
                         Err(group_error.clone_message())
                     } else {
-                        self.collect(one).await
+                        self.collect(one).await.map_err(classify)
                     };
                     match result {
                         Ok(batches) => {
@@ -726,6 +731,7 @@ impl Runner<'_> {
             error_units: Vec::new(),
             replaces: replaces.clone(),
         };
+        let (written, errors) = writer.counts();
         let (staged, meta, rows) = writer.finish(meta)?;
         let size = staged
             .as_file()
@@ -733,6 +739,11 @@ impl Runner<'_> {
             .map_err(DataFusionError::IoError)?
             .len();
         self.store.publish(staged, &name).await?;
+        framefusion_media::metrics::rows_written(
+            self.store.display(),
+            (written - errors) as u64,
+            errors as u64,
+        );
         if let Some(old) = &replaces {
             self.store.delete(old).await?;
         }
@@ -827,23 +838,7 @@ fn failed_units(batch: &RecordBatch) -> Result<Vec<String>> {
 /// Whether `e` is a failure of the machinery (stop the run, resume later) rather than of
 /// the videos (record it and go on).
 fn is_systemic(e: &DataFusionError) -> bool {
-    match e.find_root() {
-        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => true,
-        DataFusionError::External(inner) => {
-            inner.downcast_ref::<std::io::Error>().is_some() || {
-                let text = inner.to_string();
-                [
-                    "transport error",
-                    "Connection refused",
-                    "connection error",
-                    "GrpcConnection",
-                ]
-                .iter()
-                .any(|m| text.contains(m))
-            }
-        }
-        _ => false,
-    }
+    crate::error::error_code(e).stops_a_run()
 }
 
 trait CloneMessage {

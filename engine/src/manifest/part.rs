@@ -176,6 +176,7 @@ pub struct PartWriter {
     writer: ArrowWriter<File>,
     staged: tempfile::NamedTempFile,
     rows: usize,
+    errors: usize,
     failed: BTreeSet<String>,
 }
 
@@ -201,6 +202,7 @@ impl PartWriter {
             writer,
             staged,
             rows: 0,
+            errors: 0,
             failed: BTreeSet::new(),
         })
     }
@@ -208,9 +210,20 @@ impl PartWriter {
     /// Appends manifest rows; `failed` are the videos among them with an error.
     pub fn write(&mut self, batch: &RecordBatch, failed: Vec<String>) -> Result<()> {
         self.rows += batch.num_rows();
+        if let Some(status) = batch
+            .column_by_name(STATUS_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        {
+            self.errors += status.iter().filter(|s| *s == Some("error")).count();
+        }
         self.failed.extend(failed);
         self.writer.write(batch)?;
         Ok(())
+    }
+
+    /// The rows written so far, and how many of them are error rows.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.rows, self.errors)
     }
 
     /// Finishes the file with `meta` (the failed videos filled in) and returns it, ready

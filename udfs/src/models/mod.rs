@@ -229,6 +229,14 @@ fn ports(outlets: &[ort::value::Outlet]) -> Vec<Port> {
         .collect()
 }
 
+/// The `model` label of a model's metrics: its file name.
+pub fn model_label(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
 fn model_error(path: &Path, e: impl std::fmt::Display) -> UdfError {
     UdfError::Model(format!("model '{}': {e}", path.display()))
 }
@@ -257,6 +265,7 @@ pub fn model(path: &Path, options: &OnnxOptions) -> Result<Arc<LoadedModel>, Udf
         device,
     });
     LOADS.fetch_add(1, Ordering::Relaxed);
+    framefusion_media::metrics::model_loaded(&model_label(path));
     log::info!("loaded model {} on {device}", path.display());
     models.insert(key, Arc::clone(&loaded));
     Ok(loaded)
@@ -354,8 +363,13 @@ impl LoadedModel {
         let tensor = ort::value::Tensor::from_array((shape, data))
             .map_err(|e| model_error(&self.path, e))?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
         let outputs = crate::blocking::run_blocking(|| session.run(ort::inputs![input => tensor]))
             .map_err(|e| model_error(&self.path, e))?;
+        framefusion_media::metrics::inference_seconds(
+            &model_label(&self.path),
+            started.elapsed().as_secs_f64(),
+        );
         names
             .iter()
             .map(|&name| {
