@@ -61,8 +61,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
-    /// Also serve HTTP on this address: `/metrics` (Prometheus) and `/healthz` (port 0
-    /// picks a free port; the address is printed).
+    /// Also serve HTTP on this address: a JSON SQL API (`/api/login`, `/api/sql`),
+    /// `/metrics` (Prometheus) and `/healthz` (port 0 picks a free port; the address is
+    /// printed).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
 
@@ -91,6 +92,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let options = ServeOptions {
         bind: args.bind,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
+        http: args.http,
         allowed_roots: args.allowed_roots.clone(),
         service: ServiceOptions {
             cluster: args.cluster.clone(),
@@ -108,13 +110,13 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         },
     };
     let tls = options.tls.is_some();
-    if let Some(addr) = args.http {
-        crate::http::spawn(addr, "HTTP endpoint").await?;
-    }
     serve(
         options,
-        |addr| {
-            // one line on stdout that scripts (and tests) wait for
+        |addr, http| {
+            // lines on stdout that scripts (and tests) wait for: the HTTP side's first
+            if let Some(http) = http {
+                println!("framefusion HTTP endpoint listening on http://{http}");
+            }
             println!(
                 "framefusion Flight SQL server listening on {}://{addr}",
                 if tls { "grpc+tls" } else { "grpc" }

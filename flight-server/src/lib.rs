@@ -8,15 +8,19 @@
 //! - [`auth`]: the username/password handshake issuing expiring bearer tokens, and static
 //!   tokens.
 //! - [`status`]: the one mapping of engine errors to gRPC status codes.
+//! - [`http`]: the HTTP side (`--http`): a JSON SQL API with the same users and locations,
+//!   `/metrics`, `/healthz`.
 //! - [`serve`]: the server (TLS when a certificate and key are given), confined to the
 //!   configured locations.
 
 pub mod auth;
+pub mod http;
 pub mod service;
 pub mod status;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use framefusion_media::source::{Root, confine_to};
@@ -48,13 +52,15 @@ pub struct ServeOptions {
     pub allowed_roots: Vec<String>,
     /// The service.
     pub service: ServiceOptions,
+    /// Also serve HTTP here ([`http`]; port 0 picks a free one).
+    pub http: Option<SocketAddr>,
 }
 
-/// Confines the process, binds, calls `ready` with the bound address, and serves until
-/// `shutdown` resolves.
+/// Confines the process, binds, calls `ready` with the bound address (and the HTTP side's),
+/// and serves until `shutdown` resolves.
 pub async fn serve(
     options: ServeOptions,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(SocketAddr, Option<SocketAddr>),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     if options.service.auth.users.is_empty() && options.service.auth.static_tokens.is_empty() {
@@ -85,8 +91,28 @@ pub async fn serve(
             "this process is already confined to other locations".to_owned(),
         ));
     }
-    let service = FrameFusionFlightSql::new(options.service.clone())
-        .map_err(|e| ServeError::Config(e.message().to_owned()))?;
+    let service = Arc::new(
+        FrameFusionFlightSql::new(options.service.clone())
+            .map_err(|e| ServeError::Config(e.message().to_owned()))?,
+    );
+    let http = match options.http {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
+                ServeError::Transport(format!("cannot listen for HTTP on {at}: {e}"))
+            })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|e| ServeError::Transport(e.to_string()))?;
+            let app = http::routes(Arc::clone(&service));
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, app).await {
+                    log::error!("the HTTP side on {bound} stopped: {e}");
+                }
+            });
+            Some(bound)
+        }
+        None => None,
+    };
     let mut builder = Server::builder();
     if let Some((cert, key)) = &options.tls {
         let read = |p: &PathBuf| {
@@ -104,9 +130,9 @@ pub async fn serve(
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Transport(e.to_string()))?;
-    ready(addr);
+    ready(addr, http);
     builder
-        .add_service(FlightServiceServer::new(service))
+        .add_service(FlightServiceServer::from_arc(service))
         .serve_with_incoming_shutdown(
             tonic::transport::server::TcpIncoming::from(listener),
             shutdown,

@@ -287,6 +287,35 @@ impl FrameFusionFlightSql {
         Ok((caller, ctx))
     }
 
+    /// The handshake of the HTTP API: Basic credentials in `headers` for a bearer token.
+    pub fn http_login(&self, headers: &tonic::metadata::MetadataMap) -> Result<String, Status> {
+        self.auth.handshake(headers).map(|caller| caller.token)
+    }
+
+    /// Runs `sql` for the HTTP API, as `DoGet` runs a statement: the caller's session (its
+    /// bearer token in `headers`), the same allowed locations, and all of the last
+    /// statement's rows.
+    pub async fn http_sql(
+        &self,
+        headers: tonic::metadata::MetadataMap,
+        sql: &str,
+    ) -> Result<Vec<datafusion::arrow::array::RecordBatch>, Status> {
+        let request = Request::from_parts(headers, Default::default(), ());
+        let (caller, ctx) = self.session(&request).await?;
+        let (handle, _) = self.plan_sql(&caller, &ctx, sql).await?;
+        let Some(pending) = self.pending.lock().await.remove(&handle) else {
+            return Ok(Vec::new());
+        };
+        let config = pending.df.task_ctx().session_config().clone();
+        let batches = pending
+            .df
+            .collect()
+            .await
+            .map_err(|e| with_unreachable_cluster(&config, e));
+        framefusion_media::metrics::query_done(batches.is_ok());
+        batches.map_err(|e| status(&e))
+    }
+
     /// Plans (and for DDL, runs) `sql`; the last statement's result waits for `DoGet`.
     async fn plan_sql(
         &self,

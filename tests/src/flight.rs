@@ -153,22 +153,47 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
-/// The body of `GET http://{addr}{path}` (HTTP/1.0, no keep-alive), panicking on a status
-/// other than 200.
+/// The body of `GET http://{addr}{path}`, panicking on a status other than 200.
 pub fn http_get(addr: &str, path: &str) -> String {
+    let (status, body) = http_request(addr, "GET", path, &[], "");
+    assert_eq!(status, 200, "GET {path}: {body}");
+    body
+}
+
+/// `METHOD http://{addr}{path}` with `headers` and `body` (HTTP/1.0, no keep-alive): the
+/// status and the body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr)
         .unwrap_or_else(|e| panic!("cannot connect to http://{addr}: {e}"));
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(120)));
+    let mut request = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut response = String::new();
     stream
         .read_to_string(&mut response)
         .unwrap_or_else(|e| panic!("reading http://{addr}{path}: {e}"));
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "GET {path}: {head}"
-    );
-    body.to_owned()
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {path}: no status in {head}"));
+    (status, body.to_owned())
 }

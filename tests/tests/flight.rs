@@ -939,3 +939,93 @@ async fn each_failure_has_its_code() {
         "the message says what to start"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_api_runs_sql_with_the_servers_users_roots_and_codes() {
+    use framefusion_tests::flight::http_request;
+    let server = FlightServer::start(&corpus_dir(), &["--http", "127.0.0.1:0"]);
+    let addr = server
+        .http
+        .clone()
+        .unwrap_or_else(|| panic!("no HTTP line"));
+    let error_of = |(status, body): (u16, String)| {
+        let value: serde_json::Value =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        (
+            status,
+            value["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        )
+    };
+    // login: wrong password, then the test user (Basic ana:s3cret)
+    let wrong = http_request(
+        &addr,
+        "POST",
+        "/api/login",
+        &[("Authorization", "Basic YW5hOm5vcGU=")],
+        "",
+    );
+    assert_eq!(error_of(wrong), (401, "unauthenticated".to_owned()));
+    let (status, body) = http_request(
+        &addr,
+        "POST",
+        "/api/login",
+        &[("Authorization", "Basic YW5hOnMzY3JldA==")],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let token: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap_or_default());
+    let sql = |text: &str| {
+        http_request(
+            &addr,
+            "POST",
+            "/api/sql",
+            &[("Authorization", bearer.as_str())],
+            text,
+        )
+    };
+    // rows as JSON, DDL and a query over the corpus in one script, the session kept
+    let (status, body) = sql(&format!(
+        "{}; SELECT count(*) AS n FROM raw",
+        create_raw(&corpus_dir())
+    ));
+    assert_eq!(status, 200, "{body}");
+    let rows: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(rows["columns"], serde_json::json!(["n"]), "{body}");
+    assert_eq!(rows["rows"], serde_json::json!([{"n": 6}]), "{body}");
+    // each failure with its HTTP status and code
+    for (text, want) in [
+        ("SELEC 1", (400, "invalid_argument")),
+        ("SELECT * FROM nowhere", (404, "not_found")),
+        (
+            "CREATE EXTERNAL TABLE p STORED AS PARQUET LOCATION '/etc/'",
+            (403, "permission_denied"),
+        ),
+    ] {
+        assert_eq!(error_of(sql(text)), (want.0, want.1.to_owned()), "{text}");
+    }
+    let anonymous = http_request(&addr, "POST", "/api/sql", &[], "SELECT 1");
+    assert_eq!(error_of(anonymous), (401, "unauthenticated".to_owned()));
+    // a cluster nobody runs
+    let port = framefusion_tests::cluster::free_port();
+    let cluster = format!("df://127.0.0.1:{port}");
+    let server = FlightServer::start(
+        &corpus_dir(),
+        &["--http", "127.0.0.1:0", "--cluster", &cluster],
+    );
+    let addr = server
+        .http
+        .clone()
+        .unwrap_or_else(|| panic!("no HTTP line"));
+    let unreachable = http_request(
+        &addr,
+        "POST",
+        "/api/sql",
+        &[("Authorization", &format!("Bearer {STATIC_TOKEN}"))],
+        "SELECT 1 AS x",
+    );
+    assert_eq!(error_of(unreachable), (503, "unavailable".to_owned()));
+}

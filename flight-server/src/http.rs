@@ -1,0 +1,130 @@
+//! The HTTP side of `framefusion serve --http ADDR`, beside Flight SQL and with its users,
+//! tokens, sessions and allowed locations:
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /api/login` | `authorization: Basic ...` (a `--user`) -> `{"token": "..."}`, a bearer token as the Flight handshake issues |
+//! | `POST /api/sql` | `authorization: Bearer TOKEN`, the SQL text as the body -> `{"columns": [...], "rows": [{...}, ...]}`: the last statement's rows |
+//! | `GET /metrics` | the process's metrics, OpenMetrics text (Prometheus) |
+//! | `GET /healthz` | `ok` |
+//!
+//! A failure is `{"error": {"code": "not_found", "message": "..."}}` with the HTTP status
+//! of its typed code (`ErrorCode::http_status`: 400, 401, 403, 404, 422, 499, 500, 501,
+//! 503), the same code the Flight SQL status carries.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tonic::metadata::MetadataMap;
+
+use crate::FrameFusionFlightSql;
+
+/// `/metrics` and `/healthz` (every framefusion process that serves HTTP).
+pub fn health_routes() -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+}
+
+/// Every route of the server's HTTP side (see the module docs).
+pub fn routes(service: Arc<FrameFusionFlightSql>) -> Router {
+    Router::new()
+        .route("/api/login", post(login))
+        .route("/api/sql", post(sql))
+        .with_state(service)
+        .merge(health_routes())
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, framefusion_media::metrics::CONTENT_TYPE)],
+        framefusion_media::metrics::render(),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+fn json(status: StatusCode, value: serde_json::Value) -> Response {
+    (
+        status,
+        [(CONTENT_TYPE, "application/json")],
+        value.to_string(),
+    )
+        .into_response()
+}
+
+/// The JSON error of a failed call, with the HTTP status of its code.
+fn failure(status: &tonic::Status) -> Response {
+    let code = crate::status::error_code_of(status.code());
+    let http =
+        StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json(
+        http,
+        serde_json::json!({"error": {"code": code.name(), "message": status.message()}}),
+    )
+}
+
+fn metadata(headers: &HeaderMap) -> MetadataMap {
+    MetadataMap::from_headers(headers.clone())
+}
+
+async fn login(State(service): State<Arc<FrameFusionFlightSql>>, headers: HeaderMap) -> Response {
+    match service.http_login(&metadata(&headers)) {
+        Ok(token) => json(StatusCode::OK, serde_json::json!({ "token": token })),
+        Err(status) => failure(&status),
+    }
+}
+
+async fn sql(
+    State(service): State<Arc<FrameFusionFlightSql>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return failure(&tonic::Status::invalid_argument(
+            "the SQL must be UTF-8 text",
+        ));
+    };
+    let batches = match service.http_sql(metadata(&headers), text).await {
+        Ok(batches) => batches,
+        Err(status) => return failure(&status),
+    };
+    let columns: Vec<String> = batches
+        .first()
+        .map(|b| {
+            b.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
+    let written = batches
+        .iter()
+        .try_for_each(|b| writer.write(b))
+        .and_then(|()| writer.finish());
+    if let Err(e) = written {
+        return failure(&tonic::Status::internal(format!(
+            "cannot write the rows as JSON: {e}"
+        )));
+    }
+    let bytes = writer.into_inner();
+    let rows: serde_json::Value = if bytes.is_empty() {
+        serde_json::Value::Array(Vec::new())
+    } else {
+        serde_json::from_slice(&bytes).unwrap_or_default()
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "columns": columns, "rows": rows }),
+    )
+}
