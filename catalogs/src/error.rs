@@ -67,27 +67,79 @@ pub fn task_error(e: framefusion_media::MediaError) -> DataFusionError {
     }
 }
 
-/// The code of a failure to build a table, from its type (for a table of the persistent
-/// catalog that cannot be rebuilt).
-pub fn build_code(e: &DataFusionError) -> ErrorCode {
-    match e.find_root() {
+/// An error type this crate does not know, as a crate above it codes it.
+pub type CodeHook<'a> =
+    &'a dyn Fn(&(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode>;
+
+/// The code of an engine error, from its type alone: DataFusion's variants, and inside
+/// [`DataFusionError::External`] the media and catalog errors, I/O and object-store errors,
+/// nested DataFusion errors, and whatever `above` codes (the error types of the crates
+/// above this one; `framefusion_engine::error::error_code` passes its own). No message is
+/// read.
+pub fn code_of(error: &DataFusionError, above: CodeHook<'_>) -> ErrorCode {
+    let external =
+        |inner: &(dyn std::error::Error + Send + Sync + 'static)| external_code(inner, above);
+    match error {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            return code_of(inner, above);
+        }
+        DataFusionError::Shared(inner) => return code_of(inner, above),
+        DataFusionError::Collection(errors) => {
+            return errors
+                .first()
+                .map_or(ErrorCode::Internal, |e| code_of(e, above));
+        }
         DataFusionError::External(inner) => {
-            if let Some(e) = inner.downcast_ref::<CatalogError>() {
-                e.code()
-            } else if let Some(e) = inner.downcast_ref::<framefusion_media::MediaError>() {
-                e.code()
-            } else if let Some(e) = inner.downcast_ref::<std::io::Error>() {
-                framefusion_media::error::io_code(e)
-            } else {
-                ErrorCode::Internal
+            if let Some(code) = external(inner.as_ref()) {
+                return code;
             }
         }
-        DataFusionError::ObjectStore(e) => framefusion_media::error::object_store_code(e),
-        DataFusionError::IoError(e) => framefusion_media::error::io_code(e),
-        DataFusionError::Plan(_)
-        | DataFusionError::SQL(..)
+        _ => {}
+    }
+    match error.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
         | DataFusionError::Configuration(_)
-        | DataFusionError::SchemaError(..) => ErrorCode::InvalidArgument,
+        | DataFusionError::Plan(_) => ErrorCode::InvalidArgument,
+        DataFusionError::NotImplemented(_) | DataFusionError::Substrait(_) => {
+            ErrorCode::Unimplemented
+        }
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
+        // a task's I/O error is a transient failure (transient media errors become these
+        // so that Ballista retries them)
+        DataFusionError::IoError(e) => match framefusion_media::error::io_code(e) {
+            ErrorCode::NotFound => ErrorCode::NotFound,
+            ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+            _ => ErrorCode::Unavailable,
+        },
+        DataFusionError::ObjectStore(e) => framefusion_media::error::object_store_code(e),
+        DataFusionError::External(inner) => external(inner.as_ref()).unwrap_or(ErrorCode::Internal),
         _ => ErrorCode::Internal,
     }
+}
+
+/// The code of an error inside [`DataFusionError::External`], when its type is known.
+fn external_code(
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+    above: CodeHook<'_>,
+) -> Option<ErrorCode> {
+    if let Some(e) = error.downcast_ref::<framefusion_media::MediaError>() {
+        return Some(e.code());
+    }
+    if let Some(e) = error.downcast_ref::<CatalogError>() {
+        return Some(e.code());
+    }
+    if let Some(e) = error.downcast_ref::<DataFusionError>() {
+        return Some(code_of(e, above));
+    }
+    if let Some(e) = error.downcast_ref::<std::io::Error>() {
+        return Some(match framefusion_media::error::io_code(e) {
+            ErrorCode::Internal => ErrorCode::Unavailable,
+            code => code,
+        });
+    }
+    if let Some(e) = error.downcast_ref::<object_store::Error>() {
+        return Some(framefusion_media::error::object_store_code(e));
+    }
+    above(error)
 }

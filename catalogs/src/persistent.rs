@@ -298,7 +298,7 @@ impl SchemaProvider for PersistentSchemaProvider {
                     Err(e) => Arc::new(UnavailableTable {
                         name: name.to_owned(),
                         reason: crate_message(&e),
-                        code: crate::error::build_code(&e),
+                        code: crate::error::code_of(&e, &|_| None),
                     }),
                 };
                 self.local()

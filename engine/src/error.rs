@@ -42,58 +42,16 @@ impl From<EngineError> for DataFusionError {
 
 /// The code of an engine error, from its type alone: DataFusion's variants, and the
 /// workspace's own errors ([`Coded`]), object stores', Ballista's and I/O errors inside
-/// [`DataFusionError::External`]. No message is read.
+/// [`DataFusionError::External`] (`framefusion_catalogs::error::code_of`, with the error
+/// types of the crates above it). No message is read.
 pub fn error_code(error: &DataFusionError) -> ErrorCode {
-    match error {
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            return error_code(inner);
-        }
-        DataFusionError::Shared(inner) => return error_code(inner),
-        DataFusionError::Collection(errors) => {
-            return errors.first().map_or(ErrorCode::Internal, error_code);
-        }
-        DataFusionError::External(inner) => {
-            if let Some(code) = external_code(inner.as_ref()) {
-                return code;
-            }
-        }
-        DataFusionError::ArrowError(_, _) | DataFusionError::ParquetError(_) => {}
-        _ => {}
-    }
-    match error.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::Configuration(_)
-        | DataFusionError::Plan(_) => ErrorCode::InvalidArgument,
-        DataFusionError::NotImplemented(_) | DataFusionError::Substrait(_) => {
-            ErrorCode::Unimplemented
-        }
-        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
-        // a task's I/O error is a transient failure (transient media errors become these
-        // so that Ballista retries them)
-        DataFusionError::IoError(e) => match framefusion_media::error::io_code(e) {
-            ErrorCode::NotFound => ErrorCode::NotFound,
-            ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
-            _ => ErrorCode::Unavailable,
-        },
-        DataFusionError::ObjectStore(e) => framefusion_media::error::object_store_code(e),
-        DataFusionError::External(inner) => {
-            external_code(inner.as_ref()).unwrap_or(ErrorCode::Internal)
-        }
-        _ => ErrorCode::Internal,
-    }
+    framefusion_catalogs::error::code_of(error, &above_catalogs)
 }
 
-/// The code of an error inside [`DataFusionError::External`], when its type is known.
-fn external_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode> {
+/// The codes of the error types `framefusion_catalogs::error::code_of` does not know.
+fn above_catalogs(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode> {
     use ballista_core::error::BallistaError as B;
-    if let Some(e) = error.downcast_ref::<framefusion_media::MediaError>() {
-        return Some(e.code());
-    }
     if let Some(e) = error.downcast_ref::<framefusion_udfs::UdfError>() {
-        return Some(e.code());
-    }
-    if let Some(e) = error.downcast_ref::<framefusion_catalogs::CatalogError>() {
         return Some(e.code());
     }
     if let Some(e) = error.downcast_ref::<EngineError>() {
@@ -101,18 +59,6 @@ fn external_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Opt
     }
     if error.downcast_ref::<framefusion_sql::SqlError>().is_some() {
         return Some(ErrorCode::InvalidArgument);
-    }
-    if let Some(e) = error.downcast_ref::<DataFusionError>() {
-        return Some(error_code(e));
-    }
-    if let Some(e) = error.downcast_ref::<std::io::Error>() {
-        return Some(match framefusion_media::error::io_code(e) {
-            ErrorCode::Internal => ErrorCode::Unavailable,
-            code => code,
-        });
-    }
-    if let Some(e) = error.downcast_ref::<object_store::Error>() {
-        return Some(framefusion_media::error::object_store_code(e));
     }
     if let Some(e) = error.downcast_ref::<B>() {
         return Some(match e {
@@ -133,8 +79,8 @@ fn external_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Opt
     None
 }
 
-/// The [`ErrorCode`] of a gRPC status code (a cluster's answer).
-fn grpc_code(code: tonic::Code) -> ErrorCode {
+/// The [`ErrorCode`] of a gRPC status code (a cluster's or a Flight server's answer).
+pub fn grpc_code(code: tonic::Code) -> ErrorCode {
     use tonic::Code as C;
     match code {
         C::InvalidArgument | C::OutOfRange | C::FailedPrecondition => ErrorCode::InvalidArgument,

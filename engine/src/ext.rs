@@ -27,6 +27,10 @@ pub trait SessionContextExt {
     /// error anywhere fails the whole script before any statement runs.
     fn parse_script(&self, sql: &str) -> Result<VecDeque<Statement>>;
 
+    /// Plans one parsed statement; a table it reads that does not exist is
+    /// [`crate::error::EngineError::TableNotFound`] (code `NotFound`).
+    async fn plan_statement(&self, statement: Statement) -> Result<LogicalPlan>;
+
     /// Plans and runs one parsed statement. DDL (`CREATE EXTERNAL TABLE`, `SET`, ...) takes
     /// effect before this returns; a query returns its (lazy) result.
     async fn execute_statement(&self, statement: Statement) -> Result<DataFrame>;
@@ -56,14 +60,18 @@ impl SessionContextExt for SessionContext {
             .map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
-    async fn execute_statement(&self, statement: Statement) -> Result<DataFrame> {
+    async fn plan_statement(&self, statement: Statement) -> Result<LogicalPlan> {
         let state = self.state();
         let references = crate::error::read_references(&state, &statement);
-        let result = match state.statement_to_plan(statement).await {
-            Ok(plan) => self.execute_plan(plan).await,
-            Err(e) => Err(e),
-        };
-        result.map_err(|e| crate::error::with_missing_table(&state, &references, e))
+        state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|e| crate::error::with_missing_table(&state, &references, e))
+    }
+
+    async fn execute_statement(&self, statement: Statement) -> Result<DataFrame> {
+        let plan = self.plan_statement(statement).await?;
+        self.execute_plan(plan).await
     }
 
     async fn execute_plan(&self, plan: LogicalPlan) -> Result<DataFrame> {

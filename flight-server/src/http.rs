@@ -25,6 +25,22 @@ use tonic::metadata::MetadataMap;
 
 use crate::FrameFusionFlightSql;
 
+/// Binds `addr` (port 0: a free port) and serves `app` there on the current runtime until
+/// the process ends; the bound address.
+pub async fn spawn(
+    addr: std::net::SocketAddr,
+    app: Router,
+) -> std::io::Result<std::net::SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            log::error!("the HTTP side on {bound} stopped: {e}");
+        }
+    });
+    Ok(bound)
+}
+
 /// `/metrics` and `/healthz` (every framefusion process that serves HTTP).
 pub fn health_routes() -> Router {
     Router::new()
@@ -63,7 +79,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
 
 /// The JSON error of a failed call, with the HTTP status of its code.
 fn failure(status: &tonic::Status) -> Response {
-    let code = crate::status::error_code_of(status.code());
+    let code = framefusion_engine::error::grpc_code(status.code());
     let http =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json(

@@ -96,21 +96,13 @@ pub async fn serve(
             .map_err(|e| ServeError::Config(e.message().to_owned()))?,
     );
     let http = match options.http {
-        Some(at) => {
-            let listener = tokio::net::TcpListener::bind(at).await.map_err(|e| {
-                ServeError::Transport(format!("cannot listen for HTTP on {at}: {e}"))
-            })?;
-            let bound = listener
-                .local_addr()
-                .map_err(|e| ServeError::Transport(e.to_string()))?;
-            let app = http::routes(Arc::clone(&service));
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, app).await {
-                    log::error!("the HTTP side on {bound} stopped: {e}");
-                }
-            });
-            Some(bound)
-        }
+        Some(at) => Some(
+            http::spawn(at, http::routes(Arc::clone(&service)))
+                .await
+                .map_err(|e| {
+                    ServeError::Transport(format!("cannot listen for HTTP on {at}: {e}"))
+                })?,
+        ),
         None => None,
     };
     let mut builder = Server::builder();

@@ -301,10 +301,20 @@ impl FrameFusionFlightSql {
         sql: &str,
     ) -> Result<Vec<datafusion::arrow::array::RecordBatch>, Status> {
         let request = Request::from_parts(headers, Default::default(), ());
-        let (caller, ctx) = self.session(&request).await?;
+        Ok(self.run_to_end(&request, sql).await?.unwrap_or_default())
+    }
+
+    /// Runs `sql` in the session of `request` now, to the end: the last statement's rows
+    /// (`None` when it left nothing waiting).
+    async fn run_to_end<T>(
+        &self,
+        request: &Request<T>,
+        sql: &str,
+    ) -> Result<Option<Vec<datafusion::arrow::array::RecordBatch>>, Status> {
+        let (caller, ctx) = self.session(request).await?;
         let (handle, _) = self.plan_sql(&caller, &ctx, sql).await?;
         let Some(pending) = self.pending.lock().await.remove(&handle) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let config = pending.df.task_ctx().session_config().clone();
         let batches = pending
@@ -313,7 +323,7 @@ impl FrameFusionFlightSql {
             .await
             .map_err(|e| with_unreachable_cluster(&config, e));
         framefusion_media::metrics::query_done(batches.is_ok());
-        batches.map_err(|e| status(&e))
+        batches.map(Some).map_err(|e| status(&e))
     }
 
     /// Plans (and for DDL, runs) `sql`; the last statement's result waits for `DoGet`.
@@ -340,16 +350,12 @@ impl FrameFusionFlightSql {
         let count = statements.len();
         let mut last = None;
         for (i, statement) in statements.into_iter().enumerate() {
-            let state = ctx.state();
-            let references = framefusion_engine::error::read_references(&state, &statement);
-            let plan = state.statement_to_plan(statement).await.map_err(|e| {
-                status(&framefusion_engine::error::with_missing_table(
-                    &state,
-                    &references,
-                    e,
-                ))
-            })?;
+            let plan = ctx
+                .plan_statement(statement)
+                .await
+                .map_err(|e| status(&e))?;
             check_locations(&plan).map_err(|e| status(&e))?;
+            let state = ctx.state();
             let on_cluster = |e| status(&with_unreachable_cluster(state.config(), e));
             let df = ctx.execute_plan(plan).await.map_err(on_cluster)?;
             if i + 1 == count {
@@ -579,20 +585,9 @@ impl FlightSqlService for FrameFusionFlightSql {
         command: CommandStatementUpdate,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        let (caller, ctx) = self.session(&request).await?;
-        let (handle, _) = self.plan_sql(&caller, &ctx, &command.query).await?;
-        let pending = self.pending.lock().await.remove(&handle);
-        let Some(pending) = pending else {
+        let Some(batches) = self.run_to_end(&request, &command.query).await? else {
             return Ok(-1);
         };
-        let config = pending.df.task_ctx().session_config().clone();
-        let batches = pending
-            .df
-            .collect()
-            .await
-            .map_err(|e| with_unreachable_cluster(&config, e));
-        framefusion_media::metrics::query_done(batches.is_ok());
-        let batches = batches.map_err(|e| status(&e))?;
         // DML returns its row count in a `count` column; DDL returns nothing
         let count = batches
             .first()

@@ -44,24 +44,6 @@ pub fn grpc(code: ErrorCode) -> Code {
     }
 }
 
-/// The [`ErrorCode`] a gRPC code stands for (the inverse of [`grpc`]; `InvalidArgument`
-/// reads as `invalid_argument`).
-pub fn error_code_of(code: Code) -> ErrorCode {
-    match code {
-        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
-            ErrorCode::InvalidArgument
-        }
-        Code::NotFound => ErrorCode::NotFound,
-        Code::PermissionDenied => ErrorCode::PermissionDenied,
-        Code::Unauthenticated => ErrorCode::Unauthenticated,
-        Code::Unavailable | Code::DeadlineExceeded | Code::Aborted => ErrorCode::Unavailable,
-        Code::ResourceExhausted => ErrorCode::ResourceExhausted,
-        Code::Unimplemented => ErrorCode::Unimplemented,
-        Code::Cancelled => ErrorCode::Cancelled,
-        _ => ErrorCode::Internal,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -135,16 +135,12 @@ fn sheet_frames(
     let gap = times.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     let mut frames: Vec<DecodedFrame> = Vec::with_capacity(times.len());
     if gap > SEEK_GAP_S {
-        let mut last_frame: Option<DecodedFrame> = None;
         for &t in times {
             match frame_at(media, t, resize) {
-                Ok(frame) => {
-                    last_frame = Some(frame.clone());
-                    frames.push(frame);
-                }
+                Ok(frame) => frames.push(frame),
                 // past the end: the last frame the video has
-                Err(e) => match &last_frame {
-                    Some(f) => frames.push(f.clone()),
+                Err(e) => match frames.last().cloned() {
+                    Some(last) => frames.push(last),
                     None => return Err(e.into()),
                 },
             }
