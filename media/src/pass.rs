@@ -90,6 +90,13 @@ pub enum Filter {
     Area,
     /// Fast bilinear: two taps, for a cheap look.
     FastBilinear,
+    /// A shrink for a cheap look at a much smaller picture: swscale reads one source row
+    /// in every `⌊height / picture height⌋` (the middle row of each band, where a two-tap
+    /// shrink such as OpenCV's `INTER_LINEAR` reads at an integer factor), then scales
+    /// those rows with [`Filter::FastBilinear`]. The rows it skips are never read, so a
+    /// 720p frame costs a fifth of a full-frame scale at 256 pixels; frames in formats
+    /// other than 8-bit planar YUV, NV12 and grey are scaled whole.
+    TwoTapShrink,
 }
 
 impl Filter {
@@ -98,7 +105,7 @@ impl Filter {
             Filter::Bilinear => scaling::Flags::BILINEAR,
             Filter::Bicubic => scaling::Flags::BICUBIC,
             Filter::Area => scaling::Flags::AREA,
-            Filter::FastBilinear => scaling::Flags::FAST_BILINEAR,
+            Filter::FastBilinear | Filter::TwoTapShrink => scaling::Flags::FAST_BILINEAR,
         }
     }
 }
@@ -162,6 +169,21 @@ impl std::fmt::Debug for Decoded {
 }
 
 impl Decoded {
+    /// A frame at time 0 with nothing else known (tests).
+    #[cfg(test)]
+    fn bare(frame: ffmpeg::frame::Video) -> Self {
+        Self {
+            frame,
+            ts: 0,
+            pts_s: 0.0,
+            index: 0,
+            is_keyframe: true,
+            is_bidirectional: false,
+            motion: None,
+            pictures: RefCell::default(),
+        }
+    }
+
     /// The decoded picture's width.
     pub fn width(&self) -> u32 {
         self.frame.width()
@@ -229,9 +251,14 @@ impl Pictures {
         frame: &ffmpeg::frame::Video,
         spec: PictureSpec,
     ) -> Result<Picture, MediaError> {
-        let (w, h, format) = (frame.width(), frame.height(), frame.format());
         let (width, height) = (spec.width.max(1), spec.height.max(1));
         let colour = colour_key(frame, spec.matrix);
+        let rows = match spec.filter {
+            Filter::TwoTapShrink => RowView::of(frame, height),
+            _ => None,
+        };
+        let frame = rows.as_ref().map_or(frame, |view| &view.frame);
+        let (w, h, format) = (frame.width(), frame.height(), frame.format());
         let key = (format, w, h, spec, colour);
         let mut scalers = self.scalers.borrow_mut();
         let at = match scalers.iter().position(|(k, _)| *k == key) {
@@ -284,6 +311,70 @@ impl Pictures {
             height: rh,
             format: spec.format,
             data: packed,
+        })
+    }
+}
+
+/// A view of every `step`-th row of a decoded frame: a frame header whose plane pointers
+/// and line sizes select the rows, sharing the decoder's buffers (no copy). It lives only
+/// while its source frame is borrowed.
+struct RowView<'a> {
+    frame: ffmpeg::frame::Video,
+    _source: std::marker::PhantomData<&'a ffmpeg::frame::Video>,
+}
+
+impl<'a> RowView<'a> {
+    /// The rows of `source` a shrink to `height` rows reads, when it skips at least every
+    /// other row and the pixel format's planes are known; `None`: scale the whole frame.
+    fn of(source: &'a ffmpeg::frame::Video, height: u32) -> Option<Self> {
+        // planes, and the vertical chroma subsampling (log2) of planes after the first
+        let (planes, chroma_shift) = match source.format() {
+            Pixel::GRAY8 => (1, 0),
+            Pixel::YUV420P | Pixel::YUVJ420P => (3, 1),
+            Pixel::YUV422P | Pixel::YUVJ422P | Pixel::YUV444P | Pixel::YUVJ444P => (3, 0),
+            Pixel::NV12 | Pixel::NV21 => (2, 1),
+            _ => return None,
+        };
+        let (w, h) = (source.width() as usize, source.height() as usize);
+        let step = h / height.max(1) as usize;
+        if step < 2 {
+            return None;
+        }
+        // the middle row of each band of `step` rows
+        let first = (step - 1) / 2;
+        let rows = (h - 1 - first) / step + 1;
+        let mut view = ffmpeg::frame::Video::empty();
+        // SAFETY: the view's header gets the source's format and size, and plane pointers
+        // into the source's buffers at rows that exist: row `first + step * r` of the luma
+        // plane for r < rows (at most h - 1), and of a plane subsampled by 2^shift the row
+        // `first >> shift` + `step * q` for q < rows >> shift (rounded up), which is at
+        // most (h - 1) >> shift. The view holds no buffer reference, so freeing it frees
+        // nothing of the source's, and it does not outlive the borrowed source.
+        unsafe {
+            let src = source.as_ptr();
+            let dst = view.as_mut_ptr();
+            (*dst).format = (*src).format;
+            (*dst).width = w as i32;
+            (*dst).height = rows as i32;
+            (*dst).color_range = (*src).color_range;
+            (*dst).colorspace = (*src).colorspace;
+            (*dst).color_primaries = (*src).color_primaries;
+            (*dst).color_trc = (*src).color_trc;
+            (*dst).chroma_location = (*src).chroma_location;
+            for plane in 0..planes {
+                let shift = if plane == 0 { 0 } else { chroma_shift };
+                let line = (*src).linesize[plane] as isize;
+                if line <= 0 || (*src).data[plane].is_null() {
+                    return None;
+                }
+                let offset = ((first >> shift) as isize) * line;
+                (*dst).data[plane] = (*src).data[plane].offset(offset);
+                (*dst).linesize[plane] = (line * step as isize) as i32;
+            }
+        }
+        Some(Self {
+            frame: view,
+            _source: std::marker::PhantomData,
         })
     }
 }
@@ -1044,5 +1135,73 @@ mod tests {
         assert_eq!(sampler.push(0), 0);
         assert_eq!(sampler.push(3), 3);
         assert_eq!(sampler.finish(Some(4)), 1);
+    }
+
+    /// A `format` frame of `w` x `h` whose every byte depends on its plane, row and column.
+    fn patterned(
+        format: Pixel,
+        w: u32,
+        h: u32,
+        rows: impl Fn(usize) -> usize,
+    ) -> ffmpeg::frame::Video {
+        let mut frame = ffmpeg::frame::Video::new(format, w, h);
+        for plane in 0..frame.planes() {
+            let (stride, height) = (frame.stride(plane), frame.plane_height(plane) as usize);
+            let data = frame.data_mut(plane);
+            for row in 0..height {
+                let source = rows(row);
+                for col in 0..stride {
+                    data[row * stride + col] = (source * 7 + col * 3 + plane * 50) as u8;
+                }
+            }
+        }
+        frame
+    }
+
+    #[test]
+    fn two_tap_shrink_reads_the_middle_row_of_each_band() -> Result<(), MediaError> {
+        ffmpeg::init().ok();
+        let pictures = Pictures::new("test");
+        let mut differs = false;
+        for (format, planes_subsampled) in [(Pixel::YUV420P, true), (Pixel::YUV444P, false)] {
+            // 720 rows to 144: one row in 5, rows 2, 7, 12, ... (chroma 1, 6, 11, ... at 4:2:0)
+            let full = Decoded::bare(patterned(format, 64, 720, |r| r));
+            let chroma_first = if planes_subsampled { 1 } else { 2 };
+            let rows = patterned(format, 64, 144, |r| 2 + 5 * r);
+            // the frame built from those rows, its chroma rows fixed up to the source's
+            let mut expected = rows;
+            if planes_subsampled {
+                for plane in 1..3 {
+                    let stride = expected.stride(plane);
+                    let height = expected.plane_height(plane) as usize;
+                    let data = expected.data_mut(plane);
+                    for row in 0..height {
+                        let source = chroma_first + 5 * row;
+                        for col in 0..stride {
+                            data[row * stride + col] = (source * 7 + col * 3 + plane * 50) as u8;
+                        }
+                    }
+                }
+            }
+            let expected = Decoded::bare(expected);
+            for out in [PictureFormat::Rgb24, PictureFormat::Gray8] {
+                let spec = |filter| PictureSpec {
+                    width: 32,
+                    height: 144,
+                    format: out,
+                    filter,
+                    matrix: Matrix::Bt601,
+                };
+                let shrunk = pictures.get(&full, spec(Filter::TwoTapShrink))?;
+                let reference = pictures.get(&expected, spec(Filter::FastBilinear))?;
+                assert_eq!(shrunk, reference, "{format:?} -> {out:?}");
+                // (swscale's fast bilinear reads the same luma rows of the whole frame,
+                // not the same chroma rows: the RGB picture tells the two apart)
+                let whole = pictures.get(&full, spec(Filter::FastBilinear))?;
+                differs |= shrunk != whole;
+            }
+        }
+        assert!(differs, "the row view changed nothing");
+        Ok(())
     }
 }

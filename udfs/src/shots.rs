@@ -367,17 +367,19 @@ impl ContentScores {
 
 /// The picture the content values are computed on, for a `width` x `height` video:
 /// RGB at PySceneDetect's scoring size, converted by swscale straight from the decoder's
-/// YUV. `FAST_BILINEAR` takes two taps per output pixel and axis, as OpenCV's
-/// `INTER_LINEAR` does when it shrinks a frame by PySceneDetect's factor (so the values are
-/// close to PySceneDetect's, and the cuts the same on every test video), and is the
-/// cheapest of swscale's filters (benches/RESULTS.md).
+/// YUV. PySceneDetect shrinks with OpenCV's `INTER_LINEAR`, which reads two source rows
+/// and columns per output pixel (one at an odd integer factor, such as 720p's 5);
+/// [`Filter::TwoTapShrink`] hands swscale only the middle row of each band and shrinks
+/// the rest with `FAST_BILINEAR`'s two taps, so the values are close to PySceneDetect's
+/// (the cuts the same on every test video) and the rows no tap reads are never scaled
+/// (benches/RESULTS.md).
 fn scoring_picture(width: u32, height: u32) -> PictureSpec {
     let (w, h) = scoring_size(width as usize, height as usize);
     PictureSpec {
         width: w as u32,
         height: h as u32,
         format: PictureFormat::Rgb24,
-        filter: Filter::FastBilinear,
+        filter: Filter::TwoTapShrink,
         // BT.601 whatever the tags, as OpenCV converts for PySceneDetect: the same values
         matrix: framefusion_media::pass::Matrix::Bt601,
     }
