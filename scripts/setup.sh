@@ -37,6 +37,8 @@ system_packages=(
     python3 python3-venv python3-pip
     # asset unpacking
     unzip ca-certificates
+    # tests: the web console's browser tests drive a headless chromium (selenium)
+    chromium chromium-driver
 )
 missing=()
 for p in "${system_packages[@]}"; do

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use datafusion::logical_expr::LogicalPlan;
 use framefusion_engine::SessionContextExt;
 use framefusion_engine::manifest::{ManifestOptions, RunProgress, RunSummary, write_manifest};
 use framefusion_media::storage::StorageOptions;
@@ -92,16 +91,7 @@ pub async fn run(args: RunArgs) -> Result<(), CliError> {
         ctx.execute_statement(statement).await?.collect().await?;
     }
     let plan = ctx.state().statement_to_plan(query).await?;
-    if matches!(
-        plan,
-        LogicalPlan::Ddl(_)
-            | LogicalPlan::Dml(_)
-            | LogicalPlan::Copy(_)
-            | LogicalPlan::Statement(_)
-            | LogicalPlan::Explain(_)
-            | LogicalPlan::Analyze(_)
-            | LogicalPlan::DescribeTable(_)
-    ) {
+    if !framefusion_engine::manifest::is_query(&plan) {
         return Err(CliError::Usage(format!(
             "the last statement of '{}' must be a query (SELECT ...) whose rows the manifest holds",
             args.job.display()

@@ -3,9 +3,12 @@
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use framefusion_console::ConsoleOptions;
+use framefusion_flight_server::http::ExtraRoutes;
 use framefusion_flight_server::{AuthConfig, ServeOptions, ServiceOptions, serve};
 
 use crate::CliError;
@@ -17,9 +20,16 @@ pub struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:50060")]
     bind: SocketAddr,
 
-    /// Run queries on the Ballista cluster whose scheduler is at this URL (df://host:port).
-    #[arg(long, value_name = "URL")]
-    cluster: Option<String>,
+    /// A Ballista cluster, [NAME=]df://host:port (repeatable): the web console submits
+    /// runs to any of them by name; Flight SQL and HTTP SQL statements run on the first.
+    #[arg(long = "cluster", value_name = "[NAME=]URL")]
+    clusters: Vec<String>,
+
+    /// A folder or s3:// prefix of manifests the web console shows (a manifest, or a
+    /// folder of them; repeatable); the console's runs without an output go under the
+    /// first.
+    #[arg(long = "runs", value_name = "LOCATION")]
+    runs: Vec<String>,
 
     /// A user of the username/password handshake, NAME:PASSWORD (repeatable, or
     /// comma-separated in FRAMEFUSION_SERVE_USERS).
@@ -61,9 +71,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
 
-    /// Also serve HTTP on this address: a JSON SQL API (`/api/login`, `/api/sql`),
-    /// `/metrics` (Prometheus) and `/healthz` (port 0 picks a free port; the address is
-    /// printed).
+    /// Also serve HTTP on this address: the web console (`/`) and its JSON API, a JSON
+    /// SQL API (`/api/login`, `/api/sql`), `/metrics` (Prometheus) and `/healthz` (port 0
+    /// picks a free port; the address is printed).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
 
@@ -89,13 +99,21 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let catalog = args.catalog.path();
+    let clusters = named_clusters(&args.clusters)?;
+    let console = ConsoleOptions {
+        runs: args.runs.clone(),
+        clusters: clusters.clone(),
+    };
     let options = ServeOptions {
         bind: args.bind,
         tls: args.tls_cert.clone().zip(args.tls_key.clone()),
         http: args.http,
+        http_routes: Some(ExtraRoutes(Arc::new(move |service| {
+            framefusion_console::routes(service, console.clone())
+        }))),
         allowed_roots: args.allowed_roots.clone(),
         service: ServiceOptions {
-            cluster: args.cluster.clone(),
+            cluster: clusters.first().map(|(_, url)| url.clone()),
             catalog,
             auth: AuthConfig {
                 users,
@@ -127,4 +145,61 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     )
     .await
     .map_err(|e| CliError::Usage(e.to_string()))
+}
+
+/// `--cluster [NAME=]URL` values by name: an unnamed one is `cluster` (`cluster-2`, ... when
+/// there are several).
+fn named_clusters(values: &[String]) -> Result<Vec<(String, String)>, CliError> {
+    let mut named: Vec<(String, String)> = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let (name, url) = match value.split_once('=') {
+            Some((name, url)) if !name.contains("://") => (name.trim().to_owned(), url.trim()),
+            _ => (
+                if i == 0 {
+                    "cluster".to_owned()
+                } else {
+                    format!("cluster-{}", i + 1)
+                },
+                value.trim(),
+            ),
+        };
+        if name.is_empty() || name == framefusion_console::EMBEDDED {
+            return Err(CliError::Usage(format!(
+                "--cluster '{value}': name it NAME=df://host:port, NAME not empty nor '{}'",
+                framefusion_console::EMBEDDED
+            )));
+        }
+        if named.iter().any(|(n, _)| *n == name) {
+            return Err(CliError::Usage(format!(
+                "--cluster '{value}': the name '{name}' is given twice"
+            )));
+        }
+        named.push((name, url.to_owned()));
+    }
+    Ok(named)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_are_named() {
+        let got = named_clusters(&[
+            "df://a:1".to_owned(),
+            "gpu=df://b:2".to_owned(),
+            "df://c:3".to_owned(),
+        ])
+        .ok();
+        assert_eq!(
+            got,
+            Some(vec![
+                ("cluster".to_owned(), "df://a:1".to_owned()),
+                ("gpu".to_owned(), "df://b:2".to_owned()),
+                ("cluster-3".to_owned(), "df://c:3".to_owned()),
+            ])
+        );
+        assert!(named_clusters(&["a=df://x:1".to_owned(), "a=df://y:2".to_owned()]).is_err());
+        assert!(named_clusters(&["embedded=df://x:1".to_owned()]).is_err());
+    }
 }

@@ -48,13 +48,27 @@ pub fn health_routes() -> Router {
         .route("/healthz", get(healthz))
 }
 
-/// Every route of the server's HTTP side (see the module docs).
-pub fn routes(service: Arc<FrameFusionFlightSql>) -> Router {
-    Router::new()
+/// More routes for the server's HTTP side, made from the service (the web console's).
+#[derive(Clone)]
+pub struct ExtraRoutes(pub Arc<dyn Fn(Arc<FrameFusionFlightSql>) -> Router + Send + Sync>);
+
+impl std::fmt::Debug for ExtraRoutes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExtraRoutes")
+    }
+}
+
+/// Every route of the server's HTTP side (see the module docs), and `extra`'s.
+pub fn routes(service: Arc<FrameFusionFlightSql>, extra: Option<&ExtraRoutes>) -> Router {
+    let mut router = Router::new()
         .route("/api/login", post(login))
         .route("/api/sql", post(sql))
-        .with_state(service)
-        .merge(health_routes())
+        .with_state(Arc::clone(&service))
+        .merge(health_routes());
+    if let Some(extra) = extra {
+        router = router.merge((extra.0)(service));
+    }
+    router
 }
 
 async fn metrics() -> impl IntoResponse {
@@ -68,7 +82,8 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-fn json(status: StatusCode, value: serde_json::Value) -> Response {
+/// A JSON response.
+pub fn json(status: StatusCode, value: serde_json::Value) -> Response {
     (
         status,
         [(CONTENT_TYPE, "application/json")],
@@ -78,7 +93,7 @@ fn json(status: StatusCode, value: serde_json::Value) -> Response {
 }
 
 /// The JSON error of a failed call, with the HTTP status of its code.
-fn failure(status: &tonic::Status) -> Response {
+pub fn failure(status: &tonic::Status) -> Response {
     let code = framefusion_engine::error::grpc_code(status.code());
     let http =
         StatusCode::from_u16(code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -88,7 +103,8 @@ fn failure(status: &tonic::Status) -> Response {
     )
 }
 
-fn metadata(headers: &HeaderMap) -> MetadataMap {
+/// The gRPC metadata of HTTP `headers` (the service's authentication reads it).
+pub fn metadata(headers: &HeaderMap) -> MetadataMap {
     MetadataMap::from_headers(headers.clone())
 }
 
@@ -113,6 +129,20 @@ async fn sql(
         Ok(batches) => batches,
         Err(status) => return failure(&status),
     };
+    let (columns, rows) = match rows_json(&batches) {
+        Ok(written) => written,
+        Err(status) => return failure(&status),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::json!({ "columns": columns, "rows": rows }),
+    )
+}
+
+/// The column names and the rows (JSON objects) of `batches`.
+pub fn rows_json(
+    batches: &[datafusion::arrow::array::RecordBatch],
+) -> Result<(Vec<String>, serde_json::Value), tonic::Status> {
     let columns: Vec<String> = batches
         .first()
         .map(|b| {
@@ -124,23 +154,16 @@ async fn sql(
         })
         .unwrap_or_default();
     let mut writer = datafusion::arrow::json::ArrayWriter::new(Vec::new());
-    let written = batches
+    batches
         .iter()
         .try_for_each(|b| writer.write(b))
-        .and_then(|()| writer.finish());
-    if let Err(e) = written {
-        return failure(&tonic::Status::internal(format!(
-            "cannot write the rows as JSON: {e}"
-        )));
-    }
+        .and_then(|()| writer.finish())
+        .map_err(|e| tonic::Status::internal(format!("cannot write the rows as JSON: {e}")))?;
     let bytes = writer.into_inner();
-    let rows: serde_json::Value = if bytes.is_empty() {
+    let rows = if bytes.is_empty() {
         serde_json::Value::Array(Vec::new())
     } else {
         serde_json::from_slice(&bytes).unwrap_or_default()
     };
-    json(
-        StatusCode::OK,
-        serde_json::json!({ "columns": columns, "rows": rows }),
-    )
+    Ok((columns, rows))
 }

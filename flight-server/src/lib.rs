@@ -54,6 +54,8 @@ pub struct ServeOptions {
     pub service: ServiceOptions,
     /// Also serve HTTP here ([`http`]; port 0 picks a free one).
     pub http: Option<SocketAddr>,
+    /// More HTTP routes (the web console), beside the JSON SQL API.
+    pub http_routes: Option<http::ExtraRoutes>,
 }
 
 /// Confines the process, binds, calls `ready` with the bound address (and the HTTP side's),
@@ -97,11 +99,12 @@ pub async fn serve(
     );
     let http = match options.http {
         Some(at) => Some(
-            http::spawn(at, http::routes(Arc::clone(&service)))
-                .await
-                .map_err(|e| {
-                    ServeError::Transport(format!("cannot listen for HTTP on {at}: {e}"))
-                })?,
+            http::spawn(
+                at,
+                http::routes(Arc::clone(&service), options.http_routes.as_ref()),
+            )
+            .await
+            .map_err(|e| ServeError::Transport(format!("cannot listen for HTTP on {at}: {e}")))?,
         ),
         None => None,
     };

@@ -277,14 +277,69 @@ impl FrameFusionFlightSql {
         if let Some(ctx) = sessions.get(&caller.token) {
             return Ok((caller, ctx.clone()));
         }
-        let ctx = framefusion_engine::connect(self.options.cluster.as_deref())
+        let ctx = self.new_session(self.options.cluster.as_deref()).await?;
+        sessions.insert(caller.token.clone(), ctx.clone());
+        Ok((caller, ctx))
+    }
+
+    /// A new session on the cluster at `cluster` (`None`: in this process) with the
+    /// server's catalog, for work the server runs on a caller's behalf (the console's runs).
+    pub async fn new_session(&self, cluster: Option<&str>) -> Result<SessionContext, Status> {
+        let ctx = framefusion_engine::connect(cluster)
             .await
             .map_err(|e| status(&e))?;
         if let Some(path) = &self.options.catalog {
             framefusion_engine::catalog::attach_file_catalog(&ctx, path).map_err(|e| status(&e))?;
         }
-        sessions.insert(caller.token.clone(), ctx.clone());
-        Ok((caller, ctx))
+        Ok(ctx)
+    }
+
+    /// The caller whose credentials (a bearer token) are in `headers`.
+    pub fn caller(&self, headers: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
+        self.auth.check(headers)
+    }
+
+    /// The session of the caller whose bearer token is in `headers`: the one its Flight
+    /// SQL and HTTP SQL calls use.
+    pub async fn caller_session(
+        &self,
+        headers: tonic::metadata::MetadataMap,
+    ) -> Result<SessionContext, Status> {
+        let request = Request::from_parts(headers, Default::default(), ());
+        self.session(&request).await.map(|(_, ctx)| ctx)
+    }
+
+    /// Plans a job, as `framefusion run` does: every statement but the last runs in `ctx`
+    /// now (tables, options), the last must be a query; each is confined to the server's
+    /// allowed locations. The last statement's plan.
+    pub async fn plan_job(&self, ctx: &SessionContext, sql: &str) -> Result<LogicalPlan, Status> {
+        let mut statements = ctx.parse_script(sql).map_err(|e| status(&e))?;
+        let query = statements
+            .pop_back()
+            .ok_or_else(|| Status::invalid_argument("the job holds no SQL statement"))?;
+        let state = ctx.state();
+        let on_cluster = |e| status(&with_unreachable_cluster(state.config(), e));
+        for statement in statements {
+            let plan = ctx
+                .plan_statement(statement)
+                .await
+                .map_err(|e| status(&e))?;
+            check_locations(&plan).map_err(|e| status(&e))?;
+            ctx.execute_plan(plan)
+                .await
+                .map_err(on_cluster)?
+                .collect()
+                .await
+                .map_err(on_cluster)?;
+        }
+        let plan = ctx.plan_statement(query).await.map_err(|e| status(&e))?;
+        check_locations(&plan).map_err(|e| status(&e))?;
+        if !framefusion_engine::manifest::is_query(&plan) {
+            return Err(Status::invalid_argument(
+                "the last statement of a job must be a query (SELECT ...) whose rows the manifest holds",
+            ));
+        }
+        Ok(plan)
     }
 
     /// The handshake of the HTTP API: Basic credentials in `headers` for a bearer token.

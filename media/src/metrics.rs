@@ -115,12 +115,35 @@ pub fn frames_decoded(n: u64) {
     METRICS.frames.inc_by(n);
 }
 
+/// The operators [`operator_seconds`] has counted.
+static OPERATORS: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
 /// Adds `seconds` of `operator`'s work inside a decode pass.
 pub fn operator_seconds(operator: &str, seconds: f64) {
     METRICS
         .operator_seconds
         .get_or_create(&vec![("operator", operator.to_owned())])
         .inc_by(seconds.max(0.0));
+    let mut seen = OPERATORS.lock().unwrap_or_else(|e| e.into_inner());
+    if !seen.contains(operator) {
+        seen.insert(operator.to_owned());
+    }
+}
+
+/// The seconds each operator has spent in this process's decode passes so far (what
+/// `framefusion_operator_seconds_total` says), by operator.
+pub fn operator_seconds_so_far() -> std::collections::BTreeMap<String, f64> {
+    let seen = OPERATORS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    seen.into_iter()
+        .map(|name| {
+            let seconds = METRICS
+                .operator_seconds
+                .get_or_create(&vec![("operator", name.clone())])
+                .get();
+            (name, seconds)
+        })
+        .collect()
 }
 
 /// Adds `seconds` of ONNX Runtime work on `model` (a model file's name).

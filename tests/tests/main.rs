@@ -4,6 +4,7 @@ mod bad_input;
 mod catalog;
 mod cli;
 mod conformance;
+mod console;
 mod cut;
 mod decode_once;
 mod distributed;

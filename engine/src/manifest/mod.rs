@@ -218,6 +218,99 @@ pub struct RunSummary {
     pub elapsed_s: f64,
 }
 
+/// Whether `plan` is a query whose rows a manifest can hold (not DDL, DML, `COPY`, a
+/// statement, `EXPLAIN` or `DESCRIBE`).
+pub fn is_query(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_)
+            | LogicalPlan::Dml(_)
+            | LogicalPlan::Copy(_)
+            | LogicalPlan::Statement(_)
+            | LogicalPlan::Explain(_)
+            | LogicalPlan::Analyze(_)
+            | LogicalPlan::DescribeTable(_)
+    )
+}
+
+/// What a manifest folder records of its run ([`read_run`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord {
+    /// Where the manifest is, as given.
+    pub output: String,
+    /// The run.
+    pub run_id: String,
+    /// The job's SQL as the run recorded it.
+    pub job: String,
+    /// The commit marker, when the manifest is complete.
+    pub summary: Option<RunSummary>,
+}
+
+/// The run recorded at `output`, `None` when no run was ever started there. A local
+/// folder is only read (never created).
+pub async fn read_run(output: &str, storage: &StorageOptions) -> Result<Option<RunRecord>> {
+    if let Ok(framefusion_media::source::VideoSource::Local(path)) =
+        framefusion_media::source::VideoSource::parse(output)
+        && !path.join(RUN_FILE).is_file()
+    {
+        return Ok(None);
+    }
+    let store = ManifestStore::open(output, storage)?;
+    let Some(bytes) = store.read(RUN_FILE).await? else {
+        return Ok(None);
+    };
+    let run: RunFile = serde_json::from_slice(&bytes).map_err(|e| {
+        DataFusionError::Execution(format!(
+            "'{}/{RUN_FILE}' is damaged ({e}); delete the manifest folder to start over",
+            store.display()
+        ))
+    })?;
+    let summary = match store.read(SUCCESS).await? {
+        Some(bytes) => serde_json::from_slice(&bytes).ok(),
+        None => None,
+    };
+    Ok(Some(RunRecord {
+        output: output.to_owned(),
+        run_id: run.run_id,
+        job: run.job,
+        summary,
+    }))
+}
+
+/// The runs recorded at `location`: the manifest there, or those of the folders directly
+/// under it, by output.
+pub async fn runs_under(location: &str, storage: &StorageOptions) -> Result<Vec<RunRecord>> {
+    if let Some(run) = read_run(location, storage).await? {
+        return Ok(vec![run]);
+    }
+    let children: Vec<String> = match framefusion_media::source::VideoSource::parse(location) {
+        Ok(framefusion_media::source::VideoSource::Local(path)) => match std::fs::read_dir(&path) {
+            Ok(entries) => entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.path().is_dir())
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                return Err(DataFusionError::Execution(format!(
+                    "cannot list the runs folder '{}': {e}",
+                    path.display()
+                )));
+            }
+        },
+        _ => ManifestStore::open(location, storage)?.folders().await?,
+    };
+    let mut runs = Vec::new();
+    for child in children.iter().filter(|c| !c.starts_with(['_', '.'])) {
+        let output = format!("{}/{child}", location.trim_end_matches('/'));
+        if let Some(run) = read_run(&output, storage).await? {
+            runs.push(run);
+        }
+    }
+    runs.sort_by(|a, b| a.output.cmp(&b.output));
+    Ok(runs)
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct RunFile {
     run_id: String,

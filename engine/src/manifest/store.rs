@@ -126,6 +126,20 @@ impl ManifestStore {
             .collect())
     }
 
+    /// The folders directly under the root (names).
+    pub async fn folders(&self) -> Result<Vec<String>> {
+        let listed = self
+            .store
+            .list_with_delimiter(Some(&self.root))
+            .await
+            .map_err(|e| self.error("", &e))?;
+        Ok(listed
+            .common_prefixes
+            .iter()
+            .map(|p| self.relative(p))
+            .collect())
+    }
+
     /// The bytes of `name`, or `None` when it does not exist.
     pub async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
         match self.store.get(&self.path(name)).await {

@@ -1,0 +1,219 @@
+//! The web console in a real browser: headless chromium driven by selenium
+//! (`tests/browser/console.py`) logs in, submits a shots job on sample videos, watches the
+//! run finish, opens an error row, opens the shot browser and waits until the page has
+//! decoded every thumbnail, opens a larger preview, filters by a manifest column and reads
+//! the cluster view; embedded, and on a 2-executor cluster. What the page showed is
+//! checked against the manifest the run wrote (read by pyarrow).
+//!
+//! The screenshots go to `$FRAMEFUSION_SCREENSHOTS` when set (the README's come from
+//! there), else to a temporary folder.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use framefusion_tests::cluster::TestCluster;
+use framefusion_tests::flight::{FlightServer, USER};
+use framefusion_tests::{run_python, sample};
+
+/// Two sample videos and a copy of one on which the job fails (`poison.mp4`).
+fn corpus() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for (from, to) in [
+        ("bikes.mp4", "bikes.mp4"),
+        ("carphone_pristine.mp4", "carphone_pristine.mp4"),
+        ("bikes.mp4", "poison.mp4"),
+    ] {
+        std::fs::copy(sample(from), dir.path().join(to)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    dir
+}
+
+/// Shots and their motion; the job itself fails on `poison.mp4` (a cast of that path
+/// only), which the manifest records as an error row.
+fn job(corpus: &Path) -> String {
+    format!(
+        "CREATE EXTERNAL TABLE console_src STORED AS VIDEO LOCATION '{}';
+SELECT path, s['start_s'] AS start_s, s['end_s'] AS end_s,
+       motion_score(path, s['start_s'], s['end_s']) AS motion,
+       CAST(CASE WHEN path LIKE '%poison%' THEN 'not a number' ELSE '1' END AS INT) AS n
+FROM (SELECT path, unnest(detect_shots(path)) AS s FROM console_src WHERE probe_error IS NULL)",
+        corpus.display()
+    )
+}
+
+fn screenshots() -> (Option<tempfile::TempDir>, PathBuf) {
+    match std::env::var_os("FRAMEFUSION_SCREENSHOTS") {
+        Some(dir) => (None, PathBuf::from(dir)),
+        None => {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+            let path = dir.path().to_owned();
+            (Some(dir), path)
+        }
+    }
+}
+
+fn manifest_rows(output: &str) -> Vec<serde_json::Value> {
+    let script = "import json, sys, pyarrow.parquet as pq\nt = pq.read_table(sys.argv[1])\nprint(json.dumps(sorted(t.to_pylist(), key=lambda r: (r['path'], r['start_s'] or 0))))";
+    let text = run_python("pyarrow reading the manifest", script, &[output.as_ref()]);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// Drives the console of a server at `target`; checks what the page showed.
+fn drive(cluster: Option<&TestCluster>) {
+    let videos = corpus();
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let runs = work.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap_or_else(|e| panic!("{e}"));
+    let job_file = work.path().join("job.sql");
+    std::fs::write(&job_file, job(videos.path())).unwrap_or_else(|e| panic!("{e}"));
+    let url = cluster.map(TestCluster::url);
+    let named = url.as_ref().map(|u| format!("two={u}"));
+    let mut extra = vec![
+        "--http".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--allow-root".to_owned(),
+        work.path().display().to_string(),
+        "--runs".to_owned(),
+        runs.display().to_string(),
+    ];
+    if let Some(named) = &named {
+        extra.extend(["--cluster".to_owned(), named.clone()]);
+    }
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let server = FlightServer::start(videos.path(), &extra);
+    let http = server
+        .http
+        .clone()
+        .unwrap_or_else(|| panic!("the server reported no HTTP address"));
+    let target = if cluster.is_some() { "two" } else { "embedded" };
+    let (_keep, shots) = screenshots();
+    let out = Command::new(framefusion_tests::python())
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/console.py"))
+        .arg(format!("http://{http}"))
+        .args([USER.0, USER.1])
+        .arg(&job_file)
+        .arg(target)
+        .arg(&shots)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the browser test: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the browser test failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("the browser test printed no result: {stdout}"));
+
+    // the run the page watched is the manifest on disk
+    let summary = &seen["summary"];
+    let output = summary["output"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        output.starts_with(&runs.display().to_string()),
+        "{output} is not under --runs"
+    );
+    let rows = manifest_rows(&output);
+    let errors: Vec<&serde_json::Value> = rows.iter().filter(|r| r["status"] == "error").collect();
+    let ok = rows.len() - errors.len();
+    assert!(ok >= 3, "too few shots: {rows:?}");
+    assert_eq!(summary["ok_rows"], ok as u64, "{seen}");
+    assert_eq!(summary["error_rows"], 1, "{seen}");
+    assert_eq!(seen["listed_status"], "succeeded", "{seen}");
+    assert!(
+        errors[0]["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("poison.mp4")),
+        "{errors:?}"
+    );
+
+    // the error row opened shows the manifest's message
+    assert_eq!(seen["error_rows"], 1, "{seen}");
+    let detail = seen["error_detail"].as_str().unwrap_or_default();
+    let message = errors[0]["error"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("poison.mp4") && detail.contains(message) && !message.is_empty(),
+        "{detail} / {message}"
+    );
+
+    // the shot browser shows every row, each thumbnail decoded by the page
+    assert_eq!(
+        seen["clips_info"].as_str().unwrap_or_default(),
+        format!("{} rows match; showing {}.", rows.len(), rows.len().min(60)),
+        "{seen}"
+    );
+    let thumbnails = &seen["thumbnails"];
+    assert_eq!(thumbnails["shown"], rows.len().min(60) as u64, "{seen}");
+    assert_eq!(thumbnails["decoded"], thumbnails["shown"], "{seen}");
+    assert_eq!(thumbnails["failed"], 0, "{seen}");
+    // a 4-tile sheet of 160-pixel tiles: two columns of two
+    let width = seen["thumbnail_size"][0].as_u64().unwrap_or_default();
+    assert!((300..=340).contains(&width), "{seen}");
+    assert!(
+        seen["thumbnail_pixels_vary"].as_u64().unwrap_or_default() > 10,
+        "{seen}"
+    );
+    // the larger preview: 9 tiles of 320 pixels, three columns
+    assert!(
+        seen["preview_size"][0].as_u64().unwrap_or_default() > 900,
+        "{seen}"
+    );
+
+    // the filter keeps the rows of one video
+    let bikes = rows
+        .iter()
+        .filter(|r| r["path"].as_str().is_some_and(|p| p.contains("bikes")))
+        .count();
+    assert_eq!(
+        seen["filtered_info"].as_str().unwrap_or_default(),
+        format!("{bikes} rows match; showing {bikes}."),
+        "{seen}"
+    );
+    let paths: Vec<String> = seen["filtered_paths"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        !paths.is_empty() && paths.iter().all(|p| p.ends_with("bikes.mp4")),
+        "{paths:?}"
+    );
+
+    // operator seconds in this process (embedded), the cluster's executors on a cluster
+    let operators = seen["operators"].as_array().map_or(0, Vec::len);
+    let clusters = &seen["clusters"];
+    match cluster {
+        None => {
+            assert!(operators >= 1, "{seen}");
+            assert_eq!(clusters, &serde_json::json!([]), "{seen}");
+        }
+        Some(_) => {
+            assert_eq!(
+                clusters,
+                &serde_json::json!([{"name": "two", "executors": 2}]),
+                "{seen}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_runs_a_job_and_browses_its_shots_embedded() {
+    tokio::task::spawn_blocking(|| drive(None))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_runs_a_job_and_browses_its_shots_on_a_cluster() {
+    let cluster = std::sync::Arc::new(TestCluster::start(2, 2, 10).await);
+    let shared = std::sync::Arc::clone(&cluster);
+    tokio::task::spawn_blocking(move || drive(Some(shared.as_ref())))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
