@@ -200,6 +200,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         override_config_producer: Some(config_producer()),
         override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),
+        override_execution_engine: Some(counting_engine()),
         ..Default::default()
     };
     log::info!(
@@ -212,6 +213,18 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     start_executor_process(Arc::new(config))
         .await
         .map_err(ballista_err)
+}
+
+/// Ballista's default execution engine, its tasks counted in the executor's metrics.
+///
+/// Ballista builds its own default with a pool of shuffle-read clients, but that pool's
+/// type is private to `ballista-executor`; this one opens a client per shuffle fetch (as
+/// Ballista did before it pooled them), a few milliseconds per remote partition read,
+/// small beside decoding the video a stage reads.
+fn counting_engine() -> Arc<dyn ballista_executor::execution_engine::ExecutionEngine> {
+    Arc::new(crate::task_metrics::CountingEngine::new(Arc::new(
+        ballista_executor::execution_engine::DefaultExecutionEngine::new(),
+    )))
 }
 
 /// `port`, or a free port on `host` when it is 0.

@@ -26,6 +26,7 @@ pub mod ext;
 pub mod manifest;
 pub mod session;
 pub mod stores;
+pub mod task_metrics;
 
 pub use error::user_message;
 pub use ext::{DataFrameExt, SessionContextExt};

@@ -13,6 +13,8 @@
 //! | `framefusion_model_loads_total` | counter | `model` | model sessions created (loads, not cache hits) |
 //! | `framefusion_rows_total` | counter | `run`, `status` | manifest rows written per run (its output location), `ok` or `error` |
 //! | `framefusion_queries_total` | counter | `status` | statements the Flight SQL server ran, `ok` or `error` |
+//! | `framefusion_tasks_total` | counter | `status` | Ballista tasks an executor finished: `ok`, `error` or `cancelled` |
+//! | `framefusion_tasks_running` | gauge | | Ballista tasks an executor is running now |
 //!
 //! Counters start at zero in every process and only grow; a rate over them is what a
 //! dashboard shows.
@@ -22,6 +24,7 @@ use std::sync::atomic::AtomicU64;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
 type Labels = Vec<(&'static str, String)>;
@@ -37,6 +40,8 @@ struct Metrics {
     model_loads: Family<Labels, Counter>,
     rows: Family<Labels, Counter>,
     queries: Family<Labels, Counter>,
+    tasks: Family<Labels, Counter>,
+    tasks_running: Gauge,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -51,6 +56,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         model_loads: Family::default(),
         rows: Family::default(),
         queries: Family::default(),
+        tasks: Family::default(),
+        tasks_running: Gauge::default(),
     };
     registry.register(
         "decode_passes",
@@ -94,6 +101,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "queries",
         "Statements the Flight SQL server ran, per status",
         m.queries.clone(),
+    );
+    registry.register(
+        "tasks",
+        "Ballista tasks this executor finished, per status (ok, error, cancelled)",
+        m.tasks.clone(),
+    );
+    registry.register(
+        "tasks_running",
+        "Ballista tasks this executor is running now",
+        m.tasks_running.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -176,6 +193,40 @@ pub fn query_done(ok: bool) {
     METRICS.queries.get_or_create(&status(ok)).inc();
 }
 
+/// A Ballista task running on this executor: counted in `framefusion_tasks_running` from
+/// [`task_started`] until [`RunningTask::finish`], or until dropped unfinished (the task
+/// was cancelled), when `framefusion_tasks_total` counts its outcome.
+#[derive(Debug)]
+pub struct RunningTask {
+    finished: bool,
+}
+
+/// Counts a task that starts running now.
+pub fn task_started() -> RunningTask {
+    METRICS.tasks_running.inc();
+    RunningTask { finished: false }
+}
+
+impl RunningTask {
+    /// Counts the task's outcome.
+    pub fn finish(mut self, ok: bool) {
+        self.finished = true;
+        METRICS.tasks.get_or_create(&status(ok)).inc();
+    }
+}
+
+impl Drop for RunningTask {
+    fn drop(&mut self) {
+        METRICS.tasks_running.dec();
+        if !self.finished {
+            METRICS
+                .tasks
+                .get_or_create(&vec![("status", "cancelled".to_owned())])
+                .inc();
+        }
+    }
+}
+
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -199,6 +250,8 @@ mod tests {
         operator_seconds("detect_shots", 0.25);
         model_loaded("det.onnx");
         rows_written("/tmp/run", 3, 1);
+        task_started().finish(true);
+        drop(task_started());
         let text = render();
         for line in [
             "# TYPE framefusion_frames_decoded counter",
@@ -206,6 +259,9 @@ mod tests {
             "framefusion_operator_seconds_total{operator=\"detect_shots\"}",
             "framefusion_model_loads_total{model=\"det.onnx\"}",
             "framefusion_rows_total{run=\"/tmp/run\",status=\"error\"}",
+            "framefusion_tasks_total{status=\"ok\"} 1",
+            "framefusion_tasks_total{status=\"cancelled\"} 1",
+            "framefusion_tasks_running 0",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");

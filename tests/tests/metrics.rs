@@ -2,7 +2,8 @@
 //! parser (prometheus-client, OpenMetrics) reads, and whose counters move by the expected
 //! amounts after queries: a decode pass and every frame of the video for `detect_shots`,
 //! one model load then none for two text queries, one `ok` and one `error` statement;
-//! manifest rows per run and status; `/healthz`.
+//! manifest rows per run and status; `/healthz`; on an executor, its tasks by outcome
+//! against the tasks the scheduler lists.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -275,4 +276,66 @@ async fn executors_serve_their_own_metrics() {
         frame_count(&video)
     );
     assert!(delta("framefusion_operator_seconds_total{operator=\"detect_shots\"}") > 0.0);
+    // one task counted per task of the job, as the scheduler lists them; none running now
+    let tasks = scheduled_tasks(&cluster.scheduler_addr());
+    assert!(tasks >= 1);
+    assert_eq!(
+        delta("framefusion_tasks_total{status=\"ok\"}"),
+        tasks as f64,
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(delta("framefusion_tasks_total{status=\"error\"}"), 0.0);
+    assert_eq!(after.get("framefusion_tasks_running{}"), 0.0);
+    assert_eq!(
+        after
+            .types
+            .get("framefusion_tasks_running")
+            .map(String::as_str),
+        Some("gauge")
+    );
+
+    // a task that fails on the executor (a value that is not a number, cast at run time)
+    let failed = ctx
+        .sql("SELECT CAST(x AS INT) FROM (VALUES ('not a number')) AS t(x)")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await;
+    assert!(failed.is_err(), "{failed:?}");
+    let last = Scrape::parse(&http_get(&addr, "/metrics"));
+    assert_eq!(
+        last.get("framefusion_tasks_total{status=\"error\"}")
+            - after.get("framefusion_tasks_total{status=\"error\"}"),
+        1.0,
+        "{}",
+        cluster.logs()
+    );
+    assert_eq!(last.get("framefusion_tasks_running{}"), 0.0);
+}
+
+/// The tasks of every job the scheduler at `addr` knows (its REST API: `/api/jobs`, then
+/// each job's `/stages`).
+fn scheduled_tasks(addr: &str) -> usize {
+    let parse = |path: &str| -> serde_json::Value {
+        serde_json::from_str(&http_get(addr, path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let jobs = parse("/api/jobs");
+    let jobs = jobs
+        .as_array()
+        .unwrap_or_else(|| panic!("jobs: {jobs}"))
+        .iter()
+        .map(|job| job["job_id"].as_str().unwrap_or_default().to_owned())
+        .collect::<Vec<_>>();
+    jobs.iter()
+        .map(|id| {
+            let stages = parse(&format!("/api/job/{id}/stages"));
+            stages["stages"]
+                .as_array()
+                .unwrap_or_else(|| panic!("stages: {stages}"))
+                .iter()
+                .map(|stage| stage["tasks"].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        })
+        .sum()
 }
