@@ -92,6 +92,15 @@ pub struct ExecutorArgs {
     /// picks a free port; the address is printed).
     #[arg(long, value_name = "ADDR", env = "FRAMEFUSION_METRICS_ADDR")]
     metrics: Option<std::net::SocketAddr>,
+    /// Seconds a stopping executor (SIGTERM) lets its running tasks finish before it exits
+    /// anyway; it takes no new task from the signal on.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "FRAMEFUSION_DRAIN_TIMEOUT",
+        default_value_t = 300
+    )]
+    drain_timeout: u64,
 }
 
 /// Arguments of `framefusion cluster`.
@@ -149,10 +158,10 @@ pub async fn executor(args: ExecutorArgs) -> Result<(), CliError> {
             .collect::<Result<Vec<_>, _>>()?;
         framefusion_media::source::confine_to(roots);
     }
-    if let Some(addr) = args.metrics {
-        crate::http::spawn(addr, "executor metrics").await?;
-    }
     let defaults = ExecutorOptions::default();
+    if let Some(addr) = args.metrics {
+        crate::http::spawn(addr, "executor metrics", defaults.health.clone()).await?;
+    }
     run_executor(ExecutorOptions {
         bind_host: args.bind_host,
         external_host: args.external_host,
@@ -164,6 +173,8 @@ pub async fn executor(args: ExecutorArgs) -> Result<(), CliError> {
         work_dir: args.work_dir.map(|p| p.display().to_string()),
         scheduling: args.scheduling.into(),
         heartbeat_s: args.heartbeat,
+        drain_timeout_s: args.drain_timeout,
+        health: defaults.health,
     })
     .await?;
     Ok(())

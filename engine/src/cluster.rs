@@ -5,6 +5,8 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::{ConfigProducer, config::TaskSchedulingPolicy};
@@ -85,6 +87,41 @@ pub struct ExecutorOptions {
     pub scheduling: Scheduling,
     /// Seconds between heartbeats to the scheduler.
     pub heartbeat_s: u64,
+    /// Seconds a stopping executor (SIGTERM, Ctrl-C) lets its running tasks finish before
+    /// it exits anyway (the scheduler then reruns what was left elsewhere).
+    pub drain_timeout_s: u64,
+    /// Readiness, for probes: ready once the scheduler acknowledged a heartbeat, not ready
+    /// again from the stop signal on.
+    pub health: ExecutorHealth,
+}
+
+/// Whether an executor is ready for work (see [`ExecutorOptions::health`]); clones share
+/// the state.
+#[derive(Clone, Default)]
+pub struct ExecutorHealth {
+    heartbeat: ballista_executor::health::ExecutorHealth,
+    draining: Arc<AtomicBool>,
+}
+
+impl ExecutorHealth {
+    /// Ready for tasks: registered (a heartbeat acknowledged) and not stopping.
+    pub fn is_ready(&self) -> bool {
+        self.heartbeat.is_ready() && !self.is_draining()
+    }
+
+    /// Stopping: running tasks finish, no new ones are taken.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+impl std::fmt::Debug for ExecutorHealth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecutorHealth")
+            .field("ready", &self.is_ready())
+            .field("draining", &self.is_draining())
+            .finish()
+    }
 }
 
 impl Default for ExecutorOptions {
@@ -100,6 +137,8 @@ impl Default for ExecutorOptions {
             work_dir: None,
             scheduling: Scheduling::Pull,
             heartbeat_s: 2,
+            drain_timeout_s: 300,
+            health: ExecutorHealth::default(),
         }
     }
 }
@@ -201,6 +240,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),
         override_execution_engine: Some(counting_engine()),
+        health: options.health.heartbeat.clone(),
         ..Default::default()
     };
     log::info!(
@@ -210,9 +250,31 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         options.scheduler_host,
         options.scheduler_port
     );
-    start_executor_process(Arc::new(config))
-        .await
-        .map_err(ballista_err)
+    // Ballista's executor process listens for the stop signal itself: it tells the
+    // scheduler it is terminating (no new tasks), waits for the running ones, then stops its
+    // shuffle service. The wait is bounded here by the drain timeout.
+    let process = start_executor_process(Arc::new(config));
+    tokio::pin!(process);
+    tokio::select! {
+        result = &mut process => return result.map_err(ballista_err),
+        () = shutdown_signal() => {}
+    }
+    options.health.draining.store(true, Ordering::Release);
+    log::info!(
+        "framefusion executor stopping: running tasks get {} s to finish",
+        options.drain_timeout_s
+    );
+    match tokio::time::timeout(Duration::from_secs(options.drain_timeout_s), &mut process).await {
+        Ok(result) => result.map_err(ballista_err),
+        Err(_) => {
+            log::warn!(
+                "framefusion executor: tasks still running after the {} s drain timeout; \
+                 exiting (the scheduler reruns them on other executors)",
+                options.drain_timeout_s
+            );
+            Ok(())
+        }
+    }
 }
 
 /// Ballista's default execution engine, its tasks counted in the executor's metrics.

@@ -48,6 +48,27 @@ pub fn health_routes() -> Router {
         .route("/healthz", get(healthz))
 }
 
+/// An executor's HTTP side: [`health_routes`] and `GET /readyz`, `200 ready` once the
+/// scheduler acknowledged its heartbeat, `503 draining` from the stop signal on, `503 not
+/// registered yet` before.
+pub fn executor_routes(health: framefusion_engine::cluster::ExecutorHealth) -> Router {
+    health_routes().route(
+        "/readyz",
+        get(move || {
+            let health = health.clone();
+            async move {
+                if health.is_ready() {
+                    (StatusCode::OK, "ready\n")
+                } else if health.is_draining() {
+                    (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not registered yet\n")
+                }
+            }
+        }),
+    )
+}
+
 /// More routes for the server's HTTP side, made from the service (the web console's).
 #[derive(Clone)]
 pub struct ExtraRoutes(pub Arc<dyn Fn(Arc<FrameFusionFlightSql>) -> Router + Send + Sync>);

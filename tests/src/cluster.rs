@@ -136,6 +136,31 @@ impl TestCluster {
         let _ = child.wait();
     }
 
+    /// Sends SIGTERM to executor `i`, as Kubernetes does to a pod it scales away.
+    pub fn terminate_executor(&mut self, i: usize) {
+        let pid = self.executors[i].id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+        assert!(status.success(), "kill -TERM {pid}: {status}");
+    }
+
+    /// Waits up to `limit` for executor `i` to exit: its exit status, or `None` while it
+    /// still runs.
+    pub fn wait_executor(&mut self, i: usize, limit: Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + limit;
+        loop {
+            match self.executors[i].try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if std::time::Instant::now() < until => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                _ => return None,
+            }
+        }
+    }
+
     /// Everything the executors have logged so far (standard error and output).
     pub fn executor_logs(&self) -> String {
         let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())

@@ -1,4 +1,5 @@
-//! Distributed execution: a lost executor costs a retry, not the job, and not a row.
+//! Distributed execution: a lost executor costs a retry, not the job, and not a row; a
+//! stopped one (SIGTERM) drains within its timeout and the query loses nothing.
 
 use std::time::{Duration, Instant};
 
@@ -43,8 +44,16 @@ async fn rows(ctx: &SessionContext, location: &str) -> Vec<Vec<String>> {
     format_rows(&batches).unwrap_or_else(|e| panic!("{e}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_executor_costs_a_retry_not_a_row() {
+/// The embedded answer over a corpus of 3000 files, and the same query started on `cluster`
+/// (many small tasks, so both executors hold finished and running work 2.5 s in, when the
+/// caller stops one).
+async fn start_big_query(
+    cluster: &TestCluster,
+) -> (
+    tempfile::TempDir,
+    Vec<Vec<String>>,
+    tokio::task::JoinHandle<Vec<Vec<String>>>,
+) {
     let corpus = big_corpus(3000);
     let location = corpus.path().display().to_string();
     let expected = rows(
@@ -58,47 +67,92 @@ async fn a_killed_executor_costs_a_retry_not_a_row() {
         500,
         "one truncated file in six is an error row"
     );
-
-    // 8 s without a heartbeat (sent every 2 s) declares an executor lost: long enough that a
-    // loaded machine running other tests does not lose the surviving one too
-    let mut cluster = TestCluster::start(2, 1, 8).await;
     let ctx = framefusion_engine::remote_context(&cluster.url())
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    // many small tasks, so both executors hold finished and running work when one dies
     ctx.run_script("SET video.files_per_partition = 25")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let started = Instant::now();
-    let query = tokio::spawn({
-        let location = location.clone();
-        async move { rows(&ctx, &location).await }
-    });
+    let query = tokio::spawn(async move { rows(&ctx, &location).await });
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         !query.is_finished(),
-        "the query must still run when the executor is killed; make the corpus larger"
+        "the query must still run when the executor is stopped; make the corpus larger"
     );
-    cluster.kill_executor(0);
-    let killed_at = started.elapsed();
+    (corpus, expected, query)
+}
 
+/// Waits for `query` and checks it gave exactly `expected`, after an executor was `what`.
+async fn same_rows(
+    cluster: &TestCluster,
+    query: tokio::task::JoinHandle<Vec<Vec<String>>>,
+    expected: &[Vec<String>],
+    what: &str,
+) {
     let got = match tokio::time::timeout(Duration::from_secs(180), query).await {
         Ok(Ok(rows)) => rows,
         Ok(Err(e)) => panic!(
-            "the query failed after an executor was killed: {e}\n{}",
+            "the query failed after an executor was {what}: {e}\n{}",
             cluster.logs()
         ),
         Err(_) => panic!(
-            "the query did not finish within 180 s after the kill\n{}",
+            "the query did not finish within 180 s after an executor was {what}\n{}",
             cluster.logs()
         ),
     };
-    eprintln!(
-        "executor killed at {killed_at:?}, query finished at {:?}",
-        started.elapsed()
-    );
     assert_eq!(got.len(), expected.len(), "no row lost, none duplicated");
     assert_eq!(got, expected, "the cluster's rows equal the embedded run's");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_executor_costs_a_retry_not_a_row() {
+    // 8 s without a heartbeat (sent every 2 s) declares an executor lost: long enough that a
+    // loaded machine running other tests does not lose the surviving one too
+    let mut cluster = TestCluster::start(2, 1, 8).await;
+    let (_corpus, expected, query) = start_big_query(&cluster).await;
+    cluster.kill_executor(0);
+    let killed = Instant::now();
+    same_rows(&cluster, query, &expected, "killed").await;
+    eprintln!("the query finished {:?} after the kill", killed.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_executor_drains_and_the_query_loses_nothing() {
+    // the grace period Kubernetes would give the pod (terminationGracePeriodSeconds) minus
+    // a margin: the executor's own drain timeout
+    let drain_s = 20;
+    let mut cluster = TestCluster::start_with_env(
+        2,
+        1,
+        8,
+        &[("FRAMEFUSION_DRAIN_TIMEOUT", drain_s.to_string().as_str())],
+    )
+    .await;
+    let (_corpus, expected, query) = start_big_query(&cluster).await;
+    let stopped = Instant::now();
+    cluster.terminate_executor(0);
+    let status = cluster.wait_executor(0, Duration::from_secs(drain_s + 10));
+    let exited_after = stopped.elapsed();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "executor 0 still runs {exited_after:?} after SIGTERM (drain timeout {drain_s} s)\n{}",
+            cluster.logs()
+        )
+    });
+    assert!(
+        status.success(),
+        "executor 0 exited with {status}\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster
+            .executor_logs()
+            .contains("running tasks get 20 s to finish"),
+        "the executor drained (it logs so)\n{}",
+        cluster.logs()
+    );
+    same_rows(&cluster, query, &expected, "stopped").await;
+    eprintln!("executor 0 exited {exited_after:?} after SIGTERM");
 }
 
 fn fault_budget(tokens: usize) -> tempfile::TempDir {

@@ -248,6 +248,8 @@ async fn executors_serve_their_own_metrics() {
     )
     .await;
     assert_eq!(http_get(&addr, "/healthz").trim(), "ok");
+    // registered (the cluster waited for it), so ready for work
+    assert_eq!(http_get(&addr, "/readyz").trim(), "ready");
     let before = Scrape::parse(&http_get(&addr, "/metrics"));
     let video = sample("carphone_pristine.mp4");
     let ctx = framefusion_engine::remote_context(&cluster.url())
