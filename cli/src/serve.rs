@@ -59,8 +59,15 @@ pub struct ServeArgs {
 
     /// A folder, s3://bucket/prefix (or gs://, az:// for tables other than VIDEO) clients
     /// may define tables on and read or write (repeatable; at least one). Everything else
-    /// is refused.
-    #[arg(long = "allow-root", value_name = "LOCATION", required = true)]
+    /// is refused. (Or comma-separated in FRAMEFUSION_ALLOW_ROOTS, which executors read
+    /// too.)
+    #[arg(
+        long = "allow-root",
+        value_name = "LOCATION",
+        env = "FRAMEFUSION_ALLOW_ROOTS",
+        value_delimiter = ',',
+        required = true
+    )]
     allowed_roots: Vec<String>,
 
     /// PEM certificate to serve TLS with (needs --tls-key).

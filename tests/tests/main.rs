@@ -7,6 +7,7 @@ mod conformance;
 mod console;
 mod cut;
 mod decode_once;
+mod deploy;
 mod distributed;
 mod faces;
 mod flight;

@@ -1,0 +1,524 @@
+//! Deployment: the Kubernetes manifests (`deploy/kubernetes`, kustomize) render with kubectl's
+//! kustomize and every object validates against the Kubernetes API's schemas offline
+//! (kubernetes-validate, strict: no unknown field); the processes the manifests describe start
+//! on this machine with the manifests' own arguments and environment and answer their
+//! liveness and readiness probes; the container image's build steps run on the host
+//! (`deploy/image/check-on-host.sh`: assets, runtime libraries, the non-root command).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use framefusion_tests::cluster::free_port;
+use framefusion_tests::{corpus_dir, framefusion_bin, run_python};
+use serde_json::Value;
+
+/// The Kubernetes version the objects are validated against.
+const KUBERNETES: &str = "1.33.0";
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap_or_else(|| panic!("no repository root"))
+        .to_path_buf()
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let bin = framefusion_engine::framefusion_home()
+        .join("venv/bin")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `make setup` (scripts/setup.sh)",
+        bin.display()
+    );
+    bin
+}
+
+/// `kubectl kustomize deploy/kubernetes/{dir}`, written to a file in `out`.
+fn render(dir: &str, out: &Path) -> PathBuf {
+    let rendered = Command::new(venv_bin("kubectl"))
+        .arg("kustomize")
+        .arg(repo().join("deploy/kubernetes").join(dir))
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl: {e}"));
+    assert!(
+        rendered.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let file = out.join(format!("{}.yaml", dir.replace('/', "-")));
+    std::fs::write(&file, &rendered.stdout).unwrap_or_else(|e| panic!("{e}"));
+    file
+}
+
+/// kubernetes-validate's verdict on `file`: success, and its report.
+fn validate(file: &Path) -> (bool, String) {
+    let out = Command::new(venv_bin("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", KUBERNETES])
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| panic!("kubernetes-validate: {e}"));
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The objects of a rendered file, as JSON.
+fn objects(file: &Path) -> Vec<Value> {
+    let text = run_python(
+        "reading the rendered manifests",
+        "import json, sys, yaml\nprint(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d]))",
+        &[file.as_os_str()],
+    );
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn find<'a>(objects: &'a [Value], kind: &str, name: &str) -> Option<&'a Value> {
+    objects
+        .iter()
+        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
+}
+
+fn deployment<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    find(objects, "Deployment", name).unwrap_or_else(|| panic!("no Deployment {name}"))
+}
+
+fn container(deployment: &Value) -> &Value {
+    &deployment["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn manifests_render_and_every_object_validates_against_the_kubernetes_schemas() {
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut rendered = BTreeMap::new();
+    for dir in ["base", "overlays/gpu", "overlays/s3-example"] {
+        let file = render(dir, out.path());
+        let (ok, report) = validate(&file);
+        assert!(ok, "{dir} does not validate:\n{report}");
+        let objects = objects(&file);
+        for o in &objects {
+            let id = format!("{}/{}", o["kind"], o["metadata"]["name"])
+                .replace('"', "")
+                .to_lowercase();
+            assert!(
+                report.contains(&format!("passed for resource {id}")),
+                "{dir}: {id} was not validated:\n{report}"
+            );
+        }
+        rendered.insert(dir, objects);
+    }
+
+    // the validator rejects what the API server would: an unknown field fails
+    let broken = out.path().join("broken.yaml");
+    let text =
+        std::fs::read_to_string(out.path().join("base.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&broken, text.replacen("replicas:", "replica:", 1))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        !validate(&broken).0,
+        "a misspelt field must fail validation"
+    );
+
+    // every framefusion container: non-root, probes on HTTP endpoints the processes serve
+    for (dir, objects) in &rendered {
+        for d in objects.iter().filter(|o| o["kind"] == "Deployment") {
+            let name = &d["metadata"]["name"];
+            assert_eq!(
+                d["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"], true,
+                "{dir} {name}"
+            );
+            let c = container(d);
+            for probe in ["livenessProbe", "readinessProbe"] {
+                assert!(
+                    c[probe]["httpGet"]["path"].as_str().is_some(),
+                    "{dir} {name}: no {probe}"
+                );
+            }
+        }
+    }
+
+    let base = &rendered["base"];
+    assert!(find(base, "Deployment", "framefusion-executor-gpu").is_none());
+    let gpu = &rendered["overlays/gpu"];
+    let pool = deployment(gpu, "framefusion-executor-gpu");
+    let spec = &pool["spec"]["template"]["spec"];
+    assert_eq!(container(pool)["resources"]["limits"]["nvidia.com/gpu"], 1);
+    assert_eq!(spec["nodeSelector"]["nvidia.com/gpu.present"], "true");
+    assert_eq!(spec["tolerations"][0]["key"], "nvidia.com/gpu");
+    assert!(
+        container(pool)["image"]
+            .as_str()
+            .is_some_and(|i| i.ends_with(":cuda"))
+    );
+    let cpu = deployment(gpu, "framefusion-executor-cpu");
+    assert!(
+        container(cpu)["resources"]["limits"]
+            .get("nvidia.com/gpu")
+            .is_none()
+    );
+    assert!(
+        container(cpu)["image"]
+            .as_str()
+            .is_some_and(|i| i.ends_with(":cpu"))
+    );
+    // the drain fits in the grace period Kubernetes gives the pod before SIGKILL
+    for pool in [pool, cpu] {
+        let settings = gpu
+            .iter()
+            .find(|o| o["kind"] == "ConfigMap")
+            .unwrap_or_else(|| panic!("no ConfigMap"));
+        let drain: u64 = settings["data"]["FRAMEFUSION_DRAIN_TIMEOUT"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no FRAMEFUSION_DRAIN_TIMEOUT"));
+        let grace = pool["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_u64()
+            .unwrap_or(30);
+        assert!(
+            drain < grace,
+            "drain {drain} s within the grace period {grace} s"
+        );
+    }
+
+    let s3 = &rendered["overlays/s3-example"];
+    assert!(find(s3, "PersistentVolumeClaim", "framefusion-corpus").is_none());
+    for d in s3.iter().filter(|o| o["kind"] == "Deployment") {
+        let volumes = d["spec"]["template"]["spec"]["volumes"].to_string();
+        assert!(!volumes.contains("framefusion-corpus"), "{volumes}");
+    }
+    let settings = s3
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .unwrap_or_else(|| panic!("no ConfigMap"));
+    assert!(
+        settings["data"]["FRAMEFUSION_ALLOW_ROOTS"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("s3://"))
+    );
+}
+
+/// A GET that does not panic: the status, or `None` when nothing answers yet.
+fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Some((status, body))
+}
+
+/// A process the manifests describe, started here: its container's arguments and
+/// environment with the cluster's names and ports mapped onto this machine.
+struct Pod {
+    name: String,
+    child: Child,
+    /// container port -> the port it listens on here
+    ports: BTreeMap<u64, u16>,
+    container: Value,
+    log: PathBuf,
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Maps the cluster's view onto this machine: the scheduler Service and pod IPs are
+/// 127.0.0.1, `/corpus` and `/work` are folders here, ports are free local ones.
+struct Node {
+    scheduler_port: u16,
+    corpus: PathBuf,
+    work: tempfile::TempDir,
+    settings: BTreeMap<String, String>,
+}
+
+impl Node {
+    /// `value` as this machine sees it; `work` is the pod's own `/work`.
+    fn local(&self, value: &str, ports: &BTreeMap<u64, u16>, work: &Path) -> String {
+        let mut v = value
+            .replace(
+                "framefusion-scheduler:50050",
+                &format!("127.0.0.1:{}", self.scheduler_port),
+            )
+            .replace("framefusion-scheduler", "127.0.0.1")
+            .replace("/corpus", &self.corpus.display().to_string())
+            .replace("/work", &work.display().to_string());
+        for (from, to) in ports {
+            if v == from.to_string() {
+                v = to.to_string();
+            } else if let Some(host) = v.strip_suffix(&format!(":{from}")) {
+                v = format!("{host}:{to}");
+            }
+        }
+        v
+    }
+
+    fn start(&self, deployment: &Value) -> Pod {
+        let name = deployment["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let c = container(deployment).clone();
+        let work = self.work.path().join(&name);
+        std::fs::create_dir_all(&work).unwrap_or_else(|e| panic!("{e}"));
+        let mut ports = BTreeMap::new();
+        for p in c["ports"].as_array().into_iter().flatten() {
+            let port = p["containerPort"].as_u64().unwrap_or_default();
+            let here = if port == 50050 {
+                self.scheduler_port
+            } else {
+                free_port()
+            };
+            ports.insert(port, here);
+        }
+        // the environment: the settings ConfigMap (envFrom), explicit values, the pod IP
+        let mut env: BTreeMap<String, String> = self.settings.clone();
+        env.insert("FRAMEFUSION_SERVE_USERS".into(), "ana:s3cret".into());
+        for e in c["env"].as_array().into_iter().flatten() {
+            let value = if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
+                "127.0.0.1".to_owned()
+            } else {
+                e["value"].as_str().unwrap_or_default().to_owned()
+            };
+            env.insert(e["name"].as_str().unwrap_or_default().to_owned(), value);
+        }
+        let env: BTreeMap<String, String> = env
+            .into_iter()
+            .map(|(k, v)| {
+                let v = self.local(&v, &ports, &work);
+                (k, v)
+            })
+            .collect();
+        // $(VAR) references in the arguments, expanded from the environment as the kubelet does
+        let args: Vec<String> = c["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                let mut a = a.as_str().unwrap_or_default().to_owned();
+                for (k, v) in &env {
+                    a = a.replace(&format!("$({k})"), v);
+                }
+                self.local(&a, &ports, &work)
+            })
+            .collect();
+        let log = self.work.path().join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = file.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let child = Command::new(framefusion_bin())
+            .args(&args)
+            .envs(&env)
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({args:?}): {e}"));
+        Pod {
+            name,
+            child,
+            ports,
+            container: c,
+            log,
+        }
+    }
+}
+
+impl Pod {
+    fn port(&self, probe: &Value) -> u16 {
+        let port = &probe["httpGet"]["port"];
+        let number = match port.as_u64() {
+            Some(n) => n,
+            None => self.container["ports"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|p| p["name"] == *port)
+                .and_then(|p| p["containerPort"].as_u64())
+                .unwrap_or_else(|| panic!("{}: no port named {port}", self.name)),
+        };
+        self.ports[&number]
+    }
+
+    /// Polls the container's `probe` until it answers 200 (within `limit`).
+    fn wait_for(&mut self, probe: &str, limit: Duration) -> String {
+        let spec = self.container[probe].clone();
+        let path = spec["httpGet"]["path"].as_str().unwrap_or("/").to_owned();
+        let port = self.port(&spec);
+        let until = Instant::now() + limit;
+        let mut last = None;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "{} exited ({status}) before its {probe} passed:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            match try_get(port, &path) {
+                Some((200, body)) => return body,
+                other => last = other,
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!(
+            "{}: {probe} GET :{port}{path} did not pass within {limit:?} (last answer {last:?})\n{}",
+            self.name,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manifests_processes_start_with_their_arguments_and_pass_their_probes() {
+    let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let objects = objects(&render("overlays/gpu", out.path()));
+    let corpus = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    std::fs::copy(
+        corpus_dir().join("carphone_pristine.mp4"),
+        corpus.path().join("carphone_pristine.mp4"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::create_dir_all(corpus.path().join("runs")).unwrap_or_else(|e| panic!("{e}"));
+    let settings = objects
+        .iter()
+        .find(|o| o["kind"] == "ConfigMap")
+        .and_then(|o| serde_json::from_value(o["data"].clone()).ok())
+        .unwrap_or_else(|| panic!("no settings ConfigMap"));
+    let node = Node {
+        scheduler_port: free_port(),
+        corpus: corpus.path().to_path_buf(),
+        work: tempfile::tempdir().unwrap_or_else(|e| panic!("{e}")),
+        settings,
+    };
+
+    let mut scheduler = node.start(deployment(&objects, "framefusion-scheduler"));
+    scheduler.wait_for("livenessProbe", Duration::from_secs(60));
+    // not ready without executors, so its Service must let executors reach it before then
+    assert_eq!(
+        try_get(scheduler.ports[&50050], "/readyz").map(|(status, _)| status),
+        Some(503)
+    );
+    let service = find(&objects, "Service", "framefusion-scheduler")
+        .unwrap_or_else(|| panic!("no scheduler Service"));
+    assert_eq!(service["spec"]["publishNotReadyAddresses"], true);
+    let mut pools = Vec::new();
+    for name in ["framefusion-executor-cpu", "framefusion-executor-gpu"] {
+        let mut pod = node.start(deployment(&objects, name));
+        pod.wait_for("livenessProbe", Duration::from_secs(60));
+        // ready = registered with the scheduler
+        assert_eq!(
+            pod.wait_for("readinessProbe", Duration::from_secs(60))
+                .trim(),
+            "ready"
+        );
+        pools.push(pod);
+    }
+    scheduler.wait_for("readinessProbe", Duration::from_secs(60));
+    let mut server = node.start(deployment(&objects, "framefusion-server"));
+    server.wait_for("livenessProbe", Duration::from_secs(60));
+    server.wait_for("readinessProbe", Duration::from_secs(60));
+    assert_eq!(
+        framefusion_engine::cluster::registered_executors(&format!(
+            "127.0.0.1:{}",
+            node.scheduler_port
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}")),
+        2
+    );
+
+    // the server, configured as the manifests say (users from the Secret, roots from the
+    // settings), runs a statement on the cluster over the corpus
+    let http = format!("127.0.0.1:{}", server.ports[&8080]);
+    let (status, login) = framefusion_tests::flight::http_request(
+        &http,
+        "POST",
+        "/api/login",
+        // ana:s3cret
+        &[("Authorization", "Basic YW5hOnMzY3JldA==")],
+        "",
+    );
+    assert_eq!(status, 200, "login with a user of the Secret: {login}");
+    let token: Value = serde_json::from_str(&login).unwrap_or_else(|e| panic!("{e}"));
+    let bearer = format!("Bearer {}", token["token"].as_str().unwrap_or_default());
+    let sql = format!(
+        "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '{}'; \
+         SELECT width, height, cardinality(detect_shots(path)) AS shots FROM v",
+        corpus.path().display()
+    );
+    let (status, answer) = framefusion_tests::flight::http_request(
+        &http,
+        "POST",
+        "/api/sql",
+        &[("Authorization", bearer.as_str())],
+        &sql,
+    );
+    assert_eq!(status, 200, "{answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(answer["rows"][0]["width"], 176, "{answer}");
+    assert_eq!(answer["rows"][0]["height"], 144, "{answer}");
+    // ... and the work ran on the executors: their task counters moved
+    let tasks: f64 = pools
+        .iter()
+        .map(|pod| {
+            let metrics = try_get(pod.ports[&9464], "/metrics")
+                .map(|(_, body)| body)
+                .unwrap_or_default();
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("framefusion_tasks_total{status=\"ok\"}"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .sum::<f64>()
+        })
+        .sum();
+    assert!(tasks >= 1.0, "no task ran on the executors");
+    drop(server);
+    drop(scheduler);
+}
+
+#[test]
+fn the_image_build_steps_run_on_the_host() {
+    let out = Command::new("bash")
+        .arg(repo().join("deploy/image/check-on-host.sh"))
+        .arg(framefusion_bin())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("every library the binary links comes with the runtime packages"),
+        "{stderr}"
+    );
+    // the image's command read the corpus and ran a model as the non-root user
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        rows.first().copied(),
+        Some("file,width,height,text"),
+        "{stdout}"
+    );
+    assert!(
+        rows.iter().any(|r| r.starts_with("bikes.mp4,640,272,")),
+        "{stdout}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("carphone_pristine.mp4,176,144,0.0")),
+        "{stdout}"
+    );
+}
