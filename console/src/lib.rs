@@ -197,25 +197,33 @@ async fn start(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<St
             )
         }
     };
+    // checked again when the run starts; this spares the planning
     if console.runs.running_at(&output) {
-        return Err(Status::failed_precondition(format!(
-            "a run is already writing '{output}': wait for it or cancel it"
-        )));
+        return Err(already_running(&output));
     }
     // the output must be an allowed location (a confined process refuses others)
     framefusion_media::source::check_location(&output)
         .map_err(|e| status(&datafusion::error::DataFusionError::External(Box::new(e))))?;
     let ctx = console.service.new_session(cluster).await?;
     let plan = console.service.plan_job(&ctx, &body.sql).await?;
-    Ok(console.runs.start(runs::Submission {
-        ctx,
-        plan,
-        sql: body.sql,
-        output,
-        embedded: cluster.is_none(),
-        target,
-        user: caller.user,
-    }))
+    console
+        .runs
+        .start(runs::Submission {
+            ctx,
+            plan,
+            sql: body.sql,
+            output: output.clone(),
+            embedded: cluster.is_none(),
+            target,
+            user: caller.user,
+        })
+        .ok_or_else(|| already_running(&output))
+}
+
+fn already_running(output: &str) -> Status {
+    Status::failed_precondition(format!(
+        "a run is already writing '{output}': wait for it or cancel it"
+    ))
 }
 
 async fn cancel(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {

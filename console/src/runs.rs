@@ -246,8 +246,10 @@ impl Registry {
             .any(|r| r.output == output && lock(&r.state).status == Status::Running)
     }
 
-    /// Starts `job` on the current runtime; its id.
-    pub fn start(&self, job: Submission) -> String {
+    /// Starts `job` on the current runtime: its id, or `None` when a live run already
+    /// writes the job's output (checked and registered under one lock, so two submissions
+    /// racing for one output cannot both start).
+    pub fn start(&self, job: Submission) -> Option<String> {
         let id = format!("live-{}", self.next_name().trim_start_matches("run-"));
         let (abort, registration) = AbortHandle::new_pair();
         let run = Arc::new(LiveRun {
@@ -270,7 +272,16 @@ impl Registry {
             }),
             abort,
         });
-        lock(&self.live).push(Arc::clone(&run));
+        {
+            let mut live = lock(&self.live);
+            if live
+                .iter()
+                .any(|r| r.output == run.output && lock(&r.state).status == Status::Running)
+            {
+                return None;
+            }
+            live.push(Arc::clone(&run));
+        }
         let shown = Arc::clone(&run);
         let options = ManifestOptions {
             output: job.output,
@@ -311,7 +322,7 @@ impl Registry {
                 }
             }
         });
-        id
+        Some(id)
     }
 
     /// Cancels the live run `id`; whether it was running.
