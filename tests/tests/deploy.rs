@@ -289,6 +289,11 @@ impl Node {
         // the environment: the settings ConfigMap (envFrom), explicit values, the pod IP
         let mut env: BTreeMap<String, String> = self.settings.clone();
         env.insert("FRAMEFUSION_SERVE_USERS".into(), "ana:s3cret".into());
+        // the image's own environment (deploy/Containerfile): the catalog in the pod's /data
+        env.insert(
+            "FRAMEFUSION_CATALOG".into(),
+            work.join("catalog.json").display().to_string(),
+        );
         for e in c["env"].as_array().into_iter().flatten() {
             let value = if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
                 "127.0.0.1".to_owned()
