@@ -13,6 +13,11 @@ pub enum EngineError {
     /// A statement names a table the session does not have.
     #[error("table '{0}' not found")]
     TableNotFound(String),
+    /// `CREATE EXTERNAL TABLE` names a table the session already has, defined otherwise.
+    #[error(
+        "table '{0}' already exists with another definition; DROP TABLE {0} first, or use CREATE OR REPLACE EXTERNAL TABLE (or IF NOT EXISTS to keep it)"
+    )]
+    TableExists(String),
     /// The cluster's scheduler does not answer.
     #[error(
         "cannot reach the framefusion scheduler at {url} ({message}); start one (framefusion cluster, or framefusion scheduler) or fix --cluster"
@@ -29,6 +34,7 @@ impl Coded for EngineError {
     fn code(&self) -> ErrorCode {
         match self {
             EngineError::TableNotFound(_) => ErrorCode::NotFound,
+            EngineError::TableExists(_) => ErrorCode::InvalidArgument,
             EngineError::Unreachable { .. } => ErrorCode::Unavailable,
         }
     }

@@ -95,6 +95,15 @@ impl SessionContextExt for SessionContext {
                 LogicalPlanBuilder::empty(false).build()?,
             ));
         }
+        // another definition under a taken name: a typed error (DataFusion's says it in
+        // text only), so clients get an invalid-argument code rather than an internal one
+        if let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) = &plan
+            && !cmd.or_replace
+            && !cmd.if_not_exists
+            && self.table_exist(cmd.name.clone())?
+        {
+            return Err(crate::error::EngineError::TableExists(cmd.name.to_string()).into());
+        }
         // the stores of a table's or COPY's aws.* options, for this session and the
         // processes of its cluster
         crate::stores::register_plan_stores(self, &plan)?;

@@ -57,7 +57,10 @@ fn a_table_outlives_its_process_until_dropped() {
         &catalog,
         "CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '/tmp'",
     ));
-    assert!(e.contains("raw") && e.contains("already exists"), "{e}");
+    assert!(
+        e.contains("raw") && e.contains("already exists") && e.contains("DROP TABLE raw"),
+        "{e}"
+    );
     // OR REPLACE replaces
     let one = format!(
         "CREATE OR REPLACE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{}/bikes.mp4'",
@@ -173,4 +176,36 @@ fn concurrent_processes_do_not_corrupt_the_catalog() {
         serde_json::from_str::<serde_json::Value>(&text).is_ok(),
         "the catalog file is valid JSON"
     );
+}
+
+/// A taken name is an invalid argument (a client's mistake), typed: not DataFusion's internal
+/// error text.
+#[tokio::test]
+async fn a_taken_table_name_is_an_invalid_argument() {
+    use framefusion_engine::SessionContextExt;
+    use framefusion_udfs::media::code::ErrorCode;
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    let corpus = corpus_dir().display().to_string();
+    ctx.register_videos("taken", &corpus)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let e = ctx
+        .run_script("CREATE EXTERNAL TABLE taken STORED AS VIDEO LOCATION '/tmp'")
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("a second definition of 'taken' was accepted"));
+    assert_eq!(
+        framefusion_engine::error::error_code(&e),
+        ErrorCode::InvalidArgument,
+        "{e}"
+    );
+    // IF NOT EXISTS keeps the table, OR REPLACE replaces it
+    for statement in [
+        "CREATE EXTERNAL TABLE IF NOT EXISTS taken STORED AS VIDEO LOCATION '/tmp'",
+        "CREATE OR REPLACE EXTERNAL TABLE taken STORED AS VIDEO LOCATION '/tmp'",
+    ] {
+        ctx.run_script(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+    }
 }
