@@ -248,8 +248,18 @@ async fn executors_serve_their_own_metrics() {
     )
     .await;
     assert_eq!(http_get(&addr, "/healthz").trim(), "ok");
-    // registered (the cluster waited for it), so ready for work
-    assert_eq!(http_get(&addr, "/readyz").trim(), "ready");
+    // registered (the cluster waited for it), so ready for work as soon as the executor
+    // has seen the scheduler's answer to its poll (a moment after the scheduler lists it)
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ready = loop {
+        let (status, body) =
+            framefusion_tests::flight::http_request(&addr, "GET", "/readyz", &[], "");
+        if status == 200 || std::time::Instant::now() > until {
+            break (status, body);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(ready, (200, "ready\n".to_owned()));
     let before = Scrape::parse(&http_get(&addr, "/metrics"));
     let video = sample("carphone_pristine.mp4");
     let ctx = framefusion_engine::remote_context(&cluster.url())
