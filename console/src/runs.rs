@@ -228,6 +228,12 @@ pub struct Registry {
     next: std::sync::atomic::AtomicU64,
 }
 
+/// Whether one of the `live` runs is writing `output` now.
+fn writing(live: &[Arc<LiveRun>], output: &str) -> bool {
+    live.iter()
+        .any(|r| r.output == output && lock(&r.state).status == Status::Running)
+}
+
 impl Registry {
     /// A name for the next run's output folder: unique in this process and across
     /// restarts (the time in milliseconds).
@@ -241,9 +247,7 @@ impl Registry {
 
     /// Whether a live run is writing `output` now.
     pub fn running_at(&self, output: &str) -> bool {
-        lock(&self.live)
-            .iter()
-            .any(|r| r.output == output && lock(&r.state).status == Status::Running)
+        writing(&lock(&self.live), output)
     }
 
     /// Starts `job` on the current runtime: its id, or `None` when a live run already
@@ -274,10 +278,7 @@ impl Registry {
         });
         {
             let mut live = lock(&self.live);
-            if live
-                .iter()
-                .any(|r| r.output == run.output && lock(&r.state).status == Status::Running)
-            {
+            if writing(&live, &run.output) {
                 return None;
             }
             live.push(Arc::clone(&run));

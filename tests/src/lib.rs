@@ -136,10 +136,18 @@ pub async fn query(sql: &str) -> Vec<datafusion::arrow::array::RecordBatch> {
 /// The Python of the reference tools' virtualenv (PySceneDetect, ...), made by
 /// `scripts/setup.sh`.
 pub fn python() -> PathBuf {
-    let bin = framefusion_engine::framefusion_home().join("venv/bin/python");
+    venv_bin("python")
+}
+
+/// A program of the reference tools' virtualenv (`python`, `kubectl`, ...), installed by
+/// `scripts/setup.sh`.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let bin = framefusion_engine::framefusion_home()
+        .join("venv/bin")
+        .join(name);
     assert!(
         bin.is_file(),
-        "the reference tools' Python is missing ({}): run `make setup` (scripts/setup.sh) first",
+        "the reference tools' {name} is missing ({}): run `make setup` (scripts/setup.sh) first",
         bin.display()
     );
     bin

@@ -6,13 +6,12 @@
 //! (`deploy/image/check-on-host.sh`: assets, runtime libraries, the non-root command).
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use framefusion_tests::cluster::free_port;
-use framefusion_tests::{corpus_dir, framefusion_bin, run_python};
+use framefusion_tests::{corpus_dir, framefusion_bin, run_python, venv_bin};
 use serde_json::Value;
 
 /// The Kubernetes version the objects are validated against.
@@ -23,18 +22,6 @@ fn repo() -> PathBuf {
         .parent()
         .unwrap_or_else(|| panic!("no repository root"))
         .to_path_buf()
-}
-
-fn venv_bin(name: &str) -> PathBuf {
-    let bin = framefusion_engine::framefusion_home()
-        .join("venv/bin")
-        .join(name);
-    assert!(
-        bin.is_file(),
-        "{} is missing: run `make setup` (scripts/setup.sh)",
-        bin.display()
-    );
-    bin
 }
 
 /// `kubectl kustomize deploy/kubernetes/{dir}`, written to a file in `out`.
@@ -205,19 +192,10 @@ fn manifests_render_and_every_object_validates_against_the_kubernetes_schemas() 
     );
 }
 
-/// A GET that does not panic: the status, or `None` when nothing answers yet.
+/// A GET that does not panic: the status and body, or `None` when nothing answers yet.
 fn try_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut text = String::new();
-    stream.read_to_string(&mut text).ok()?;
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Some((status, body))
+    framefusion_tests::flight::try_http_request(&format!("127.0.0.1:{port}"), "GET", path, &[], "")
+        .ok()
 }
 
 /// A process the manifests describe, started here: its container's arguments and
