@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use framefusion_engine::cluster::{
     ExecutorOptions, SchedulerOptions, Scheduling, run_executor, run_scheduler, wait_for_executors,
 };
+use framefusion_engine::placement::Pool;
 
 use crate::CliError;
 
@@ -46,6 +47,11 @@ pub struct SchedulerArgs {
     /// Seconds without a heartbeat before an executor is declared lost and its work retried.
     #[arg(long, default_value_t = 10)]
     executor_timeout: u64,
+    /// Serve `/metrics` (Prometheus: pending tasks and live executors per pool, for
+    /// autoscalers) and `/healthz` over HTTP on this address (port 0 picks a free port;
+    /// the address is printed).
+    #[arg(long, value_name = "ADDR", env = "FRAMEFUSION_METRICS_ADDR")]
+    metrics: Option<std::net::SocketAddr>,
 }
 
 /// Arguments of `framefusion executor`.
@@ -69,6 +75,16 @@ pub struct ExecutorArgs {
     /// Concurrent task slots (default: the number of cores).
     #[arg(long)]
     slots: Option<usize>,
+    /// The executor's pool: the scheduler sends the query stages that run a model (text,
+    /// faces, speech, ONNX functions) to `gpu` executors and the others to `cpu` ones; a
+    /// pool without executors leaves its stages to the other.
+    #[arg(
+        long,
+        value_name = "cpu|gpu",
+        env = "FRAMEFUSION_EXECUTOR_POOL",
+        default_value = "cpu"
+    )]
+    pool: Pool,
     /// Folder for shuffle files (default: a temporary folder).
     #[arg(long)]
     work_dir: Option<PathBuf>,
@@ -125,6 +141,9 @@ pub struct ClusterArgs {
 
 /// Runs `framefusion scheduler`.
 pub async fn scheduler(args: SchedulerArgs) -> Result<(), CliError> {
+    if let Some(addr) = args.metrics {
+        crate::http::spawn_metrics(addr, "scheduler metrics").await?;
+    }
     run_scheduler(SchedulerOptions {
         bind: args.bind,
         external_host: args.external_host,
@@ -170,6 +189,7 @@ pub async fn executor(args: ExecutorArgs) -> Result<(), CliError> {
         scheduler_host: host,
         scheduler_port: port,
         slots: args.slots.unwrap_or(defaults.slots),
+        pool: args.pool,
         work_dir: args.work_dir.map(|p| p.display().to_string()),
         scheduling: args.scheduling.into(),
         heartbeat_s: args.heartbeat,

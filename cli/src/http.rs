@@ -1,4 +1,5 @@
-//! The HTTP endpoints of `framefusion executor --metrics ADDR`: `GET /metrics`, the
+//! The HTTP endpoints of `framefusion executor --metrics ADDR` (and, without `/readyz`,
+//! of `framefusion scheduler --metrics ADDR`): `GET /metrics`, the
 //! process's metrics in the OpenMetrics text format Prometheus scrapes
 //! (`framefusion_media::metrics` lists them), and `GET /healthz`, which answers `ok` while
 //! the process runs, and `GET /readyz`: `200 ready` once the scheduler acknowledged the
@@ -20,7 +21,25 @@ pub async fn spawn(
     what: &str,
     health: ExecutorHealth,
 ) -> Result<SocketAddr, CliError> {
-    let app = framefusion_flight_server::http::executor_routes(health);
+    serve(
+        addr,
+        what,
+        framefusion_flight_server::http::executor_routes(health),
+    )
+    .await
+}
+
+/// As [`spawn`], `/metrics` and `/healthz` only (the scheduler's: its readiness is on
+/// its own port).
+pub async fn spawn_metrics(addr: SocketAddr, what: &str) -> Result<SocketAddr, CliError> {
+    serve(addr, what, framefusion_flight_server::http::health_routes()).await
+}
+
+async fn serve(
+    addr: SocketAddr,
+    what: &str,
+    app: framefusion_flight_server::http::Router,
+) -> Result<SocketAddr, CliError> {
     let bound = framefusion_flight_server::http::spawn(addr, app)
         .await
         .map_err(|source| CliError::Io {

@@ -12,11 +12,12 @@ use ballista_core::registry::BallistaFunctionRegistry;
 use ballista_core::{ConfigProducer, config::TaskSchedulingPolicy};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
-use ballista_scheduler::config::SchedulerConfig;
-use ballista_scheduler::scheduler_process::start_server;
+use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
+use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service};
 use datafusion::error::{DataFusionError, Result};
 
 use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
+use crate::placement::{Pool, PoolPlacement};
 use crate::session::{ballista_session_config, scheduler_session_state};
 
 /// How executors get tasks.
@@ -81,6 +82,9 @@ pub struct ExecutorOptions {
     pub scheduler_port: u16,
     /// Concurrent task slots.
     pub slots: usize,
+    /// The pool this executor belongs to: the scheduler sends the stages that run a model
+    /// to `gpu` executors, the others to `cpu` ones ([`crate::placement`]).
+    pub pool: Pool,
     /// Folder for shuffle files (default: a temporary folder).
     pub work_dir: Option<String>,
     /// Must match the scheduler's.
@@ -134,6 +138,7 @@ impl Default for ExecutorOptions {
             scheduler_host: "localhost".to_owned(),
             scheduler_port: 50050,
             slots: std::thread::available_parallelism().map_or(1, usize::from),
+            pool: Pool::Cpu,
             work_dir: None,
             scheduling: Scheduling::Pull,
             heartbeat_s: 2,
@@ -181,8 +186,12 @@ fn executor_runtime(work_dir: Option<String>) -> ballista_core::RuntimeProducer 
 }
 
 /// Runs a scheduler until Ctrl-C or SIGTERM.
+///
+/// Its task distribution is [`PoolPlacement`] (stages that run a model on the GPU pool);
+/// every second it publishes the pending work and live executors of each pool in the
+/// process's metrics (`framefusion_pending_tasks`, `framefusion_executors`).
 pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
-    let config = SchedulerConfig {
+    let mut config = SchedulerConfig {
         bind_host: options.bind.ip().to_string(),
         bind_port: options.bind.port(),
         external_host: options.external_host.clone(),
@@ -199,18 +208,50 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     let cluster = BallistaCluster::new_from_config(&config)
         .await
         .map_err(ballista_err)?;
+    let placement = Arc::new(PoolPlacement::new(
+        cluster.cluster_state(),
+        Duration::from_secs(options.executor_timeout_s),
+        options.scheduling == Scheduling::Push,
+    ));
+    config.task_distribution = TaskDistributionPolicy::Custom(placement.clone());
+    config.validate().map_err(ballista_err)?;
+    let scheduler = create_scheduler::<
+        datafusion_proto::protobuf::LogicalPlanNode,
+        datafusion_proto::protobuf::PhysicalPlanNode,
+    >(cluster, Arc::new(config))
+    .await
+    .map_err(ballista_err)?;
+    let state = scheduler.state.clone();
+    let gauges = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let jobs = state.task_manager.get_running_job_cache();
+            let pending = crate::placement::pending_partitions(&jobs).await;
+            let live = placement.live_executors();
+            for pool in Pool::ALL {
+                framefusion_media::metrics::pool_state(
+                    pool.name(),
+                    pending.get(&pool).copied().unwrap_or(0) as u64,
+                    live.get(&pool).copied().unwrap_or(0) as u64,
+                );
+            }
+        }
+    });
     log::info!(
-        "framefusion scheduler listening on {} ({:?} scheduling)",
+        "framefusion scheduler listening on {} ({:?} scheduling, model stages on the gpu pool)",
         options.bind,
         options.scheduling
     );
-    tokio::select! {
-        result = start_server(cluster, options.bind, Arc::new(config)) => result.map_err(ballista_err),
+    let result = tokio::select! {
+        result = start_grpc_service(options.bind, scheduler) => result.map_err(ballista_err),
         () = shutdown_signal() => {
             log::info!("framefusion scheduler stopping");
             Ok(())
         }
-    }
+    };
+    gauges.abort();
+    result
 }
 
 /// Runs an executor until Ctrl-C or SIGTERM (it deregisters from the scheduler then).
@@ -218,6 +259,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     let flight_port = pick_port(&options.bind_host, options.flight_port)?;
     let grpc_port = pick_port(&options.bind_host, options.grpc_port)?;
     let config = ExecutorProcessConfig {
+        executor_id: crate::placement::executor_id(options.pool),
         bind_host: options.bind_host.clone(),
         external_host: options
             .external_host
@@ -244,7 +286,9 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         ..Default::default()
     };
     log::info!(
-        "framefusion executor on {}:{flight_port} with {} slots, scheduler {}:{}",
+        "framefusion executor {} ({} pool) on {}:{flight_port} with {} slots, scheduler {}:{}",
+        config.executor_id,
+        options.pool,
         options.bind_host,
         config.vcores,
         options.scheduler_host,

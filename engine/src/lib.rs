@@ -8,6 +8,8 @@
 //!   embedded ([`new_context`]) or as a client of a Ballista cluster ([`remote_context`]).
 //! - [`catalog`]: the persistent catalog (table definitions that outlive the process).
 //! - [`cluster`]: Ballista scheduler and executor processes that carry all of the above.
+//! - [`placement`]: executor pools (`cpu`, `gpu`) and the scheduler policy that sends the
+//!   stages that run a model to the GPU pool; pending work per pool for autoscalers.
 //! - [`codec`]: the extension codecs that carry framefusion's tables and plan nodes
 //!   between client, scheduler and executors.
 //! - [`SessionContextExt`]: what framefusion adds to `SessionContext`: running scripts of
@@ -24,6 +26,7 @@ pub mod codec;
 pub mod error;
 pub mod ext;
 pub mod manifest;
+pub mod placement;
 pub mod session;
 pub mod stores;
 pub mod task_metrics;

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use axum::Router;
+pub use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;

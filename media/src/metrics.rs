@@ -15,6 +15,8 @@
 //! | `framefusion_queries_total` | counter | `status` | statements the Flight SQL server ran, `ok` or `error` |
 //! | `framefusion_tasks_total` | counter | `status` | Ballista tasks an executor finished: `ok`, `error` or `cancelled` |
 //! | `framefusion_tasks_running` | gauge | | Ballista tasks an executor is running now |
+//! | `framefusion_pending_tasks` | gauge | `pool` | scheduler: input partitions of runnable stages waiting for an executor, by the pool that should run them (`gpu`: stages that run a model, `cpu`: the others) |
+//! | `framefusion_executors` | gauge | `pool` | scheduler: live executors per pool |
 //!
 //! Counters start at zero in every process and only grow; a rate over them is what a
 //! dashboard shows.
@@ -42,6 +44,8 @@ struct Metrics {
     queries: Family<Labels, Counter>,
     tasks: Family<Labels, Counter>,
     tasks_running: Gauge,
+    pending_tasks: Family<Labels, Gauge>,
+    executors: Family<Labels, Gauge>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
@@ -58,6 +62,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queries: Family::default(),
         tasks: Family::default(),
         tasks_running: Gauge::default(),
+        pending_tasks: Family::default(),
+        executors: Family::default(),
     };
     registry.register(
         "decode_passes",
@@ -111,6 +117,17 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "tasks_running",
         "Ballista tasks this executor is running now",
         m.tasks_running.clone(),
+    );
+    registry.register(
+        "pending_tasks",
+        "Scheduler: input partitions of runnable stages waiting for an executor, per pool \
+         that should run them (gpu: stages that run a model)",
+        m.pending_tasks.clone(),
+    );
+    registry.register(
+        "executors",
+        "Scheduler: live executors, per pool",
+        m.executors.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -227,6 +244,20 @@ impl Drop for RunningTask {
     }
 }
 
+/// Sets the scheduler's gauges of `pool`: `pending` input partitions waiting for one of
+/// its `executors` live executors.
+pub fn pool_state(pool: &str, pending: u64, executors: u64) {
+    let labels = vec![("pool", pool.to_owned())];
+    METRICS
+        .pending_tasks
+        .get_or_create(&labels)
+        .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    METRICS
+        .executors
+        .get_or_create(&labels)
+        .set(i64::try_from(executors).unwrap_or(i64::MAX));
+}
+
 /// The content type of [`render`]'s text.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -252,6 +283,7 @@ mod tests {
         rows_written("/tmp/run", 3, 1);
         task_started().finish(true);
         drop(task_started());
+        pool_state("gpu", 7, 1);
         let text = render();
         for line in [
             "# TYPE framefusion_frames_decoded counter",
@@ -262,6 +294,8 @@ mod tests {
             "framefusion_tasks_total{status=\"ok\"} 1",
             "framefusion_tasks_total{status=\"cancelled\"} 1",
             "framefusion_tasks_running 0",
+            "framefusion_pending_tasks{pool=\"gpu\"} 7",
+            "framefusion_executors{pool=\"gpu\"} 1",
             "# EOF",
         ] {
             assert!(text.contains(line), "{line} in\n{text}");

@@ -21,6 +21,7 @@ pub struct TestCluster {
     scheduler: Child,
     executors: Vec<Child>,
     port: u16,
+    metrics_port: u16,
     dir: tempfile::TempDir,
 }
 
@@ -62,6 +63,7 @@ impl TestCluster {
     ) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let port = free_port();
+        let metrics_port = free_port();
         let log_dir = dir.path().to_path_buf();
         let log = move |name: &str| {
             let file = std::fs::File::create(log_dir.join(format!("{name}.log")))
@@ -71,6 +73,7 @@ impl TestCluster {
         let scheduler = Command::new(framefusion_bin())
             .args(["scheduler", "--bind", &format!("127.0.0.1:{port}")])
             .args(["--executor-timeout", &executor_timeout_s.to_string()])
+            .args(["--metrics", &format!("127.0.0.1:{metrics_port}")])
             .envs(scheduler_env.iter().copied())
             .env(
                 "RUST_LOG",
@@ -84,6 +87,7 @@ impl TestCluster {
             scheduler,
             executors: Vec::new(),
             port,
+            metrics_port,
             dir,
         };
         for i in 0..executors {
@@ -115,6 +119,20 @@ impl TestCluster {
             panic!("{e}\n{}", cluster.logs());
         }
         cluster
+    }
+
+    /// The value of the sample `series` (name and labels) on the scheduler's `/metrics`.
+    pub fn scheduler_metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = crate::flight::try_http_request(
+            &format!("127.0.0.1:{}", self.metrics_port),
+            "GET",
+            "/metrics",
+            &[],
+            "",
+        )
+        .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
     }
 
     /// `127.0.0.1:PORT` of the scheduler.

@@ -86,7 +86,12 @@ fn container(deployment: &Value) -> &Value {
 fn manifests_render_and_every_object_validates_against_the_kubernetes_schemas() {
     let out = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let mut rendered = BTreeMap::new();
-    for dir in ["base", "overlays/gpu", "overlays/s3-example"] {
+    for dir in [
+        "base",
+        "overlays/gpu",
+        "overlays/s3-example",
+        "overlays/autoscaling",
+    ] {
         let file = render(dir, out.path());
         let (ok, report) = validate(&file);
         assert!(ok, "{dir} does not validate:\n{report}");
@@ -174,6 +179,53 @@ fn manifests_render_and_every_object_validates_against_the_kubernetes_schemas() 
             "drain {drain} s within the grace period {grace} s"
         );
     }
+
+    // each executor's pool (FRAMEFUSION_EXECUTOR_POOL) is its pod's pool label
+    for (name, want) in [
+        ("framefusion-executor-cpu", "cpu"),
+        ("framefusion-executor-gpu", "gpu"),
+    ] {
+        let d = deployment(gpu, name);
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["labels"]["framefusion.io/pool"], want,
+            "{name}"
+        );
+        let env = container(d)["env"].as_array().cloned().unwrap_or_default();
+        let var = env
+            .iter()
+            .find(|e| e["name"] == "FRAMEFUSION_EXECUTOR_POOL")
+            .unwrap_or_else(|| panic!("{name}: no FRAMEFUSION_EXECUTOR_POOL"));
+        assert_eq!(
+            var["valueFrom"]["fieldRef"]["fieldPath"],
+            "metadata.labels['framefusion.io/pool']"
+        );
+    }
+
+    // one autoscaler per pool, on the scheduler's pending tasks of that pool, scaling a
+    // Deployment of that pool; the scheduler serves the metric on the port it publishes
+    let scaled = &rendered["overlays/autoscaling"];
+    for pool in ["cpu", "gpu"] {
+        let name = format!("framefusion-executor-{pool}");
+        let hpa = find(scaled, "HorizontalPodAutoscaler", &name)
+            .unwrap_or_else(|| panic!("no autoscaler for the {pool} pool"));
+        let target = &hpa["spec"]["scaleTargetRef"];
+        assert_eq!(target["kind"], "Deployment");
+        let d = deployment(scaled, target["name"].as_str().unwrap_or_default());
+        assert_eq!(
+            d["spec"]["template"]["metadata"]["labels"]["framefusion.io/pool"],
+            pool
+        );
+        let metric = &hpa["spec"]["metrics"][0]["external"]["metric"];
+        assert_eq!(metric["name"], "framefusion_pending_tasks");
+        assert_eq!(metric["selector"]["matchLabels"]["pool"], pool);
+    }
+    let scheduler = deployment(scaled, "framefusion-scheduler");
+    let args = container(scheduler)["args"].to_string();
+    assert!(args.contains("\"--metrics\",\"0.0.0.0:9464\""), "{args}");
+    assert_eq!(
+        scheduler["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"],
+        "9464"
+    );
 
     let s3 = &rendered["overlays/s3-example"];
     assert!(find(s3, "PersistentVolumeClaim", "framefusion-corpus").is_none());
@@ -273,10 +325,20 @@ impl Node {
             work.join("catalog.json").display().to_string(),
         );
         for e in c["env"].as_array().into_iter().flatten() {
-            let value = if e["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP" {
-                "127.0.0.1".to_owned()
-            } else {
-                e["value"].as_str().unwrap_or_default().to_owned()
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("status.podIP") => "127.0.0.1".to_owned(),
+                // the downward API: a label of the pod
+                Some(field) => {
+                    let label = field
+                        .strip_prefix("metadata.labels['")
+                        .and_then(|l| l.strip_suffix("']"))
+                        .unwrap_or_else(|| panic!("{name}: unsupported fieldRef {field}"));
+                    deployment["spec"]["template"]["metadata"]["labels"][label]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("{name}: the pod has no label {label}"))
+                        .to_owned()
+                }
+                None => e["value"].as_str().unwrap_or_default().to_owned(),
             };
             env.insert(e["name"].as_str().unwrap_or_default().to_owned(), value);
         }
@@ -322,6 +384,24 @@ impl Node {
 }
 
 impl Pod {
+    /// Sends SIGTERM (what Kubernetes sends a pod it removes) and waits for the exit.
+    fn terminate(&mut self, limit: Duration) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -TERM {}", self.name);
+        let until = Instant::now() + limit;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                assert!(status.success(), "{} exited with {status}", self.name);
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{} did not exit within {limit:?} of SIGTERM", self.name);
+    }
+
     fn port(&self, probe: &Value) -> u16 {
         let port = &probe["httpGet"]["port"];
         let number = match port.as_u64() {
@@ -470,8 +550,106 @@ async fn the_manifests_processes_start_with_their_arguments_and_pass_their_probe
         })
         .sum();
     assert!(tasks >= 1.0, "no task ran on the executors");
+
+    // placement: the scheduler sees one executor per pool ...
+    let scheduler_metrics = scheduler.ports[&9464];
+    wait_for_metric(
+        scheduler_metrics,
+        "framefusion_executors{pool=\"gpu\"}",
+        1.0,
+    );
+    wait_for_metric(
+        scheduler_metrics,
+        "framefusion_executors{pool=\"cpu\"}",
+        1.0,
+    );
+    // ... a query that runs no model runs on the CPU executor only ...
+    let before = pools.iter().map(tasks_ok).collect::<Vec<_>>();
+    let answer = statement(
+        &http,
+        &bearer,
+        "SELECT path, cardinality(detect_shots(path)) AS shots FROM v",
+    );
+    let after = settled(&pools, &before, 0, &answer);
+    assert_eq!(after[1], before[1], "{answer}: a task on the gpu executor");
+    // ... a model query's stage on the GPU-labelled executor only ...
+    let model = "SELECT path, text_area_ratio(path, 0, 2) AS text FROM v";
+    let before = after;
+    let on_gpu = statement(&http, &bearer, model);
+    let after = settled(&pools, &before, 1, &on_gpu);
+    assert_eq!(after[0], before[0], "{on_gpu}: a task on the cpu executor");
+    // ... and on the CPU executor when the GPU pool is gone, with the same answer
+    let mut gpu = pools.pop().unwrap_or_else(|| panic!("no gpu executor"));
+    gpu.terminate(Duration::from_secs(60));
+    wait_for_metric(
+        scheduler_metrics,
+        "framefusion_executors{pool=\"gpu\"}",
+        0.0,
+    );
+    let before = vec![tasks_ok(&pools[0])];
+    let on_cpu = statement(&http, &bearer, model);
+    settled(&pools, &before, 0, &on_cpu);
+    assert_eq!(on_cpu, on_gpu);
+    assert!(on_gpu[0]["text"].as_f64().is_some(), "{on_gpu}");
     drop(server);
     drop(scheduler);
+}
+
+/// The executors' finished tasks once `pools[moved]`'s count went past `before` (an
+/// executor counts a task a moment after the scheduler saw it finish) and a second more
+/// passed for the others to count theirs.
+fn settled(pools: &[Pod], before: &[f64], moved: usize, answer: &Value) -> Vec<f64> {
+    let until = Instant::now() + Duration::from_secs(10);
+    while tasks_ok(&pools[moved]) <= before[moved] {
+        assert!(
+            Instant::now() < until,
+            "{answer}: no task on {}",
+            pools[moved].name
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    pools.iter().map(tasks_ok).collect()
+}
+
+/// The `framefusion_tasks_total{status="ok"}` of an executor pod.
+fn tasks_ok(pod: &Pod) -> f64 {
+    metric(pod.ports[&9464], "framefusion_tasks_total{status=\"ok\"}").unwrap_or(0.0)
+}
+
+/// The value of the sample `series` (name and labels) at `/metrics` on `port`.
+fn metric(port: u16, series: &str) -> Option<f64> {
+    let (_, body) = try_get(port, "/metrics")?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+}
+
+/// Waits (up to 30 s) until the sample `series` at `/metrics` on `port` reads `value`.
+fn wait_for_metric(port: u16, series: &str, value: f64) {
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < until {
+        last = metric(port, series);
+        if last == Some(value) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{series} is {last:?}, not {value}, after 30 s");
+}
+
+/// The JSON answer of `sql` from the server's `/api/sql` (asserting success).
+fn statement(http: &str, bearer: &str, sql: &str) -> Value {
+    let (status, answer) = framefusion_tests::flight::http_request(
+        http,
+        "POST",
+        "/api/sql",
+        &[("Authorization", bearer)],
+        sql,
+    );
+    assert_eq!(status, 200, "{sql}: {answer}");
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}"));
+    answer["rows"].clone()
 }
 
 #[test]

@@ -129,6 +129,21 @@ async fn a_terminated_executor_drains_and_the_query_loses_nothing() {
     )
     .await;
     let (_corpus, expected, query) = start_big_query(&cluster).await;
+    // the scheduler's autoscaling signal: the probe query's tasks wait for the cpu pool
+    // (both executors), none for the gpu pool (no stage runs a model)
+    let pending = |cluster: &TestCluster, pool: &str| {
+        cluster.scheduler_metric(&format!("framefusion_pending_tasks{{pool=\"{pool}\"}}"))
+    };
+    assert!(
+        pending(&cluster, "cpu").is_some_and(|n| n > 0.0),
+        "pending cpu tasks mid-query: {:?}",
+        pending(&cluster, "cpu")
+    );
+    assert_eq!(pending(&cluster, "gpu"), Some(0.0));
+    assert_eq!(
+        cluster.scheduler_metric("framefusion_executors{pool=\"cpu\"}"),
+        Some(2.0)
+    );
     let stopped = Instant::now();
     cluster.terminate_executor(0);
     let status = cluster.wait_executor(0, Duration::from_secs(drain_s + 10));
@@ -152,6 +167,12 @@ async fn a_terminated_executor_drains_and_the_query_loses_nothing() {
         cluster.logs()
     );
     same_rows(&cluster, query, &expected, "stopped").await;
+    // nothing waits once the query is done (the gauge is refreshed every second)
+    let until = Instant::now() + Duration::from_secs(10);
+    while pending(&cluster, "cpu") != Some(0.0) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(pending(&cluster, "cpu"), Some(0.0));
     eprintln!("executor 0 exited {exited_after:?} after SIGTERM");
 }
 

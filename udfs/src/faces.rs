@@ -838,6 +838,10 @@ impl VideoOperator for FaceBoxes {
         "face_boxes"
     }
 
+    fn runs_model(&self) -> bool {
+        true
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[Arg::path(), Arg::seconds("at_s")];
         ARGS
@@ -896,6 +900,10 @@ pub struct FaceStats;
 impl VideoOperator for FaceStats {
     fn name(&self) -> &'static str {
         FACE_STATS
+    }
+
+    fn runs_model(&self) -> bool {
+        true
     }
 
     fn args(&self) -> &'static [Arg] {

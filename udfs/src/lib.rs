@@ -45,7 +45,8 @@ pub mod signals;
 pub mod speech;
 pub mod text;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, LazyLock};
 
 pub use framefusion_media as media;
 pub use framefusion_media::{blocking, storage};
@@ -57,6 +58,30 @@ pub use cut_udf::fnv1a;
 pub use error::UdfError;
 pub use operator::{VideoOperator, VideoUdf};
 pub use plan::VideoPassRule;
+
+/// Whether the operator named `name` runs a neural network
+/// ([`VideoOperator::runs_model`]).
+pub fn operator_runs_model(name: &str) -> bool {
+    static MODEL_OPERATORS: LazyLock<HashSet<&'static str>> = LazyLock::new(|| {
+        operators()
+            .iter()
+            .filter(|op| op.runs_model())
+            .map(|op| op.name())
+            .collect()
+    });
+    MODEL_OPERATORS.contains(name)
+}
+
+/// Whether calls of `udf` run a neural network: a model-backed video operator (or a call
+/// whose decode pass computes for one), or a user model (`CREATE FUNCTION ... LANGUAGE
+/// onnx`). A cluster places the query stages that call one on its GPU executors.
+pub fn runs_model(udf: &ScalarUDF) -> bool {
+    let inner = udf.inner().as_ref() as &dyn std::any::Any;
+    if let Some(video) = inner.downcast_ref::<VideoUdf>() {
+        return video.runs_model();
+    }
+    inner.is::<models::user::OnnxModelUdf>()
+}
 
 /// The version of framefusion's operators (recorded with a manifest's rows).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -343,6 +343,10 @@ impl VideoOperator for LipSyncOp {
         "lip_sync"
     }
 
+    fn runs_model(&self) -> bool {
+        true
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[
             Arg::path(),

@@ -206,6 +206,12 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// Whether a call runs a neural network (ONNX Runtime): a cluster places the stages
+    /// that call one on its GPU executor pool (`framefusion_engine::placement`).
+    fn runs_model(&self) -> bool {
+        false
+    }
+
     /// The value of a row that failed with `message` (default: null; see the module
     /// docs).
     fn failed(&self, _message: &str) -> Result<ScalarValue> {
@@ -344,6 +350,18 @@ impl VideoUdf {
     /// The query's demands, once the planner rule has run.
     pub fn pass(&self) -> Option<&Arc<PassSpec>> {
         self.pass.as_ref()
+    }
+
+    /// Whether a call runs a neural network: its operator does, or the decode pass the
+    /// call may run computes a demand of one that does (`detect_shots` computing text
+    /// coverage for the `text_area_ratio` calls of its query).
+    pub fn runs_model(&self) -> bool {
+        self.op.runs_model()
+            || self.pass.as_ref().is_some_and(|pass| {
+                pass.demands
+                    .iter()
+                    .any(|d| crate::operator_runs_model(&d.operator))
+            })
     }
 
     /// The call's usage, `name(arg TYPE, ...)`, for messages.

@@ -208,6 +208,10 @@ impl VideoOperator for SpeechActivity {
         "speech_activity"
     }
 
+    fn runs_model(&self) -> bool {
+        true
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[
             Arg::path(),

@@ -503,6 +503,10 @@ impl VideoOperator for OcrText {
         "ocr_text"
     }
 
+    fn runs_model(&self) -> bool {
+        true
+    }
+
     fn args(&self) -> &'static [Arg] {
         AT_ARGS
     }
@@ -575,6 +579,10 @@ pub struct TextBoxes;
 impl VideoOperator for TextBoxes {
     fn name(&self) -> &'static str {
         "text_boxes"
+    }
+
+    fn runs_model(&self) -> bool {
+        true
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -814,6 +822,10 @@ pub struct TextAreaRatio;
 impl VideoOperator for TextAreaRatio {
     fn name(&self) -> &'static str {
         TEXT_AREA_RATIO
+    }
+
+    fn runs_model(&self) -> bool {
+        true
     }
 
     fn args(&self) -> &'static [Arg] {
