@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ballista_core::JobId;
@@ -182,6 +183,8 @@ pub struct PoolPlacement {
     cluster: Arc<dyn ClusterState>,
     executor_timeout: Duration,
     push: bool,
+    /// Per pool (by its index): the fallback to the other pool was logged.
+    fallback_said: [AtomicBool; 2],
 }
 
 impl std::fmt::Debug for PoolPlacement {
@@ -201,12 +204,30 @@ impl PoolPlacement {
             cluster,
             executor_timeout,
             push,
+            fallback_said: [AtomicBool::new(false), AtomicBool::new(false)],
         }
     }
 
     /// The live executors of each pool.
     pub fn live_executors(&self) -> HashMap<Pool, usize> {
         live_executors(self.cluster.as_ref(), self.executor_timeout, self.push)
+    }
+
+    /// Logs, once until `pool` has live executors again, that its stages run on the other
+    /// pool.
+    fn say_fallback(&self, pool: Pool) {
+        if !self.fallback_said[pool as usize].swap(true, Ordering::Relaxed) {
+            match pool {
+                Pool::Gpu => log::warn!(
+                    "no live gpu executor: stages that run a model run on the cpu executors \
+                     (ONNX Runtime's CPU provider) until one registers"
+                ),
+                Pool::Cpu => log::warn!(
+                    "no live cpu executor: stages that run no model run on the gpu executors \
+                     until one registers"
+                ),
+            }
+        }
     }
 }
 
@@ -228,6 +249,11 @@ impl DistributionPolicy for PoolPlacement {
             return Ok(bound);
         }
         let live = self.live_executors();
+        for pool in Pool::ALL {
+            if live.get(&pool).copied().unwrap_or(0) > 0 {
+                self.fallback_said[pool as usize].store(false, Ordering::Relaxed);
+            }
+        }
         // as Ballista's bias policy: the largest free executor first
         budgets.sort_by_key(|b| std::cmp::Reverse(b.vcores));
         for (job_id, job) in running_jobs.iter() {
@@ -240,12 +266,18 @@ impl DistributionPolicy for PoolPlacement {
             while let Some(stage) = graph.fetch_running_stage(&done_stages) {
                 let wants = Pool::of_stage(&stage.plan);
                 for budget in budgets.iter_mut() {
-                    if !takes(Pool::of_executor(&budget.executor_id), wants, &live) {
+                    let pool = Pool::of_executor(&budget.executor_id);
+                    if !takes(pool, wants, &live) {
                         continue;
                     }
                     while budget.vcores > 0 {
                         match bind_one(stage, &session_id, job_id, budget) {
-                            Some(task) => bound.push(task),
+                            Some(task) => {
+                                if pool != wants {
+                                    self.say_fallback(wants);
+                                }
+                                bound.push(task);
+                            }
                             None => break,
                         }
                     }

@@ -590,6 +590,13 @@ async fn the_manifests_processes_start_with_their_arguments_and_pass_their_probe
     let on_cpu = statement(&http, &bearer, model);
     settled(&pools, &before, 0, &on_cpu);
     assert_eq!(on_cpu, on_gpu);
+    // ... which the scheduler says once
+    let log = std::fs::read_to_string(&scheduler.log).unwrap_or_default();
+    assert_eq!(
+        log.matches("no live gpu executor").count(),
+        1,
+        "the CPU fallback is said once:\n{log}"
+    );
     assert!(on_gpu[0]["text"].as_f64().is_some(), "{on_gpu}");
     drop(server);
     drop(scheduler);
