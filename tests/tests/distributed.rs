@@ -1,5 +1,6 @@
 //! Distributed execution: a lost executor costs a retry, not the job, and not a row; a
-//! stopped one (SIGTERM) drains within its timeout and the query loses nothing.
+//! stopped one (SIGTERM) drains within its timeout and the query loses nothing, and one that
+//! cannot finish its tasks within the timeout exits anyway while the scheduler reruns them.
 
 use std::time::{Duration, Instant};
 
@@ -144,21 +145,7 @@ async fn a_terminated_executor_drains_and_the_query_loses_nothing() {
         cluster.scheduler_metric("framefusion_executors{pool=\"cpu\"}"),
         Some(2.0)
     );
-    let stopped = Instant::now();
-    cluster.terminate_executor(0);
-    let status = cluster.wait_executor(0, Duration::from_secs(drain_s + 10));
-    let exited_after = stopped.elapsed();
-    let status = status.unwrap_or_else(|| {
-        panic!(
-            "executor 0 still runs {exited_after:?} after SIGTERM (drain timeout {drain_s} s)\n{}",
-            cluster.logs()
-        )
-    });
-    assert!(
-        status.success(),
-        "executor 0 exited with {status}\n{}",
-        cluster.logs()
-    );
+    let exited_after = stop_executor_0(&mut cluster, drain_s);
     assert!(
         cluster
             .executor_logs()
@@ -174,6 +161,51 @@ async fn a_terminated_executor_drains_and_the_query_loses_nothing() {
     }
     assert_eq!(pending(&cluster, "cpu"), Some(0.0));
     eprintln!("executor 0 exited {exited_after:?} after SIGTERM");
+}
+
+/// Sends SIGTERM to executor 0 and waits for it to exit (with success) within its drain
+/// timeout and a margin: how long it took.
+fn stop_executor_0(cluster: &mut TestCluster, drain_s: u64) -> Duration {
+    let stopped = Instant::now();
+    cluster.terminate_executor(0);
+    let status = cluster.wait_executor(0, Duration::from_secs(drain_s + 10));
+    let exited_after = stopped.elapsed();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "executor 0 still runs {exited_after:?} after SIGTERM (drain timeout {drain_s} s)\n{}",
+            cluster.logs()
+        )
+    });
+    assert!(
+        status.success(),
+        "executor 0 exited with {status}\n{}",
+        cluster.logs()
+    );
+    exited_after
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executor_past_its_drain_timeout_exits_and_the_query_loses_nothing() {
+    // no time to drain: the task executor 0 runs when the signal comes is cut off, and the
+    // scheduler reruns it elsewhere once the executor's heartbeats stop
+    let drain_s = 0;
+    let mut cluster =
+        TestCluster::start_with_env(2, 1, 8, &[("FRAMEFUSION_DRAIN_TIMEOUT", "0")]).await;
+    let (_corpus, expected, query) = start_big_query(&cluster).await;
+    let exited_after = stop_executor_0(&mut cluster, drain_s);
+    assert!(
+        exited_after < Duration::from_secs(5),
+        "executor 0 exited {exited_after:?} after SIGTERM with no drain time\n{}",
+        cluster.logs()
+    );
+    assert!(
+        cluster
+            .executor_logs()
+            .contains("tasks still running after the 0 s drain timeout"),
+        "the executor says it left tasks behind\n{}",
+        cluster.logs()
+    );
+    same_rows(&cluster, query, &expected, "stopped without draining").await;
 }
 
 fn fault_budget(tokens: usize) -> tempfile::TempDir {
