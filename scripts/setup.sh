@@ -40,6 +40,9 @@ system_packages=(
     unzip ca-certificates
     # tests: the web console's browser tests drive a headless chromium (selenium)
     chromium chromium-driver
+    # tests: the container image is built and run with podman (runc), on a Debian base made by
+    # debootstrap (deploy/image/build-with-podman.sh)
+    podman runc netavark aardvark-dns iptables catatonit debootstrap
 )
 missing=()
 for p in "${system_packages[@]}"; do

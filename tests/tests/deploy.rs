@@ -2,8 +2,10 @@
 //! kustomize and every object validates against the Kubernetes API's schemas offline
 //! (kubernetes-validate, strict: no unknown field); the processes the manifests describe start
 //! on this machine with the manifests' own arguments and environment and answer their
-//! liveness and readiness probes; the container image's build steps run on the host
-//! (`deploy/image/check-on-host.sh`: assets, runtime libraries, the non-root command).
+//! liveness and readiness probes, and place model stages on the GPU-labelled executor; the
+//! container image's build steps run on the host (`deploy/image/check-on-host.sh`: assets,
+//! runtime libraries, the non-root command), and podman builds the CPU image and runs
+//! `framefusion sql` inside it (`deploy/image/build-with-podman.sh`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -689,4 +691,104 @@ fn the_image_build_steps_run_on_the_host() {
             .any(|r| r.starts_with("carphone_pristine.mp4,176,144,0.0")),
         "{stdout}"
     );
+}
+
+/// `deploy/image/build-with-podman.sh` with `args`: its stdout, asserting success.
+fn podman_script(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new("bash")
+        .arg(repo().join("deploy/image/build-with-podman.sh"))
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "build-with-podman.sh {args:?}:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_cpu_image_builds_with_podman_and_runs_sql_inside() {
+    // the Containerfile's asset and runtime stages, built by podman on a debootstrapped
+    // Debian base, with this build's binary in place of the builder stage (the script says
+    // why); then the image's own command runs `framefusion sql` on sample videos
+    let tag = format!("localhost/framefusion:test-{}", std::process::id());
+    let binary = framefusion_bin();
+    podman_script(&["build".as_ref(), binary.as_os_str(), tag.as_ref()]);
+    struct Image(String);
+    impl Drop for Image {
+        fn drop(&mut self) {
+            // the image, then its stages' (untagged) images
+            for args in [
+                vec!["rmi", "-f", self.0.as_str()],
+                vec!["image", "prune", "-f"],
+            ] {
+                let _ = Command::new("bash")
+                    .arg(repo().join("deploy/image/build-with-podman.sh"))
+                    .arg("podman")
+                    .args(args)
+                    .output();
+            }
+        }
+    }
+    let _image = Image(tag.clone());
+    let corpus = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    for f in ["bikes.mp4", "carphone_pristine.mp4"] {
+        std::fs::copy(corpus_dir().join(f), corpus.path().join(f))
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let volume = format!("{}:/corpus:ro", corpus.path().display());
+    let sql = "CREATE EXTERNAL TABLE v STORED AS VIDEO LOCATION '/corpus'; \
+               SELECT regexp_replace(path, '.*/', '') AS file, width, height, \
+               cardinality(detect_shots(path)) AS shots, \
+               round(text_area_ratio(path, 0, 1), 6) AS text FROM v ORDER BY file";
+    let out = podman_script(
+        &[
+            "podman",
+            "run",
+            "--rm",
+            "-e",
+            "RUST_LOG=warn",
+            "-v",
+            volume.as_str(),
+            tag.as_str(),
+            "sql",
+            "--format",
+            "csv",
+            sql,
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    let rows: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        rows.first().copied(),
+        Some("file,width,height,shots,text"),
+        "{out}"
+    );
+    // the same answers as on the host: PySceneDetect's shot counts, text found by the model
+    assert!(
+        rows.iter().any(|r| r.starts_with("bikes.mp4,640,272,6,0.")),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.starts_with("carphone_pristine.mp4,176,144,1,0.")),
+        "{out}"
+    );
+    // the image runs as its non-root user
+    let id = podman_script(
+        &[
+            "podman",
+            "run",
+            "--rm",
+            "--entrypoint",
+            "id",
+            tag.as_str(),
+            "-u",
+        ]
+        .map(std::ffi::OsStr::new),
+    );
+    assert_eq!(id.trim(), "10001");
 }
