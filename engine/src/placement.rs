@@ -9,8 +9,9 @@
 //! [`PoolPlacement`] is the scheduler's task distribution policy (Ballista's
 //! `DistributionPolicy`, in pull and push scheduling alike); an executor's pool travels in
 //! its id (`gpu-<uuid>`, [`executor_id`]), the one thing Ballista tells a policy about the
-//! executor asking for work. [`PoolGauges`] publishes per pool the pending work and the
-//! live executors (`framefusion_pending_tasks`, `framefusion_executors`) for autoscalers.
+//! executor asking for work. [`pending_partitions`] and [`PoolPlacement::live_executors`]
+//! give per pool the pending work and the live executors, which the scheduler publishes
+//! (`framefusion_pending_tasks`, `framefusion_executors`) for autoscalers.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,38 +99,10 @@ impl std::fmt::Display for Pool {
     }
 }
 
-/// A new executor id carrying `pool` (the pool's name, a dash, a UUID).
+/// A new executor id carrying `pool`: the pool's name, a dash, and the id Ballista would
+/// give the executor (a UUID).
 pub fn executor_id(pool: Pool) -> String {
-    format!("{}-{}", pool.name(), uuid_v4())
-}
-
-/// A random (version 4) UUID from the standard library's hasher seeds (this crate has no
-/// UUID dependency, and executor ids need uniqueness, not cryptographic strength).
-fn uuid_v4() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut bytes = [0u8; 16];
-    for (i, chunk) in bytes.chunks_mut(8).enumerate() {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_usize(i);
-        h.write_u128(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        chunk.copy_from_slice(&h.finish().to_le_bytes());
-    }
-    bytes[6] = (bytes[6] & 0x0f) | 0x40;
-    bytes[8] = (bytes[8] & 0x3f) | 0x80;
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+    format!("{}-{}", pool.name(), ballista_core::ids::new_instance_id())
 }
 
 /// Whether a stage's plan calls a model anywhere in its expressions.

@@ -123,16 +123,7 @@ impl TestCluster {
 
     /// The value of the sample `series` (name and labels) on the scheduler's `/metrics`.
     pub fn scheduler_metric(&self, series: &str) -> Option<f64> {
-        let (_, body) = crate::flight::try_http_request(
-            &format!("127.0.0.1:{}", self.metrics_port),
-            "GET",
-            "/metrics",
-            &[],
-            "",
-        )
-        .ok()?;
-        body.lines()
-            .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        crate::flight::metric_sample(&format!("127.0.0.1:{}", self.metrics_port), series)
     }
 
     /// `127.0.0.1:PORT` of the scheduler.

@@ -204,3 +204,11 @@ pub fn try_http_request(
         .ok_or_else(|| std::io::Error::other(format!("no HTTP status in {head:?}")))?;
     Ok((status, body.to_owned()))
 }
+
+/// The value of the sample `series` (a metric's name and labels, as the text format writes
+/// them) at `GET /metrics` on `addr`; `None` when nothing answers or no sample matches.
+pub fn metric_sample(addr: &str, series: &str) -> Option<f64> {
+    let (_, body) = try_http_request(addr, "GET", "/metrics", &[], "").ok()?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+}

@@ -526,31 +526,11 @@ async fn the_manifests_processes_start_with_their_arguments_and_pass_their_probe
          SELECT width, height, cardinality(detect_shots(path)) AS shots FROM v",
         corpus.path().display()
     );
-    let (status, answer) = framefusion_tests::flight::http_request(
-        &http,
-        "POST",
-        "/api/sql",
-        &[("Authorization", bearer.as_str())],
-        &sql,
-    );
-    assert_eq!(status, 200, "{answer}");
-    let answer: Value = serde_json::from_str(&answer).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(answer["rows"][0]["width"], 176, "{answer}");
-    assert_eq!(answer["rows"][0]["height"], 144, "{answer}");
+    let rows = statement(&http, &bearer, &sql);
+    assert_eq!(rows[0]["width"], 176, "{rows}");
+    assert_eq!(rows[0]["height"], 144, "{rows}");
     // ... and the work ran on the executors: their task counters moved
-    let tasks: f64 = pools
-        .iter()
-        .map(|pod| {
-            let metrics = try_get(pod.ports[&9464], "/metrics")
-                .map(|(_, body)| body)
-                .unwrap_or_default();
-            metrics
-                .lines()
-                .filter(|l| l.starts_with("framefusion_tasks_total{status=\"ok\"}"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                .sum::<f64>()
-        })
-        .sum();
+    let tasks: f64 = pools.iter().map(tasks_ok).sum();
     assert!(tasks >= 1.0, "no task ran on the executors");
 
     // placement: the scheduler sees one executor per pool ...
@@ -628,9 +608,7 @@ fn tasks_ok(pod: &Pod) -> f64 {
 
 /// The value of the sample `series` (name and labels) at `/metrics` on `port`.
 fn metric(port: u16, series: &str) -> Option<f64> {
-    let (_, body) = try_get(port, "/metrics")?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+    framefusion_tests::flight::metric_sample(&format!("127.0.0.1:{port}"), series)
 }
 
 /// Waits (up to 30 s) until the sample `series` at `/metrics` on `port` reads `value`.
@@ -647,7 +625,7 @@ fn wait_for_metric(port: u16, series: &str, value: f64) {
     panic!("{series} is {last:?}, not {value}, after 30 s");
 }
 
-/// The JSON answer of `sql` from the server's `/api/sql` (asserting success).
+/// The rows of the JSON answer of `sql` from the server's `/api/sql` (asserting success).
 fn statement(http: &str, bearer: &str, sql: &str) -> Value {
     let (status, answer) = framefusion_tests::flight::http_request(
         http,
