@@ -159,19 +159,13 @@ pub fn mean_abs_diff(a: &[u8], b: &[u8]) -> f64 {
 #[multiversion::multiversion(targets("x86_64+avx2", "aarch64+neon"))]
 fn abs_diff_sum(a: &[u8], b: &[u8]) -> u64 {
     const BLOCK: usize = 1 << 16;
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
     let mut total = 0u64;
-    let mut start = 0;
-    while start < n {
-        let end = (start + BLOCK).min(n);
-        let (x, y) = (&a[start..end], &b[start..end]);
+    for (x, y) in a.chunks(BLOCK).zip(b.chunks(BLOCK)) {
         let mut block = 0u32;
         for (p, q) in x.iter().zip(y) {
             block += u32::from(p.abs_diff(*q));
         }
         total += u64::from(block);
-        start = end;
     }
     total
 }
