@@ -30,6 +30,7 @@
 
 pub mod audio;
 pub mod blocking;
+pub(crate) mod centre;
 pub mod code;
 pub mod colour;
 pub mod cpu;

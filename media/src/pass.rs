@@ -4,7 +4,8 @@
 //! the demuxer reads the file once, the decoder decodes each frame once, and each
 //! [`FrameConsumer`] sees every decoded frame in presentation order, asking for the
 //! pictures it needs ([`Pictures::get`]) in its own size and pixel format. A picture is
-//! converted straight from the decoder's YUV by swscale and only once per frame and
+//! converted straight from the decoder's YUV by swscale (or, for a centre-sampled shrink,
+//! [`Filter::CentreSample`], by a gather and a SIMD conversion) and only once per frame and
 //! [`PictureSpec`], so consumers asking the same size share it (the shot detector and the
 //! quality signals both read the 256-pixel RGB picture).
 //!
@@ -33,6 +34,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Instant;
 
 use crate::MediaError;
+use crate::centre::centre_sample_rgb;
 pub use crate::colour::Matrix;
 use crate::colour::{ColourKey, colour_key, configure};
 use crate::decode::{
@@ -97,6 +99,12 @@ pub enum Filter {
     /// 720p frame costs a fifth of a full-frame scale at 256 pixels; frames in formats
     /// other than 8-bit planar YUV, NV12 and grey are scaled whole.
     TwoTapShrink,
+    /// The pixel at the centre of each block, when the picture's size divides the frame's
+    /// by an odd integer (a 720p frame at 256 pixels: 5) and the frame is 8-bit planar
+    /// YUV: the pixels OpenCV's `INTER_LINEAR` reads at that factor, converted to RGB
+    /// without swscale ([`crate::centre`]; RGB only). Otherwise as
+    /// [`Filter::TwoTapShrink`].
+    CentreSample,
 }
 
 impl Filter {
@@ -105,7 +113,9 @@ impl Filter {
             Filter::Bilinear => scaling::Flags::BILINEAR,
             Filter::Bicubic => scaling::Flags::BICUBIC,
             Filter::Area => scaling::Flags::AREA,
-            Filter::FastBilinear | Filter::TwoTapShrink => scaling::Flags::FAST_BILINEAR,
+            Filter::FastBilinear | Filter::TwoTapShrink | Filter::CentreSample => {
+                scaling::Flags::FAST_BILINEAR
+            }
         }
     }
 }
@@ -252,9 +262,20 @@ impl Pictures {
         spec: PictureSpec,
     ) -> Result<Picture, MediaError> {
         let (width, height) = (spec.width.max(1), spec.height.max(1));
+        if spec.filter == Filter::CentreSample
+            && spec.format == PictureFormat::Rgb24
+            && let Some(data) = centre_sample_rgb(frame, width, height, spec.matrix)
+        {
+            return Ok(Picture {
+                width: width as usize,
+                height: height as usize,
+                format: spec.format,
+                data,
+            });
+        }
         let colour = colour_key(frame, spec.matrix);
         let rows = match spec.filter {
-            Filter::TwoTapShrink => RowView::of(frame, height),
+            Filter::TwoTapShrink | Filter::CentreSample => RowView::of(frame, height),
             _ => None,
         };
         let frame = rows.as_ref().map_or(frame, |view| &view.frame);

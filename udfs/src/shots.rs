@@ -366,20 +366,20 @@ impl ContentScores {
 }
 
 /// The picture the content values are computed on, for a `width` x `height` video:
-/// RGB at PySceneDetect's scoring size, converted by swscale straight from the decoder's
-/// YUV. PySceneDetect shrinks with OpenCV's `INTER_LINEAR`, which reads two source rows
-/// and columns per output pixel (one at an odd integer factor, such as 720p's 5);
-/// [`Filter::TwoTapShrink`] hands swscale only the middle row of each band and shrinks
-/// the rest with `FAST_BILINEAR`'s two taps, so the values are close to PySceneDetect's
-/// (the cuts the same on every test video) and the rows no tap reads are never scaled
-/// (benches/RESULTS.md).
+/// RGB at PySceneDetect's scoring size, straight from the decoder's YUV. PySceneDetect
+/// shrinks with OpenCV's `INTER_LINEAR`, which at an odd integer factor (720p's 5) reads
+/// one source pixel per output pixel, the centre of its block: [`Filter::CentreSample`]
+/// takes those pixels and converts them alone (PySceneDetect's pixels up to the rounding
+/// of the conversion). At other factors it hands swscale the middle row of each band and
+/// shrinks it with `FAST_BILINEAR`'s two taps, so the values are close to PySceneDetect's
+/// (the cuts the same on every test video; benches/RESULTS.md).
 fn scoring_picture(width: u32, height: u32) -> PictureSpec {
     let (w, h) = scoring_size(width as usize, height as usize);
     PictureSpec {
         width: w as u32,
         height: h as u32,
         format: PictureFormat::Rgb24,
-        filter: Filter::TwoTapShrink,
+        filter: Filter::CentreSample,
         // BT.601 whatever the tags, as OpenCV converts for PySceneDetect: the same values
         matrix: framefusion_media::pass::Matrix::Bt601,
     }
