@@ -133,7 +133,7 @@ mod tests {
     use super::*;
     use crate::ffmpeg::software::scaling;
 
-    /// A 4:2:0 frame with smooth gradients and sharp detail in every plane.
+    /// A frame of `format` with smooth gradients and sharp detail in every plane.
     fn frame(format: Pixel, w: u32, h: u32) -> ffmpeg::frame::Video {
         ffmpeg::init().unwrap_or_else(|e| panic!("{e}"));
         let mut frame = ffmpeg::frame::Video::new(format, w, h);

@@ -6,8 +6,7 @@
 //! pictures it needs ([`Pictures::get`]) in its own size and pixel format. A picture is
 //! converted straight from the decoder's YUV by swscale (or, for a centre-sampled shrink,
 //! [`Filter::CentreSample`], by a gather and a SIMD conversion) and only once per frame and
-//! [`PictureSpec`], so consumers asking the same size share it (the shot detector and the
-//! quality signals both read the 256-pixel RGB picture).
+//! [`PictureSpec`], so consumers asking the same spec share it.
 //!
 //! - **Range.** A pass covers the whole file or a range `[from, to)`: the demuxer seeks to
 //!   the keyframe before `from`, frames before `from` are decoded (they are references)
@@ -102,7 +101,7 @@ pub enum Filter {
     /// The pixel at the centre of each block, when the picture's size divides the frame's
     /// by an odd integer (a 720p frame at 256 pixels: 5) and the frame is 8-bit planar
     /// YUV: the pixels OpenCV's `INTER_LINEAR` reads at that factor, converted to RGB
-    /// without swscale ([`crate::centre`]; RGB only). Otherwise as
+    /// without swscale (the `centre` module; RGB only). Otherwise as
     /// [`Filter::TwoTapShrink`].
     CentreSample,
 }
