@@ -18,6 +18,8 @@
 //!   the decoder skip B-frames and the loop filter (a cheap look at a file, as the fast
 //!   shot detector takes: about a third of the decoding time of H.264 with B-frames); the
 //!   frames consumers see are then a subset, with indices from their timestamps.
+//!   [`Selection::Window`] decodes every frame of a range but skips the non-reference
+//!   frames of its lead-in (the fast shot detector's exact look around a candidate cut).
 //! - **Sampling.** A consumer that samples N frames per second keeps a [`SlotSampler`]:
 //!   ffmpeg's `fps` filter's choice, made frame by frame with the previous frame still at
 //!   hand ([`FrameConsumer::frame`] gets it), so no frame is copied to be sampled.
@@ -57,6 +59,12 @@ pub enum Selection {
     /// Intra and predicted frames (no B-frames), without the loop filter: a fraction of
     /// the cost, for a cheap look.
     Anchors,
+    /// Every frame of the pass's range, as [`Selection::All`]; before the range (from the
+    /// keyframe it seeks to) the decoder skips the frames no other frame references,
+    /// which nothing in the range can need: a second, exact look at a short stretch,
+    /// decoded by one thread (callers decode several side by side). Without a range, or
+    /// when the stream's timestamps are incomplete, every frame is decoded.
+    Window,
 }
 
 /// What a pass decodes.
@@ -744,8 +752,17 @@ fn decode_pass(
             "the range [{from}, {to}) is empty or invalid; give 0 <= start_s < end_s"
         )));
     }
-    let threads = crate::cpu::budget().decoder_threads();
-    let chunks = if options.selection != Selection::All && options.range.is_none() {
+    // a window is short: frame threads would spend it filling their pipeline, so it is
+    // decoded by one thread (callers decode windows side by side)
+    let threads = match options.selection {
+        Selection::Window => 1,
+        _ => crate::cpu::budget().decoder_threads(),
+    };
+    let parallel = matches!(
+        options.selection,
+        Selection::Sampled(_) | Selection::Anchors
+    );
+    let chunks = if parallel && options.range.is_none() {
         let input = open_input(media)?;
         let stream = input.streams().best(Type::Video).ok_or_else(|| {
             decode_error(&media.display, "the file has no video stream".to_owned())
@@ -916,7 +933,7 @@ fn decode_frames_into(
     let timing = Timing::of_stream(
         &input,
         &stream,
-        options.range.is_some() || options.selection != Selection::All,
+        options.range.is_some() || !matches!(options.selection, Selection::All | Selection::Window),
     );
     let mut decoder = open_video_decoder(display, &stream, threads, options.motion_vectors)?;
     let info = StreamInfo {
@@ -935,6 +952,16 @@ fn decode_frames_into(
         // timestamps checked only when the plan applies (it reads the first packets)
         Selection::Sampled(fps) => crate::decode::SkipPlan::for_stream(&stream, &timing, fps)
             .filter(|_| timestamps_complete(media, stream_index)),
+        _ => None,
+    };
+    // a window's lead-in: up to two frames before the range the decoder skips the frames
+    // nothing references (not nearer: a frame skipped next to a shown one measured to
+    // cost that one its timestamp, see `SkipPlan`)
+    let lead_in_end = match (options.selection, options.range) {
+        (Selection::Window, Some((from, _))) => timing
+            .frame_rate()
+            .filter(|rate| *rate > 0.0 && timestamps_complete(media, stream_index))
+            .map(|rate| timing.start + ((from - 2.0 / rate) / timing.tb).floor() as i64),
         _ => None,
     };
     if tx.send(Item::Start(info)).is_err() {
@@ -1070,6 +1097,12 @@ fn decode_frames_into(
             packets_end = packets_end.max(Some(pts + timing.packet_duration(&packet)));
             if let Some(plan) = &plan {
                 decoder.skip_frame(plan.discard(pts, packet.is_key()));
+            } else if let Some(end) = lead_in_end {
+                decoder.skip_frame(if pts < end {
+                    ffmpeg::Discard::NonReference
+                } else {
+                    ffmpeg::Discard::Default
+                });
             }
         }
         if let Err(e) = decoder.send_packet(&packet) {

@@ -12,6 +12,11 @@
 //!   mean of the `window_width` (default 2) frames on each side reaches
 //!   `adaptive_threshold` (default 3) and the content value reaches `min_content_val`
 //!   (default 15), at least `min_scene_len` frames after the previous cut.
+//! - `mode=fast`: the pass decodes I- and P-frames only, without the loop filter
+//!   ([`Selection::Anchors`]), and scores consecutive decoded frames; a jump between two
+//!   of them with skipped frames between, differing by at least 0.8 times the threshold,
+//!   is decoded again and scored frame by frame (a second look, content detector only),
+//!   so cuts land on exact mode's frames and motion over skipped frames is no cut.
 //!
 //! The result is the list of shots, `[start_frame, end_frame)` in presentation frame
 //! numbers with their times in seconds, covering the whole video (one shot when there is
@@ -473,6 +478,176 @@ impl FeatureConsumer for ScoreConsumer {
     }
 }
 
+/// Fast mode looks again, frame by frame, at two scored frames more than a frame apart
+/// whose content value reaches this share of the threshold: the jump spans frames fast
+/// mode did not decode (B-frames), so the cut may lie on any of them, or the jump may be
+/// motion over several frames rather than a cut. A cut's value against the frame before
+/// it is about its value over the span (the two frames are in different shots either
+/// way), so the margin only has to cover motion and the loop filter fast mode skips.
+const SECOND_LOOK_SHARE: f64 = 0.8;
+
+/// Candidate stretches of fast mode's second look this many frames apart or closer are
+/// decoded as one: the frames between cost less than a second lead-in from the GOP's
+/// keyframe (GOPs are longer than this in the common encoders' defaults).
+const SECOND_LOOK_JOIN: i64 = 24;
+
+impl ContentScores {
+    /// The stretches fast mode looks at again under `options`: `(first, last)` indices of
+    /// scored frames, the two frames of each candidate jump, joined where they are at most
+    /// [`SECOND_LOOK_JOIN`] frames apart.
+    fn second_look_stretches(&self, options: &ShotOptions) -> Vec<(usize, usize)> {
+        let Detector::Content { threshold } = options.detector else {
+            return Vec::new();
+        };
+        let mut out: Vec<(usize, usize)> = Vec::new();
+        for i in 1..self.scores.len() {
+            if self.frames[i] - self.frames[i - 1] <= 1
+                || self.scores[i] < threshold * SECOND_LOOK_SHARE
+            {
+                continue;
+            }
+            match out.last_mut() {
+                Some(last) if self.frames[i - 1] - self.frames[last.1] <= SECOND_LOOK_JOIN => {
+                    last.1 = i
+                }
+                _ => out.push((i - 1, i)),
+            }
+        }
+        out
+    }
+}
+
+/// Fast mode's second look ([`SECOND_LOOK_SHARE`]): each candidate stretch of `scores` is
+/// decoded again, every frame of it and with the loop filter (its lead-in skipping the
+/// frames nothing references, [`Selection::Window`]), and its exact content values replace
+/// the jump. The cuts then fall on the frames exact mode puts them on, and motion over
+/// the skipped frames no longer passes for a cut. The content detector only: the adaptive
+/// detector's window would mix the two spacings. A stretch that cannot be decoded again
+/// keeps fast mode's values (logged).
+fn second_look(
+    input: &framefusion_media::source::MediaInput,
+    scores: &ContentScores,
+    options: &ShotOptions,
+) -> ContentScores {
+    let stretches = scores.second_look_stretches(options);
+    if stretches.is_empty() {
+        return scores.clone();
+    }
+    let mut out = ContentScores {
+        frame_count: scores.frame_count,
+        ..ContentScores::default()
+    };
+    let copy = |out: &mut ContentScores, from: usize, to: usize| {
+        for i in from..to {
+            out.push(scores.frames[i], scores.times[i], scores.scores[i]);
+        }
+    };
+    // side by side, one single-threaded decoder per decoder thread of the CPU budget
+    let workers = framefusion_media::cpu::budget()
+        .decoder_threads()
+        .clamp(1, stretches.len());
+    let next_stretch = std::sync::atomic::AtomicUsize::new(0);
+    let mut looks: Vec<Option<Result<ContentScores, String>>> = vec![None; stretches.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let n = next_stretch.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(first, last)) = stretches.get(n) else {
+                            return done;
+                        };
+                        done.push((n, exact_stretch(input, scores, first, last)));
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            for (n, look) in handle.join().unwrap_or_default() {
+                looks[n] = Some(look);
+            }
+        }
+    });
+    let (mut next, mut looked) = (0, 0i64);
+    for (&(first, last), look) in stretches.iter().zip(looks) {
+        copy(&mut out, next, first + 1);
+        let look = look.unwrap_or_else(|| Err("its decoding thread failed".to_owned()));
+        match look {
+            Ok(exact) => {
+                looked += exact.frames.len() as i64;
+                log::debug!(
+                    "{}: detect_shots (fast) second look at frames {}..={}: largest value {:.1} over the skipped frames, {:.1} frame by frame",
+                    input.display,
+                    scores.frames[first],
+                    scores.frames[last],
+                    scores.scores[first + 1..=last]
+                        .iter()
+                        .fold(0.0f64, |a, &b| a.max(b)),
+                    exact.scores[1..].iter().fold(0.0f64, |a, &b| a.max(b)),
+                );
+                for i in 1..exact.frames.len() {
+                    out.push(
+                        scores.frames[first] + exact.frames[i],
+                        exact.times[i],
+                        exact.scores[i],
+                    );
+                }
+            }
+            Err(why) => {
+                log::warn!(
+                    "{}: detect_shots (fast) keeps the anchors' values of frames {}..={}: {why}",
+                    input.display,
+                    scores.frames[first],
+                    scores.frames[last]
+                );
+                copy(&mut out, first + 1, last + 1);
+            }
+        }
+        next = last + 1;
+    }
+    copy(&mut out, next, scores.frames.len());
+    log::info!(
+        target: "framefusion::decode",
+        "{}: detect_shots (fast) looked again at {} stretches ({looked} frames)",
+        input.display,
+        stretches.len()
+    );
+    out
+}
+
+/// The exact content values of the frames `scores.frames[first]..=scores.frames[last]`,
+/// numbered from 0, in a pass of their own: checked to be those frames.
+fn exact_stretch(
+    input: &framefusion_media::source::MediaInput,
+    scores: &ContentScores,
+    first: usize,
+    last: usize,
+) -> Result<ContentScores, String> {
+    let (from, to) = (scores.times[first], scores.times[last]);
+    let frames = scores.frames[last] - scores.frames[first] + 1;
+    // half a frame's margin on each side: the range holds exactly these frames
+    let half = 0.5 * (to - from) / (frames - 1) as f64;
+    let mut consumer = ScoreConsumer::new(Mode::Exact);
+    let pass = PassOptions {
+        range: Some(((from - half).max(0.0), to + half)),
+        selection: Selection::Window,
+        ..PassOptions::default()
+    };
+    framefusion_media::pass::run_pass(input, &pass, &mut [&mut consumer])
+        .map_err(|e| e.to_string())?;
+    let exact = consumer.out;
+    let starts_right = exact.times.first().is_some_and(|t| (t - from).abs() < half);
+    if exact.frames.len() as i64 != frames || !starts_right {
+        return Err(format!(
+            "a second look decoded {} frames from {:.3} s, not the {frames} from {from:.3} s expected",
+            exact.frames.len(),
+            exact.times.first().copied().unwrap_or(f64::NAN),
+        ));
+    }
+    Ok(exact)
+}
+
 /// The demand of shot detection in `mode`: the content values over the whole video.
 fn content_demand(mode: Mode) -> Demand {
     Demand {
@@ -501,7 +676,11 @@ pub fn detect_shots(
         ..PassOptions::default()
     };
     framefusion_media::pass::run_pass(&input, &pass, &mut [&mut consumer])?;
-    Ok(consumer.out.shots(options))
+    let scores = match options.mode {
+        Mode::Exact => consumer.out,
+        Mode::Fast => second_look(&input, &consumer.out, options),
+    };
+    Ok(scores.shots(options))
 }
 
 /// The fields of one shot struct.
@@ -613,6 +792,15 @@ impl VideoOperator for DetectShots {
                 batch.config,
             )?;
             let scores = crate::analysis::downcast::<ContentScores>(&feature)?;
+            let looked;
+            let scores = match options.mode {
+                Mode::Exact => scores,
+                Mode::Fast => {
+                    let input = source.media_input(&StorageOptions::default())?;
+                    looked = second_look(&input, scores, &options);
+                    &looked
+                }
+            };
             let shots = scores
                 .shots(&options)
                 .iter()
