@@ -3,7 +3,8 @@
 //! - exact mode (`detect_shots(path)`, every frame, PySceneDetect's content values) through
 //!   the release CLI vs one `ffmpeg -threads 2` decode of the same file, the two run
 //!   alternately (target: <= 1.2x);
-//! - fast mode (`detect_shots(path, 'mode=fast')`, I- and P-frames, no loop filter) vs
+//! - fast mode (`detect_shots(path, 'mode=fast')`, I- and P-frames, no loop filter, and a
+//!   second look frame by frame at candidate jumps) vs
 //!   PySceneDetect 0.7.2's `detect(path, ContentDetector())` (target: >= 10x faster), and
 //!   its cuts against exact mode's (target: F1 >= 0.95 within one frame);
 //! - exact mode's cuts against PySceneDetect's, for the record.

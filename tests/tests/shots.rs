@@ -168,9 +168,8 @@ async fn cuts_agree_with_pyscenedetect() {
 /// Fast mode scores I- and P-frames only, decoded in parallel chunks of whole GOPs: on a
 /// 55 s 720p video the chunk decoders run ahead of the consumers (a regression test for a
 /// pass that waited forever when a later chunk held the queue's bytes), and its cuts are
-/// exact mode's where the encoder put them on I- or P-frames. Measured (2026-11-30): the
-/// trailer's fast cuts are exact's but 766 for 768; bikes (a shaking camera, 4 frames
-/// between predicted frames) adds two cuts (docs/sql-reference.md, `mode=fast`).
+/// exact mode's where the encoder put them on I- or P-frames (and, with the second look
+/// since 2026-12-01, elsewhere too: the trailer's are all exact's; before, 766 for 768).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_mode_finds_the_cuts_on_anchor_frames() {
     let trailer = sample("trailer_bbb.mp4");
