@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
-use framefusion_benches::{best_of, corpus_dir};
+use framefusion_benches::{best_of, corpus_dir, measure};
 use framefusion_engine::SessionContextExt;
 
 fn concat(src: &Path, times: usize, dst: &Path) {
@@ -77,26 +77,9 @@ fn ours(runtime: &tokio::runtime::Runtime, sql: &str) -> (Duration, i64) {
     })
 }
 
-/// Peak resident memory (KiB) of one `framefusion` process, from wait4's rusage.
-#[allow(
-    clippy::zombie_processes,
-    reason = "the child is reaped by wait4, which std cannot see"
-)]
+/// Peak resident memory (KiB) of one `framefusion` process ([`measure`]).
 fn peak_rss_kib(bin: &Path, sql: &str) -> i64 {
-    let child = Command::new(bin)
-        .args(["sql", "--no-catalog", sql])
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{e}"));
-    let pid = libc::pid_t::try_from(child.id()).unwrap_or(0);
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it for our own child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: waiting for a child we spawned, with valid pointers to locals.
-    let waited = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(waited, pid, "wait4 failed");
-    assert_eq!(status, 0, "framefusion failed");
-    usage.ru_maxrss
+    measure(Command::new(bin).args(["sql", "--no-catalog", sql])).peak_rss_kib
 }
 
 fn main() {
