@@ -8,29 +8,36 @@
 //!   `clip_quality` and `text_area_ratio` (PP-OCRv4 detection at 1 fps);
 //! - `examples/curate.sql`: shots, then per shot of a second or more `clip_signals`.
 //!
-//! The floor of a job is one decode of its inputs (`ffmpeg -threads 2 -f null`, best of 2)
-//! plus the pure inference time of its model on the frames it samples: the text detector
-//! on every video's frames at 1 fps, preloaded as input tensors, ONNX Runtime alone on
-//! the CPU, best of 1 and all intra-op threads (spinning). Targets (shots_text): job <=
-//! 1.3x floor on (a), <= 1.15x on (b). Also printed: the time of each consumer of the
-//! decode passes (from the passes' log lines), and the job's peak RSS.
+//! The floor of a job is one decode of its inputs (`ffmpeg -threads 2 -f null`) plus the
+//! pure inference time of its model on the frames it samples: the text detector on every
+//! video's frames at 1 fps, preloaded as input tensors, ONNX Runtime alone on the CPU
+//! (the first round tries 1 and all intra-op threads, spinning; later rounds use the
+//! better). Targets (shots_text): job <= 1.3x floor on (a), <= 1.15x on (b).
+//!
+//! A machine whose speed drifts within minutes makes a ratio of two times taken minutes
+//! apart meaningless, so the parts alternate: each round runs the decode, both jobs and
+//! the inference once, and the ratio divides the best job by the best decode plus the best
+//! inference (`FRAMEFUSION_BENCH_ROUNDS` rounds, default 3 on (a) and 2 on (b)); each
+//! round's own ratio is printed too. Also printed: the time of each consumer of the
+//! decode passes in the best job (from the passes' log lines), and the job's peak RSS
+//! (its own high-water mark, the highest of its rounds).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use framefusion_benches::{corpus_dir, ffmpeg_decode, framefusion_bin, measure};
+use framefusion_benches::{Measured, corpus_dir, ffmpeg_decode, framefusion_bin, measure};
 use framefusion_udfs::media::decode::{Resize, Sampling, decode_frames};
 use framefusion_udfs::media::image::Rgb;
 use framefusion_udfs::media::source::VideoSource;
 use framefusion_udfs::models::{LoadedModel, OnnxOptions};
 use framefusion_udfs::text::{DET_MODEL, input_size};
 
-/// The text detector's pure inference time on every frame of `files` sampled at 1 fps:
-/// (best time, frames, intra-op threads of the best).
-fn pure_inference(files: &[PathBuf]) -> (Duration, usize, usize) {
-    let mut tensors: Vec<(Vec<i64>, Vec<f32>)> = Vec::new();
+/// Input tensors of the text detector: every frame of `files` sampled at 1 fps, scaled
+/// and normalised as the detector's pre-processing does.
+fn preload(files: &[PathBuf]) -> Vec<(Vec<i64>, Vec<f32>)> {
+    let mut tensors = Vec::new();
     for file in files {
         let media = VideoSource::parse(&file.display().to_string())
             .and_then(|s| s.media_input(&Default::default()))
@@ -51,32 +58,34 @@ fn pure_inference(files: &[PathBuf]) -> (Duration, usize, usize) {
         })
         .unwrap_or_else(|e| panic!("{e}"));
     }
+    tensors
+}
+
+/// The text detector's pure inference time on `tensors` with `threads` intra-op threads
+/// (after one warm-up run: allocations, kernels).
+fn pure_inference(tensors: &[(Vec<i64>, Vec<f32>)], threads: usize) -> Duration {
     let options = OnnxOptions::default();
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let mut best: Option<(Duration, usize)> = None;
-    for threads in [1, cores] {
-        let model =
-            LoadedModel::standalone(&options.model_path(DET_MODEL), threads, &options.library())
-                .unwrap_or_else(|e| panic!("{e}"));
-        // warm up (allocations, kernels)
-        if let Some((shape, data)) = tensors.first() {
-            let _ = model.run("x", shape.clone(), data.clone(), None);
-        }
-        let mut total = Duration::ZERO;
-        for (shape, data) in &tensors {
-            let (shape, data) = (shape.clone(), data.clone());
-            let start = Instant::now();
-            model
-                .run("x", shape, data, None)
-                .unwrap_or_else(|e| panic!("{e}"));
-            total += start.elapsed();
-        }
-        if best.is_none_or(|(b, _)| total < b) {
-            best = Some((total, threads));
-        }
+    let model =
+        LoadedModel::standalone(&options.model_path(DET_MODEL), threads, &options.library())
+            .unwrap_or_else(|e| panic!("{e}"));
+    if let Some((shape, data)) = tensors.first() {
+        let _ = model.run("x", shape.clone(), data.clone(), None);
     }
-    let (time, threads) = best.unwrap_or_default();
-    (time, tensors.len(), threads)
+    let mut total = Duration::ZERO;
+    for (shape, data) in tensors {
+        let (shape, data) = (shape.clone(), data.clone());
+        let start = Instant::now();
+        model
+            .run("x", shape, data, None)
+            .unwrap_or_else(|e| panic!("{e}"));
+        total += start.elapsed();
+    }
+    total
+}
+
+/// The best (shortest) of a part's times over the rounds.
+fn best(times: &[f64]) -> f64 {
+    times.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 /// Seconds per part of the job's decode passes, from their log lines: `decoding` and each
@@ -151,17 +160,24 @@ fn main() {
                     videos.display()
                 )),
         );
-        let decode: f64 = files
-            .iter()
-            .map(|f| ffmpeg_decode(f, 2).as_secs_f64())
-            .sum();
-        // the jobs before the floor's preloaded tensors: a child's peak RSS counts the
-        // pages it shares with this process at fork
-        let runs: Vec<_> = jobs
-            .iter()
-            .map(|(name, job, _)| {
-                let out = dir.path().join(format!("out{i}-{name}"));
-                measure(
+        let tensors = preload(files);
+        let rounds = std::env::var("FRAMEFUSION_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse::<usize>().ok())
+            .unwrap_or(if i == 0 { 3 } else { 2 })
+            .max(1);
+        let mut threads = 1;
+        let (mut decodes, mut inferences) = (Vec::new(), Vec::new());
+        let mut runs: Vec<Vec<Measured>> = vec![Vec::new(); jobs.len()];
+        println!("  {label}");
+        for round in 0..rounds {
+            let decode: f64 = files
+                .iter()
+                .map(|f| ffmpeg_decode(f, 1).as_secs_f64())
+                .sum();
+            for ((name, job, _), times) in jobs.iter().zip(runs.iter_mut()) {
+                let out = dir.path().join(format!("out{i}-{name}-{round}"));
+                times.push(measure(
                     Command::new(&bin)
                         .env("RUST_LOG", "framefusion::decode=info")
                         .arg("run")
@@ -171,24 +187,46 @@ fn main() {
                         .arg("--catalog")
                         .arg(&catalog)
                         .arg("--quiet"),
-                )
-            })
-            .collect();
-        let (inference, frames, threads) = pure_inference(files);
-        let inference = inference.as_secs_f64();
-        println!("  {label}");
+                ));
+            }
+            let inference = if round == 0 {
+                let (time, best_threads) = [1, cores]
+                    .into_iter()
+                    .map(|t| (pure_inference(&tensors, t), t))
+                    .min()
+                    .unwrap_or_default();
+                threads = best_threads;
+                time
+            } else {
+                pure_inference(&tensors, threads)
+            }
+            .as_secs_f64();
+            let job = runs[0][round].elapsed.as_secs_f64();
+            println!(
+                "    round {}: decode {decode:.2} s, text detection {inference:.2} s, shots_text {job:.2} s ({:.2}x)",
+                round + 1,
+                job / (decode + inference)
+            );
+            decodes.push(decode);
+            inferences.push(inference);
+        }
+        let (decode, inference) = (best(&decodes), best(&inferences));
         println!(
-            "    floor: decode {decode:.2} s (ffmpeg -threads 2) + text detection {inference:.2} s ({frames} frames at 1 fps, {:.2} frames/s, {threads} threads) = {:.2} s",
-            frames as f64 / inference,
+            "    floor (best of {rounds}): decode {decode:.2} s (ffmpeg -threads 2) + text detection {inference:.2} s ({} frames at 1 fps, {:.2} frames/s, {threads} threads) = {:.2} s",
+            tensors.len(),
+            tensors.len() as f64 / inference,
             decode + inference
         );
-        for ((name, _, with_text), run) in jobs.iter().zip(runs) {
+        for ((name, _, with_text), runs) in jobs.iter().zip(&runs) {
             let floor = if *with_text {
                 decode + inference
             } else {
                 decode
             };
-            let elapsed = run.elapsed.as_secs_f64();
+            let Some(fastest) = runs.iter().min_by_key(|r| r.elapsed) else {
+                continue;
+            };
+            let elapsed = fastest.elapsed.as_secs_f64();
             let ratio = elapsed / floor;
             let verdict = if !*with_text {
                 String::new()
@@ -197,10 +235,11 @@ fn main() {
             } else {
                 format!(" (target <= {target}: NOT met)")
             };
-            let parts = breakdown(&run.stderr);
+            let peak = runs.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0);
+            let parts = breakdown(&fastest.stderr);
             println!(
-                "    {name:<11} {elapsed:7.2} s, {ratio:.2}x its floor{verdict}, peak RSS {:.1} MiB, passes: {}",
-                run.peak_rss_kib as f64 / 1024.0,
+                "    {name:<11} {elapsed:7.2} s (best of {rounds}), {ratio:.2}x its floor{verdict}, peak RSS {:.1} MiB, passes: {}",
+                peak as f64 / 1024.0,
                 parts
                     .iter()
                     .map(|(k, v)| format!("{k} {v:.2} s"))
