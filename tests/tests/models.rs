@@ -140,8 +140,10 @@ async fn a_registered_model_runs_on_frames() {
         .unwrap_or_else(|e| panic!("{e}"));
     check_colours(&colours(&ctx, &video).await);
 
-    // 40 rows in batches of 8 (onnx.batch_size): every row answered; no new load
-    let loads = framefusion_udfs::models::load_count();
+    // 40 rows in batches of 8 (onnx.batch_size): every row answered; no new load (of this
+    // model: other tests of this process load theirs meanwhile)
+    let loads = framefusion_udfs::models::load_count_of(&model);
+    assert_eq!(loads, 1, "the query above loaded the model once");
     let batches = ctx
         .run_script(&format!(
             "SELECT channels('{}', t) AS c FROM (SELECT CAST(value AS DOUBLE) / 20.0 AS t FROM generate_series(0, 39)) ORDER BY t",
@@ -161,7 +163,7 @@ async fn a_registered_model_runs_on_frames() {
     let blue = rows.iter().filter(|c| close(c, &[0.0, 0.0, 1.0])).count();
     assert_eq!((red, blue), (20, 20));
     assert_eq!(
-        framefusion_udfs::models::load_count(),
+        framefusion_udfs::models::load_count_of(&model),
         loads,
         "the model is loaded once per process"
     );

@@ -208,11 +208,19 @@ type ModelKey = (PathBuf, Device);
 static MODELS: LazyLock<Mutex<HashMap<ModelKey, Arc<LoadedModel>>>> =
     LazyLock::new(Default::default);
 static LOADS: AtomicUsize = AtomicUsize::new(0);
+static LOADS_OF: LazyLock<Mutex<HashMap<PathBuf, usize>>> = LazyLock::new(Default::default);
 static CUDA_WARNED: std::sync::Once = std::sync::Once::new();
 
 /// How many models this process has loaded (each model and device once).
 pub fn load_count() -> usize {
     LOADS.load(Ordering::Relaxed)
+}
+
+/// How many times this process has loaded the model file `path` (once per device): unlike
+/// [`load_count`], not moved by other models loading on other threads meanwhile.
+pub fn load_count_of(path: &Path) -> usize {
+    let loads = LOADS_OF.lock().unwrap_or_else(|e| e.into_inner());
+    loads.get(path).copied().unwrap_or(0)
 }
 
 fn ports(outlets: &[ort::value::Outlet]) -> Vec<Port> {
@@ -265,6 +273,11 @@ pub fn model(path: &Path, options: &OnnxOptions) -> Result<Arc<LoadedModel>, Udf
         device,
     });
     LOADS.fetch_add(1, Ordering::Relaxed);
+    *LOADS_OF
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(path.to_path_buf())
+        .or_default() += 1;
     framefusion_media::metrics::model_loaded(&model_label(path));
     log::info!("loaded model {} on {device}", path.display());
     models.insert(key, Arc::clone(&loaded));
