@@ -6,13 +6,13 @@
 //! ```
 
 use datafusion::common::config::ConfigExtension;
-use datafusion::common::extensions_options;
+use datafusion::common::config_namespace;
 
 /// The file extensions a `VIDEO` table lists by default (case-insensitive).
 pub const DEFAULT_VIDEO_EXTENSIONS: &str =
     "mp4,m4v,mov,mkv,webm,avi,wmv,asf,flv,f4v,mpg,mpeg,m2v,ts,m2ts,mts,3gp,3g2,ogv,mxf,vob,dv,y4m";
 
-extensions_options! {
+config_namespace! {
     /// Options of `VIDEO` tables and the video operators (`video.*`).
     pub struct VideoOptions {
         /// Comma-separated file extensions a `VIDEO` table lists when its `OPTIONS` name
@@ -28,6 +28,8 @@ extensions_options! {
         pub partition_bytes: u64, default = 256 * 1024 * 1024
     }
 }
+
+framefusion_common::prefixed_extension!(VideoOptions);
 
 impl ConfigExtension for VideoOptions {
     const PREFIX: &'static str = "video";

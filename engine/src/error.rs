@@ -89,7 +89,8 @@ fn above_catalogs(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Op
 pub fn grpc_code(code: tonic::Code) -> ErrorCode {
     use tonic::Code as C;
     match code {
-        C::InvalidArgument | C::OutOfRange | C::FailedPrecondition => ErrorCode::InvalidArgument,
+        C::InvalidArgument | C::OutOfRange => ErrorCode::InvalidArgument,
+        C::FailedPrecondition => ErrorCode::Setup,
         C::NotFound => ErrorCode::NotFound,
         C::PermissionDenied => ErrorCode::PermissionDenied,
         C::Unauthenticated => ErrorCode::Unauthenticated,

@@ -11,6 +11,7 @@
 //! | memory or other resource limits | `ResourceExhausted` |
 //! | I/O and object-store failures (the store or a cluster node unreachable) | `Unavailable` |
 //! | a query cancelled by its client | `Cancelled` |
+//! | the setup cannot run the query (a missing ONNX Runtime library or model, an invalid setting or option value) | `FailedPrecondition` |
 //! | everything else (execution failures, internal errors, bugs) | `Internal` |
 //!
 //! The message is the engine's one-line user message, which names the input and the fix.
@@ -40,6 +41,7 @@ pub fn grpc(code: ErrorCode) -> Code {
         ErrorCode::ResourceExhausted => Code::ResourceExhausted,
         ErrorCode::Unimplemented => Code::Unimplemented,
         ErrorCode::Cancelled => Code::Cancelled,
+        ErrorCode::Setup => Code::FailedPrecondition,
         ErrorCode::Internal => Code::Internal,
     }
 }

@@ -19,12 +19,17 @@ pub enum UdfError {
     /// The media layer failed (open, probe, decode, storage, a refused location).
     #[error(transparent)]
     Media(#[from] MediaError),
-    /// A model (or the ONNX Runtime library) is missing, does not load or does not fit.
+    /// Inference failed on a video's frames.
     #[error("{0}")]
     Model(String),
-    /// An argument or option of an operator that is not valid.
+    /// An argument of one row that is not valid (its range), or an internal failure.
     #[error("{0}")]
     Option(String),
+    /// The setup cannot run the query: the ONNX Runtime library or a model file is
+    /// missing, a model does not load or does not fit, a setting or an option value is
+    /// not valid. It fails the query ([`ErrorCode::Setup`]).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl Transient for UdfError {
@@ -35,15 +40,15 @@ impl Transient for UdfError {
 
 impl UdfError {
     /// The per-row rule of the video functions: a transient failure fails the task (the
-    /// scheduler retries it); any other is the row's own: logged (naming `function`), and
-    /// the row gets null (`None`).
+    /// scheduler retries it), a setup failure the query; any other is the row's own:
+    /// logged (naming `function`), and the row gets null (`None`).
     pub fn row<T>(
         function: &str,
         outcome: Result<T, UdfError>,
     ) -> datafusion::error::Result<Option<T>> {
         match outcome {
             Ok(v) => Ok(Some(v)),
-            Err(e) if e.is_transient() => Err(e.into_task_error()),
+            Err(e) if e.fails_the_query() => Err(e.into_task_error()),
             Err(e) => {
                 log::warn!("{function}: {e}");
                 Ok(None)
@@ -54,6 +59,12 @@ impl UdfError {
     /// Whether retrying the same operation may succeed.
     pub fn is_transient(&self) -> bool {
         Transient::is_transient(self)
+    }
+
+    /// Whether the failure is not one row's own: transient (the task fails and is
+    /// retried) or of the setup (the query fails).
+    pub fn fails_the_query(&self) -> bool {
+        self.is_transient() || self.code() == ErrorCode::Setup
     }
 
     /// The error that fails a task: an I/O error for a transient failure (retried by the
@@ -74,6 +85,7 @@ impl Coded for UdfError {
             // a model that is missing or does not load is the deployment's problem
             UdfError::Model(_) => ErrorCode::Internal,
             UdfError::Option(_) => ErrorCode::InvalidArgument,
+            UdfError::Setup(_) => ErrorCode::Setup,
         }
     }
 }
@@ -107,5 +119,9 @@ mod tests {
             DataFusionError::External(_)
         ));
         assert!(!UdfError::Model("m".into()).is_transient());
+        assert!(UdfError::Setup("no library".into()).fails_the_query());
+        assert!(!UdfError::Model("bad frame".into()).fails_the_query());
+        assert!(!probe_err(false).fails_the_query());
+        assert!(probe_err(true).fails_the_query());
     }
 }

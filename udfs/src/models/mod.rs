@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use datafusion::common::config::ConfigExtension;
-use datafusion::common::extensions_options;
+use datafusion::common::config_namespace;
 use ort::session::Session;
 
 use crate::UdfError;
 
-extensions_options! {
+config_namespace! {
     /// Options of the model-backed operators (`onnx.*`).
     pub struct OnnxOptions {
         /// `auto` (CUDA when ONNX Runtime can use it, else CPU), `cpu`, `cuda` or `cuda:N`.
@@ -40,6 +40,8 @@ extensions_options! {
         pub text_det_limit: String, default = "min:736".to_owned()
     }
 }
+
+framefusion_common::prefixed_extension!(OnnxOptions);
 
 impl ConfigExtension for OnnxOptions {
     const PREFIX: &'static str = "onnx";
@@ -118,7 +120,7 @@ impl Device {
                 .and_then(|n| n.parse::<i32>().ok())
                 .map(Self::Cuda)
                 .ok_or_else(|| {
-                    UdfError::Option(format!(
+                    UdfError::Setup(format!(
                         "onnx.device = '{text}': use auto, cpu, cuda or cuda:N"
                     ))
                 }),
@@ -174,7 +176,7 @@ pub fn ensure_runtime(library: &Path) -> Result<&'static ort::environment::Envir
             .build()
             .map_err(|e| format!("cannot start ONNX Runtime: {e}"))
     });
-    outcome.as_ref().map_err(|e| UdfError::Model(e.clone()))
+    outcome.as_ref().map_err(|e| UdfError::Setup(e.clone()))
 }
 
 /// A model's input or output: name and shape (-1 for a free dimension).
@@ -249,6 +251,11 @@ fn model_error(path: &Path, e: impl std::fmt::Display) -> UdfError {
     UdfError::Model(format!("model '{}': {e}", path.display()))
 }
 
+/// A model that does not load: the setup's failure, not a video's.
+fn load_error(path: &Path, e: impl std::fmt::Display) -> UdfError {
+    UdfError::Setup(format!("model '{}': {e}", path.display()))
+}
+
 /// The model at `path` on the device `options` ask for, loaded on first use.
 pub fn model(path: &Path, options: &OnnxOptions) -> Result<Arc<LoadedModel>, UdfError> {
     let env = ensure_runtime(&options.library())?;
@@ -259,7 +266,7 @@ pub fn model(path: &Path, options: &OnnxOptions) -> Result<Arc<LoadedModel>, Udf
         return Ok(Arc::clone(m));
     }
     if !path.is_file() {
-        return Err(UdfError::Model(format!(
+        return Err(UdfError::Setup(format!(
             "the model file '{}' is missing; run scripts/setup.sh (make setup) for the shipped models, or check the path",
             path.display()
         )));
@@ -289,7 +296,7 @@ fn load(
     path: &Path,
     device: Device,
 ) -> Result<(Session, Device), UdfError> {
-    let builder = || Session::builder(env).map_err(|e| model_error(path, e));
+    let builder = || Session::builder(env).map_err(|e| load_error(path, e));
     if let Device::Cuda(n) = device {
         let cuda = ort::ep::CUDA::default()
             .with_device_id(n)
@@ -308,7 +315,7 @@ fn load(
     }
     let session = builder()?
         .commit_from_file(path)
-        .map_err(|e| model_error(path, e))?;
+        .map_err(|e| load_error(path, e))?;
     Ok((session, Device::Cpu))
 }
 

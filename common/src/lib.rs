@@ -1,0 +1,19 @@
+//! # framefusion-common
+//!
+//! What every framefusion crate shares, and nothing of ffmpeg or ONNX Runtime:
+//!
+//! - [`code`]: the typed error codes every error of the workspace carries ([`ErrorCode`],
+//!   [`Coded`]), which decide a Flight SQL status, an HTTP status, and whether a run records
+//!   a video's error row or stops.
+//! - [`failures`]: the failure ledger of runs: every failure of a video, wherever it is met
+//!   (a scan's probe, an operator on an executor), reported to the ledger of the query's
+//!   run, so that the process writing the manifest accounts for every video however the
+//!   query is written.
+
+pub mod code;
+pub mod failures;
+pub mod settings;
+
+pub use code::{Coded, ErrorCode};
+/// DataFusion's common crate, for [`prefixed_extension!`].
+pub use datafusion_common;
