@@ -27,6 +27,8 @@ use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::projection::ProjectionExprs;
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan};
+use framefusion_common::code::{Coded, ErrorCode};
+use framefusion_common::failures::{Failure, RunOptions};
 use framefusion_media::error::retry_transient;
 use framefusion_media::probe::probe_input;
 use framefusion_media::probe_columns::{ProbeColumnsBuilder, probe_fields};
@@ -325,16 +327,26 @@ pub async fn plan_scan_filtered(
         options.partition_bytes,
         target,
     );
-    Ok(video_scan(kind, table.storage().clone(), groups, columns)?)
+    let sink = RunOptions::sink_of(state.config_options());
+    Ok(video_scan(
+        kind,
+        table.storage().clone(),
+        groups,
+        columns,
+        sink,
+    )?)
 }
 
 /// The scan plan of listed files: a `DataSourceExec` over a `FileScanConfig` whose file
-/// groups are `groups` (one partition each), making `kind` rows, projected to `columns`.
+/// groups are `groups` (one partition each), making `kind` rows, projected to `columns`,
+/// reporting the files that fail their probe to the run's failure ledger `failure_sink`
+/// (`framefusion_common::failures`).
 pub fn video_scan(
     kind: ScanKind,
     storage: StorageOptions,
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
+    failure_sink: Option<String>,
 ) -> Result<Arc<DataSourceExec>> {
     let files: usize = groups.iter().map(Vec::len).sum();
     let schema = kind.schema();
@@ -342,7 +354,8 @@ pub fn video_scan(
     if kind == ScanKind::Probe {
         statistics.num_rows = Precision::Exact(files); // one row per file
     }
-    let source = Arc::new(VideoFileSource::new(kind, storage, None));
+    let source =
+        Arc::new(VideoFileSource::new(kind, storage, None).with_failure_sink(failure_sink));
     let file_groups = groups
         .into_iter()
         .map(|g| FileGroup::new(g.into_iter().map(partitioned_file).collect()))
@@ -514,6 +527,7 @@ pub struct VideoFileSource {
     columns: Option<Vec<usize>>,
     projection: Option<ProjectionExprs>,
     metrics: ExecutionPlanMetricsSet,
+    failure_sink: Option<String>,
 }
 
 /// What a [`VideoFileSource`] makes of each file.
@@ -550,7 +564,20 @@ impl VideoFileSource {
             columns,
             projection,
             metrics: ExecutionPlanMetricsSet::new(),
+            failure_sink: None,
         }
+    }
+
+    /// The same source, reporting files that fail their probe to the failure ledger
+    /// `sink` (a run's; `framefusion_common::failures`).
+    pub fn with_failure_sink(mut self, sink: Option<String>) -> Self {
+        self.failure_sink = sink;
+        self
+    }
+
+    /// The failure ledger probe failures are reported to.
+    pub fn failure_sink(&self) -> Option<&str> {
+        self.failure_sink.as_deref()
     }
 
     /// What this source makes of each file.
@@ -611,6 +638,7 @@ impl FileSource for VideoFileSource {
                 columns: self.columns.clone(),
                 probe: self.needs_probe(),
                 storage: self.storage.clone(),
+                failure_sink: self.failure_sink.clone(),
             }),
             ScanKind::Frames(options) => Arc::new(FramesOpener::new(
                 options.clone(),
@@ -652,11 +680,10 @@ impl FileSource for VideoFileSource {
             };
             columns.push(index);
         }
-        Ok(Some(Arc::new(VideoFileSource::new(
-            self.kind.clone(),
-            self.storage.clone(),
-            Some(columns),
-        ))))
+        Ok(Some(Arc::new(
+            VideoFileSource::new(self.kind.clone(), self.storage.clone(), Some(columns))
+                .with_failure_sink(self.failure_sink.clone()),
+        )))
     }
 
     fn metrics(&self) -> &ExecutionPlanMetricsSet {
@@ -700,6 +727,7 @@ struct VideoOpener {
     columns: Option<Vec<usize>>,
     probe: bool,
     storage: StorageOptions,
+    failure_sink: Option<String>,
 }
 
 impl FileOpener for VideoOpener {
@@ -708,9 +736,16 @@ impl FileOpener for VideoOpener {
         let columns = self.columns.clone();
         let probe = self.probe;
         let storage = self.storage.clone();
+        let sink = self.failure_sink.clone();
         Ok(Box::pin(async move {
             let batch = tokio::task::spawn_blocking(move || {
-                file_row(&listed, probe, &storage, columns.as_deref())
+                file_row(
+                    &listed,
+                    probe,
+                    &storage,
+                    columns.as_deref(),
+                    sink.as_deref(),
+                )
             })
             .await
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
@@ -720,17 +755,32 @@ impl FileOpener for VideoOpener {
 }
 
 /// The one-row batch of a listed file: its listing columns, and its probe columns when
-/// `probe` (otherwise left null, to be projected away), restricted to `projection`.
+/// `probe` (otherwise left null, to be projected away), restricted to `projection`. A
+/// file that cannot be listed or probed is reported to the failure ledger `sink`, if any
+/// (its row says why in `probe_error`, but a query may filter that row out).
 fn file_row(
     file: &ListedFile,
     probe: bool,
     storage: &StorageOptions,
     projection: Option<&[usize]>,
+    sink: Option<&str>,
 ) -> Result<RecordBatch> {
     let mut probed = ProbeColumnsBuilder::default();
-    match (&file.error, probe) {
-        (Some(error), _) => probed.append_error(error),
-        (None, false) => probed.append_null(),
+    let failure = |code: ErrorCode, message: String| Failure {
+        path: file.uri.clone(),
+        operator: "probe".to_owned(),
+        code,
+        message,
+    };
+    let failed = match (&file.error, probe) {
+        (Some(error), _) => {
+            probed.append_error(error);
+            Some(failure(ErrorCode::NotFound, error.clone()))
+        }
+        (None, false) => {
+            probed.append_null();
+            None
+        }
         (None, true) => {
             let outcome = retry_transient(|| {
                 let input = VideoSource::parse(&file.uri)?.media_input(storage)?;
@@ -740,9 +790,20 @@ fn file_row(
                 // still failing after local retries: fail the task so the scheduler
                 // retries it (a transient failure is not the file's fault)
                 Err(e) if e.is_transient() => return Err(crate::error::task_error(e)),
-                outcome => probed.append(&outcome),
+                outcome => {
+                    probed.append(&outcome);
+                    outcome.err().map(|e| failure(e.code(), e.to_string()))
+                }
             }
         }
+    };
+    if let (Some(sink), Some(failed)) = (sink, failed) {
+        framefusion_common::failures::report(sink, vec![failed]).map_err(|e| {
+            datafusion::error::DataFusionError::IoError(std::io::Error::other(format!(
+                "cannot report the failed probe of '{}' to the run's failure ledger: {e}",
+                file.uri
+            )))
+        })?;
     }
     let mut modified = TimestampMicrosecondBuilder::new().with_timezone("UTC");
     modified.append_option(file.modified_us);

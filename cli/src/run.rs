@@ -139,9 +139,10 @@ fn show(bar: &ProgressBar, p: &RunProgress) {
         .eta()
         .map_or_else(|| "ETA -".to_owned(), |d| format!("ETA {}s", d.as_secs()));
     bar.set_message(format!(
-        "({} skipped, {} failed, {} rows) {:.2} videos/s {eta}",
+        "({} skipped, {} failed, {} without rows, {} rows) {:.2} videos/s {eta}",
         p.skipped,
         p.failed,
+        p.no_rows,
         p.rows,
         p.videos_per_s()
     ));
@@ -149,7 +150,7 @@ fn show(bar: &ProgressBar, p: &RunProgress) {
 
 fn describe(s: &RunSummary) -> String {
     format!(
-        "{}: {} videos ({} run now, {} already done), {} rows ({} ok, {} error), {} parts -> {} in {:.1} s",
+        "{}: {} videos ({} run now, {} already done), {} rows ({} ok, {} error), {} parts -> {} in {:.1} s; {} videos failed, {} gave no rows",
         s.run_id,
         s.videos,
         s.processed,
@@ -159,6 +160,8 @@ fn describe(s: &RunSummary) -> String {
         s.error_rows,
         s.parts,
         s.output,
-        s.elapsed_s
+        s.elapsed_s,
+        s.error_videos,
+        s.no_row_videos
     )
 }

@@ -13,8 +13,10 @@ use ballista_core::{ConfigProducer, config::TaskSchedulingPolicy};
 use ballista_executor::executor_process::{ExecutorProcessConfig, start_executor_process};
 use ballista_scheduler::cluster::BallistaCluster;
 use ballista_scheduler::config::{SchedulerConfig, TaskDistributionPolicy};
-use ballista_scheduler::scheduler_process::{create_scheduler, start_grpc_service};
+use ballista_scheduler::scheduler_process::create_scheduler;
+use ballista_scheduler::scheduler_server::SchedulerServer;
 use datafusion::error::{DataFusionError, Result};
+use datafusion_proto::protobuf::{LogicalPlanNode, PhysicalPlanNode};
 
 use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
 use crate::placement::{Pool, PoolPlacement};
@@ -215,12 +217,10 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     ));
     config.task_distribution = TaskDistributionPolicy::Custom(placement.clone());
     config.validate().map_err(ballista_err)?;
-    let scheduler = create_scheduler::<
-        datafusion_proto::protobuf::LogicalPlanNode,
-        datafusion_proto::protobuf::PhysicalPlanNode,
-    >(cluster, Arc::new(config))
-    .await
-    .map_err(ballista_err)?;
+    let scheduler =
+        create_scheduler::<LogicalPlanNode, PhysicalPlanNode>(cluster, Arc::new(config))
+            .await
+            .map_err(ballista_err)?;
     let state = scheduler.state.clone();
     let gauges = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -244,7 +244,7 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
         options.scheduling
     );
     let result = tokio::select! {
-        result = start_grpc_service(options.bind, scheduler) => result.map_err(ballista_err),
+        result = serve_scheduler(options.bind, scheduler) => result,
         () = shutdown_signal() => {
             log::info!("framefusion scheduler stopping");
             Ok(())
@@ -254,9 +254,63 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
     result
 }
 
+/// Serves a scheduler on `bind`: Ballista's gRPC service and REST API, the `/healthz`
+/// and `/readyz` probes, and the runs' failure ledger ([`crate::ledger`]), all on one
+/// port. (Ballista's own `start_grpc_service` serves a fixed set of routes; this serves the
+/// same gRPC service and REST API with the ledger beside them. Its optional Flight proxy
+/// and KEDA scaler are not built into framefusion's scheduler.)
+async fn serve_scheduler(
+    bind: SocketAddr,
+    scheduler: SchedulerServer<LogicalPlanNode, PhysicalPlanNode>,
+) -> Result<()> {
+    use ballista_core::serde::protobuf::scheduler_grpc_server::SchedulerGrpcServer;
+    let config = scheduler.state.config.clone();
+    let grpc = SchedulerGrpcServer::new(scheduler.clone())
+        .max_encoding_message_size(config.grpc_server_max_encoding_message_size as usize)
+        .max_decoding_message_size(config.grpc_server_max_decoding_message_size as usize);
+    let mut grpc_routes = tonic::service::RoutesBuilder::default();
+    grpc_routes.add_service(grpc);
+    let scheduler = Arc::new(scheduler);
+    let ready = Arc::clone(&scheduler);
+    let probes = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let ready = Arc::clone(&ready);
+                async move {
+                    if ready.is_ready() {
+                        (axum::http::StatusCode::OK, "ready\n".to_owned())
+                    } else {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            format!(
+                                "not ready: fewer than {} executors registered\n",
+                                ready.state.config.min_ready_executors
+                            ),
+                        )
+                    }
+                }
+            }),
+        );
+    let app = ballista_scheduler::api::get_routes(scheduler)
+        .merge(grpc_routes.routes().into_axum_router())
+        .merge(probes)
+        .merge(crate::ledger::routes());
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .map_err(DataFusionError::IoError)
+}
+
 /// Runs an executor until Ctrl-C or SIGTERM (it deregisters from the scheduler then).
 pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
     let flight_port = pick_port(&options.bind_host, options.flight_port)?;
+    // failures of videos met here go to the scheduler's ledger, where runs take them
+    crate::ledger::report_to_scheduler(&options.scheduler_host, options.scheduler_port)?;
     let grpc_port = pick_port(&options.bind_host, options.grpc_port)?;
     let config = ExecutorProcessConfig {
         executor_id: crate::placement::executor_id(options.pool),

@@ -79,6 +79,9 @@ struct VideoScanWire {
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
     limit: Option<usize>,
+    /// The run's failure ledger the scan reports failed probes to.
+    #[serde(default)]
+    failure_sink: Option<String>,
 }
 
 /// The `VideoFileSource` scan inside `plan`, if `plan` is one.
@@ -239,7 +242,13 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
         match buf.strip_prefix(VIDEO_SCAN_TAG) {
             Some(bytes) => {
                 let wire: VideoScanWire = decode_json("VIDEO scan", bytes)?;
-                let scan = video_scan(wire.kind, wire.storage, wire.groups, wire.columns)?;
+                let scan = video_scan(
+                    wire.kind,
+                    wire.storage,
+                    wire.groups,
+                    wire.columns,
+                    wire.failure_sink,
+                )?;
                 let config = (scan.data_source().as_ref() as &dyn Any)
                     .downcast_ref::<FileScanConfig>()
                     .map(|c| {
@@ -277,6 +286,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
                     groups,
                     columns: source.columns().map(<[usize]>::to_vec),
                     limit: config.limit,
+                    failure_sink: source.failure_sink().map(str::to_owned),
                 };
                 encode_json(VIDEO_SCAN_TAG, &wire, buf)
             }

@@ -15,7 +15,9 @@
 //! - [`SessionContextExt`]: what framefusion adds to `SessionContext`: running scripts of
 //!   several statements, registering a corpus in one call.
 //! - [`manifest`]: Parquet manifests of curation runs that resume where a killed run
-//!   stopped.
+//!   stopped, every video of a run accounted for.
+//! - [`ledger`]: the failure ledger of runs on a cluster: executors report the failures of
+//!   videos to their scheduler, runs take them from it.
 //! - [`stores`]: the object stores of every table kind (`s3://` from `aws.*` options or
 //!   the environment).
 //! - [`error`]: one-line, user-facing messages for any engine error.
@@ -25,6 +27,7 @@ pub mod cluster;
 pub mod codec;
 pub mod error;
 pub mod ext;
+pub mod ledger;
 pub mod manifest;
 pub mod placement;
 pub mod session;

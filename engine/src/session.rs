@@ -37,6 +37,7 @@ fn framefusion_defaults(config: SessionConfig) -> SessionConfig {
         .with_option_extension(VideoOptions::default())
         .with_option_extension(OnnxOptions::default())
         .with_option_extension(crate::stores::StoreSettings::default())
+        .with_option_extension(framefusion_common::failures::RunOptions::default())
 }
 
 /// The session configuration of cluster sessions (client, scheduler and executors alike):

@@ -1,5 +1,6 @@
 //! framefusion integration tests: one binary, one module per area.
 
+mod accounted;
 mod bad_input;
 mod catalog;
 mod cli;

@@ -23,7 +23,7 @@ const CONCURRENCY: usize = 2;
 
 /// A corpus of `n` copies of a 6-second 320x240 video with one cut (at 3 s), and extra
 /// named files.
-fn corpus(n: usize) -> tempfile::TempDir {
+pub(crate) fn corpus(n: usize) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let first = dir.path().join("v000.mp4");
     ffmpeg(
@@ -76,7 +76,12 @@ FROM shots",
     file
 }
 
-fn run_command(job: &Path, out: &Path, cluster: Option<&str>, extra: &[&str]) -> Command {
+pub(crate) fn run_command(
+    job: &Path,
+    out: &Path,
+    cluster: Option<&str>,
+    extra: &[&str],
+) -> Command {
     let mut cmd = Command::new(framefusion_bin());
     cmd.arg("run")
         .arg(job)
@@ -158,7 +163,7 @@ fn random_between(lo: f64, hi: f64) -> f64 {
 }
 
 /// Published parts.
-fn parts(out: &Path) -> usize {
+pub(crate) fn parts(out: &Path) -> usize {
     std::fs::read_dir(out)
         .map(|entries| {
             entries
@@ -206,13 +211,13 @@ async fn rows(out: &Path) -> Vec<String> {
     rows
 }
 
-fn success(out: &Path) -> serde_json::Value {
+pub(crate) fn success(out: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(out.join("_SUCCESS"))
         .unwrap_or_else(|e| panic!("no _SUCCESS in {}: {e}", out.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn count(v: &serde_json::Value, key: &str) -> usize {
+pub(crate) fn count(v: &serde_json::Value, key: &str) -> usize {
     v[key]
         .as_u64()
         .and_then(|n| usize::try_from(n).ok())

@@ -237,7 +237,7 @@ fn compute(
             .into_iter()
             .find(|op| op.name() == demand.operator)
             .ok_or_else(|| {
-                UdfError::Option(format!(
+                UdfError::Setup(format!(
                     "no operator '{}' computes '{}' (a plan from another framefusion version?)",
                     demand.operator, demand.kind
                 ))

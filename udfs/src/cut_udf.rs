@@ -20,7 +20,6 @@ use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::Volatility;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 
@@ -186,11 +185,6 @@ impl VideoOperator for CutClip {
 
     fn return_type(&self) -> DataType {
         DataType::Utf8
-    }
-
-    fn volatility(&self) -> Volatility {
-        // writes files: never folded into a constant or deduplicated away
-        Volatility::Volatile
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {

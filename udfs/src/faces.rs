@@ -16,7 +16,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{Expr, Volatility};
+use datafusion::logical_expr::Expr;
 use framefusion_media::MediaError;
 use framefusion_media::pass::{
     Decoded, Filter, FrameConsumer, Picture, PictureFormat, PictureSpec, Pictures, SlotSampler,
@@ -159,7 +159,7 @@ impl Mtcnn {
             let (ow, oh) = match reg_shape.as_slice() {
                 [n, ow, oh, 4] if *n == b => (*ow as usize, *oh as usize),
                 _ => {
-                    return Err(UdfError::Model(format!(
+                    return Err(UdfError::Setup(format!(
                         "P-Net gave regressions of shape {reg_shape:?}, expected [{b}, W, H, 4]"
                     )));
                 }
@@ -285,7 +285,7 @@ impl Mtcnn {
         )?;
         for (shape, _) in &outs {
             if shape.first() != Some(&(n as i64)) {
-                return Err(UdfError::Model(format!(
+                return Err(UdfError::Setup(format!(
                     "{what} gave an output of shape {shape:?} for {n} crops"
                 )));
             }
@@ -851,10 +851,6 @@ impl VideoOperator for FaceBoxes {
         list_of(DataType::Struct(face_fields()))
     }
 
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
-    }
-
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
         let mtcnn = Mtcnn::load(&options)
@@ -922,10 +918,6 @@ impl VideoOperator for FaceStats {
 
     fn return_type(&self) -> DataType {
         DataType::Struct(stats_fields())
-    }
-
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
     }
 
     fn demands(&self, args: &[Expr], config: &ConfigOptions) -> Vec<Demand> {

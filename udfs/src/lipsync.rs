@@ -27,7 +27,6 @@
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::Volatility;
 
 use crate::UdfError;
 use crate::faces::{Face, Mtcnn};
@@ -362,10 +361,6 @@ impl VideoOperator for LipSyncOp {
 
     fn return_type(&self) -> DataType {
         DataType::Struct(result_fields())
-    }
-
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
     }
 
     fn failed(&self, message: &str) -> Result<ScalarValue> {

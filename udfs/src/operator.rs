@@ -15,11 +15,17 @@
 //!   (`framefusion_media::cpu`), never on an async I/O thread;
 //! - **the one per-row failure rule**: a row with a null path or time is null; a
 //!   transient failure (an I/O error, a store that does not answer) is retried
-//!   ([`Batch::each_row`]), then fails the task, which the scheduler retries; any other
-//!   failure is the row's own: the row's value is null and the failure is logged (warn),
-//!   and where the operator returns a struct with an `error` field, the row is that struct
-//!   with every other field null and `error` saying why ([`VideoOperator::failed`]); an
-//!   operator that cannot run at all (its model is missing) fails the query;
+//!   ([`Batch::each_row`]), then fails the task, which the scheduler retries; a failure of
+//!   the setup ([`UdfError::Setup`]: a missing library or model, an invalid setting or
+//!   option) fails the query, also when it is met in a decode pass another operator
+//!   started; any other failure is the row's own: the row's value is null, the failure is
+//!   logged (warn) and reported to the run's failure ledger ([`report_failures`]), so the
+//!   manifest accounts for the video however the query drops the null; where the operator
+//!   returns a struct with an `error` field, the row is that struct with every other field
+//!   null and `error` saying why ([`VideoOperator::failed`]);
+//! - **never evaluated while planning**: every operator is volatile, so a call with
+//!   literal arguments is not folded into a constant (that would decode and run models on
+//!   the client or the scheduler, also for `EXPLAIN`);
 //! - **one decode per video**: the planner rule of [`crate::plan`] gives every operator
 //!   call of a query the query's demands ([`PassSpec`]), which the operators hand to
 //!   [`crate::analysis`], so the first operator to read a video runs one pass computing
@@ -41,9 +47,11 @@ use datafusion::logical_expr::{
 };
 use framefusion_media::pass::FrameConsumer;
 
+use framefusion_common::failures::{Failure, RunOptions};
+
 use crate::UdfError;
 use crate::analysis::{Demand, Feature, PassSpec};
-use crate::error::retry_transient;
+use crate::error::{Coded, retry_transient};
 
 /// What an argument is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +185,6 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
     /// The result type.
     fn return_type(&self) -> DataType;
 
-    /// Whether the result can change between calls with the same arguments.
-    fn volatility(&self) -> Volatility {
-        Volatility::Stable
-    }
-
     /// What a call with these (planned) arguments asks of its video's decode pass; none
     /// for an operator that reads no frames through the pass.
     fn demands(&self, _args: &[Expr], _config: &ConfigOptions) -> Vec<Demand> {
@@ -194,7 +197,7 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         demand: &Demand,
         _config: &ConfigOptions,
     ) -> std::result::Result<Box<dyn FeatureConsumer>, UdfError> {
-        Err(UdfError::Option(format!(
+        Err(UdfError::Setup(format!(
             "{} computes no '{}' during a decode pass",
             self.name(),
             demand.kind
@@ -328,7 +331,11 @@ impl VideoUdf {
     /// The UDF of `op`.
     pub fn new(op: Arc<dyn VideoOperator>) -> Self {
         Self {
-            signature: Signature::user_defined(op.volatility()),
+            // Every operator reads media (and some run models): volatile, so that DataFusion
+            // never evaluates a call with literal arguments while planning (constant
+            // folding would decode and run inference on the client or the scheduler,
+            // also for EXPLAIN); calls run where the query's rows are computed.
+            signature: Signature::user_defined(Volatility::Volatile),
             op,
             pass: None,
         }
@@ -498,18 +505,55 @@ impl ScalarUDFImpl for VideoUdf {
         }
         let null = ScalarValue::try_from(op.return_type())?;
         let mut values = vec![null; n];
+        let mut failures = Vec::new();
+        let mut setup: Option<UdfError> = None;
         for (&row, outcome) in batch.rows.iter().zip(outcomes) {
-            values[row] = match outcome {
-                Ok(value) => value,
+            match outcome {
+                Ok(value) => values[row] = value,
                 Err(e) if e.is_transient() => return Err(e.into_task_error()),
                 Err(e) => {
+                    let failure = Failure {
+                        path: batch.path(row).to_owned(),
+                        operator: op.name().to_owned(),
+                        code: e.code(),
+                        message: e.to_string(),
+                    };
+                    if e.fails_the_query() {
+                        // one report says why the query failed (a run on a cluster reads
+                        // its code there); the rows do not matter any more
+                        if setup.is_none() {
+                            failures.push(failure);
+                            setup = Some(e);
+                        }
+                        continue;
+                    }
                     log::warn!("{}: {e}", op.name());
-                    op.failed(&e.to_string())?
+                    values[row] = op.failed(&failure.message)?;
+                    failures.push(failure);
                 }
-            };
+            }
+        }
+        report_failures(&args.config_options, failures)?;
+        if let Some(e) = setup {
+            return Err(e.into_task_error());
         }
         to_array(values, &op.return_type())
     }
+}
+
+/// Reports the failures of videos to the failure ledger of the query's run, when it has
+/// one (`framefusion.failure_sink`; `framefusion_common::failures`). A report that cannot
+/// be delivered fails the task as an I/O error, which a cluster's scheduler retries: a
+/// failure is never dropped.
+pub fn report_failures(config: &ConfigOptions, failures: Vec<Failure>) -> Result<()> {
+    let Some(sink) = RunOptions::sink_of(config) else {
+        return Ok(());
+    };
+    framefusion_common::failures::report(&sink, failures).map_err(|e| {
+        datafusion::error::DataFusionError::IoError(std::io::Error::other(format!(
+            "cannot report failures of videos to the run's failure ledger: {e}"
+        )))
+    })
 }
 
 /// One column from row values (an empty array for no rows).

@@ -18,7 +18,6 @@
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::Volatility;
 use std::ops::ControlFlow;
 
 use crate::UdfError;
@@ -71,7 +70,7 @@ impl SheetOptions {
     pub fn parse(spec: &str) -> Result<Self, UdfError> {
         let mut options = Self::default();
         let bad = |part: &str, why: &str| {
-            UdfError::Option(format!(
+            UdfError::Setup(format!(
                 "bad contact_sheet option '{part}': {why}; write options such as 'frames=9' (1 to 100), 'columns=3', 'size=240' (a tile's longest side, 16 to 1920 pixels), 'labels=false', 'quality=4' (1 best to 31 smallest), separated by commas"
             ))
         };
@@ -276,10 +275,6 @@ impl VideoOperator for Thumbnail {
         DataType::Binary
     }
 
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
-    }
-
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         Ok(batch.each_row(|row| {
             let at = batch.number(1, row).unwrap_or_default();
@@ -287,7 +282,7 @@ impl VideoOperator for Thumbnail {
                 None => THUMBNAIL_SIZE,
                 Some(s) if (16.0..=4096.0).contains(&s) => s.round() as u32,
                 Some(s) => {
-                    return Err(UdfError::Option(format!(
+                    return Err(UdfError::Setup(format!(
                         "thumbnail size must be from 16 to 4096 pixels (the longest side), not {s}"
                     )));
                 }
@@ -324,10 +319,6 @@ impl VideoOperator for ContactSheet {
 
     fn return_type(&self) -> DataType {
         DataType::Binary
-    }
-
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {

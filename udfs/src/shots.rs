@@ -115,7 +115,7 @@ impl ShotOptions {
         let mut min_scene_len = 15i64;
         let mut mode = Mode::Exact;
         let bad = |part: &str, why: &str| {
-            UdfError::Option(format!(
+            UdfError::Setup(format!(
                 "bad detect_shots option '{part}': {why}; write options such as 'mode=fast', 'threshold=27', 'min_scene_len=15', 'detector=adaptive', 'adaptive_threshold=3', 'window_width=2', 'min_content_val=15', separated by commas"
             ))
         };
@@ -161,7 +161,7 @@ impl ShotOptions {
                 min_content_val,
             },
             other => {
-                return Err(UdfError::Option(format!(
+                return Err(UdfError::Setup(format!(
                     "unknown detector '{other}'; use detector=content or detector=adaptive"
                 )));
             }
@@ -764,7 +764,7 @@ impl VideoOperator for DetectShots {
         };
         match demand.kind.as_str() {
             "content" => Ok(Box::new(ScoreConsumer::new(mode))),
-            other => Err(UdfError::Option(format!(
+            other => Err(UdfError::Setup(format!(
                 "detect_shots computes no '{other}'"
             ))),
         }

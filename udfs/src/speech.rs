@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::{Result as DfResult, ScalarValue};
-use datafusion::logical_expr::Volatility;
 
 use crate::UdfError;
 use crate::media::audio::decode_audio;
@@ -227,10 +226,6 @@ impl VideoOperator for SpeechActivity {
 
     fn return_type(&self) -> DataType {
         DataType::Struct(result_fields())
-    }
-
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
     }
 
     fn failed(&self, message: &str) -> DfResult<ScalarValue> {

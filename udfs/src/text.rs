@@ -24,7 +24,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{Result, ScalarValue};
-use datafusion::logical_expr::{Expr, Volatility};
+use datafusion::logical_expr::Expr;
 use framefusion_media::MediaError;
 use framefusion_media::pass::{
     Decoded, Filter, FrameConsumer, Picture, PictureFormat, PictureSpec, Pictures, SlotSampler,
@@ -112,7 +112,7 @@ impl DetLimit {
         match (kind.trim(), side) {
             ("min", Some(side)) => Ok(DetLimit::Min(side)),
             ("max", Some(side)) => Ok(DetLimit::Max(side)),
-            _ => Err(UdfError::Option(format!(
+            _ => Err(UdfError::Setup(format!(
                 "onnx.text_det_limit = '{text}': use min:SIDE (RapidOCR's default, min:736) or max:SIDE (for example max:960), SIDE from 32 to 8192"
             ))),
         }
@@ -219,7 +219,7 @@ pub fn detect_scaled(
     let (mh, mw) = match shape.as_slice() {
         [b, _, h, w] if *b == n => (*h as usize, *w as usize),
         _ => {
-            return Err(UdfError::Model(format!(
+            return Err(UdfError::Setup(format!(
                 "text detection gave an output of shape {shape:?}, expected [{n}, 1, H, W]"
             )));
         }
@@ -348,7 +348,7 @@ fn characters(rec: &LoadedModel) -> Result<Vec<String>, UdfError> {
         return Ok(list.clone());
     }
     let listed = rec.custom_metadata("character").ok_or_else(|| {
-        UdfError::Model(format!(
+        UdfError::Setup(format!(
             "'{}' carries no character list in its metadata: it is not a PP-OCR recognition model",
             rec.path.display()
         ))
@@ -426,7 +426,7 @@ pub fn recognize(rec: &LoadedModel, line: &Rgb) -> Result<(String, f32), UdfErro
     let (steps, classes) = match shape.as_slice() {
         [_, t, c] => (*t as usize, *c as usize),
         _ => {
-            return Err(UdfError::Model(format!(
+            return Err(UdfError::Setup(format!(
                 "text recognition gave an output of shape {shape:?}, expected [1, T, C]"
             )));
         }
@@ -515,10 +515,6 @@ impl VideoOperator for OcrText {
         DataType::Utf8
     }
 
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
-    }
-
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
         let load = |name: &str| {
@@ -591,10 +587,6 @@ impl VideoOperator for TextBoxes {
 
     fn return_type(&self) -> DataType {
         boxes_type()
-    }
-
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
@@ -835,10 +827,6 @@ impl VideoOperator for TextAreaRatio {
 
     fn return_type(&self) -> DataType {
         DataType::Float64
-    }
-
-    fn volatility(&self) -> Volatility {
-        Volatility::Immutable
     }
 
     fn demands(&self, _args: &[Expr], config: &ConfigOptions) -> Vec<Demand> {

@@ -41,6 +41,7 @@
 //! rows. Failures of the machinery (the store or the cluster unreachable) stop the run;
 //! it resumes later.
 
+mod account;
 mod part;
 mod store;
 
@@ -59,10 +60,10 @@ use datafusion::datasource::source_as_provider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::{Expr, Filter, LogicalPlan, lit};
-use datafusion::physical_plan::SendableRecordBatchStream;
 use framefusion_catalogs::video::VideoTable;
+use framefusion_common::code::ErrorCode;
 use framefusion_media::storage::StorageOptions;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::ProjectionMask;
 // The object-store reader is deprecated in favour of hand-written readers; parts are read
@@ -71,8 +72,9 @@ use parquet::arrow::ProjectionMask;
 use parquet::arrow::async_reader::ParquetObjectReader;
 use serde::{Deserialize, Serialize};
 
+use account::GroupRows;
 pub use part::{ERROR_COLUMN, RUN_ID_COLUMN, STATUS_COLUMN, UNIT_COLUMN};
-use part::{JOB_KEY, OPERATORS_KEY, PART_META_KEY, PartMeta, PartWriter, RowShape};
+use part::{JOB_KEY, OPERATORS_KEY, PART_META_KEY, PartMeta, PartWriter, RowShape, RowSink};
 pub use store::{COMMIT_PAUSE_ENV, ManifestStore};
 
 const SUCCESS: &str = "_SUCCESS";
@@ -138,6 +140,8 @@ pub struct RunProgress {
     pub done: usize,
     /// Of those, videos with an error row.
     pub failed: usize,
+    /// Of those, videos that gave no row and did not fail.
+    pub no_rows: usize,
     /// Rows this attempt committed.
     pub rows: u64,
     /// Since this attempt started.
@@ -204,6 +208,9 @@ pub struct RunSummary {
     pub error_rows: u64,
     /// Videos with at least one error row.
     pub error_videos: usize,
+    /// Videos that gave no row and did not fail (the job filtered them out).
+    #[serde(default)]
+    pub no_row_videos: usize,
     /// Part files.
     pub parts: usize,
     /// The operators the job runs.
@@ -337,6 +344,8 @@ enum Work {
         size: u64,
         covered: Vec<String>,
         units: Vec<String>,
+        /// The part's videos that gave no row (not retried).
+        no_rows: Vec<String>,
     },
 }
 
@@ -389,6 +398,7 @@ pub async fn write_manifest(
                     size: part.size,
                     covered: part.meta.units.clone(),
                     units: units.to_vec(),
+                    no_rows: part.meta.no_row_units.clone(),
                 });
             }
         }
@@ -435,6 +445,7 @@ pub async fn write_manifest(
         job: &job,
         store: &store,
         shape: &shape,
+        key: &key,
         attempt: &attempt,
         run_id: &run.run_id,
     };
@@ -446,6 +457,13 @@ pub async fn write_manifest(
     while let Some(result) = results.next().await {
         let (name, info, replaced) = result?;
         let failed = info.meta.error_units.len();
+        let no_rows = match &replaced {
+            Some(old) => parts_now.get(old).map_or(0, |p| {
+                info.meta.no_row_units.len()
+                    - p.meta.no_row_units.len().min(info.meta.no_row_units.len())
+            }),
+            None => info.meta.no_row_units.len(),
+        };
         let done = match &replaced {
             Some(old) => parts_now.get(old).map_or(0, |p| p.meta.error_units.len()),
             None => info.meta.units.len(),
@@ -458,6 +476,7 @@ pub async fn write_manifest(
         report(&|p| {
             p.done += done;
             p.failed += failed;
+            p.no_rows += no_rows;
             p.rows += rows;
         });
     }
@@ -747,6 +766,7 @@ struct Runner<'a> {
     job: &'a Job,
     store: &'a ManifestStore,
     shape: &'a RowShape,
+    key: &'a [String],
     attempt: &'a str,
     run_id: &'a str,
 }
@@ -768,32 +788,27 @@ impl Runner<'_> {
             Some(_) => format!("part-{}-{seq:06}r.parquet", self.attempt),
         };
         let mut writer = self.writer(&name)?;
-        // a job that cannot even be planned is wrong for every video: stop the run
-        let stream = self.execute(&units).await?;
-        let config = self.job.state.config();
-        let classify = |e| crate::error::with_unreachable_cluster(config, e);
-        match stream_into(stream, self.shape, &mut writer)
-            .await
-            .map_err(classify)
-        {
-            Ok(()) => {}
+        let mut no_rows = Vec::new();
+        match self.group(&units, seq, &mut writer).await {
+            Ok(empty) => no_rows = empty,
             Err(e) if is_systemic(&e) => return Err(e),
             Err(group_error) => {
                 // find the video(s) at fault: each alone, a failing one becomes an error row
                 writer = self.writer(&name)?;
-                for unit in &units {
+                for (i, unit) in units.iter().enumerate() {
                     let one = std::slice::from_ref(unit);
+                    let mut rows: Vec<(RecordBatch, Vec<String>)> = Vec::new();
                     let result = if units.len() == 1 {
                         Err(group_error.clone_message())
                     } else {
-                        self.collect(one).await.map_err(classify)
+                        self.group(one, (seq + 1) * 1_000_000 + i, &mut rows).await
                     };
                     match result {
-                        Ok(batches) => {
-                            for batch in batches {
-                                let (rows, failed) = self.shape.convert(&batch)?;
-                                writer.write(&rows, failed)?;
+                        Ok(empty) => {
+                            for (batch, failed) in rows {
+                                writer.write(&batch, failed)?;
                             }
+                            no_rows.extend(empty);
                         }
                         Err(e) if is_systemic(&e) => return Err(e),
                         Err(e) => {
@@ -813,8 +828,10 @@ impl Runner<'_> {
                 size,
                 covered,
                 units,
+                no_rows: kept,
             } => {
                 self.keep_rows(&part, size, &units, &mut writer).await?;
+                no_rows.extend(kept);
                 covered
             }
         };
@@ -822,6 +839,7 @@ impl Runner<'_> {
             run_id: self.run_id.to_owned(),
             units: covered,
             error_units: Vec::new(),
+            no_row_units: no_rows,
             replaces: replaces.clone(),
         };
         let (written, errors) = writer.counts();
@@ -852,19 +870,71 @@ impl Runner<'_> {
         )
     }
 
+    /// The failure ledger sink of this attempt's query number `tag`.
+    fn sink(&self, tag: usize) -> String {
+        format!("{}-{}-{tag}", self.run_id, self.attempt)
+    }
+
+    /// Runs the job on `units` with its own failure sink and gives its rows to `out` as
+    /// they come, then an error row for each video whose failures its rows do not show
+    /// ([`account`]); returns the videos that gave no row and did not fail. A setup
+    /// failure met on a cluster arrives there as a plain message: the sink says what it
+    /// was, so that it stops the run as it does embedded.
+    async fn group(
+        &self,
+        units: &[String],
+        tag: usize,
+        out: &mut dyn RowSink,
+    ) -> Result<Vec<String>> {
+        let sink = self.sink(tag);
+        let config = self.job.state.config();
+        let classify = |e| crate::error::with_unreachable_cluster(config, e);
+        let mut rows = GroupRows::new(self.shape, self.key);
+        let streamed = async {
+            let mut stream = self.execute(units, &sink).await?;
+            while let Some(batch) = stream.next().await {
+                rows.add(&batch?, out)?;
+            }
+            Ok::<(), DataFusionError>(())
+        }
+        .await
+        .map_err(classify);
+        let failures = match (&streamed, crate::ledger::take(config, &sink).await) {
+            (Ok(()), taken) => taken?,
+            (Err(_), Ok(taken)) => taken,
+            // the query's own failure says more than the ledger's
+            (Err(_), Err(e)) => {
+                log::warn!("{e}");
+                Vec::new()
+            }
+        };
+        if let Err(e) = streamed {
+            if crate::error::error_code(&e) == ErrorCode::Internal
+                && let Some(setup) = failures.iter().find(|f| f.code.stops_a_run())
+            {
+                return Err(DataFusionError::External(Box::new(
+                    framefusion_udfs::UdfError::Setup(setup.message.clone()),
+                )));
+            }
+            return Err(e);
+        }
+        rows.finish(units, failures, out)
+    }
+
     async fn execute(
         &self,
         units: &[String],
+        sink: &str,
     ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
         let plan = self.job.restricted(units)?;
-        DataFrame::new(self.job.state.clone(), plan)
-            .execute_stream()
-            .await
-    }
-
-    /// Runs the job on `units`, all rows in memory (one video's rows).
-    async fn collect(&self, units: &[String]) -> Result<Vec<RecordBatch>> {
-        self.execute(units).await?.try_collect().await
+        let mut state = self.job.state.clone();
+        state
+            .config_mut()
+            .options_mut()
+            .set("framefusion.failure_sink", sink)?;
+        // the settings a query's operators see are fixed when it starts
+        state.mark_start_execution();
+        DataFrame::new(state, plan).execute_stream().await
     }
 
     /// Copies the rows of part `old` (`size` bytes) that are not of `retried` videos into
@@ -892,19 +962,6 @@ impl Runner<'_> {
         }
         Ok(())
     }
-}
-
-/// Writes the rows of `stream` as they come.
-async fn stream_into(
-    mut stream: SendableRecordBatchStream,
-    shape: &RowShape,
-    writer: &mut PartWriter,
-) -> Result<()> {
-    while let Some(batch) = stream.next().await {
-        let (rows, failed) = shape.convert(&batch?)?;
-        writer.write(&rows, failed)?;
-    }
-    Ok(())
 }
 
 fn text_column(batch: &RecordBatch, name: &str) -> Result<StringArray> {
@@ -1078,6 +1135,7 @@ async fn commit(
         ok_rows,
         error_rows,
         error_videos: parts.values().map(|p| p.meta.error_units.len()).sum(),
+        no_row_videos: parts.values().map(|p| p.meta.no_row_units.len()).sum(),
         parts: parts.len(),
         operators: job.operators.clone(),
         attempts: all_attempts,

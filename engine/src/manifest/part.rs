@@ -40,6 +40,9 @@ pub struct PartMeta {
     pub units: Vec<String>,
     /// The videos with at least one `error` row.
     pub error_units: Vec<String>,
+    /// The videos that gave no row and did not fail (filtered out by the job, too short).
+    #[serde(default)]
+    pub no_row_units: Vec<String>,
     /// The part this one replaces (a retry of its failed videos); the replaced part is
     /// deleted after this one is published, or by the next run if that was interrupted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -169,6 +172,25 @@ impl RowShape {
 fn cast_unit(unit: &str, to: &DataType) -> ArrayRef {
     let text: ArrayRef = Arc::new(StringArray::from(vec![unit]));
     cast(&text, to).unwrap_or_else(|_| new_null_array(to, 1))
+}
+
+/// Where manifest rows go: a part, or rows held in memory.
+pub trait RowSink: Send {
+    /// Appends manifest rows; `failed` are the videos among them with an error.
+    fn write(&mut self, batch: &RecordBatch, failed: Vec<String>) -> Result<()>;
+}
+
+impl RowSink for PartWriter {
+    fn write(&mut self, batch: &RecordBatch, failed: Vec<String>) -> Result<()> {
+        PartWriter::write(self, batch, failed)
+    }
+}
+
+impl RowSink for Vec<(RecordBatch, Vec<String>)> {
+    fn write(&mut self, batch: &RecordBatch, failed: Vec<String>) -> Result<()> {
+        self.push((batch.clone(), failed));
+        Ok(())
+    }
 }
 
 /// A part being written to its staging file.

@@ -174,7 +174,7 @@ impl ModelSpec {
             None => model.inputs.first(),
         }
         .ok_or_else(|| {
-            UdfError::Model(format!(
+            UdfError::Setup(format!(
                 "model '{}' has no input {} (inputs: {})",
                 model.path.display(),
                 self.input.as_deref().unwrap_or("at all"),
@@ -195,7 +195,7 @@ impl ModelSpec {
                 .skip(1)
                 .all(|(want, got)| *want < 0 || want == got);
         if !fits {
-            return Err(UdfError::Model(format!(
+            return Err(UdfError::Setup(format!(
                 "model '{}' input '{}' has shape {:?} but this function feeds {:?} (N x ...); fix size= or layout= in CREATE FUNCTION",
                 model.path.display(),
                 input.name,
@@ -265,7 +265,8 @@ impl OnnxModelUdf {
             name: name.to_owned(),
             spec,
             returns,
-            signature: Signature::user_defined(Volatility::Immutable),
+            // it reads a video and runs a model: never evaluated while planning
+            signature: Signature::user_defined(Volatility::Volatile),
         })
     }
 

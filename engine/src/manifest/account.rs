@@ -1,0 +1,162 @@
+//! Every video of a group accounted for: the rows its query gave, and an error row for
+//! each video whose failures the rows do not show.
+//!
+//! A group's rows are written to its part as they come, except the *bare* ok rows: those
+//! whose item key has only the video (`path`, the other key columns null), which an
+//! error row of the same video would collide with. When the query is over, the failures
+//! its run's ledger holds for the group's videos decide (`framefusion_common::failures`):
+//!
+//! - a failed video with a bare ok row: that row becomes its error row (`status` error,
+//!   `error` naming each failure as `operator: reason`, its values kept);
+//! - a failed video with a bare error row already (the job marks it itself): kept as is;
+//! - any other failed video: a new error row (`path`, `error`, every other column null),
+//!   beside the ok rows it may have (the shots that worked);
+//! - a video with no row and no failure gave no row legitimately (filtered by a condition
+//!   on good values, too short): counted as such, not as an error.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::error::{DataFusionError, Result};
+use framefusion_common::failures::Failure;
+
+use super::part::{ERROR_COLUMN, RowShape, RowSink, STATUS_COLUMN, UNIT_COLUMN};
+
+/// What a group's query gave, written as it comes (see the module docs).
+pub(super) struct GroupRows<'a> {
+    shape: &'a RowShape,
+    /// Manifest columns of the item key other than `path`.
+    rest_of_key: Vec<usize>,
+    /// Bare ok rows, held until the failures are known.
+    held: Vec<RecordBatch>,
+    /// Videos with at least one row.
+    seen: HashSet<String>,
+    /// Videos with a bare error row.
+    bare_errors: HashSet<String>,
+}
+
+fn text(column: &ArrayRef) -> Result<StringArray> {
+    let text = cast(column, &DataType::Utf8)?;
+    text.as_any()
+        .downcast_ref::<StringArray>()
+        .cloned()
+        .ok_or_else(|| DataFusionError::Internal("cast to text".to_owned()))
+}
+
+impl<'a> GroupRows<'a> {
+    /// Rows of `shape` whose items are keyed by `key`.
+    pub(super) fn new(shape: &'a RowShape, key: &[String]) -> Self {
+        let schema = shape.schema();
+        let rest_of_key = key
+            .iter()
+            .filter(|k| k.as_str() != UNIT_COLUMN)
+            .filter_map(|k| schema.index_of(k).ok())
+            .collect();
+        Self {
+            shape,
+            rest_of_key,
+            held: Vec::new(),
+            seen: HashSet::new(),
+            bare_errors: HashSet::new(),
+        }
+    }
+
+    /// Writes (or holds) a batch of the job's rows.
+    pub(super) fn add(&mut self, batch: &RecordBatch, writer: &mut dyn RowSink) -> Result<()> {
+        let (rows, failed) = self.shape.convert(batch)?;
+        let units = text(rows.column(rows.schema().index_of(UNIT_COLUMN)?))?;
+        let status = text(rows.column(rows.schema().index_of(STATUS_COLUMN)?))?;
+        let mut hold = Vec::with_capacity(rows.num_rows());
+        for r in 0..rows.num_rows() {
+            let bare = self.rest_of_key.iter().all(|&c| rows.column(c).is_null(r));
+            let ok = status.value(r) == "ok";
+            if !units.is_null(r) {
+                self.seen.insert(units.value(r).to_owned());
+                if bare && !ok {
+                    self.bare_errors.insert(units.value(r).to_owned());
+                }
+            }
+            hold.push(bare && ok && !units.is_null(r));
+        }
+        let held = BooleanArray::from(hold);
+        if held.true_count() > 0 {
+            self.held.push(filter_record_batch(&rows, &held)?);
+        }
+        let rest = datafusion::arrow::compute::not(&held)?;
+        let written = filter_record_batch(&rows, &rest)?;
+        if written.num_rows() > 0 {
+            writer.write(&written, failed)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held rows and an error row for every failed video of `units` that needs
+    /// one; returns the videos of `units` that gave no row and did not fail.
+    pub(super) fn finish(
+        self,
+        units: &[String],
+        failures: Vec<Failure>,
+        writer: &mut dyn RowSink,
+    ) -> Result<Vec<String>> {
+        let ours: HashSet<&str> = units.iter().map(String::as_str).collect();
+        let mut by_unit: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for failure in failures {
+            if ours.contains(failure.path.as_str()) {
+                by_unit
+                    .entry(failure.path.clone())
+                    .or_default()
+                    .insert(failure.describe());
+            } else {
+                log::warn!(
+                    "a failure of '{}', which is not a video of this group, cannot be recorded in the manifest: {}",
+                    failure.path,
+                    failure.describe()
+                );
+            }
+        }
+        let message = |unit: &str| {
+            by_unit
+                .get(unit)
+                .map(|m| m.iter().cloned().collect::<Vec<_>>().join("; "))
+        };
+        let mut answered: HashSet<String> = self.bare_errors.clone();
+        for batch in &self.held {
+            let units = text(batch.column(batch.schema().index_of(UNIT_COLUMN)?))?;
+            let messages: Vec<Option<String>> = (0..batch.num_rows())
+                .map(|r| message(units.value(r)))
+                .collect();
+            let failed: Vec<String> = (0..batch.num_rows())
+                .filter(|&r| messages[r].is_some())
+                .map(|r| units.value(r).to_owned())
+                .collect();
+            answered.extend(failed.iter().cloned());
+            let status: StringArray = messages
+                .iter()
+                .map(|m| Some(if m.is_some() { "error" } else { "ok" }))
+                .collect();
+            let error: StringArray = messages.iter().map(Option::as_deref).collect();
+            let schema = batch.schema();
+            let mut columns = batch.columns().to_vec();
+            columns[schema.index_of(STATUS_COLUMN)?] = Arc::new(status);
+            columns[schema.index_of(ERROR_COLUMN)?] = Arc::new(error);
+            writer.write(&RecordBatch::try_new(schema, columns)?, failed)?;
+        }
+        for unit in by_unit.keys() {
+            if answered.contains(unit) {
+                continue;
+            }
+            let text = message(unit).unwrap_or_default();
+            log::warn!("{unit}: {text}");
+            let row = self.shape.error_row(unit, &text)?;
+            writer.write(&row, vec![unit.clone()])?;
+        }
+        Ok(units
+            .iter()
+            .filter(|u| !self.seen.contains(u.as_str()) && !by_unit.contains_key(u.as_str()))
+            .cloned()
+            .collect())
+    }
+}
