@@ -1,7 +1,7 @@
 //! Previews: `contact_sheet` and `thumbnail` give JPEG files that ffmpeg and Pillow
 //! decode, whose tiles are the frames ffmpeg extracts at the tiles' times (in the right
 //! cells, not their neighbours'), the same bytes embedded and on a cluster; a bad row is
-//! null and the query goes on.
+//! null and the query goes on; an invalid option value fails the query.
 
 use std::path::Path;
 
@@ -23,7 +23,7 @@ fn sheet_sql(path: &str) -> String {
     format!(
         "SELECT contact_sheet(p, {START}, {END}, 'frames={TILES},columns={COLUMNS},size=320,quality=2') AS sheet, \
          thumbnail(p, 12.0) AS thumb, \
-         contact_sheet(p, 1, 3, 'frames=0') AS bad_options, \
+         contact_sheet(p, 3, 1) AS bad_range, \
          contact_sheet(p || '.missing', 0, 2) AS missing \
          FROM (VALUES ('{path}')) AS t(p)"
     )
@@ -114,15 +114,36 @@ async fn contact_sheet_tiles_are_ffmpegs_frames_at_their_times() {
     let path = video.display().to_string();
     let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
     let values = run(&ctx, &sheet_sql(&path)).await;
-    let [Some(sheet), Some(thumb), bad_options, missing] = &values[..] else {
+    let [Some(sheet), Some(thumb), bad_range, missing] = &values[..] else {
         panic!(
             "a sheet and a thumbnail: {:?}",
             values.iter().map(Option::is_some).collect::<Vec<_>>()
         );
     };
     assert!(
-        bad_options.is_none() && missing.is_none(),
+        bad_range.is_none() && missing.is_none(),
         "bad rows are null"
+    );
+    // an invalid option value is the same for every row: it fails the query (code setup)
+    let failed = ctx
+        .run_script(&format!(
+            "SELECT contact_sheet('{path}', 1, 3, 'frames=0') AS bad_options"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .err()
+        .unwrap_or_else(|| panic!("an invalid option must fail the query"));
+    assert_eq!(
+        framefusion_engine::error::error_code(&failed),
+        framefusion_engine::error::ErrorCode::Setup
+    );
+    assert!(
+        failed
+            .to_string()
+            .contains("bad contact_sheet option 'frames=0'"),
+        "{failed}"
     );
 
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -6,9 +6,10 @@
 //! error row of the same video would collide with. When the query is over, the failures
 //! its run's ledger holds for the group's videos decide (`framefusion_common::failures`):
 //!
-//! - a failed video with a bare ok row: that row becomes its error row (`status` error,
-//!   `error` naming each failure as `operator: reason`, its values kept);
-//! - a failed video with a bare error row already (the job marks it itself): kept as is;
+//! - a failed video with an error row already (the job marks its failure itself, as a
+//!   `probe_error` or `clip_signals(...)['error']` column named `error`): kept as is;
+//! - else a failed video with a bare ok row: that row becomes its error row (`status`
+//!   error, `error` naming each failure as `operator: reason`, its values kept);
 //! - any other failed video: a new error row (`path`, `error`, every other column null),
 //!   beside the ok rows it may have (the shots that worked);
 //! - a video with no row and no failure gave no row legitimately (filtered by a condition
@@ -34,8 +35,8 @@ pub(super) struct GroupRows<'a> {
     held: Vec<RecordBatch>,
     /// Videos with at least one row.
     seen: HashSet<String>,
-    /// Videos with a bare error row.
-    bare_errors: HashSet<String>,
+    /// Videos with an error row among the job's rows.
+    errors: HashSet<String>,
 }
 
 fn text(column: &ArrayRef) -> Result<StringArray> {
@@ -60,7 +61,7 @@ impl<'a> GroupRows<'a> {
             rest_of_key,
             held: Vec::new(),
             seen: HashSet::new(),
-            bare_errors: HashSet::new(),
+            errors: HashSet::new(),
         }
     }
 
@@ -75,8 +76,8 @@ impl<'a> GroupRows<'a> {
             let ok = status.value(r) == "ok";
             if !units.is_null(r) {
                 self.seen.insert(units.value(r).to_owned());
-                if bare && !ok {
-                    self.bare_errors.insert(units.value(r).to_owned());
+                if !ok {
+                    self.errors.insert(units.value(r).to_owned());
                 }
             }
             hold.push(bare && ok && !units.is_null(r));
@@ -122,11 +123,11 @@ impl<'a> GroupRows<'a> {
                 .get(unit)
                 .map(|m| m.iter().cloned().collect::<Vec<_>>().join("; "))
         };
-        let mut answered: HashSet<String> = self.bare_errors.clone();
+        let mut answered: HashSet<String> = self.errors.clone();
         for batch in &self.held {
             let units = text(batch.column(batch.schema().index_of(UNIT_COLUMN)?))?;
             let messages: Vec<Option<String>> = (0..batch.num_rows())
-                .map(|r| message(units.value(r)))
+                .map(|r| message(units.value(r)).filter(|_| !self.errors.contains(units.value(r))))
                 .collect();
             let failed: Vec<String> = (0..batch.num_rows())
                 .filter(|&r| messages[r].is_some())
