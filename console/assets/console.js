@@ -96,7 +96,7 @@ function progressCells(run) {
   const p = run.progress;
   const s = run.summary;
   const videos = p ? `${p.skipped + p.done}/${p.total}` : (s ? `${s.videos}/${s.videos}` : "-");
-  const rows = s ? `${s.ok_rows} ok / ${s.error_rows} error` : (p ? `${p.rows} rows, ${p.failed} videos failed` : "-");
+  const rows = s ? `${s.ok_rows} ok / ${s.error_rows} error (${s.error_videos} videos failed, ${s.no_row_videos || 0} without rows)` : (p ? `${p.rows} rows, ${p.failed} videos failed, ${p.no_rows} without rows` : "-");
   const rate = p ? `${fmt(p.videos_per_s)} videos/s` : (s && s.elapsed_s > 0 ? `${fmt(s.processed / s.elapsed_s)} videos/s` : "-");
   const eta = p && p.eta_s !== null && run.status === "running" ? `${Math.round(p.eta_s)} s` : "-";
   return [el("td", { class: "videos" }, videos), el("td", { class: "rows" }, rows), el("td", {}, rate), el("td", {}, eta)];
@@ -142,7 +142,7 @@ async function runView(id) {
         run.status === "running" ? el("button", { id: "cancel-button", type: "button", onclick: async () => {
           await api(`/api/runs/${encodeURIComponent(id)}/cancel`, { method: "POST" }); } }, "Cancel") : null),
       el("p", { id: "run-progress" }, el("span", { class: "bar" }, el("span", { style: `width:${Math.round(ratio * 100)}%` })), " ",
-        p ? `${p.skipped + p.done}/${p.total} videos (${p.skipped} done earlier, ${p.failed} with errors), ${p.rows} rows, ${fmt(p.videos_per_s)} videos/s` +
+        p ? `${p.skipped + p.done}/${p.total} videos (${p.skipped} done earlier, ${p.failed} with errors, ${p.no_rows} without rows), ${p.rows} rows, ${fmt(p.videos_per_s)} videos/s` +
           (p.eta_s !== null && run.status === "running" ? `, ETA ${Math.round(p.eta_s)} s` : "") : ""),
       run.error ? el("p", { class: "error", id: "run-error" }, `${run.error.code}: ${run.error.message}`) : null,
       el("p", {}, "Output: ", el("code", {}, run.output), " · target: ", run.target || "-", " · ",

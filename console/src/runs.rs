@@ -42,6 +42,8 @@ pub struct Progress {
     pub done: usize,
     /// Of those, videos with an error row.
     pub failed: usize,
+    /// Of those, videos that gave no row and did not fail (filtered out by the job).
+    pub no_rows: usize,
     /// Rows this attempt committed.
     pub rows: u64,
     /// Videos committed per second.
@@ -57,6 +59,7 @@ impl From<&RunProgress> for Progress {
             skipped: p.skipped,
             done: p.done,
             failed: p.failed,
+            no_rows: p.no_rows,
             rows: p.rows,
             videos_per_s: p.videos_per_s(),
             eta_s: p.eta().map(|d| d.as_secs_f64()),

@@ -12,6 +12,7 @@
 //! | `framefusion_inference_seconds_total` | counter | `model` | seconds in ONNX Runtime, per model file |
 //! | `framefusion_model_loads_total` | counter | `model` | model sessions created (loads, not cache hits) |
 //! | `framefusion_rows_total` | counter | `run`, `status` | manifest rows written per run (its output location), `ok` or `error` |
+//! | `framefusion_videos_total` | counter | `run`, `status` | videos a run committed: `ok`, `error` (an error row), `no_rows` (filtered out by the job) |
 //! | `framefusion_queries_total` | counter | `status` | statements the Flight SQL server ran, `ok` or `error` |
 //! | `framefusion_tasks_total` | counter | `status` | Ballista tasks an executor finished: `ok`, `error` or `cancelled` |
 //! | `framefusion_tasks_running` | gauge | | Ballista tasks an executor is running now |
@@ -41,6 +42,7 @@ struct Metrics {
     inference_seconds: Family<Labels, Seconds>,
     model_loads: Family<Labels, Counter>,
     rows: Family<Labels, Counter>,
+    videos: Family<Labels, Counter>,
     queries: Family<Labels, Counter>,
     tasks: Family<Labels, Counter>,
     tasks_running: Gauge,
@@ -59,6 +61,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         inference_seconds: Family::default(),
         model_loads: Family::default(),
         rows: Family::default(),
+        videos: Family::default(),
         queries: Family::default(),
         tasks: Family::default(),
         tasks_running: Gauge::default(),
@@ -102,6 +105,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "rows",
         "Manifest rows written, per run and status",
         m.rows.clone(),
+    );
+    registry.register(
+        "videos",
+        "Videos a manifest run committed, per run and status (ok, error, no_rows)",
+        m.videos.clone(),
     );
     registry.register(
         "queries",
@@ -205,6 +213,15 @@ pub fn rows_written(run: &str, ok: u64, error: u64) {
     }
 }
 
+/// Counts the videos a run (whose output is `run`) committed: `ok`, with an error row,
+/// and without rows.
+pub fn videos_committed(run: &str, ok: u64, error: u64, no_rows: u64) {
+    for (n, status) in [(ok, "ok"), (error, "error"), (no_rows, "no_rows")] {
+        let labels = vec![("run", run.to_owned()), ("status", status.to_owned())];
+        METRICS.videos.get_or_create(&labels).inc_by(n);
+    }
+}
+
 /// Counts a statement run by the Flight SQL server.
 pub fn query_done(ok: bool) {
     METRICS.queries.get_or_create(&status(ok)).inc();
@@ -281,6 +298,7 @@ mod tests {
         operator_seconds("detect_shots", 0.25);
         model_loaded("det.onnx");
         rows_written("/tmp/run", 3, 1);
+        videos_committed("/tmp/run", 1, 4, 0);
         task_started().finish(true);
         drop(task_started());
         pool_state("gpu", 7, 1);
@@ -291,6 +309,8 @@ mod tests {
             "framefusion_operator_seconds_total{operator=\"detect_shots\"}",
             "framefusion_model_loads_total{model=\"det.onnx\"}",
             "framefusion_rows_total{run=\"/tmp/run\",status=\"error\"}",
+            "framefusion_videos_total{run=\"/tmp/run\",status=\"error\"} 4",
+            "framefusion_videos_total{run=\"/tmp/run\",status=\"no_rows\"} 0",
             "framefusion_tasks_total{status=\"ok\"} 1",
             "framefusion_tasks_total{status=\"cancelled\"} 1",
             "framefusion_tasks_running 0",

@@ -855,6 +855,16 @@ impl Runner<'_> {
             (written - errors) as u64,
             errors as u64,
         );
+        // the videos this attempt ran (a retry's part also lists those it kept)
+        let ran: HashSet<&str> = units.iter().map(String::as_str).collect();
+        let among = |list: &[String]| list.iter().filter(|u| ran.contains(u.as_str())).count();
+        let (failed, empty) = (among(&meta.error_units), among(&meta.no_row_units));
+        framefusion_media::metrics::videos_committed(
+            self.store.display(),
+            units.len().saturating_sub(failed + empty) as u64,
+            failed as u64,
+            empty as u64,
+        );
         if let Some(old) = &replaces {
             self.store.delete(old).await?;
         }
