@@ -149,7 +149,7 @@ async fn failed_videos_are_error_rows_whatever_the_job_shape() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_videos_are_error_rows_on_a_cluster() {
     let cluster = TestCluster::start(2, 2, 10).await;
-    for shape_name in ["unnest", "probe_filter", "join"] {
+    for shape_name in ["unnest", "where_not_null", "probe_filter", "join"] {
         every_video_accounted(shape_name, Some(&cluster.url()));
     }
 }

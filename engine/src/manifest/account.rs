@@ -18,13 +18,13 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast, filter_record_batch};
-use datafusion::arrow::datatypes::DataType;
-use datafusion::error::{DataFusionError, Result};
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch, StringArray};
+use datafusion::arrow::compute::filter_record_batch;
+use datafusion::error::Result;
 use framefusion_common::failures::Failure;
 
 use super::part::{ERROR_COLUMN, RowShape, RowSink, STATUS_COLUMN, UNIT_COLUMN};
+use super::text_column;
 
 /// What a group's query gave, written as it comes (see the module docs).
 pub(super) struct GroupRows<'a> {
@@ -37,14 +37,6 @@ pub(super) struct GroupRows<'a> {
     seen: HashSet<String>,
     /// Videos with an error row among the job's rows.
     errors: HashSet<String>,
-}
-
-fn text(column: &ArrayRef) -> Result<StringArray> {
-    let text = cast(column, &DataType::Utf8)?;
-    text.as_any()
-        .downcast_ref::<StringArray>()
-        .cloned()
-        .ok_or_else(|| DataFusionError::Internal("cast to text".to_owned()))
 }
 
 impl<'a> GroupRows<'a> {
@@ -68,8 +60,8 @@ impl<'a> GroupRows<'a> {
     /// Writes (or holds) a batch of the job's rows.
     pub(super) fn add(&mut self, batch: &RecordBatch, writer: &mut dyn RowSink) -> Result<()> {
         let (rows, failed) = self.shape.convert(batch)?;
-        let units = text(rows.column(rows.schema().index_of(UNIT_COLUMN)?))?;
-        let status = text(rows.column(rows.schema().index_of(STATUS_COLUMN)?))?;
+        let units = text_column(&rows, UNIT_COLUMN)?;
+        let status = text_column(&rows, STATUS_COLUMN)?;
         let mut hold = Vec::with_capacity(rows.num_rows());
         for r in 0..rows.num_rows() {
             let bare = self.rest_of_key.iter().all(|&c| rows.column(c).is_null(r));
@@ -125,7 +117,7 @@ impl<'a> GroupRows<'a> {
         };
         let mut answered: HashSet<String> = self.errors.clone();
         for batch in &self.held {
-            let units = text(batch.column(batch.schema().index_of(UNIT_COLUMN)?))?;
+            let units = text_column(batch, UNIT_COLUMN)?;
             let messages: Vec<Option<String>> = (0..batch.num_rows())
                 .map(|r| message(units.value(r)).filter(|_| !self.errors.contains(units.value(r))))
                 .collect();
@@ -159,5 +151,122 @@ impl<'a> GroupRows<'a> {
             .filter(|u| !self.seen.contains(u.as_str()) && !by_unit.contains_key(u.as_str()))
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{Array, Float64Array, RecordBatch, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use framefusion_common::code::ErrorCode;
+    use framefusion_common::failures::Failure;
+
+    use super::GroupRows;
+    use crate::manifest::part::RowShape;
+
+    fn failure(path: &str, operator: &str) -> Failure {
+        Failure {
+            path: path.to_owned(),
+            operator: operator.to_owned(),
+            code: ErrorCode::BadMedia,
+            message: format!("cannot decode '{path}'"),
+        }
+    }
+
+    /// Rows of a job `SELECT path, motion, error` (an `error` column of its own).
+    fn job_rows(rows: &[(&str, Option<f64>, Option<&str>)]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("path", DataType::Utf8, true),
+            Field::new("motion", DataType::Float64, true),
+            Field::new("error", DataType::Utf8, true),
+        ]));
+        let paths: StringArray = rows.iter().map(|r| Some(r.0)).collect();
+        let motion: Float64Array = rows.iter().map(|r| r.1).collect();
+        let errors: StringArray = rows.iter().map(|r| r.2).collect();
+        RecordBatch::try_new(
+            schema,
+            vec![Arc::new(paths), Arc::new(motion), Arc::new(errors)],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// (path, status, error) of every row the group wrote, in order.
+    fn written(out: &[(RecordBatch, Vec<String>)]) -> Vec<(String, String, Option<String>)> {
+        let mut rows = Vec::new();
+        for (batch, _) in out {
+            let text = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                    .cloned()
+                    .unwrap_or_else(|| panic!("no {name}"))
+            };
+            let (path, status, error) = (text("path"), text("status"), text("error"));
+            for r in 0..batch.num_rows() {
+                rows.push((
+                    path.value(r).to_owned(),
+                    status.value(r).to_owned(),
+                    (!error.is_null(r)).then(|| error.value(r).to_owned()),
+                ));
+            }
+        }
+        rows
+    }
+
+    #[test]
+    fn failed_videos_get_one_error_row_and_the_others_are_counted() {
+        let job = job_rows(&[
+            ("a", Some(1.0), None),
+            ("b", None, None),
+            ("d", None, Some("probe failed")),
+        ]);
+        let shape = RowShape::new(&job.schema(), "run-1").unwrap_or_else(|e| panic!("{e}"));
+        let key = vec!["path".to_owned()];
+        let mut group = GroupRows::new(&shape, &key);
+        let mut out: Vec<(RecordBatch, Vec<String>)> = Vec::new();
+        group.add(&job, &mut out).unwrap_or_else(|e| panic!("{e}"));
+        let units: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let failures = vec![
+            // b's row is its item: it becomes the error row
+            failure("b", "motion_score"),
+            // c gave no row: it gets one
+            failure("c", "detect_shots"),
+            failure("c", "probe"),
+            // d's own row already says it failed: no second row
+            failure("d", "probe"),
+            // not a video of this group: logged only
+            failure("z", "probe"),
+        ];
+        let empty = group
+            .finish(&units, failures, &mut out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(empty, ["e"], "e gave no row and did not fail");
+        let mut rows = written(&out);
+        rows.sort();
+        assert_eq!(
+            rows,
+            [
+                ("a".to_owned(), "ok".to_owned(), None),
+                (
+                    "b".to_owned(),
+                    "error".to_owned(),
+                    Some("motion_score: cannot decode 'b'".to_owned())
+                ),
+                (
+                    "c".to_owned(),
+                    "error".to_owned(),
+                    Some("detect_shots: cannot decode 'c'; probe: cannot decode 'c'".to_owned())
+                ),
+                (
+                    "d".to_owned(),
+                    "error".to_owned(),
+                    Some("probe failed".to_owned())
+                ),
+            ]
+        );
+        let failed: Vec<&String> = out.iter().flat_map(|(_, f)| f).collect();
+        assert_eq!(failed.len(), 3, "b, c and d are failed videos: {failed:?}");
     }
 }

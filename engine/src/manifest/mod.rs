@@ -789,7 +789,8 @@ impl Runner<'_> {
         };
         let mut writer = self.writer(&name)?;
         let mut no_rows = Vec::new();
-        match self.group(&units, seq, &mut writer).await {
+        // a job that cannot even be planned is wrong for every video: stop the run
+        match self.group(&units, seq, &mut writer).await? {
             Ok(empty) => no_rows = empty,
             Err(e) if is_systemic(&e) => return Err(e),
             Err(group_error) => {
@@ -801,7 +802,8 @@ impl Runner<'_> {
                     let result = if units.len() == 1 {
                         Err(group_error.clone_message())
                     } else {
-                        self.group(one, (seq + 1) * 1_000_000 + i, &mut rows).await
+                        self.group(one, (seq + 1) * 1_000_000 + i, &mut rows)
+                            .await?
                     };
                     match result {
                         Ok(empty) => {
@@ -887,21 +889,22 @@ impl Runner<'_> {
 
     /// Runs the job on `units` with its own failure sink and gives its rows to `out` as
     /// they come, then an error row for each video whose failures its rows do not show
-    /// ([`account`]); returns the videos that gave no row and did not fail. A setup
-    /// failure met on a cluster arrives there as a plain message: the sink says what it
-    /// was, so that it stops the run as it does embedded.
+    /// ([`account`]); answers the videos that gave no row and did not fail, or the
+    /// query's failure. An error (the outer one) means the job cannot be planned, which is
+    /// wrong for every video. A setup failure met on a cluster arrives as a plain message:
+    /// the sink says what it was, so that it stops the run as it does embedded.
     async fn group(
         &self,
         units: &[String],
         tag: usize,
         out: &mut dyn RowSink,
-    ) -> Result<Vec<String>> {
+    ) -> Result<Result<Vec<String>>> {
         let sink = self.sink(tag);
         let config = self.job.state.config();
         let classify = |e| crate::error::with_unreachable_cluster(config, e);
+        let mut stream = self.execute(units, &sink).await?;
         let mut rows = GroupRows::new(self.shape, self.key);
         let streamed = async {
-            let mut stream = self.execute(units, &sink).await?;
             while let Some(batch) = stream.next().await {
                 rows.add(&batch?, out)?;
             }
@@ -910,7 +913,8 @@ impl Runner<'_> {
         .await
         .map_err(classify);
         let failures = match (&streamed, crate::ledger::take(config, &sink).await) {
-            (Ok(()), taken) => taken?,
+            (Ok(()), Ok(taken)) => taken,
+            (Ok(()), Err(e)) => return Ok(Err(e)),
             (Err(_), Ok(taken)) => taken,
             // the query's own failure says more than the ledger's
             (Err(_), Err(e)) => {
@@ -922,13 +926,13 @@ impl Runner<'_> {
             if crate::error::error_code(&e) == ErrorCode::Internal
                 && let Some(setup) = failures.iter().find(|f| f.code.stops_a_run())
             {
-                return Err(DataFusionError::External(Box::new(
+                return Ok(Err(DataFusionError::External(Box::new(
                     framefusion_udfs::UdfError::Setup(setup.message.clone()),
-                )));
+                ))));
             }
-            return Err(e);
+            return Ok(Err(e));
         }
-        rows.finish(units, failures, out)
+        Ok(rows.finish(units, failures, out))
     }
 
     async fn execute(
