@@ -218,8 +218,7 @@ pub fn decode_frames_with(
         // sparse fps sampling skips frames (timestamps permitting: checked only then, as
         // it reads the file's first packets)
         let plan = match sampling {
-            Sampling::Fps(fps) => SkipPlan::for_stream(&stream, &timing, fps)
-                .filter(|_| timestamps_complete(media, stream_index)),
+            Sampling::Fps(fps) => SkipPlan::for_stream(media, &stream, &timing, fps),
             _ => None,
         };
         // when frames are not all decoded, a frame's index comes from its timestamp
@@ -462,7 +461,10 @@ pub(crate) struct SkipPlan {
 impl SkipPlan {
     /// The plan for sampling `stream` (timed by `timing`) at `fps`, when that is sparse
     /// enough (below a quarter of the frame rate) for the decoder to skip frames.
+    /// It reads the file's first packets (only when the rate allows a plan): none when
+    /// they lack presentation timestamps ([`FirstPackets`]).
     pub(crate) fn for_stream(
+        media: &MediaInput,
         stream: &ffmpeg::format::stream::Stream,
         timing: &Timing,
         fps: f64,
@@ -473,12 +475,16 @@ impl SkipPlan {
         } else {
             0.2
         };
-        (fps > 0.0 && fps * frame_period < 0.25).then(|| SkipPlan {
+        if !(fps > 0.0 && fps * frame_period < 0.25) {
+            return None;
+        }
+        let first = first_packets(media, stream);
+        first.timestamps.then(|| SkipPlan {
             fps,
             origin: timing.origin,
             tb: timing.tb,
             frame_period,
-            keyframes: indexed_keyframes(stream),
+            keyframes: first.keyframes,
             margin: (4.0 * frame_period / timing.tb).round() as i64,
         })
     }
@@ -932,27 +938,65 @@ fn slot_origin(input: &ffmpeg::format::context::Input, stream_start: i64, tb: f6
     ((file_start_us as f64 / 1e6 / tb).round() as i64).min(stream_start)
 }
 
-/// Whether the first packets of the video stream all carry a presentation timestamp. AVI
-/// (and MPEG program streams, for some frames) store only decoding timestamps: the
-/// presentation time of such a frame is known only once the decoder reorders it, so
-/// skipping by timestamp and parallel chunks (both decided per packet) are off for them
-/// and every frame is decoded in order.
-pub(crate) fn timestamps_complete(media: &MediaInput, stream_index: usize) -> bool {
+/// What the first packets of the video stream say about reading it sparsely (skipping
+/// frames by timestamp, parallel chunks cut at key frames); one look at the file.
+pub(crate) struct FirstPackets {
+    /// Whether they all carry a presentation timestamp. AVI (and MPEG program streams,
+    /// for some frames) store only decoding timestamps: the presentation time of such a
+    /// frame is known only once the decoder reorders it, so skipping by timestamp and
+    /// parallel chunks (both decided per packet) are off for them and every frame is
+    /// decoded in order.
+    pub(crate) timestamps: bool,
+    /// The timestamps (stream ticks, sorted) of the key frames the container's index
+    /// lists; empty when it has no index, or when its entries are not key frames: the MPEG
+    /// program stream demuxer indexes nearly every packet as a "keyframe" (seek points),
+    /// and a plan that trusted it dropped reference frames it took for the tail of a GOP
+    /// (a 30 fps MPEG-2 program stream's last `fps=1` frame came out damaged). An index of
+    /// key frames lists none of the first packets that is not key.
+    pub(crate) keyframes: Vec<i64>,
+}
+
+/// Reads the first packets of `stream` of `media` ([`FirstPackets`]).
+pub(crate) fn first_packets(
+    media: &MediaInput,
+    stream: &ffmpeg::format::stream::Stream,
+) -> FirstPackets {
     /// Packets looked at: past the first GOP's reordering in every common layout.
     const LOOK: usize = 48;
+    let keys = index_entries(stream);
     let Ok(mut input) = media.open() else {
-        return false;
+        return FirstPackets {
+            timestamps: false,
+            keyframes: Vec::new(),
+        };
     };
-    input
+    let stream_index = stream.index();
+    let (mut timestamps, mut lists_others) = (true, false);
+    for (_, p) in input
         .packets()
         .filter(|(s, _)| s.index() == stream_index)
         .take(LOOK)
-        .all(|(_, p)| p.pts().is_some())
+    {
+        timestamps &= p.pts().is_some();
+        lists_others |= !p.is_key()
+            && p.dts()
+                .or(p.pts())
+                .is_some_and(|ts| keys.binary_search(&ts).is_ok());
+    }
+    if lists_others {
+        log::debug!(
+            "{}: the container's index lists packets that are not key frames; frames are not skipped by it",
+            media.display
+        );
+    }
+    FirstPackets {
+        timestamps,
+        keyframes: if lists_others { Vec::new() } else { keys },
+    }
 }
 
-/// The timestamps (stream ticks, sorted) of the keyframes the container's index lists;
-/// empty when it has no index.
-pub(crate) fn indexed_keyframes(stream: &ffmpeg::format::stream::Stream) -> Vec<i64> {
+/// The key entries of the container's index (stream ticks, sorted).
+fn index_entries(stream: &ffmpeg::format::stream::Stream) -> Vec<i64> {
     // SAFETY: the stream belongs to an open input that outlives this call; the index
     // accessors return entries owned by the stream, read before anything changes it.
     unsafe {

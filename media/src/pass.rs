@@ -39,7 +39,7 @@ use crate::centre::centre_sample_rgb;
 pub use crate::colour::Matrix;
 use crate::colour::{ColourKey, colour_key, configure};
 use crate::decode::{
-    FrameMotion, Timing, decode_error, frame_motion, open_video_decoder, timestamps_complete,
+    FrameMotion, Timing, decode_error, first_packets, frame_motion, open_video_decoder,
 };
 use crate::ffmpeg::{self, format::Pixel, media::Type, software::scaling};
 use crate::probe::open_error_is_transient;
@@ -767,10 +767,10 @@ fn decode_pass(
         let stream = input.streams().best(Type::Video).ok_or_else(|| {
             decode_error(&media.display, "the file has no video stream".to_owned())
         })?;
-        if timestamps_complete(media, stream.index()) {
+        let first = first_packets(media, &stream);
+        if first.timestamps {
             let timing = Timing::of_stream(&input, &stream, true);
-            let keyframes = crate::decode::indexed_keyframes(&stream);
-            crate::decode::chunk_bounds(&keyframes, timing.tb, CHUNK_S)
+            crate::decode::chunk_bounds(&first.keyframes, timing.tb, CHUNK_S)
         } else {
             Vec::new()
         }
@@ -950,8 +950,9 @@ fn decode_frames_into(
     }
     let plan = match options.selection {
         // timestamps checked only when the plan applies (it reads the first packets)
-        Selection::Sampled(fps) => crate::decode::SkipPlan::for_stream(&stream, &timing, fps)
-            .filter(|_| timestamps_complete(media, stream_index)),
+        Selection::Sampled(fps) => {
+            crate::decode::SkipPlan::for_stream(media, &stream, &timing, fps)
+        }
         _ => None,
     };
     // a window's lead-in: up to two frames before the range the decoder skips the frames
@@ -960,7 +961,7 @@ fn decode_frames_into(
     let lead_in_end = match (options.selection, options.range) {
         (Selection::Window, Some((from, _))) => timing
             .frame_rate()
-            .filter(|rate| *rate > 0.0 && timestamps_complete(media, stream_index))
+            .filter(|rate| *rate > 0.0 && first_packets(media, &stream).timestamps)
             .map(|rate| timing.start + ((from - 2.0 / rate) / timing.tb).floor() as i64),
         _ => None,
     };

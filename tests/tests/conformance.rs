@@ -27,6 +27,8 @@ struct Case {
     container: &'static str,
     /// The lavfi video source (size and rate are traits of the case).
     source: &'static str,
+    /// Seconds of video (and audio).
+    seconds: &'static str,
     /// Video encoding arguments.
     video: &'static [&'static str],
     /// Audio encoding arguments (a sine track), or none.
@@ -46,6 +48,7 @@ fn cases() -> Vec<Case> {
             codec: "h264",
             container: "mp4",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &[
                 "-c:v",
                 "libx264",
@@ -71,6 +74,7 @@ fn cases() -> Vec<Case> {
             codec: "h264",
             container: "matroska",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &[
                 "-vf",
                 "select='lt(mod(n\\,10)\\,6)'",
@@ -94,6 +98,7 @@ fn cases() -> Vec<Case> {
             codec: "hevc",
             container: "mov",
             source: "testsrc2=size=320x240:rate=30",
+            seconds: SECONDS,
             video: &[
                 "-c:v",
                 "libx265",
@@ -115,6 +120,7 @@ fn cases() -> Vec<Case> {
             codec: "vp9",
             container: "webm",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &[
                 "-c:v",
                 "libvpx-vp9",
@@ -134,6 +140,7 @@ fn cases() -> Vec<Case> {
             codec: "av1",
             container: "matroska",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "libsvtav1", "-preset", "12", "-g", "30"],
             audio: &[],
             extra: &[],
@@ -144,16 +151,40 @@ fn cases() -> Vec<Case> {
             codec: "mpeg2video",
             container: "mpeg",
             source: "testsrc2=size=352x288:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "mpeg2video", "-bf", "2", "-q:v", "4"],
             audio: &["-c:a", "mp2"],
             extra: &["-f", "vob"],
             traits: "program stream: start time 0.5 s, audio first, B-frames, mp2",
         },
         Case {
+            file: "mpeg2_ps_30fps.mpg",
+            codec: "mpeg2video",
+            container: "mpeg",
+            source: "testsrc2=size=352x288:rate=30",
+            seconds: "7.6",
+            video: &["-c:v", "mpeg2video", "-bf", "2", "-q:v", "4"],
+            audio: &["-c:a", "mp2"],
+            extra: &["-f", "vob"],
+            traits: "program stream of 7.6 s at 30 fps starting 0.53 s in, whose index lists nearly every packet as a seek point: the last fps=1 slot",
+        },
+        Case {
+            file: "mpeg2_ps_24fps.mpg",
+            codec: "mpeg2video",
+            container: "mpeg",
+            source: "testsrc2=size=352x288:rate=24",
+            seconds: "7.6",
+            video: &["-c:v", "mpeg2video", "-bf", "2", "-q:v", "4"],
+            audio: &["-c:a", "mp2"],
+            extra: &["-f", "vob"],
+            traits: "program stream of 7.6 s at 24 fps, the same index",
+        },
+        Case {
             file: "mpeg2_ts.ts",
             codec: "mpeg2video",
             container: "mpegts",
             source: "testsrc2=size=352x288:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "mpeg2video", "-bf", "2", "-q:v", "4"],
             audio: &["-c:a", "ac3"],
             extra: &[],
@@ -164,6 +195,7 @@ fn cases() -> Vec<Case> {
             codec: "mpeg4",
             container: "avi",
             source: "testsrc2=size=320x240:rate=24000/1001",
+            seconds: SECONDS,
             video: &["-c:v", "mpeg4", "-bf", "2", "-q:v", "4"],
             audio: &["-c:a", "libmp3lame"],
             extra: &[],
@@ -174,6 +206,7 @@ fn cases() -> Vec<Case> {
             codec: "msmpeg4v3",
             container: "avi",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "msmpeg4", "-q:v", "4"],
             audio: &["-c:a", "pcm_s16le"],
             extra: &[],
@@ -184,6 +217,7 @@ fn cases() -> Vec<Case> {
             codec: "mjpeg",
             container: "avi",
             source: "testsrc2=size=321x241:rate=15",
+            seconds: SECONDS,
             video: &["-c:v", "mjpeg", "-pix_fmt", "yuvj422p", "-q:v", "3"],
             audio: &[],
             extra: &[],
@@ -194,6 +228,7 @@ fn cases() -> Vec<Case> {
             codec: "prores",
             container: "mov",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "prores_ks", "-profile:v", "1"],
             audio: &["-c:a", "pcm_s16le"],
             extra: &[],
@@ -204,6 +239,7 @@ fn cases() -> Vec<Case> {
             codec: "cinepak",
             container: "avi",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "cinepak", "-g", "25"],
             audio: &[],
             extra: &[],
@@ -214,6 +250,7 @@ fn cases() -> Vec<Case> {
             codec: "ffv1",
             container: "matroska",
             source: "testsrc2=size=319x239:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "ffv1", "-pix_fmt", "yuv420p"],
             audio: &["-c:a", "flac"],
             extra: &[],
@@ -224,6 +261,7 @@ fn cases() -> Vec<Case> {
             codec: "flv1",
             container: "flv",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "flv", "-q:v", "4"],
             audio: &["-c:a", "libmp3lame", "-ar", "44100"],
             extra: &[],
@@ -234,6 +272,7 @@ fn cases() -> Vec<Case> {
             codec: "h264",
             container: "matroska",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &["-c:v", "libx264", "-preset", "veryfast", "-bf", "2"],
             audio: &["-c:a", "aac"],
             extra: &["-output_ts_offset", "1.3"],
@@ -244,6 +283,7 @@ fn cases() -> Vec<Case> {
             codec: "h264",
             container: "mpegts",
             source: "testsrc2=size=320x240:rate=25",
+            seconds: SECONDS,
             video: &[
                 "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "25",
             ],
@@ -261,7 +301,7 @@ fn generate(dir: &Path, case: &Case) -> PathBuf {
         "-f".into(),
         "lavfi".into(),
         "-t".into(),
-        SECONDS.into(),
+        case.seconds.into(),
         "-i".into(),
         case.source.into(),
     ];
@@ -271,7 +311,7 @@ fn generate(dir: &Path, case: &Case) -> PathBuf {
                 "-f",
                 "lavfi",
                 "-t",
-                SECONDS,
+                case.seconds,
                 "-i",
                 "sine=frequency=440:sample_rate=48000",
             ]
@@ -789,6 +829,15 @@ mod defects {
     #[test]
     fn program_stream_start_offset_samples_like_ffmpeg() {
         assert_agrees(&["mpeg2_ps.mpg", "mpeg2_ts.ts", "h264_offset.mkv"]);
+    }
+
+    /// MPEG-2 program streams at 30 and 24 fps, 7.6 s, starting 0.53 s in: the demuxer's
+    /// index lists nearly every packet as a seek point, the frame-skipping plan took
+    /// them for key frames and dropped reference frames, and `fps=1` gave damaged frames
+    /// (the last slot at 30 fps, five of eight at 24 fps).
+    #[test]
+    fn program_stream_seek_points_are_not_key_frames() {
+        assert_agrees(&["mpeg2_ps_30fps.mpg", "mpeg2_ps_24fps.mpg"]);
     }
 
     /// VP9 and Cinepak decoders ignore `skip_frame`: `keyframes` returned every frame.
