@@ -31,6 +31,17 @@ pub struct ServeArgs {
     #[arg(long = "runs", value_name = "LOCATION")]
     runs: Vec<String>,
 
+    /// Seconds a console run's lease lasts unless this server renews it: the first
+    /// --runs location records every run before it starts, and a server takes over a run
+    /// whose lease expired (this one after a restart, or another sharing the location).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "FRAMEFUSION_RUN_LEASE",
+        default_value_t = 30
+    )]
+    run_lease: u64,
+
     /// A user of the username/password handshake, NAME:PASSWORD (repeatable, or
     /// comma-separated in FRAMEFUSION_SERVE_USERS).
     #[arg(
@@ -110,6 +121,7 @@ pub async fn run(args: ServeArgs) -> Result<(), CliError> {
     let console = ConsoleOptions {
         runs: args.runs.clone(),
         clusters: clusters.clone(),
+        run_lease: Some(Duration::from_secs(args.run_lease.max(1))),
     };
     let options = ServeOptions {
         bind: args.bind,

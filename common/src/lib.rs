@@ -15,5 +15,5 @@ pub mod failures;
 pub mod settings;
 
 pub use code::{Coded, ErrorCode};
-/// DataFusion's common crate, for [`prefixed_extension!`].
+/// DataFusion's common crate, for [`prefixed_extension!`](crate::prefixed_extension).
 pub use datafusion_common;

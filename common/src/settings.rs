@@ -5,7 +5,7 @@
 //! key. DataFusion's `extensions_options!` lists an extension's entries without its
 //! prefix (`device`, not `onnx.device`), so they cannot be set again there: a `SET
 //! onnx.*` on the client never reached the executors. framefusion's settings are written
-//! with `config_namespace!` and made an extension by [`prefixed_extension!`], whose
+//! with `config_namespace!` and made an extension by [`prefixed_extension!`](crate::prefixed_extension), whose
 //! entries carry the full key.
 
 use datafusion_common::config::{ConfigEntry, ConfigField, Visit};

@@ -170,6 +170,36 @@ pub async fn describe(client: &reqwest::Client, name: &str, url: &str) -> Cluste
     view
 }
 
+/// Cancels the jobs named `name` that the scheduler of `url` has not finished (`PATCH
+/// /api/job/{id}`): how many it cancelled.
+pub async fn cancel_jobs_named(
+    client: &reqwest::Client,
+    url: &str,
+    name: &str,
+) -> Result<usize, String> {
+    let root = rest_root(url);
+    let jobs = get::<Vec<RawJob>>(client, &format!("{root}/api/jobs")).await?;
+    let mut cancelled = 0;
+    for job in jobs
+        .iter()
+        .filter(|j| j.job_name == name && matches!(j.status.as_str(), "Running" | "Queued"))
+    {
+        let target = format!("{root}/api/job/{}", job.job_id);
+        let response = client
+            .patch(&target)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("{target}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{target}: HTTP {}", response.status()));
+        }
+        log::info!("cancelled job {} ({name}) on {url}", job.job_id);
+        cancelled += 1;
+    }
+    Ok(cancelled)
+}
+
 /// Tasks whose status is `Running` in a job's `/stages` answer.
 fn running_tasks(stages: &serde_json::Value) -> usize {
     stages["stages"]

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | `GET /api/targets` | where runs may go: `embedded` and each `--cluster NAME=URL` |
 //! | `GET /api/runs` | every run: those this server started (live) and the manifests under `--runs` ([`runs::RunView`]) |
-//! | `POST /api/runs` | `{"sql": JOB, "target": NAME, "output": URI}` (output optional: a new folder under the first `--runs`) -> `{"id": ...}` |
+//! | `POST /api/runs` | `{"sql": JOB, "target": NAME, "output": URI}` (output optional: a new folder under the first `--runs`) -> `{"id": ..., "durable": true}` (false without `--runs`) |
 //! | `GET /api/runs/{id}` | one run: status, videos done/total, rows ok/error, throughput, ETA, seconds per operator, `_SUCCESS` |
 //! | `POST /api/runs/{id}/cancel` | stops a live run (a later run with the same output resumes it) |
 //! | `GET /api/runs/{id}/errors` | the manifest's error rows: their key columns and messages |
@@ -19,8 +19,15 @@
 //! A run executes where its target says: `embedded` in this process, a cluster through a
 //! session on its scheduler. Failures answer `{"error": {"code", "message"}}` with the
 //! HTTP status of the code, as the SQL API does.
+//!
+//! With `--runs`, submitted runs are durable ([`durable`]): recorded before they start,
+//! leased while they run, and taken over by a server (this one after a restart, or
+//! another sharing the runs location) once the lease expires. Without `--runs` a run
+//! lives in this process only, which the server says when it starts and in the answer to
+//! `POST /api/runs` (`"durable": false`).
 
 pub mod clusters;
+pub mod durable;
 mod pages;
 pub mod runs;
 
@@ -50,6 +57,9 @@ pub struct ConsoleOptions {
     pub runs: Vec<String>,
     /// Clusters runs may be submitted to, by name (`--cluster NAME=df://host:port`).
     pub clusters: Vec<(String, String)>,
+    /// How long a run's lease lasts unless renewed (`--run-lease`; default
+    /// [`durable::DEFAULT_LEASE`]).
+    pub run_lease: Option<std::time::Duration>,
 }
 
 /// The console's state.
@@ -59,6 +69,8 @@ pub struct Console {
     options: ConsoleOptions,
     runs: runs::Registry,
     http: reqwest::Client,
+    /// The run book under the first `--runs` location (durable runs).
+    book: Option<Arc<durable::RunBook>>,
 }
 
 /// The embedded target's name.
@@ -67,11 +79,35 @@ pub const EMBEDDED: &str = "embedded";
 impl Console {
     /// A console over `service`.
     pub fn new(service: Arc<FrameFusionFlightSql>, options: ConsoleOptions) -> Self {
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            runs::Registry::default().next_name()
+        );
+        let lease = options.run_lease.unwrap_or(durable::DEFAULT_LEASE);
+        let book = match options.runs.first() {
+            Some(root) => match durable::RunBook::open(root, owner, lease) {
+                Ok(book) => Some(Arc::new(book)),
+                Err(e) => {
+                    log::warn!(
+                        "runs are not durable: cannot open the run book under '{root}': {e}"
+                    );
+                    None
+                }
+            },
+            None => {
+                log::warn!(
+                    "runs are not durable: without --runs a submitted run lives in this process only"
+                );
+                None
+            }
+        };
         Self {
             service,
             options,
             runs: runs::Registry::default(),
             http: reqwest::Client::new(),
+            book,
         }
     }
 
@@ -87,6 +123,14 @@ impl Console {
 /// The console's routes (see the module docs).
 pub fn routes(service: Arc<FrameFusionFlightSql>, options: ConsoleOptions) -> Router {
     let console = Arc::new(Console::new(service, options));
+    if console.book.is_some() {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(watch_runs(Arc::clone(&console)));
+            }
+            Err(_) => log::warn!("runs are not taken over: no runtime to watch them on"),
+        }
+    }
     Router::new()
         .route("/", get(pages::index))
         .route("/console.js", get(pages::script))
@@ -160,8 +204,103 @@ struct SubmitBody {
 
 async fn submit(State(console): Shared, headers: HeaderMap, body: axum::body::Bytes) -> Response {
     match start(&console, &headers, &body).await {
-        Ok(id) => json(StatusCode::CREATED, serde_json::json!({ "id": id })),
+        Ok(id) => json(
+            StatusCode::CREATED,
+            serde_json::json!({ "id": id, "durable": console.book.is_some() }),
+        ),
         Err(s) => failure(&s),
+    }
+}
+
+/// Takes over the recorded runs whose lease expired, every half lease.
+async fn watch_runs(console: Arc<Console>) {
+    let Some(book) = console.book.clone() else {
+        return;
+    };
+    loop {
+        match book.orphans().await {
+            Ok(orphans) => {
+                for (record, epoch) in orphans {
+                    if console.runs.is_running(&record.id) {
+                        continue;
+                    }
+                    match book.take(&record.id, epoch).await {
+                        Ok(Some(held)) => {
+                            log::info!(
+                                "taking over run {} (its lease expired): {} -> {}",
+                                record.id,
+                                record.target,
+                                record.output
+                            );
+                            if let Err(e) = resume(&console, &book, record, held).await {
+                                log::warn!("{e}");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => log::warn!("cannot take over run {}: {e}", record.id),
+                    }
+                }
+            }
+            Err(e) => log::warn!("cannot read the run book '{}': {e}", book.display()),
+        }
+        tokio::time::sleep(book.lease() / 2).await;
+    }
+}
+
+/// Runs a recorded run again under `held`: the old owner's cluster jobs cancelled, the
+/// job planned again, the manifest resumed. A failure leaves the lease to expire, so
+/// that the run is tried again.
+async fn resume(
+    console: &Console,
+    book: &Arc<durable::RunBook>,
+    record: durable::RunRecord,
+    held: durable::Held,
+) -> Result<(), String> {
+    let id = record.id.clone();
+    let cluster = if record.target == EMBEDDED {
+        None
+    } else {
+        Some(console.cluster_url(&record.target).ok_or_else(|| {
+            format!(
+                "run {id}: its target '{}' is not a cluster of this server (--cluster NAME=URL)",
+                record.target
+            )
+        })?)
+    };
+    if let Some(url) = cluster {
+        clusters::cancel_jobs_named(&console.http, url, &runs::job_name(&id))
+            .await
+            .map_err(|e| format!("run {id}: cannot cancel its old jobs on '{url}': {e}"))?;
+    }
+    let ctx = console
+        .service
+        .new_session(cluster)
+        .await
+        .map_err(|e| format!("run {id}: {}", e.message()))?;
+    let plan = console
+        .service
+        .plan_job(&ctx, &record.sql)
+        .await
+        .map_err(|e| format!("run {id}: {}", e.message()))?;
+    let submission = runs::Submission {
+        id: id.clone(),
+        ctx,
+        plan,
+        sql: record.sql,
+        output: record.output.clone(),
+        embedded: cluster.is_none(),
+        target: record.target,
+        user: record.user,
+    };
+    match console
+        .runs
+        .start(submission, Some((Arc::clone(book), held)))
+    {
+        Some(_) => Ok(()),
+        None => Err(format!(
+            "run {id}: a run of this server already writes '{}'",
+            record.output
+        )),
     }
 }
 
@@ -204,11 +343,37 @@ async fn start(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<St
     // the output must be an allowed location (a confined process refuses others)
     framefusion_media::source::check_location(&output)
         .map_err(|e| status(&datafusion::error::DataFusionError::External(Box::new(e))))?;
+    if console.book.is_some()
+        && let Some(key) = durable::secret_in(&body.sql)
+    {
+        return Err(Status::invalid_argument(format!(
+            "the job sets '{key}': runs are recorded in the run book, which never holds a secret; give store credentials through the server's environment or its catalog"
+        )));
+    }
     let ctx = console.service.new_session(cluster).await?;
     let plan = console.service.plan_job(&ctx, &body.sql).await?;
-    console
-        .runs
-        .start(runs::Submission {
+    let id = console.runs.new_id();
+    let lease = match &console.book {
+        Some(book) => {
+            let record = durable::RunRecord {
+                id: id.clone(),
+                sql: body.sql.clone(),
+                target: target.clone(),
+                output: output.clone(),
+                user: caller.user.clone(),
+                submitted_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis()),
+            };
+            let held = book.record(&record).await.map_err(|e| status(&e))?;
+            Some((Arc::clone(book), held))
+        }
+        None => None,
+    };
+    let recorded = lease.clone();
+    let started = console.runs.start(
+        runs::Submission {
+            id,
             ctx,
             plan,
             sql: body.sql,
@@ -216,8 +381,22 @@ async fn start(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<St
             embedded: cluster.is_none(),
             target,
             user: caller.user,
-        })
-        .ok_or_else(|| already_running(&output))
+        },
+        lease,
+    );
+    if started.is_none()
+        && let Some((book, held)) = recorded
+    {
+        // recorded but not started: no server may run it later
+        let ended = durable::Outcome {
+            status: "failed".to_owned(),
+            message: Some(format!("a run was already writing '{output}'")),
+        };
+        if let Err(e) = book.finish(&held, &ended).await {
+            log::warn!("cannot record the end of run {}: {e}", held.id);
+        }
+    }
+    started.ok_or_else(|| already_running(&output))
 }
 
 fn already_running(output: &str) -> Status {

@@ -10,6 +10,8 @@ use datafusion::prelude::SessionContext;
 use framefusion_engine::manifest::{
     ManifestOptions, RunProgress, RunRecord, RunSummary, runs_under, write_manifest,
 };
+
+use crate::durable::{Held, Outcome, RunBook};
 use framefusion_media::code::ErrorCode;
 use framefusion_media::storage::StorageOptions;
 use futures::future::{AbortHandle, Abortable};
@@ -208,6 +210,8 @@ fn found_view(record: RunRecord) -> RunView {
 
 /// What a submitted run needs.
 pub struct Submission {
+    /// The run's id ([`Registry::new_id`]; a recorded run keeps its own).
+    pub id: String,
     /// The job's session (on its target).
     pub ctx: SessionContext,
     /// The job's planned query.
@@ -224,6 +228,87 @@ pub struct Submission {
     pub user: String,
 }
 
+/// The name of the cluster jobs of run `id`.
+pub fn job_name(id: &str) -> String {
+    format!("framefusion run {id}")
+}
+
+/// Keeps a run's lease on a thread of its own: a query's operators run blocking on the
+/// process's CPU pool and hold the runtime's workers for as long as a batch takes, which
+/// must not delay a renewal past the lease's expiry. Dropped, it stops renewing.
+struct LeaseKeeper {
+    /// Why the run must stop: taken over, or its lease could not be renewed.
+    lost: tokio::sync::oneshot::Receiver<String>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl LeaseKeeper {
+    fn start(book: Arc<RunBook>, held: Held) -> Self {
+        let (lost_tx, lost) = tokio::sync::oneshot::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("lease {}", held.id))
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = lost_tx.send(format!("cannot keep its lease: {e}"));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    tokio::select! {
+                        why = keep_lease(&book, &held) => {
+                            let _ = lost_tx.send(why);
+                        }
+                        _ = tokio::task::spawn_blocking(move || stop_rx.recv()) => {}
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start the thread that keeps a run's lease: {e}");
+        }
+        Self {
+            lost,
+            stop: Some(stop_tx),
+        }
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Renews `held` every third of the lease time; returns (why) when the run was taken over
+/// or the lease cannot be renewed until it expires.
+async fn keep_lease(book: &RunBook, held: &Held) -> String {
+    let every = book.lease() / 3;
+    let mut last_ok = Instant::now();
+    loop {
+        tokio::time::sleep(every).await;
+        match book.renew(held).await {
+            Ok(true) => last_ok = Instant::now(),
+            Ok(false) => {
+                return "taken over by another server (its lease on the run had expired)"
+                    .to_owned();
+            }
+            Err(e) if last_ok.elapsed() >= book.lease() => {
+                return format!(
+                    "its lease could not be renewed ({e}); another server may take it over"
+                );
+            }
+            Err(e) => log::warn!("run {}: cannot renew its lease: {e}", held.id),
+        }
+    }
+}
+
 /// The runs of a console.
 #[derive(Debug, Default)]
 pub struct Registry {
@@ -238,6 +323,18 @@ fn writing(live: &[Arc<LiveRun>], output: &str) -> bool {
 }
 
 impl Registry {
+    /// A new run id: unique in this process and across restarts.
+    pub fn new_id(&self) -> String {
+        format!("live-{}", self.next_name().trim_start_matches("run-"))
+    }
+
+    /// Whether the run `id` runs in this process now.
+    pub fn is_running(&self, id: &str) -> bool {
+        lock(&self.live)
+            .iter()
+            .any(|r| r.id == id && lock(&r.state).status == Status::Running)
+    }
+
     /// A name for the next run's output folder: unique in this process and across
     /// restarts (the time in milliseconds).
     pub fn next_name(&self) -> String {
@@ -255,9 +352,11 @@ impl Registry {
 
     /// Starts `job` on the current runtime: its id, or `None` when a live run already
     /// writes the job's output (checked and registered under one lock, so two submissions
-    /// racing for one output cannot both start).
-    pub fn start(&self, job: Submission) -> Option<String> {
-        let id = format!("live-{}", self.next_name().trim_start_matches("run-"));
+    /// racing for one output cannot both start). A recorded run (`lease`: the run book and
+    /// this server's lease on it) renews its lease while it runs, stops if another server
+    /// took it over, and records how it ended.
+    pub fn start(&self, job: Submission, lease: Option<(Arc<RunBook>, Held)>) -> Option<String> {
+        let id = job.id.clone();
         let (abort, registration) = AbortHandle::new_pair();
         let run = Arc::new(LiveRun {
             id: id.clone(),
@@ -295,35 +394,84 @@ impl Registry {
             })),
             ..ManifestOptions::default()
         };
-        let state = job.ctx.state();
+        let mut state = job.ctx.state();
+        if !job.embedded {
+            // the cluster's jobs carry the run's name: a server taking the run over
+            // cancels those still there
+            let named = state
+                .config_mut()
+                .options_mut()
+                .set("ballista.job.name", &job_name(&id));
+            if let Err(e) = named {
+                log::warn!("run {id}: cannot name its cluster jobs: {e}");
+            }
+        }
         tokio::spawn(async move {
             let work = Abortable::new(write_manifest(state, job.plan, &options), registration);
-            let outcome = work.await;
-            let mut s = lock(&run.state);
-            s.ended = Some(run.started.elapsed().as_secs_f64());
-            if run.embedded {
-                s.operators_after = Some(framefusion_media::metrics::operator_seconds_so_far());
-            }
-            match outcome {
-                Ok(Ok(summary)) => {
-                    s.status = Status::Succeeded;
-                    s.summary = Some(summary);
+            let outcome = match &lease {
+                Some((book, held)) => {
+                    let mut keeper = LeaseKeeper::start(Arc::clone(book), held.clone());
+                    tokio::select! {
+                        outcome = work => outcome,
+                        Ok(lost) = &mut keeper.lost => {
+                            let mut s = lock(&run.state);
+                            s.ended = Some(run.started.elapsed().as_secs_f64());
+                            s.status = Status::Cancelled;
+                            s.error = Some(Failure {
+                                code: ErrorCode::Cancelled.name(),
+                                message: lost,
+                            });
+                            return;
+                        }
+                    }
                 }
-                Ok(Err(e)) => {
-                    log::warn!("run {} stopped: {e}", run.id);
-                    s.status = Status::Failed;
-                    s.error = Some(Failure {
-                        code: framefusion_engine::error::error_code(&e).name(),
-                        message: e.to_string(),
-                    });
+                None => work.await,
+            };
+            let ended = {
+                let mut s = lock(&run.state);
+                s.ended = Some(run.started.elapsed().as_secs_f64());
+                if run.embedded {
+                    s.operators_after = Some(framefusion_media::metrics::operator_seconds_so_far());
                 }
-                Err(_aborted) => {
-                    s.status = Status::Cancelled;
-                    s.error = Some(Failure {
-                        code: ErrorCode::Cancelled.name(),
-                        message: "cancelled from the console; submit the job again with the same output to resume it".to_owned(),
-                    });
+                match outcome {
+                    Ok(Ok(summary)) => {
+                        s.status = Status::Succeeded;
+                        s.summary = Some(summary);
+                    }
+                    Ok(Err(e)) => {
+                        log::warn!("run {} stopped: {e}", run.id);
+                        s.status = Status::Failed;
+                        s.error = Some(Failure {
+                            code: framefusion_engine::error::error_code(&e).name(),
+                            message: e.to_string(),
+                        });
+                    }
+                    Err(_aborted) => {
+                        s.status = Status::Cancelled;
+                        s.error = Some(Failure {
+                            code: ErrorCode::Cancelled.name(),
+                            message: "cancelled from the console; submit the job again with the same output to resume it".to_owned(),
+                        });
+                    }
                 }
+                Outcome {
+                    status: match s.status {
+                        Status::Succeeded => "succeeded",
+                        Status::Cancelled => "cancelled",
+                        _ => "failed",
+                    }
+                    .to_owned(),
+                    message: s.error.as_ref().map(|e| e.message.clone()),
+                }
+            };
+            if let Some((book, held)) = &lease
+                && let Err(e) = book.finish(held, &ended).await
+            {
+                log::warn!(
+                    "run {}: cannot record its end in '{}' (another server may run it again, the manifest keeps the result exact): {e}",
+                    run.id,
+                    book.display()
+                );
             }
         });
         Some(id)

@@ -10,6 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use framefusion_tests::cluster::TestCluster;
 use framefusion_tests::flight::{FlightServer, USER};
@@ -216,4 +217,172 @@ async fn the_console_runs_a_job_and_browses_its_shots_on_a_cluster() {
     tokio::task::spawn_blocking(move || drive(Some(shared.as_ref())))
         .await
         .unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The lease of the durable-run test's servers, in seconds.
+const LEASE_S: u64 = 2;
+
+/// `framefusion serve` with the console over `runs`, a short run lease and slow commits
+/// (each part waits `pause_ms` before it is published, so a run lasts long enough to be
+/// killed in the middle).
+fn durable_server(root: &Path, corpus: &Path, runs: &Path, pause_ms: u64) -> FlightServer {
+    FlightServer::start_with_env(
+        root,
+        &[
+            "--allow-root",
+            &corpus.display().to_string(),
+            "--http",
+            "127.0.0.1:0",
+            "--runs",
+            &runs.display().to_string(),
+            "--run-lease",
+            &LEASE_S.to_string(),
+        ],
+        &[(
+            framefusion_engine::manifest::COMMIT_PAUSE_ENV,
+            pause_ms.to_string(),
+        )],
+    )
+}
+
+/// The lease files of the run book under `runs`.
+fn leases(runs: &Path) -> Vec<String> {
+    let book = runs.join("_console/runs");
+    let mut found: Vec<String> = std::fs::read_dir(&book)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|run| {
+            std::fs::read_dir(run.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("lease-"))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The manifest rows at `out` without `run_id`, as sorted JSON.
+fn rows_without_run(out: &Path) -> Vec<String> {
+    let mut rows: Vec<String> = crate::manifest::manifest_table(out)
+        .into_iter()
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("run_id");
+            }
+            r.to_string()
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_run_survives_its_server_being_killed() {
+    let corpus = crate::manifest::corpus(16);
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let runs = work.path().join("runs");
+    std::fs::create_dir_all(&runs).unwrap_or_else(|e| panic!("{e}"));
+    let out = runs.join("shots");
+    let sql = format!(
+        "CREATE EXTERNAL TABLE durable_src STORED AS VIDEO LOCATION '{}';
+SELECT path, s['start_s'] AS start_s, s['end_s'] AS end_s,
+       motion_score(path, s['start_s'], s['end_s']) AS motion
+FROM (SELECT path, unnest(detect_shots(path)) AS s FROM durable_src)",
+        corpus.path().display()
+    );
+
+    // the rows of an uninterrupted run of the same job
+    let job = work.path().join("job.sql");
+    std::fs::write(&job, &sql).unwrap_or_else(|e| panic!("{e}"));
+    let reference = work.path().join("reference");
+    crate::manifest::finished(
+        Command::new(framefusion_tests::framefusion_bin())
+            .arg("run")
+            .arg(&job)
+            .arg("--output")
+            .arg(&reference)
+            .args(["--no-catalog", "-q"])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}")),
+    );
+    let expected = rows_without_run(&reference);
+
+    let first = durable_server(work.path(), corpus.path(), &runs, 3000);
+    let http = first.http.clone().unwrap_or_else(|| panic!("no --http"));
+    let bearer = format!("Bearer {}", framefusion_tests::flight::STATIC_TOKEN);
+    let body =
+        serde_json::json!({"sql": sql, "target": "embedded", "output": out.display().to_string()});
+    let (status, answer) = framefusion_tests::flight::http_request(
+        &http,
+        "POST",
+        "/api/runs",
+        &[
+            ("authorization", &bearer),
+            ("content-type", "application/json"),
+        ],
+        &body.to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap_or_default();
+    assert_eq!(answer["durable"], true, "{answer}");
+    let id = answer["id"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        runs.join("_console/runs")
+            .join(&id)
+            .join("run.json")
+            .is_file(),
+        "the run is recorded before it starts"
+    );
+
+    // a second server on the same runs folder does not take a run whose server is alive
+    let second = durable_server(work.path(), corpus.path(), &runs, 0);
+    std::thread::sleep(Duration::from_secs(3 * LEASE_S));
+    assert_eq!(
+        leases(&runs),
+        ["lease-000001.json"],
+        "the run changed hands"
+    );
+    drop(second);
+
+    // kill the first server in the middle of the run
+    let until = std::time::Instant::now() + Duration::from_secs(120);
+    while crate::manifest::parts(&out) == 0 {
+        assert!(std::time::Instant::now() < until, "no part was published");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !out.join("_SUCCESS").exists(),
+        "the run finished too early to be killed"
+    );
+    drop(first); // SIGKILL
+    let done_before = crate::manifest::parts(&out);
+
+    // started again, the server takes the run over once its lease expires and finishes it
+    let restarted = durable_server(work.path(), corpus.path(), &runs, 0);
+    let until = std::time::Instant::now() + Duration::from_secs(180);
+    while !out.join("_SUCCESS").exists() {
+        assert!(
+            std::time::Instant::now() < until,
+            "the run did not finish after the restart (leases {:?})",
+            leases(&runs)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(leases(&runs), ["lease-000001.json", "lease-000002.json"]);
+    assert!(done_before >= 1);
+    let got = rows_without_run(&out);
+    assert_eq!(got, expected, "the rows of an uninterrupted run, each once");
+    let restarted_http = restarted.http.clone().unwrap_or_default();
+    let view = framefusion_tests::flight::http_request(
+        &restarted_http,
+        "GET",
+        &format!("/api/runs/{id}"),
+        &[("authorization", &bearer)],
+        "",
+    );
+    assert!(view.1.contains("succeeded"), "{view:?}");
 }

@@ -17,7 +17,8 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload};
 
 /// Environment variable (a test hook): milliseconds to wait between writing a part in
-/// full and publishing it, so a test can kill a run in the middle of a commit.
+/// full and publishing it, so a test can kill a run in the middle of a commit (parts
+/// only: markers and other small files are published at once).
 pub const COMMIT_PAUSE_ENV: &str = "FRAMEFUSION_FAULT_COMMIT_PAUSE_MS";
 
 /// Parts larger than this are uploaded in several pieces.
@@ -163,6 +164,23 @@ impl ManifestStore {
         self.publish(staged, name).await
     }
 
+    /// Writes `bytes` as `name` unless `name` exists: whether this call created it. One
+    /// writer wins when several race: a local folder creates the file atomically (a hard
+    /// link), S3 sends a conditional put (`If-None-Match: *`); a store without conditional
+    /// writes answers with an error, never a false `true`.
+    pub async fn create(&self, name: &str, bytes: Vec<u8>) -> Result<bool> {
+        let options = object_store::PutOptions::from(object_store::PutMode::Create);
+        match self
+            .store
+            .put_opts(&self.path(name), PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
+            Err(e) => Err(self.error(name, &e)),
+        }
+    }
+
     /// Removes `name` (nothing happens when it does not exist).
     pub async fn delete(&self, name: &str) -> Result<()> {
         match self.store.delete(&self.path(name)).await {
@@ -199,9 +217,11 @@ impl ManifestStore {
             .as_file()
             .sync_all()
             .map_err(DataFusionError::IoError)?;
+        // the test hook pauses part commits only (not markers or a console's run book)
         if let Some(ms) = std::env::var(COMMIT_PAUSE_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
+            .filter(|_| name.ends_with(".parquet"))
         {
             tokio::time::sleep(Duration::from_millis(ms)).await;
         }
