@@ -162,11 +162,11 @@ fn cases() -> Vec<Case> {
             codec: "mpeg2video",
             container: "mpeg",
             source: "testsrc2=size=352x288:rate=30",
-            seconds: "7.6",
+            seconds: "7.5",
             video: &["-c:v", "mpeg2video", "-bf", "2", "-q:v", "4"],
             audio: &["-c:a", "mp2"],
             extra: &["-f", "vob"],
-            traits: "program stream of 7.6 s at 30 fps starting 0.53 s in, whose index lists nearly every packet as a seek point: the last fps=1 slot",
+            traits: "program stream of 7.5 s at 30 fps starting 0.53 s in, whose index lists nearly every packet as a seek point; its last fps=1 slot is filled at the end of the stream",
         },
         Case {
             file: "mpeg2_ps_24fps.mpg",
@@ -831,13 +831,45 @@ mod defects {
         assert_agrees(&["mpeg2_ps.mpg", "mpeg2_ts.ts", "h264_offset.mkv"]);
     }
 
-    /// MPEG-2 program streams at 30 and 24 fps, 7.6 s, starting 0.53 s in: the demuxer's
-    /// index lists nearly every packet as a seek point, the frame-skipping plan took
-    /// them for key frames and dropped reference frames, and `fps=1` gave damaged frames
-    /// (the last slot at 30 fps, five of eight at 24 fps).
+    /// MPEG-2 program streams at 30 fps (7.5 s) and 24 fps (7.6 s), starting 0.53 s in:
+    /// the demuxer's index lists nearly every packet as a seek point, the frame-skipping
+    /// plan took them for key frames and dropped reference frames, and `fps=1` gave
+    /// damaged frames (the last slot at 30 fps, five of eight at 24 fps). At 30 fps the
+    /// last slot is filled by the end-of-stream rule of ffmpeg's `fps` filter: the last
+    /// frame rounds to slot 7, and only the end of the stream (a frame later) to slot 8.
     #[test]
     fn program_stream_seek_points_are_not_key_frames() {
         assert_agrees(&["mpeg2_ps_30fps.mpg", "mpeg2_ps_24fps.mpg"]);
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = generate(dir.path(), &case("mpeg2_ps_30fps.mpg"));
+        let probe = |args: &[&str]| {
+            let out = Command::new("ffprobe")
+                .args(["-v", "error"])
+                .args(args)
+                .args(["-of", "csv=p=0"])
+                .arg(&path)
+                .output()
+                .unwrap_or_else(|e| panic!("ffprobe: {e}"));
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.trim().trim_end_matches(',').parse::<f64>().ok())
+                .collect::<Vec<f64>>()
+        };
+        let start = probe(&["-show_entries", "format=start_time"])[0];
+        let last = probe(&[
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "frame=best_effort_timestamp_time",
+        ])
+        .into_iter()
+        .fold(f64::MIN, f64::max);
+        let (last_slot, end_slot) = ((last - start).round(), (last + 1.0 / 30.0 - start).round());
+        assert_eq!(
+            (last_slot, end_slot),
+            (7.0, 8.0),
+            "the last slot must be filled at the end of the stream (first frame of the file at {start} s, last at {last} s)"
+        );
     }
 
     /// VP9 and Cinepak decoders ignore `skip_frame`: `keyframes` returned every frame.
