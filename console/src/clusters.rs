@@ -93,20 +93,22 @@ fn rest_root(url: &str) -> String {
     format!("http://{host}")
 }
 
+/// The answer to `request` (to `url`), when it is a success.
+async fn answer(request: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response, String> {
+    let response = request.send().await.map_err(|e| format!("{url}: {e}"))?;
+    if !response.status().is_success() {
+        return Err(format!("{url}: HTTP {}", response.status()));
+    }
+    Ok(response)
+}
+
 async fn get<T: for<'de> Deserialize<'de>>(
     client: &reqwest::Client,
     url: &str,
 ) -> Result<T, String> {
-    let response = client
-        .get(url)
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("{url}: HTTP {}", response.status()));
-    }
-    response
+    let request = client.get(url).timeout(Duration::from_secs(5));
+    answer(request, url)
+        .await?
         .json::<T>()
         .await
         .map_err(|e| format!("{url}: {e}"))
@@ -185,15 +187,11 @@ pub async fn cancel_jobs_named(
         .filter(|j| j.job_name == name && matches!(j.status.as_str(), "Running" | "Queued"))
     {
         let target = format!("{root}/api/job/{}", job.job_id);
-        let response = client
-            .patch(&target)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .map_err(|e| format!("{target}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{target}: HTTP {}", response.status()));
-        }
+        answer(
+            client.patch(&target).timeout(Duration::from_secs(10)),
+            &target,
+        )
+        .await?;
         log::info!("cancelled job {} ({name}) on {url}", job.job_id);
         cancelled += 1;
     }
