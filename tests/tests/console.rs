@@ -386,3 +386,69 @@ FROM (SELECT path, unnest(detect_shots(path)) AS s FROM durable_src)",
     );
     assert!(view.1.contains("succeeded"), "{view:?}");
 }
+
+/// The status of the jobs named `name` on the scheduler at `addr` (its REST API).
+fn job_statuses(addr: &str, name: &str) -> Vec<String> {
+    let jobs = framefusion_tests::flight::http_get(addr, "/api/jobs");
+    let jobs: Vec<serde_json::Value> = serde_json::from_str(&jobs).unwrap_or_default();
+    jobs.iter()
+        .filter(|j| j["job_name"] == name)
+        .map(|j| j["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_cancels_the_old_owners_cluster_jobs() {
+    // a job of a console run whose server died: still running on the cluster
+    let cluster = TestCluster::start(1, 1, 10).await;
+    let corpus = crate::manifest::corpus(16);
+    let name = framefusion_console::runs::job_name("live-1-0");
+    let mut orphan = Command::new(framefusion_tests::framefusion_bin())
+        .args(["sql", "--no-catalog", "--cluster", &cluster.url()])
+        .arg(format!(
+            "SET ballista.job.name = '{name}';
+             CREATE EXTERNAL TABLE orphan_src STORED AS VIDEO LOCATION '{}';
+             SELECT sum(cardinality(detect_shots(path))) AS shots FROM orphan_src",
+            corpus.path().display()
+        ))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while !job_statuses(&cluster.scheduler_addr(), &name).contains(&"Running".to_owned()) {
+        assert!(std::time::Instant::now() < until, "the job did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let client = reqwest::Client::new();
+    let cancelled =
+        framefusion_console::clusters::cancel_jobs_named(&client, &cluster.url(), &name)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cancelled, 1);
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let statuses = job_statuses(&cluster.scheduler_addr(), &name);
+        if !statuses.iter().any(|s| s == "Running" || s == "Queued") {
+            assert!(
+                statuses.iter().all(|s| s != "Completed"),
+                "the job must end cancelled, not complete: {statuses:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "the job still runs: {statuses:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = orphan.wait().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!status.success(), "its client sees the job cancelled");
+    // a job of another name is not touched
+    assert_eq!(
+        framefusion_console::clusters::cancel_jobs_named(&client, &cluster.url(), "other")
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        0
+    );
+}
