@@ -18,6 +18,8 @@ demo: setup
 test: setup
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	bash scripts/check-layout.sh
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 	cargo build -p framefusion-cli
 	cargo test --workspace
 

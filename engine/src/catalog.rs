@@ -1,5 +1,5 @@
 //! The persistent catalog in a session: `datafusion.public` kept in a
-//! [`CatalogStore`](framefusion_catalogs::persistent::CatalogStore).
+//! [`CatalogStore`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

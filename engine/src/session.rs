@@ -19,7 +19,9 @@ use framefusion_udfs::models::user::OnnxFunctionFactory;
 use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
 
 /// The session configuration framefusion uses embedded: DataFusion's defaults with
-/// framefusion's changes (see [`framefusion_defaults`]).
+/// framefusion's changes: the information schema (`SHOW TABLES`, `DESCRIBE`), no
+/// round-robin repartitioning (video work is spread by files), and framefusion's
+/// `video.*`, `onnx.*`, `framefusion.*` and store settings.
 pub fn session_config() -> SessionConfig {
     framefusion_defaults(SessionConfig::new())
 }

@@ -547,8 +547,9 @@ fn location_storage(
     }
 }
 
-/// Registers the store of `location` with the store options among `options` in `runtime`
-/// (see [`location_storage`]).
+/// Registers the store of `location` with the store options among `options` (`aws.*`,
+/// `gcp.*`, `azure.*`; options of a store that does not serve the location are refused)
+/// in `runtime`.
 pub fn register_location(
     runtime: &datafusion::execution::runtime_env::RuntimeEnv,
     location: &str,
