@@ -19,6 +19,7 @@
 
 pub mod config;
 pub mod error;
+pub mod frame_scan;
 pub mod frames;
 pub mod listing;
 pub mod persistent;

@@ -5,6 +5,7 @@
 //! folder that cannot be opened becomes a [`ListedFile`] carrying an `error`, so it shows
 //! up as an error row of the table.
 
+use datafusion::datasource::listing::PartitionedFile;
 use framefusion_media::error::{ErrorCode, io_code};
 use std::collections::HashSet;
 use std::fs;
@@ -311,6 +312,30 @@ fn entry(path: &Path, filter: &ExtensionFilter, explicit: bool) -> Option<Listed
         modified_us,
         error,
     })
+}
+
+/// The listing facts of a scanned file: the [`ListedFile`] attached to it at planning
+/// time, or what its object path says.
+pub fn listed_file(file: &PartitionedFile) -> ListedFile {
+    file.extension::<ListedFile>()
+        .cloned()
+        .unwrap_or_else(|| ListedFile {
+            uri: format!("file:///{}", file.object_meta.location),
+            size: i64::try_from(file.object_meta.size).ok(),
+            modified_us: Some(file.object_meta.last_modified.timestamp_micros()),
+            error: None,
+        })
+}
+
+/// The scan partition of one listed file.
+pub fn partitioned_file(file: ListedFile) -> PartitionedFile {
+    let location = file
+        .uri
+        .strip_prefix("file:///")
+        .unwrap_or(&file.uri)
+        .to_owned();
+    let size = file.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
+    PartitionedFile::new(location, size).with_extension(file)
 }
 
 #[cfg(test)]

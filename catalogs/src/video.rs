@@ -39,8 +39,9 @@ use object_store::ObjectStore;
 
 use crate::CatalogError;
 use crate::config::VideoOptions;
-use crate::frames::{FrameOptions, FramesOpener, frames_schema};
+use crate::frame_scan::{FrameOptions, FramesOpener, frames_schema};
 use crate::listing::{self, ExtensionFilter, ListedFile};
+pub use crate::listing::{listed_file, partitioned_file};
 
 /// The file type name in `STORED AS VIDEO`.
 pub const VIDEO_FILE_TYPE: &str = "VIDEO";
@@ -600,30 +601,6 @@ impl VideoFileSource {
             .as_ref()
             .is_none_or(|c| c.iter().any(|&i| i >= LISTING_COLUMNS))
     }
-}
-
-/// The listing facts of a scanned file: the [`ListedFile`] attached to it at planning
-/// time, or what its object path says.
-pub fn listed_file(file: &PartitionedFile) -> ListedFile {
-    file.extension::<ListedFile>()
-        .cloned()
-        .unwrap_or_else(|| ListedFile {
-            uri: format!("file:///{}", file.object_meta.location),
-            size: i64::try_from(file.object_meta.size).ok(),
-            modified_us: Some(file.object_meta.last_modified.timestamp_micros()),
-            error: None,
-        })
-}
-
-/// The scan partition of one listed file.
-pub fn partitioned_file(file: ListedFile) -> PartitionedFile {
-    let location = file
-        .uri
-        .strip_prefix("file:///")
-        .unwrap_or(&file.uri)
-        .to_owned();
-    let size = file.size.and_then(|s| u64::try_from(s).ok()).unwrap_or(0);
-    PartitionedFile::new(location, size).with_extension(file)
 }
 
 impl FileSource for VideoFileSource {

@@ -1,5 +1,6 @@
 //! Writing query results: a pretty table, CSV, JSON lines or Parquet, streamed batch by
-//! batch (the table is the one format that needs every row before it prints).
+//! batch (the table is the one format that needs every row before it prints), and running
+//! a script of statements into them ([`run_script`], for `framefusion sql` and the shell).
 
 use std::fs::File;
 use std::io::Write;
@@ -13,6 +14,8 @@ use datafusion::arrow::util::pretty::{
 };
 use datafusion::arrow::{csv, json};
 use datafusion::dataframe::DataFrame;
+use datafusion::prelude::SessionContext;
+use framefusion_engine::SessionContextExt;
 use futures::StreamExt;
 use parquet::arrow::ArrowWriter;
 
@@ -138,6 +141,33 @@ pub async fn write(
             }
             writer.close().map_err(|e| write_err(&e))?;
         }
+    }
+    Ok(())
+}
+
+/// Runs the statements of `script` in order, writing each result (the last one's to
+/// `output` when given); `progress` is the shell's spinner, cleared before output.
+pub async fn run_script(
+    ctx: &SessionContext,
+    script: &str,
+    format: Format,
+    output: Option<PathBuf>,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<(), CliError> {
+    let statements = ctx.parse_script(script)?;
+    let count = statements.len();
+    for (i, statement) in statements.into_iter().enumerate() {
+        let df = ctx.execute_statement(statement).await?;
+        if df.schema().fields().is_empty() {
+            continue; // DDL and SET return no columns
+        }
+        let last = i + 1 == count;
+        let sink = match (&output, last) {
+            (Some(path), true) => Sink::File(path.clone()),
+            (Some(_), false) => Sink::Discard,
+            (None, _) => Sink::Stdout,
+        };
+        write(df, format, sink, progress).await?;
     }
     Ok(())
 }

@@ -260,7 +260,7 @@ async fn execute(ctx: &SessionContext, statements: &str, format: Format) {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
     );
     spinner.enable_steady_tick(Duration::from_millis(200));
-    let work = crate::sql::run_script(ctx, statements, format, None, Some(&spinner));
+    let work = crate::output::run_script(ctx, statements, format, None, Some(&spinner));
     tokio::select! {
         outcome = work => {
             spinner.finish_and_clear();

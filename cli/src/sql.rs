@@ -3,11 +3,9 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use datafusion::prelude::SessionContext;
-use framefusion_engine::SessionContextExt;
 
 use crate::CliError;
-use crate::output::{Format, Sink};
+use crate::output::Format;
 
 /// Arguments of `framefusion sql`.
 #[derive(Debug, Args)]
@@ -58,7 +56,9 @@ pub async fn run(args: SqlArgs) -> Result<(), CliError> {
     );
     args.catalog.attach(&ctx)?;
     match script {
-        Some(script) => run_script(&ctx, &script, args.format, args.output, None).await,
+        Some(script) => {
+            crate::output::run_script(&ctx, &script, args.format, args.output, None).await
+        }
         None => crate::shell::run(&ctx, args.format).await,
     }
 }
@@ -83,31 +83,4 @@ fn read_script(args: &SqlArgs) -> Result<String, CliError> {
         script.push_str("\n;\n");
     }
     Ok(script)
-}
-
-/// Runs the statements of `script` in order, writing each result (the last one's to
-/// `output` when given); `progress` is the shell's spinner, cleared before output.
-pub async fn run_script(
-    ctx: &SessionContext,
-    script: &str,
-    format: Format,
-    output: Option<PathBuf>,
-    progress: Option<&indicatif::ProgressBar>,
-) -> Result<(), CliError> {
-    let statements = ctx.parse_script(script)?;
-    let count = statements.len();
-    for (i, statement) in statements.into_iter().enumerate() {
-        let df = ctx.execute_statement(statement).await?;
-        if df.schema().fields().is_empty() {
-            continue; // DDL and SET return no columns
-        }
-        let last = i + 1 == count;
-        let sink = match (&output, last) {
-            (Some(path), true) => Sink::File(path.clone()),
-            (Some(_), false) => Sink::Discard,
-            (None, _) => Sink::Stdout,
-        };
-        crate::output::write(df, format, sink, progress).await?;
-    }
-    Ok(())
 }

@@ -35,7 +35,6 @@ use crate::MediaError;
 use crate::colour::{ColourKey, Matrix, colour_key, configure};
 use crate::ffmpeg::{self, codec, format::Pixel, media::Type, software::scaling};
 use crate::image::Rgb;
-use crate::pass::slot_of;
 use crate::probe::open_error_is_transient;
 use crate::source::MediaInput;
 
@@ -1076,6 +1075,12 @@ pub(crate) fn read_error(input: &ffmpeg::format::context::Input) -> Option<ffmpe
 
 fn ffi_nopts() -> i64 {
     ffmpeg::ffi::AV_NOPTS_VALUE
+}
+
+/// The output slot of a timestamp: `av_rescale_q_rnd(ts, tb, 1/fps, NEAR_INF)` (halves
+/// round away from zero), as ffmpeg's `fps` filter.
+pub fn slot_of(ts: i64, tb: f64, fps: f64) -> i64 {
+    (ts as f64 * tb * fps).round() as i64
 }
 
 /// The sampling state machine (see the module docs).

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-pub use crate::code::{Coded, ErrorCode, io_code, object_store_code};
+pub use framefusion_common::code::{Coded, ErrorCode};
 
 /// Errors raised by the media primitives: sources and object storage, probe, decode, cut.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,47 @@ pub fn retry_transient<T, E: Transient>(mut f: impl FnMut() -> Result<T, E>) -> 
             }
             other => return other,
         }
+    }
+}
+
+impl Coded for MediaError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            MediaError::NotAllowed { .. } => ErrorCode::PermissionDenied,
+            MediaError::Option(_) | MediaError::UnsupportedUri { .. } => ErrorCode::InvalidArgument,
+            MediaError::Probe {
+                transient: true, ..
+            } => ErrorCode::Unavailable,
+            MediaError::Storage { code, .. } => *code,
+            MediaError::Probe { .. } | MediaError::Decode { .. } => ErrorCode::BadMedia,
+            MediaError::Init(_) => ErrorCode::Setup,
+        }
+    }
+}
+
+/// The code of an I/O error: a missing file is [`ErrorCode::NotFound`], a refused one
+/// [`ErrorCode::PermissionDenied`], one worth retrying [`ErrorCode::Unavailable`].
+pub fn io_code(e: &std::io::Error) -> ErrorCode {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        _ if io_is_transient(e) => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// The code of an object-store error, by its variant.
+pub fn object_store_code(e: &object_store::Error) -> ErrorCode {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => ErrorCode::NotFound,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorCode::PermissionDenied,
+        E::NotSupported { .. } | E::NotImplemented { .. } => ErrorCode::Unimplemented,
+        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorCode::InvalidArgument,
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            ErrorCode::Internal
+        }
+        _ => ErrorCode::Unavailable,
     }
 }
 

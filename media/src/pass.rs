@@ -38,6 +38,7 @@ use crate::MediaError;
 use crate::centre::centre_sample_rgb;
 pub use crate::colour::Matrix;
 use crate::colour::{ColourKey, colour_key, configure};
+pub use crate::decode::slot_of;
 use crate::decode::{
     FrameMotion, Timing, decode_error, first_packets, frame_motion, open_video_decoder,
 };
@@ -475,12 +476,6 @@ pub struct SlotSampler {
     /// The slot of the frame pushed last, if any.
     current: Option<i64>,
     next_slot: i64,
-}
-
-/// The output slot of a timestamp: `av_rescale_q_rnd(ts, tb, 1/fps, NEAR_INF)` (halves
-/// round away from zero), as ffmpeg's `fps` filter.
-pub fn slot_of(ts: i64, tb: f64, fps: f64) -> i64 {
-    (ts as f64 * tb * fps).round() as i64
 }
 
 impl SlotSampler {

@@ -33,7 +33,6 @@ use framefusion_media::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::UdfError;
-use crate::operator::FeatureConsumer;
 
 /// What one operator call asks of its video's frames (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -117,6 +116,12 @@ impl PassSpec {
     pub fn has_whole(&self) -> bool {
         self.demands.iter().any(|d| d.whole)
     }
+}
+
+/// A consumer of a decode pass that computes one [`Demand`] into a [`Feature`].
+pub trait FeatureConsumer: FrameConsumer + Send {
+    /// The computed feature, once the pass is over.
+    fn into_feature(self: Box<Self>) -> Feature;
 }
 
 /// A computed demand: per-frame results, of the type its operator's consumer produces.

@@ -45,12 +45,12 @@ use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
 };
-use framefusion_media::pass::FrameConsumer;
 
 use framefusion_common::failures::{Failure, RunOptions};
 
 use crate::UdfError;
-use crate::analysis::{Demand, Feature, PassSpec};
+pub use crate::analysis::FeatureConsumer;
+use crate::analysis::{Demand, PassSpec};
 use crate::error::{Coded, retry_transient};
 
 /// What an argument is.
@@ -225,12 +225,6 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
     /// pool: one outcome per row of [`Batch::rows`]. An error returned here fails the
     /// query (a model that cannot be loaded).
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>>;
-}
-
-/// A consumer of a decode pass that computes one [`Demand`] into a [`Feature`].
-pub trait FeatureConsumer: FrameConsumer + Send {
-    /// The computed feature, once the pass is over.
-    fn into_feature(self: Box<Self>) -> Feature;
 }
 
 /// The arguments of one batch, cast to their kinds' types.
