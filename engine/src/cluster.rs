@@ -396,7 +396,8 @@ fn pick_port(host: &str, port: u16) -> Result<u16> {
     Ok(listener.local_addr()?.port())
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM (the one stop signal of every framefusion process).
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -420,27 +421,21 @@ async fn shutdown_signal() {
 /// The number of executors the scheduler at `addr` (`host:port`) has registered, read
 /// from its REST API (`GET /api/executors`).
 pub async fn registered_executors(addr: &str) -> Result<usize> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let io = |e: std::io::Error| DataFusionError::IoError(e);
-    let mut stream = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
-    let request = format!(
-        "GET /api/executors HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.map_err(io)?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.map_err(io)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head.starts_with("HTTP/1.1 200") {
+    let url = format!("http://{addr}/api/executors");
+    let failed = |e: String| DataFusionError::IoError(std::io::Error::other(format!("{url}: {e}")));
+    let response = reqwest::Client::new()
+        .get(&url)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    if !response.status().is_success() {
         return Err(DataFusionError::Execution(format!(
             "scheduler at {addr} answered /api/executors with: {}",
-            head.lines().next().unwrap_or_default()
+            response.status()
         )));
     }
-    // A chunked body starts with its chunk size: the JSON array begins at the first '['.
-    let json = body.find('[').map_or("", |i| &body[i..]);
-    let json = json.rfind(']').map_or(json, |i| &json[..=i]);
-    let executors: Vec<serde_json::Value> = serde_json::from_str(json).map_err(|e| {
+    let executors: Vec<serde_json::Value> = response.json().await.map_err(|e| {
         DataFusionError::Execution(format!("unexpected /api/executors answer from {addr}: {e}"))
     })?;
     Ok(executors.len())
