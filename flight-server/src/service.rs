@@ -145,39 +145,42 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
-/// Rewrites JDBC/ODBC-style `?` placeholders to DataFusion's `$1`, `$2`, ... (outside
-/// quotes and comments).
+/// Rewrites JDBC/ODBC-style `?` placeholders to DataFusion's `$1`, `$2`, ...: sqlparser's
+/// tokenizer finds them (not inside quotes or comments), and only they are replaced in
+/// the text. A statement the tokenizer refuses is left as it is, for the parser to report.
 fn number_placeholders(sql: &str) -> String {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let Ok(tokens) = Tokenizer::new(&GenericDialect {}, sql).tokenize_with_location() else {
+        return sql.to_owned();
+    };
+    let line_starts: Vec<usize> = std::iter::once(0)
+        .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
+        .collect();
+    // the byte offset of a (1-based) line and column, in characters
+    let offset = |line: u64, column: u64| -> Option<usize> {
+        let start = *line_starts.get(usize::try_from(line).ok()?.checked_sub(1)?)?;
+        let column = usize::try_from(column).ok()?.checked_sub(1)?;
+        sql[start..]
+            .char_indices()
+            .nth(column)
+            .map(|(i, _)| start + i)
+    };
     let mut out = String::with_capacity(sql.len() + 8);
-    let mut chars = sql.chars().peekable();
-    let mut n = 0;
-    while let Some(c) = chars.next() {
-        match c {
-            '\'' | '"' => {
-                out.push(c);
-                for d in chars.by_ref() {
-                    out.push(d);
-                    if d == c {
-                        break;
-                    }
-                }
-            }
-            '-' if chars.peek() == Some(&'-') => {
-                out.push(c);
-                for d in chars.by_ref() {
-                    out.push(d);
-                    if d == '\n' {
-                        break;
-                    }
-                }
-            }
-            '?' => {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            }
-            _ => out.push(c),
+    let (mut copied, mut n) = (0, 0);
+    for token in tokens {
+        if token.token != Token::Placeholder("?".to_owned()) {
+            continue;
         }
+        let Some(at) = offset(token.span.start.line, token.span.start.column) else {
+            return sql.to_owned();
+        };
+        n += 1;
+        out.push_str(&sql[copied..at]);
+        out.push_str(&format!("${n}"));
+        copied = at + 1;
     }
+    out.push_str(&sql[copied..]);
     out
 }
 
@@ -1032,6 +1035,11 @@ mod tests {
         assert_eq!(
             number_placeholders("SELECT ? + 1, '?', \"a?\" FROM t WHERE x = ? -- why?\nAND y = ?"),
             "SELECT $1 + 1, '?', \"a?\" FROM t WHERE x = $2 -- why?\nAND y = $3"
+        );
+        // quotes escaped by doubling, block comments, characters of several bytes
+        assert_eq!(
+            number_placeholders("SELECT 'it''s ?', /* ? */ 'é', ? FROM t WHERE n = ?"),
+            "SELECT 'it''s ?', /* ? */ 'é', $1 FROM t WHERE n = $2"
         );
     }
 }
