@@ -452,15 +452,55 @@ pub struct PassStats {
     pub consumer_seconds: Vec<f64>,
 }
 
-static PASSES: LazyLock<Mutex<HashMap<String, u64>>> = LazyLock::new(Default::default);
+/// How many videos the record of recent passes ([`passes`]) remembers: a server that
+/// decodes ever new videos keeps at most this many entries (the least recently decoded
+/// video is forgotten first).
+pub const PASS_RECORD: usize = 1024;
+
+/// The record of recent passes: per video (its URI), the passes and when the last one ran
+/// (a sequence number).
+#[derive(Default)]
+struct PassRecord {
+    videos: HashMap<String, (u64, u64)>,
+    seq: u64,
+}
+
+impl PassRecord {
+    fn count(&mut self, uri: &str) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.videos.entry(uri.to_owned()).or_default().0 += 1;
+        if let Some(entry) = self.videos.get_mut(uri) {
+            entry.1 = seq;
+        }
+        if self.videos.len() > PASS_RECORD {
+            let oldest = self
+                .videos
+                .iter()
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(uri, _)| uri.clone());
+            if let Some(oldest) = oldest {
+                self.videos.remove(&oldest);
+            }
+        }
+    }
+}
+
+static PASSES: LazyLock<Mutex<PassRecord>> = LazyLock::new(Default::default);
 
 /// How many decode passes this process has run over the video whose display name (its
-/// URI) is `uri`, by every operator together.
+/// URI) is `uri`, by every operator together, while it is among the [`PASS_RECORD`] most
+/// recently decoded videos (0 once forgotten).
 pub fn passes(uri: &str) -> u64 {
     PASSES
         .lock()
-        .map(|m| m.get(uri).copied().unwrap_or(0))
+        .map(|m| m.videos.get(uri).map_or(0, |(n, _)| *n))
         .unwrap_or(0)
+}
+
+/// How many videos the record of recent passes holds now (at most [`PASS_RECORD`]).
+pub fn pass_record_len() -> usize {
+    PASSES.lock().map(|m| m.videos.len()).unwrap_or(0)
 }
 
 /// ffmpeg's `fps` filter's choice of frames, one frame at a time: which frame shows each
@@ -543,8 +583,8 @@ pub fn run_pass(
         ..stats
     };
     let spent: f64 = stats.consumer_seconds.iter().sum();
-    if let Ok(mut counts) = PASSES.lock() {
-        *counts.entry(display.clone()).or_default() += 1;
+    if let Ok(mut record) = PASSES.lock() {
+        record.count(&display);
     }
     crate::metrics::pass_done(stats.decoded, stats.seconds - spent);
     log::info!(
@@ -1161,6 +1201,19 @@ fn decode_frames_into(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_pass_record_is_bounded() {
+        let mut record = super::PassRecord::default();
+        for i in 0..(super::PASS_RECORD + 500) {
+            record.count(&format!("file:///v{i}.mp4"));
+        }
+        record.count("file:///v600.mp4");
+        assert_eq!(record.videos.len(), super::PASS_RECORD);
+        // the least recently decoded videos are forgotten first
+        assert!(!record.videos.contains_key("file:///v0.mp4"));
+        assert_eq!(record.videos.get("file:///v600.mp4").map(|v| v.0), Some(2));
+    }
+
     use super::*;
 
     #[test]
