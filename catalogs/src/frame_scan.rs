@@ -228,8 +228,11 @@ impl FileOpener for FramesOpener {
         let storage = self.storage.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         Ok(Box::pin(async move {
+            // on the CPU budget's pool, as every decode: the partitions of a scan take
+            // turns on its threads and share its decoder threads
             tokio::task::spawn_blocking(move || {
-                decode_file(&listed, &options, &storage, columns.as_deref(), &tx)
+                framefusion_media::cpu::budget()
+                    .run(|| decode_file(&listed, &options, &storage, columns.as_deref(), &tx))
             });
             Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
         }))

@@ -7,8 +7,11 @@
 //! - **the pool**: [`CpuBudget::run`] runs blocking work on a dedicated pool of that many
 //!   threads (never on an async I/O thread), so at most that many videos are worked on at
 //!   once, whatever the number of DataFusion partitions or Ballista task slots;
-//! - **decoders**: [`CpuBudget::decoder_threads`] frame threads per decode pass, the budget
-//!   shared by the passes running at that moment;
+//! - **decoders**: a decode pass leases its decoder threads
+//!   ([`CpuBudget::lease_decoder_threads`]): the budget shared by the work running on the
+//!   pool at that moment, never more than are free, so the decoder threads of all passes
+//!   together never exceed the budget (a pass waits for one when none is free; each
+//!   pass's own high-water mark is [`CpuBudget::decoder_threads_peak`]);
 //! - **ONNX Runtime**: one global intra-op thread pool of [`CpuBudget::inference_threads`]
 //!   threads shared by every model session, its threads not spinning while idle (set up
 //!   by `framefusion-udfs`, which owns ONNX Runtime).
@@ -17,8 +20,8 @@
 //! executor with 4 cores and 2 slots runs at most 4 videos at once, 2 decoder threads each
 //! when both slots decode.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 /// Environment variable that sizes the budget when the process does not ([`configure`]).
 pub const THREADS_ENV: &str = "FRAMEFUSION_THREADS";
@@ -29,6 +32,39 @@ pub struct CpuBudget {
     threads: usize,
     pool: Option<rayon::ThreadPool>,
     active: AtomicUsize,
+    decoders: Mutex<Decoders>,
+    freed: Condvar,
+}
+
+/// Decoder threads leased now, and the most ever leased at once.
+#[derive(Debug, Default)]
+struct Decoders {
+    in_use: usize,
+    peak: usize,
+}
+
+/// Decoder threads leased to one pass ([`CpuBudget::lease_decoder_threads`]), given back
+/// when dropped.
+#[derive(Debug)]
+pub struct DecoderThreads<'a> {
+    budget: &'a CpuBudget,
+    count: usize,
+}
+
+impl DecoderThreads<'_> {
+    /// How many threads the pass may decode with (at least one).
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+impl Drop for DecoderThreads<'_> {
+    fn drop(&mut self) {
+        let mut decoders = self.budget.decoders();
+        decoders.in_use = decoders.in_use.saturating_sub(self.count);
+        crate::metrics::decoder_threads(decoders.in_use);
+        self.budget.freed.notify_all();
+    }
 }
 
 static BUDGET: OnceLock<CpuBudget> = OnceLock::new();
@@ -54,7 +90,13 @@ impl CpuBudget {
             threads,
             pool,
             active: AtomicUsize::new(0),
+            decoders: Mutex::default(),
+            freed: Condvar::new(),
         }
+    }
+
+    fn decoders(&self) -> std::sync::MutexGuard<'_, Decoders> {
+        self.decoders.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The number of cores the budget covers.
@@ -63,10 +105,37 @@ impl CpuBudget {
     }
 
     /// Frame threads for a decoder opened now: the budget shared by the work running on
-    /// the pool at this moment (at least one).
+    /// the pool at this moment (at least one). A pass leases them
+    /// ([`CpuBudget::lease_decoder_threads`]).
     pub fn decoder_threads(&self) -> usize {
         let active = self.active.load(Ordering::Relaxed).max(1);
         (self.threads / active).max(1)
+    }
+
+    /// Leases decoder threads for a pass: its share ([`CpuBudget::decoder_threads`], or
+    /// `wanted` when given and smaller), never more than are free; waits until one is
+    /// free when none is (the passes holding them end by themselves: a pass never waits
+    /// for another's threads while holding its own).
+    pub fn lease_decoder_threads(&self, wanted: Option<usize>) -> DecoderThreads<'_> {
+        let share = wanted.map_or_else(|| self.decoder_threads(), |w| w.max(1));
+        let mut decoders = self.decoders();
+        while decoders.in_use >= self.threads {
+            decoders = self.freed.wait(decoders).unwrap_or_else(|e| e.into_inner());
+        }
+        let count = share.min(self.threads - decoders.in_use).max(1);
+        decoders.in_use += count;
+        decoders.peak = decoders.peak.max(decoders.in_use);
+        crate::metrics::decoder_threads(decoders.in_use);
+        DecoderThreads {
+            budget: self,
+            count,
+        }
+    }
+
+    /// The most decoder threads leased at once in this process (at most
+    /// [`CpuBudget::threads`]).
+    pub fn decoder_threads_peak(&self) -> usize {
+        self.decoders().peak
     }
 
     /// Intra-op threads of ONNX Runtime's one pool.
@@ -162,5 +231,31 @@ mod tests {
             assert_eq!(shares, [2, 2]);
         });
         assert_eq!(budget.decoder_threads(), 4);
+    }
+
+    #[test]
+    fn leased_decoder_threads_never_exceed_the_budget() {
+        let budget = &CpuBudget::new(2);
+        let first = budget.lease_decoder_threads(None);
+        assert_eq!(first.count(), 2);
+        std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let waiting = s.spawn(move || {
+                let second = budget.lease_decoder_threads(None);
+                let _ = tx.send(second.count());
+            });
+            // none is free: the second lease waits for the first
+            assert!(
+                rx.recv_timeout(std::time::Duration::from_millis(200))
+                    .is_err()
+            );
+            drop(first);
+            assert_eq!(rx.recv().ok(), Some(2));
+            waiting.join().ok();
+        });
+        let one = budget.lease_decoder_threads(Some(1));
+        let other = budget.lease_decoder_threads(None);
+        assert_eq!((one.count(), other.count()), (1, 1));
+        assert_eq!(budget.decoder_threads_peak(), 2);
     }
 }

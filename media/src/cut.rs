@@ -2,6 +2,10 @@
 //! clip starts at the keyframe at or before the asked start) or by re-encoding the video to
 //! H.264 (frame-exact start and end). Audio, when present, is stream-copied over the same
 //! range in both modes.
+//!
+//! The re-encoding mode has a decode loop of its own, the only one outside the decode
+//! pass ([`crate::decode`]): it feeds an encoder frame by frame, in order, a different
+//! job from reading frames for consumers.
 
 use std::path::Path;
 

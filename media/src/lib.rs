@@ -8,10 +8,10 @@
 //!   objects read by range, presigned URLs), and the locations a process is confined to.
 //! - [`probe`]: container and stream facts, as `ffprobe` reports them, and their Arrow
 //!   columns.
-//! - [`pass`]: one decode pass of a video feeding every consumer a query has for it, each
-//!   with the pictures it asks for (size, format) converted once from the decoder's YUV.
-//! - [`decode`]: decoding and sampling frames (every frame, N per second, keyframes), with
-//!   a resize, as `ffmpeg`'s `fps` and `scale` filters do.
+//! - [`decode`]: the one decode engine: a decode pass of a video ([`pass`]) feeding every
+//!   consumer a query has for it, each with the pictures it asks for (size, format)
+//!   converted once from the decoder's YUV; and frames sampled (every frame, N per second,
+//!   keyframes) and resized as `ffmpeg`'s `fps` and `scale` filters do.
 //! - [`cpu`]: the one CPU budget of the process: the pool blocking work runs on, and the
 //!   thread counts of decoders and ONNX Runtime derived from it.
 //! - [`audio`]: the sound track, decoded, mixed to mono and resampled.
@@ -41,7 +41,6 @@ pub mod fault;
 pub mod image;
 pub mod jpeg;
 pub mod metrics;
-pub mod pass;
 pub mod probe;
 pub mod probe_columns;
 pub mod source;
@@ -49,6 +48,7 @@ pub mod storage;
 
 use std::sync::OnceLock;
 
+pub use decode::pass;
 pub use error::MediaError;
 pub use video_rs::ffmpeg;
 

@@ -5,8 +5,9 @@
 //!
 //! | metric | type | labels | what |
 //! |---|---|---|---|
-//! | `framefusion_decode_passes_total` | counter | | decode passes run (one per video per query, [`crate::pass`]) |
-//! | `framefusion_frames_decoded_total` | counter | | frames the decoders produced (passes and frame scans) |
+//! | `framefusion_decode_passes_total` | counter | | decode passes run (one per video per query, [`crate::pass`]; a frames scan's file, a single frame) |
+//! | `framefusion_frames_decoded_total` | counter | | frames the decoders produced |
+//! | `framefusion_decoder_threads` | gauge | | decoder threads the passes running now hold (at most the CPU budget, [`crate::cpu`]) |
 //! | `framefusion_decode_seconds_total` | counter | | seconds of passes spent demuxing and decoding, outside the operators |
 //! | `framefusion_operator_seconds_total` | counter | `operator` | seconds an operator's work took inside decode passes |
 //! | `framefusion_inference_seconds_total` | counter | `model` | seconds in ONNX Runtime, per model file |
@@ -46,6 +47,7 @@ struct Metrics {
     queries: Family<Labels, Counter>,
     tasks: Family<Labels, Counter>,
     tasks_running: Gauge,
+    decoder_threads: Gauge,
     pending_tasks: Family<Labels, Gauge>,
     executors: Family<Labels, Gauge>,
 }
@@ -65,6 +67,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         queries: Family::default(),
         tasks: Family::default(),
         tasks_running: Gauge::default(),
+        decoder_threads: Gauge::default(),
         pending_tasks: Family::default(),
         executors: Family::default(),
     };
@@ -127,6 +130,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.tasks_running.clone(),
     );
     registry.register(
+        "decoder_threads",
+        "Decoder threads the decode passes running now hold",
+        m.decoder_threads.clone(),
+    );
+    registry.register(
         "pending_tasks",
         "Scheduler: input partitions of runnable stages waiting for an executor, per pool \
          that should run them (gpu: stages that run a model)",
@@ -152,9 +160,11 @@ pub fn pass_done(frames: u64, decode_seconds: f64) {
     METRICS.decode_seconds.inc_by(decode_seconds.max(0.0));
 }
 
-/// Counts `n` frames decoded outside a pass (frame scans, single frames).
-pub fn frames_decoded(n: u64) {
-    METRICS.frames.inc_by(n);
+/// Sets the decoder threads the passes running now hold.
+pub fn decoder_threads(n: usize) {
+    METRICS
+        .decoder_threads
+        .set(i64::try_from(n).unwrap_or(i64::MAX));
 }
 
 /// The operators [`operator_seconds`] has counted.

@@ -316,3 +316,76 @@ async fn parallel_chunks_sample_the_same_frames_as_one_decoder() {
         }
     }
 }
+
+/// Runs in a child process (the integration tests share one process, and the CPU budget
+/// is sized once per process): a frames scan of four files in four partitions, under a
+/// budget of 2 threads, prints the most decoder threads its passes held at once and the
+/// frames of each file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_four_partition_frames_scan_stays_within_the_decoder_budget() {
+    const CHILD: &str = "FRAMEFUSION_TEST_BUDGET_CHILD";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let sql = format!(
+            "SET datafusion.execution.target_partitions = 4; \
+             SELECT regexp_replace(path, '.*/', '') AS file, count(*) AS frames \
+             FROM frames('{}') GROUP BY file ORDER BY file",
+            Path::new(&dir).display()
+        );
+        let batches = query(&sql).await;
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        let budget = framefusion_udfs::media::cpu::budget();
+        println!("{text}");
+        println!(
+            "budget={} peak={}",
+            budget.threads(),
+            budget.decoder_threads_peak()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let files = [
+        "trailer_bbb.mp4",
+        "bikes.mp4",
+        "carphone_pristine.mp4",
+        "sample.mp4",
+    ];
+    for name in files {
+        std::fs::copy(sample(name), dir.path().join(name)).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let exe = std::env::current_exe().unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(exe)
+        .args([
+            "frames::a_four_partition_frames_scan_stays_within_the_decoder_budget",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(CHILD, dir.path())
+        .env("FRAMEFUSION_THREADS", "2")
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // every file's frames, as ffmpeg decodes them
+    for name in files {
+        let frames = ffmpeg_frames(&[], &dir.path().join(name), None).len();
+        assert!(
+            stdout.contains(&format!("| {name} ")) && stdout.contains(&format!(" {frames} ")),
+            "{name}: {frames} frames expected in\n{stdout}"
+        );
+    }
+    let peak = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("budget=2 peak="))
+        .and_then(|p| p.trim().parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no peak in\n{stdout}"));
+    assert!(
+        (1..=2).contains(&peak),
+        "the scan's passes held {peak} decoder threads at once, over the budget of 2"
+    );
+}

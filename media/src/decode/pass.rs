@@ -31,18 +31,17 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex};
 use std::time::Instant;
 
-use crate::MediaError;
-use crate::centre::centre_sample_rgb;
-pub use crate::colour::Matrix;
-use crate::colour::{ColourKey, colour_key, configure};
-pub use crate::decode::slot_of;
-use crate::decode::{
-    FrameMotion, Timing, decode_error, first_packets, frame_motion, open_video_decoder,
+pub use super::pictures::{Decoded, Filter, Matrix, Picture, PictureFormat, PictureSpec, Pictures};
+pub use super::sample::{SlotSampler, slot_of};
+use super::stream::{
+    CHUNK_S, SkipPlan, Timing, chunk_bounds, decode_error, first_packets, frame_motion,
+    nothing_decodes, open_video_decoder, read_error, report_damage,
 };
-use crate::ffmpeg::{self, format::Pixel, media::Type, software::scaling};
+use crate::MediaError;
+use crate::ffmpeg::{self, media::Type};
 use crate::probe::open_error_is_transient;
 use crate::source::MediaInput;
 
@@ -66,6 +65,10 @@ pub enum Selection {
     /// decoded by one thread (callers decode several side by side). Without a range, or
     /// when the stream's timestamps are incomplete, every frame is decoded.
     Window,
+    /// Keyframes only: the decoder decodes no other frame (as `ffmpeg -skip_frame
+    /// nokey`), and packets the container does not flag key are not sent to it (some
+    /// decoders, VP9 and Cinepak, ignore `skip_frame`).
+    Keyframes,
 }
 
 /// What a pass decodes.
@@ -78,139 +81,6 @@ pub struct PassOptions {
     pub motion_vectors: bool,
     /// Which frames the decoder decodes.
     pub selection: Selection,
-}
-
-/// Pixel formats of [`Picture`]s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PictureFormat {
-    /// Packed RGB, 3 bytes per pixel.
-    Rgb24,
-    /// Luma, 1 byte per pixel.
-    Gray8,
-}
-
-/// swscale's interpolation for a [`Picture`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Filter {
-    /// Bilinear (the `scale` filter's `bilinear`).
-    Bilinear,
-    /// Bicubic (the `scale` filter's default).
-    Bicubic,
-    /// Area averaging.
-    Area,
-    /// Fast bilinear: two taps, for a cheap look.
-    FastBilinear,
-    /// A shrink for a cheap look at a much smaller picture: swscale reads one source row
-    /// in every `⌊height / picture height⌋` (the middle row of each band, where a two-tap
-    /// shrink such as OpenCV's `INTER_LINEAR` reads at an integer factor), then scales
-    /// those rows with [`Filter::FastBilinear`]. The rows it skips are never read, so a
-    /// 720p frame costs a fifth of a full-frame scale at 256 pixels; frames in formats
-    /// other than 8-bit planar YUV, NV12 and grey are scaled whole.
-    TwoTapShrink,
-    /// The pixel at the centre of each block, when the picture's size divides the frame's
-    /// by an odd integer (a 720p frame at 256 pixels: 5) and the frame is 8-bit planar
-    /// YUV: the pixels OpenCV's `INTER_LINEAR` reads at that factor, converted to RGB
-    /// without swscale (the `centre` module; RGB only). Otherwise as
-    /// [`Filter::TwoTapShrink`].
-    CentreSample,
-}
-
-impl Filter {
-    fn flags(self) -> scaling::Flags {
-        match self {
-            Filter::Bilinear => scaling::Flags::BILINEAR,
-            Filter::Bicubic => scaling::Flags::BICUBIC,
-            Filter::Area => scaling::Flags::AREA,
-            Filter::FastBilinear | Filter::TwoTapShrink | Filter::CentreSample => {
-                scaling::Flags::FAST_BILINEAR
-            }
-        }
-    }
-}
-
-/// A picture a consumer asks of a frame: size, format and interpolation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PictureSpec {
-    /// Width in pixels.
-    pub width: u32,
-    /// Height in pixels.
-    pub height: u32,
-    /// Pixel format.
-    pub format: PictureFormat,
-    /// Interpolation.
-    pub filter: Filter,
-    /// YUV matrix and range ([`Matrix::Tagged`]: the frame's tags, as ffmpeg).
-    pub matrix: Matrix,
-}
-
-/// A converted picture, packed (no row padding).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Picture {
-    /// Width in pixels.
-    pub width: usize,
-    /// Height in pixels.
-    pub height: usize,
-    /// Pixel format.
-    pub format: PictureFormat,
-    /// `width * height * bytes per pixel` bytes, rows top to bottom.
-    pub data: Vec<u8>,
-}
-
-/// A decoded frame as consumers see it.
-pub struct Decoded {
-    frame: ffmpeg::frame::Video,
-    /// Timestamp in stream ticks.
-    pub ts: i64,
-    /// Presentation timestamp in seconds from the stream's start.
-    pub pts_s: f64,
-    /// Presentation-order index of the frame in its stream (0-based; from the timestamp
-    /// when not every frame is decoded from the start).
-    pub index: i64,
-    /// Whether the frame is a keyframe (or an intra frame).
-    pub is_keyframe: bool,
-    /// Whether the frame is a B-frame.
-    pub is_bidirectional: bool,
-    /// The codec's motion vectors, summarised, when asked for and exported.
-    pub motion: Option<FrameMotion>,
-    pictures: RefCell<Vec<(PictureSpec, Arc<Picture>)>>,
-}
-
-impl std::fmt::Debug for Decoded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Decoded")
-            .field("ts", &self.ts)
-            .field("pts_s", &self.pts_s)
-            .field("index", &self.index)
-            .field("is_keyframe", &self.is_keyframe)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Decoded {
-    /// A frame at time 0 with nothing else known (tests).
-    #[cfg(test)]
-    fn bare(frame: ffmpeg::frame::Video) -> Self {
-        Self {
-            frame,
-            ts: 0,
-            pts_s: 0.0,
-            index: 0,
-            is_keyframe: true,
-            is_bidirectional: false,
-            motion: None,
-            pictures: RefCell::default(),
-        }
-    }
-
-    /// The decoded picture's width.
-    pub fn width(&self) -> u32 {
-        self.frame.width()
-    }
-
-    /// The decoded picture's height.
-    pub fn height(&self) -> u32 {
-        self.frame.height()
-    }
 }
 
 /// The stream a pass decodes: what a consumer may need to know before the first frame.
@@ -231,183 +101,6 @@ pub struct StreamInfo {
     pub height: u32,
 }
 
-/// A scaler's source format and size, and the picture it makes.
-type ScalerKey = (Pixel, u32, u32, PictureSpec, ColourKey);
-
-/// Converts frames to pictures with swscale, one context per source format and spec,
-/// caching each frame's pictures on the frame.
-#[derive(Default)]
-pub struct Pictures {
-    scalers: RefCell<Vec<(ScalerKey, scaling::Context)>>,
-    display: String,
-}
-
-impl Pictures {
-    /// A converter for frames of the video named `display` (in error messages).
-    pub fn new(display: &str) -> Self {
-        Self {
-            scalers: RefCell::default(),
-            display: display.to_owned(),
-        }
-    }
-
-    /// The picture `spec` of `frame`, converted once per frame and spec.
-    pub fn get(&self, frame: &Decoded, spec: PictureSpec) -> Result<Arc<Picture>, MediaError> {
-        if let Some((_, picture)) = frame.pictures.borrow().iter().find(|(s, _)| *s == spec) {
-            return Ok(Arc::clone(picture));
-        }
-        let picture = Arc::new(self.convert(&frame.frame, spec)?);
-        frame
-            .pictures
-            .borrow_mut()
-            .push((spec, Arc::clone(&picture)));
-        Ok(picture)
-    }
-
-    fn convert(
-        &self,
-        frame: &ffmpeg::frame::Video,
-        spec: PictureSpec,
-    ) -> Result<Picture, MediaError> {
-        let (width, height) = (spec.width.max(1), spec.height.max(1));
-        if spec.filter == Filter::CentreSample
-            && spec.format == PictureFormat::Rgb24
-            && let Some(data) = centre_sample_rgb(frame, width, height, spec.matrix)
-        {
-            return Ok(Picture {
-                width: width as usize,
-                height: height as usize,
-                format: spec.format,
-                data,
-            });
-        }
-        let colour = colour_key(frame, spec.matrix);
-        let rows = match spec.filter {
-            Filter::TwoTapShrink | Filter::CentreSample => RowView::of(frame, height),
-            _ => None,
-        };
-        let frame = rows.as_ref().map_or(frame, |view| &view.frame);
-        let (w, h, format) = (frame.width(), frame.height(), frame.format());
-        let key = (format, w, h, spec, colour);
-        let mut scalers = self.scalers.borrow_mut();
-        let at = match scalers.iter().position(|(k, _)| *k == key) {
-            Some(at) => at,
-            None => {
-                let pixel = match spec.format {
-                    PictureFormat::Rgb24 => Pixel::RGB24,
-                    PictureFormat::Gray8 => Pixel::GRAY8,
-                };
-                let mut context = scaling::Context::get(
-                    format,
-                    w,
-                    h,
-                    pixel,
-                    width,
-                    height,
-                    spec.filter.flags(),
-                )
-                .map_err(|e| {
-                    decode_error(
-                        &self.display,
-                        format!(
-                            "cannot convert {format:?} {w}x{h} to {pixel:?} {width}x{height}: {e}"
-                        ),
-                    )
-                })?;
-                configure(&mut context, colour);
-                scalers.push((key, context));
-                scalers.len() - 1
-            }
-        };
-        let context = &mut scalers[at].1;
-        let mut out = ffmpeg::frame::Video::empty();
-        context
-            .run(frame, &mut out)
-            .map_err(|e| decode_error(&self.display, format!("cannot convert a frame: {e}")))?;
-        let bytes = match spec.format {
-            PictureFormat::Rgb24 => 3,
-            PictureFormat::Gray8 => 1,
-        };
-        let (rw, rh) = (out.width() as usize, out.height() as usize);
-        let stride = out.stride(0);
-        let data = out.data(0);
-        let mut packed = Vec::with_capacity(rw * rh * bytes);
-        for row in 0..rh {
-            packed.extend_from_slice(&data[row * stride..row * stride + rw * bytes]);
-        }
-        Ok(Picture {
-            width: rw,
-            height: rh,
-            format: spec.format,
-            data: packed,
-        })
-    }
-}
-
-/// A view of every `step`-th row of a decoded frame: a frame header whose plane pointers
-/// and line sizes select the rows, sharing the decoder's buffers (no copy). It lives only
-/// while its source frame is borrowed.
-struct RowView<'a> {
-    frame: ffmpeg::frame::Video,
-    _source: std::marker::PhantomData<&'a ffmpeg::frame::Video>,
-}
-
-impl<'a> RowView<'a> {
-    /// The rows of `source` a shrink to `height` rows reads, when it skips at least every
-    /// other row and the pixel format's planes are known; `None`: scale the whole frame.
-    fn of(source: &'a ffmpeg::frame::Video, height: u32) -> Option<Self> {
-        // planes, and the vertical chroma subsampling (log2) of planes after the first
-        let (planes, chroma_shift) = match source.format() {
-            Pixel::GRAY8 => (1, 0),
-            Pixel::YUV420P | Pixel::YUVJ420P => (3, 1),
-            Pixel::YUV422P | Pixel::YUVJ422P | Pixel::YUV444P | Pixel::YUVJ444P => (3, 0),
-            Pixel::NV12 | Pixel::NV21 => (2, 1),
-            _ => return None,
-        };
-        let (w, h) = (source.width() as usize, source.height() as usize);
-        let step = h / height.max(1) as usize;
-        if step < 2 {
-            return None;
-        }
-        // the middle row of each band of `step` rows
-        let first = (step - 1) / 2;
-        let rows = (h - 1 - first) / step + 1;
-        let mut view = ffmpeg::frame::Video::empty();
-        // SAFETY: the view's header gets the source's format and size, and plane pointers
-        // into the source's buffers at rows that exist: row `first + step * r` of the luma
-        // plane for r < rows (at most h - 1), and of a plane subsampled by 2^shift the row
-        // `first >> shift` + `step * q` for q < rows >> shift (rounded up), which is at
-        // most (h - 1) >> shift. The view holds no buffer reference, so freeing it frees
-        // nothing of the source's, and it does not outlive the borrowed source.
-        unsafe {
-            let src = source.as_ptr();
-            let dst = view.as_mut_ptr();
-            (*dst).format = (*src).format;
-            (*dst).width = w as i32;
-            (*dst).height = rows as i32;
-            (*dst).color_range = (*src).color_range;
-            (*dst).colorspace = (*src).colorspace;
-            (*dst).color_primaries = (*src).color_primaries;
-            (*dst).color_trc = (*src).color_trc;
-            (*dst).chroma_location = (*src).chroma_location;
-            for plane in 0..planes {
-                let shift = if plane == 0 { 0 } else { chroma_shift };
-                let line = (*src).linesize[plane] as isize;
-                if line <= 0 || (*src).data[plane].is_null() {
-                    return None;
-                }
-                let offset = ((first >> shift) as isize) * line;
-                (*dst).data[plane] = (*src).data[plane].offset(offset);
-                (*dst).linesize[plane] = (line * step as isize) as i32;
-            }
-        }
-        Some(Self {
-            frame: view,
-            _source: std::marker::PhantomData,
-        })
-    }
-}
-
 /// A consumer of a decode pass (see the module docs); it runs on a thread of the pass.
 pub trait FrameConsumer: Send {
     /// What this consumer computes (in the pass's log line).
@@ -425,6 +118,13 @@ pub trait FrameConsumer: Send {
         previous: Option<&Decoded>,
         pictures: &Pictures,
     ) -> Result<(), MediaError>;
+
+    /// Whether this consumer needs no more frames (a caller that asked for the first
+    /// frame of a range, a query with enough rows). When every consumer of a pass is
+    /// satisfied the pass stops decoding; [`FrameConsumer::finish`] is still called.
+    fn satisfied(&self) -> bool {
+        false
+    }
 
     /// The end of the pass: the last frame shown, and the end of the range in ticks (the
     /// first frame past it, or the end of the stream's last frame).
@@ -450,6 +150,9 @@ pub struct PassStats {
     /// Seconds each consumer took (its pictures and computations), in consumer order;
     /// the rest of `seconds` is demuxing and decoding.
     pub consumer_seconds: Vec<f64>,
+    /// Whether the pass stopped before its end because every consumer was satisfied
+    /// ([`FrameConsumer::satisfied`]).
+    pub stopped: bool,
 }
 
 /// How many videos the record of recent passes ([`passes`]) remembers: a server that
@@ -503,68 +206,6 @@ pub fn pass_record_len() -> usize {
     PASSES.lock().map(|m| m.videos.len()).unwrap_or(0)
 }
 
-/// ffmpeg's `fps` filter's choice of frames, one frame at a time: which frame shows each
-/// output slot `k` (at `k / fps` seconds), with `round=near`. A frame is shown for every
-/// slot up to the next frame's slot (dropped when it shares its slot with a later frame,
-/// repeated when the source has gaps); at the end, slots up to the rounded end time are
-/// filled.
-#[derive(Debug, Clone)]
-pub struct SlotSampler {
-    fps: f64,
-    tb: f64,
-    origin: i64,
-    /// The slot of the frame pushed last, if any.
-    current: Option<i64>,
-    next_slot: i64,
-}
-
-impl SlotSampler {
-    /// A sampler at `fps` frames per second over timestamps of `tb` seconds per tick, its
-    /// slots counted from `origin` ticks ([`StreamInfo::origin`]).
-    pub fn new(fps: f64, tb: f64, origin: i64) -> Self {
-        Self {
-            fps,
-            tb,
-            origin,
-            current: None,
-            next_slot: 0,
-        }
-    }
-
-    /// Pushes the next frame (timestamp `ts`); returns how many slots the frame pushed
-    /// before it shows (0: it is dropped).
-    pub fn push(&mut self, ts: i64) -> usize {
-        let slot = slot_of(ts - self.origin, self.tb, self.fps);
-        let shown = match self.current {
-            None => {
-                self.next_slot = slot;
-                0
-            }
-            Some(_) => {
-                let n = (slot - self.next_slot).max(0);
-                self.next_slot += n;
-                n as usize
-            }
-        };
-        self.current = Some(slot);
-        shown
-    }
-
-    /// The end of the stream (or range) at `end_ts` ticks (`None`: unknown); returns how
-    /// many slots the last frame pushed shows.
-    pub fn finish(&mut self, end_ts: Option<i64>) -> usize {
-        let Some(slot) = self.current.take() else {
-            return 0;
-        };
-        let end_slot = end_ts.map_or(slot + 1, |end| {
-            slot_of(end - self.origin, self.tb, self.fps)
-        });
-        let n = (end_slot - self.next_slot).max(0);
-        self.next_slot += n;
-        n as usize
-    }
-}
-
 /// Runs one decode pass of `media` (see the module docs), feeding every consumer. A
 /// consumer's error stops the pass and is returned. A read that fails part-way (a
 /// remote server that stops answering) is an error, never a silently shortened stream.
@@ -606,7 +247,7 @@ pub fn run_pass(
         stats.seconds,
         (stats.seconds - spent).max(0.0),
     );
-    crate::decode::report_damage(&display, stats.damaged);
+    report_damage(&display, stats.damaged);
     Ok(stats)
 }
 
@@ -756,10 +397,6 @@ impl LowerPriority {
     }
 }
 
-/// Chunks decoded in parallel for [`Selection::Anchors`] and [`Selection::Sampled`] are
-/// this long at least.
-const CHUNK_S: f64 = 8.0;
-
 fn open_input(media: &MediaInput) -> Result<ffmpeg::format::context::Input, MediaError> {
     media.open().map_err(|e| {
         if open_error_is_transient(e) {
@@ -768,6 +405,40 @@ fn open_input(media: &MediaInput) -> Result<ffmpeg::format::context::Input, Medi
             decode_error(&media.display, format!("cannot open: {e}"))
         }
     })
+}
+
+static CHUNKED_PASSES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many passes of this process decoded their file in parallel chunks.
+pub fn chunked_passes() -> usize {
+    CHUNKED_PASSES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The chunks of whole GOPs (at least [`CHUNK_S`] long, cut at indexed keyframes) in which
+/// a pass over the whole of `media` decodes it in parallel: for a cheap look at the
+/// anchors, and for fps sampling sparse enough that the decoder skips frames
+/// ([`SkipPlan`]); none otherwise (a decoder that decodes every frame keeps its cores
+/// busy with frame threads), nor when the first packets lack timestamps.
+fn chunks_of(media: &MediaInput, selection: Selection) -> Result<Vec<ChunkBounds>, MediaError> {
+    if !matches!(selection, Selection::Sampled(_) | Selection::Anchors) {
+        return Ok(Vec::new());
+    }
+    let input = open_input(media)?;
+    let stream = input
+        .streams()
+        .best(Type::Video)
+        .ok_or_else(|| decode_error(&media.display, "the file has no video stream".to_owned()))?;
+    if let Selection::Sampled(fps) = selection
+        && !SkipPlan::is_sparse(&stream, fps)
+    {
+        return Ok(Vec::new());
+    }
+    let first = first_packets(media, &stream);
+    if !first.timestamps {
+        return Ok(Vec::new());
+    }
+    let timing = Timing::of_stream(&input, &stream, true);
+    Ok(chunk_bounds(&first.keyframes, timing.tb, CHUNK_S))
 }
 
 /// The decoding side of a pass, on a thread of its own: consumers run while the decoder
@@ -781,7 +452,7 @@ fn decode_pass(
     consumers: &mut [&mut dyn FrameConsumer],
 ) -> Result<PassStats, MediaError> {
     if let Some((from, to)) = options.range
-        && !(from.is_finite() && to.is_finite() && from >= 0.0 && to > from)
+        && !(from.is_finite() && from >= 0.0 && !to.is_nan() && to > from)
     {
         return Err(MediaError::Option(format!(
             "the range [{from}, {to}) is empty or invalid; give 0 <= start_s < end_s"
@@ -789,34 +460,25 @@ fn decode_pass(
     }
     // a window is short: frame threads would spend it filling their pipeline, so it is
     // decoded by one thread (callers decode windows side by side)
-    let threads = match options.selection {
-        Selection::Window => 1,
-        _ => crate::cpu::budget().decoder_threads(),
-    };
-    let parallel = matches!(
-        options.selection,
-        Selection::Sampled(_) | Selection::Anchors
-    );
-    let chunks = if parallel && options.range.is_none() {
-        let input = open_input(media)?;
-        let stream = input.streams().best(Type::Video).ok_or_else(|| {
-            decode_error(&media.display, "the file has no video stream".to_owned())
-        })?;
-        let first = first_packets(media, &stream);
-        if first.timestamps {
-            let timing = Timing::of_stream(&input, &stream, true);
-            crate::decode::chunk_bounds(&first.keyframes, timing.tb, CHUNK_S)
-        } else {
-            Vec::new()
-        }
+    let threads = crate::cpu::budget().lease_decoder_threads(match options.selection {
+        Selection::Window => Some(1),
+        _ => None,
+    });
+    let chunks = if options.range.is_none() {
+        chunks_of(media, options.selection)?
     } else {
         Vec::new()
     };
+    let parallel = chunks.len() >= 2 && threads.count() >= 2;
+    if parallel {
+        CHUNKED_PASSES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let threads = threads.count();
     let in_flight = &InFlight::default();
     std::thread::scope(|scope| {
         let mut receivers = Vec::new();
         let mut workers = Vec::new();
-        if chunks.len() >= 2 && threads >= 2 {
+        if parallel {
             let mut jobs: Vec<Vec<_>> = (0..threads).map(|_| Vec::new()).collect();
             for (i, bounds) in chunks.into_iter().enumerate() {
                 let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
@@ -866,10 +528,9 @@ fn decode_pass(
         }
         match (consumed, decoded) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            (Ok(stats), Ok(())) if stats.decoded == 0 => Err(crate::decode::nothing_decodes(
-                &media.display,
-                stats.damaged,
-            )),
+            (Ok(stats), Ok(())) if stats.decoded == 0 && !stats.stopped => {
+                Err(nothing_decodes(&media.display, stats.damaged))
+            }
             (Ok(stats), Ok(())) => Ok(stats),
         }
     })
@@ -891,7 +552,10 @@ fn consume(
     let mut started = false;
     let mut end_ts = None;
     let last = receivers.len().saturating_sub(1);
-    for (chunk, rx) in receivers.into_iter().enumerate() {
+    let satisfied = |consumers: &[&mut dyn FrameConsumer]| {
+        !consumers.is_empty() && consumers.iter().all(|c| c.satisfied())
+    };
+    'chunks: for (chunk, rx) in receivers.into_iter().enumerate() {
         in_flight.reading(chunk);
         loop {
             // a decoder that stopped without an end failed: the caller reports its error
@@ -919,6 +583,11 @@ fn consume(
                         }
                         stats.shown += 1;
                         previous = Some(current);
+                        if satisfied(consumers) {
+                            // the decoders stop at their next frame (the receivers go)
+                            stats.stopped = true;
+                            break 'chunks;
+                        }
                     }
                 }
                 Item::End {
@@ -965,10 +634,19 @@ fn decode_frames_into(
         .best(Type::Video)
         .ok_or_else(|| decode_error(display, "the file has no video stream".to_owned()))?;
     let stream_index = stream.index();
-    let timing = Timing::of_stream(
-        &input,
-        &stream,
-        options.range.is_some() || !matches!(options.selection, Selection::All | Selection::Window),
+    let timing = Timing::of_stream(&input, &stream, false);
+    let plan = match options.selection {
+        // timestamps checked only when the plan applies (it reads the first packets)
+        Selection::Sampled(fps) => SkipPlan::for_stream(media, &stream, &timing, fps),
+        _ => None,
+    };
+    // when frames are not all decoded from the file's start, a frame's index comes from
+    // its timestamp
+    let timing = timing.index_from_ts(
+        options.range.is_some()
+            || chunk.is_some()
+            || plan.is_some()
+            || matches!(options.selection, Selection::Anchors | Selection::Keyframes),
     );
     let mut decoder = open_video_decoder(display, &stream, threads, options.motion_vectors)?;
     let info = StreamInfo {
@@ -979,17 +657,14 @@ fn decode_frames_into(
         width: decoder.width(),
         height: decoder.height(),
     };
-    if options.selection == Selection::Anchors {
-        decoder.skip_frame(ffmpeg::Discard::Bidirectional);
-        decoder.skip_loop_filter(ffmpeg::Discard::All);
-    }
-    let plan = match options.selection {
-        // timestamps checked only when the plan applies (it reads the first packets)
-        Selection::Sampled(fps) => {
-            crate::decode::SkipPlan::for_stream(media, &stream, &timing, fps)
+    match options.selection {
+        Selection::Anchors => {
+            decoder.skip_frame(ffmpeg::Discard::Bidirectional);
+            decoder.skip_loop_filter(ffmpeg::Discard::All);
         }
-        _ => None,
-    };
+        Selection::Keyframes => decoder.skip_frame(ffmpeg::Discard::NonKey),
+        _ => {}
+    }
     // a window's lead-in: up to two frames before the range the decoder skips the frames
     // nothing references (not nearer: a frame skipped next to a shown one measured to
     // cost that one its timestamp, see `SkipPlan`)
@@ -1108,7 +783,9 @@ fn decode_frames_into(
         true
     };
     for (s, packet) in input.packets() {
-        if s.index() != stream_index {
+        if s.index() != stream_index
+            || (options.selection == Selection::Keyframes && !packet.is_key())
+        {
             continue;
         }
         let (pts, dts) = (packet.pts(), packet.dts().or(packet.pts()));
@@ -1163,7 +840,7 @@ fn decode_frames_into(
     }
     if !done {
         if upper.is_none()
-            && let Some(e) = crate::decode::read_error(&input)
+            && let Some(e) = read_error(&input)
         {
             return Err(MediaError::read_failure(
                 display,
@@ -1212,98 +889,5 @@ mod tests {
         // the least recently decoded videos are forgotten first
         assert!(!record.videos.contains_key("file:///v0.mp4"));
         assert_eq!(record.videos.get("file:///v600.mp4").map(|v| v.0), Some(2));
-    }
-
-    use super::*;
-
-    #[test]
-    fn slots_follow_the_fps_filter() {
-        // 25 fps source (tb 1/25), 1 fps: frames 0..=49 -> slot k shows the last frame
-        // rounding to k: frame 12 (0.48 s) for slot 0, frame 37 for slot 1
-        let mut sampler = SlotSampler::new(1.0, 1.0 / 25.0, 0);
-        let mut shown = Vec::new();
-        for ts in 0..50 {
-            let n = sampler.push(ts);
-            if n > 0 {
-                shown.push((ts - 1, n));
-            }
-        }
-        let last = sampler.finish(Some(50));
-        assert_eq!(shown, [(12, 1), (37, 1)]);
-        // the end at 2.0 s rounds to slot 2: two slots in all, as `ffmpeg -vf fps=1`
-        assert_eq!(last, 0);
-        // a gap repeats the frame before it
-        let mut sampler = SlotSampler::new(1.0, 1.0, 0);
-        assert_eq!(sampler.push(0), 0);
-        assert_eq!(sampler.push(3), 3);
-        assert_eq!(sampler.finish(Some(4)), 1);
-    }
-
-    /// A `format` frame of `w` x `h` whose every byte depends on its plane, row and column.
-    fn patterned(
-        format: Pixel,
-        w: u32,
-        h: u32,
-        rows: impl Fn(usize) -> usize,
-    ) -> ffmpeg::frame::Video {
-        let mut frame = ffmpeg::frame::Video::new(format, w, h);
-        for plane in 0..frame.planes() {
-            let (stride, height) = (frame.stride(plane), frame.plane_height(plane) as usize);
-            let data = frame.data_mut(plane);
-            for row in 0..height {
-                let source = rows(row);
-                for col in 0..stride {
-                    data[row * stride + col] = (source * 7 + col * 3 + plane * 50) as u8;
-                }
-            }
-        }
-        frame
-    }
-
-    #[test]
-    fn two_tap_shrink_reads_the_middle_row_of_each_band() -> Result<(), MediaError> {
-        ffmpeg::init().ok();
-        let pictures = Pictures::new("test");
-        let mut differs = false;
-        for (format, planes_subsampled) in [(Pixel::YUV420P, true), (Pixel::YUV444P, false)] {
-            // 720 rows to 144: one row in 5, rows 2, 7, 12, ... (chroma 1, 6, 11, ... at 4:2:0)
-            let full = Decoded::bare(patterned(format, 64, 720, |r| r));
-            let chroma_first = if planes_subsampled { 1 } else { 2 };
-            let rows = patterned(format, 64, 144, |r| 2 + 5 * r);
-            // the frame built from those rows, its chroma rows fixed up to the source's
-            let mut expected = rows;
-            if planes_subsampled {
-                for plane in 1..3 {
-                    let stride = expected.stride(plane);
-                    let height = expected.plane_height(plane) as usize;
-                    let data = expected.data_mut(plane);
-                    for row in 0..height {
-                        let source = chroma_first + 5 * row;
-                        for col in 0..stride {
-                            data[row * stride + col] = (source * 7 + col * 3 + plane * 50) as u8;
-                        }
-                    }
-                }
-            }
-            let expected = Decoded::bare(expected);
-            for out in [PictureFormat::Rgb24, PictureFormat::Gray8] {
-                let spec = |filter| PictureSpec {
-                    width: 32,
-                    height: 144,
-                    format: out,
-                    filter,
-                    matrix: Matrix::Bt601,
-                };
-                let shrunk = pictures.get(&full, spec(Filter::TwoTapShrink))?;
-                let reference = pictures.get(&expected, spec(Filter::FastBilinear))?;
-                assert_eq!(shrunk, reference, "{format:?} -> {out:?}");
-                // (swscale's fast bilinear reads the same luma rows of the whole frame,
-                // not the same chroma rows: the RGB picture tells the two apart)
-                let whole = pictures.get(&full, spec(Filter::FastBilinear))?;
-                differs |= shrunk != whole;
-            }
-        }
-        assert!(differs, "the row view changed nothing");
-        Ok(())
     }
 }
