@@ -2,6 +2,7 @@
 
 mod accounted;
 mod bad_input;
+mod bounds;
 mod catalog;
 mod cli;
 mod conformance;

@@ -122,6 +122,9 @@ impl PassSpec {
 pub trait FeatureConsumer: FrameConsumer + Send {
     /// The computed feature, once the pass is over.
     fn into_feature(self: Box<Self>) -> Feature;
+
+    /// The bytes the feature holds (about: its per-frame results), for the cache's bound.
+    fn feature_bytes(&self) -> usize;
 }
 
 /// A computed demand: per-frame results, of the type its operator's consumer produces.
@@ -131,6 +134,9 @@ pub type Feature = Arc<dyn Any + Send + Sync>;
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 /// How many passes' features are kept at most.
 pub const CACHE_ENTRIES: usize = 64;
+/// How many bytes of features are kept at most (a pass's features larger than this are
+/// not kept).
+pub const CACHE_BYTES: usize = 256 << 20;
 
 /// A video's identity: URI, store options, and for a local file its size and mtime.
 type VideoKey = (String, StorageOptions, Option<(u64, u128)>);
@@ -139,6 +145,7 @@ struct Entry {
     video: VideoKey,
     range: Option<(f64, f64)>,
     features: HashMap<Demand, Feature>,
+    bytes: usize,
     at: Instant,
 }
 
@@ -157,6 +164,14 @@ impl Entry {
 }
 
 static CACHE: LazyLock<Mutex<VecDeque<Entry>>> = LazyLock::new(Default::default);
+
+/// The passes whose features the cache keeps now, and their bytes (at most
+/// [`CACHE_ENTRIES`] and [`CACHE_BYTES`]).
+pub fn cache_size() -> (usize, usize) {
+    CACHE.lock().map_or((0, 0), |cache| {
+        (cache.len(), cache.iter().map(|e| e.bytes).sum())
+    })
+}
 
 /// The feature `demand` of the video at `source` over `range` (`None`: the whole video),
 /// from a pass already run for this query or from a new one computing every demand of
@@ -189,7 +204,7 @@ pub fn features(
         demands.push(demand.clone());
     }
     let pass_range = if whole { None } else { range };
-    let computed = compute(source, storage, pass_range, &demands, config)?;
+    let (computed, bytes) = compute(source, storage, pass_range, &demands, config)?;
     let feature = computed.get(demand).cloned().ok_or_else(|| {
         UdfError::Option(format!(
             "the decode pass did not compute {} for {}",
@@ -198,14 +213,21 @@ pub fn features(
     })?;
     if let Ok(mut cache) = CACHE.lock() {
         cache.retain(|e| e.at.elapsed() < CACHE_TTL);
-        cache.push_back(Entry {
-            video,
-            range: pass_range,
-            features: computed,
-            at: Instant::now(),
-        });
-        while cache.len() > CACHE_ENTRIES {
-            cache.pop_front();
+        if bytes <= CACHE_BYTES {
+            cache.push_back(Entry {
+                video,
+                range: pass_range,
+                features: computed,
+                bytes,
+                at: Instant::now(),
+            });
+        }
+        let mut held: usize = cache.iter().map(|e| e.bytes).sum();
+        while cache.len() > CACHE_ENTRIES || held > CACHE_BYTES {
+            let Some(oldest) = cache.pop_front() else {
+                break;
+            };
+            held -= oldest.bytes;
         }
     }
     Ok(feature)
@@ -235,7 +257,7 @@ fn compute(
     range: Option<(f64, f64)>,
     demands: &[Demand],
     config: &ConfigOptions,
-) -> Result<HashMap<Demand, Feature>, UdfError> {
+) -> Result<(HashMap<Demand, Feature>, usize), UdfError> {
     let mut consumers: Vec<Box<dyn FeatureConsumer>> = Vec::with_capacity(demands.len());
     for demand in demands {
         let op = crate::operators()
@@ -265,11 +287,13 @@ fn compute(
             framefusion_media::metrics::operator_seconds(&demand.operator, *seconds);
         }
     }
-    Ok(demands
+    let bytes = consumers.iter().map(|c| c.feature_bytes()).sum();
+    let features = demands
         .iter()
         .cloned()
         .zip(consumers.into_iter().map(FeatureConsumer::into_feature))
-        .collect())
+        .collect();
+    Ok((features, bytes))
 }
 
 /// The feature as the type its consumer produced.

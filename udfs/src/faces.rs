@@ -806,6 +806,10 @@ impl FeatureConsumer for FaceConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
         Arc::new(FaceSamples(self.samples))
     }
+
+    fn feature_bytes(&self) -> usize {
+        self.samples.len() * std::mem::size_of::<FrameFaces>()
+    }
 }
 
 /// The demand of `face_stats` at `fps` under the session's settings.

@@ -476,6 +476,12 @@ impl FeatureConsumer for ScoreConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
         Arc::new(self.out)
     }
+
+    fn feature_bytes(&self) -> usize {
+        self.out.scores.len() * std::mem::size_of::<f64>()
+            + self.out.times.len() * std::mem::size_of::<f64>()
+            + self.out.frames.len() * std::mem::size_of::<i64>()
+    }
 }
 
 /// Fast mode looks again, frame by frame, at two scored frames more than a frame apart

@@ -433,6 +433,10 @@ impl FeatureConsumer for SignalConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
         Arc::new(SignalFrames(self.frames))
     }
+
+    fn feature_bytes(&self) -> usize {
+        self.frames.len() * std::mem::size_of::<FrameStats>()
+    }
 }
 
 /// The demand of the clip signals: per-frame statistics with motion vectors.

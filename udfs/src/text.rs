@@ -785,6 +785,10 @@ impl FeatureConsumer for TextConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
         Arc::new(TextSamples(self.samples))
     }
+
+    fn feature_bytes(&self) -> usize {
+        self.samples.len() * std::mem::size_of::<TextSample>()
+    }
 }
 
 /// The demand of `text_area_ratio` under the session's settings.
