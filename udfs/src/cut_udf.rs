@@ -164,6 +164,10 @@ impl VideoOperator for CutClip {
         "cut_clip"
     }
 
+    fn description(&self) -> &'static str {
+        "Cuts [start_s, end_s) of a video into a new MP4 under dest_prefix (stream copy or re-encode) and returns where it wrote it; idempotent."
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[
             Arg::path(),

@@ -14,47 +14,46 @@ use std::sync::Arc;
 use datafusion::logical_expr::{Expr, ScalarUDF};
 use datafusion::prelude::lit;
 
-use crate::signals::HammingDistanceUdf;
+use crate::signals::{HammingDistanceUdf, SignalView};
+use crate::{VideoOperator, VideoUdf, cut_udf, faces, lipsync, previews, probe_udf, shots};
+use crate::{signals, speech, text};
 
-/// A call of the operator `name` (one of [`crate::operators`]).
-fn call(name: &str, args: Vec<Expr>) -> Expr {
-    match crate::operator_udf(name) {
-        Some(udf) => udf.call(args),
-        // unreachable for the names below, which the registry lists
-        None => Expr::Literal(datafusion::common::ScalarValue::Null, None),
-    }
+/// A call of the operator `op`: the operator's type, not its name, so that a builder
+/// for an operator that does not exist does not compile.
+fn call(op: impl VideoOperator, args: Vec<Expr>) -> Expr {
+    VideoUdf::new(Arc::new(op)).into_udf().call(args)
 }
 
 /// `probe(path)`.
 pub fn probe(path: Expr) -> Expr {
-    call("probe", vec![path])
+    call(probe_udf::Probe, vec![path])
 }
 
 /// `detect_shots(path [, options])`.
 pub fn detect_shots(path: Expr, options: Option<&str>) -> Expr {
     let mut args = vec![path];
     args.extend(options.map(lit));
-    call("detect_shots", args)
+    call(shots::DetectShots, args)
 }
 
 /// `clip_signals(path, start_s, end_s)`.
 pub fn clip_signals(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call("clip_signals", vec![path, start_s, end_s])
+    call(signals::ClipSignalsOp, vec![path, start_s, end_s])
 }
 
 /// `motion_score(path, start_s, end_s)`.
 pub fn motion_score(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call("motion_score", vec![path, start_s, end_s])
+    call(SignalView::motion(), vec![path, start_s, end_s])
 }
 
 /// `clip_quality(path, start_s, end_s)`.
 pub fn clip_quality(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call("clip_quality", vec![path, start_s, end_s])
+    call(SignalView::quality(), vec![path, start_s, end_s])
 }
 
 /// `clip_phash(path, start_s, end_s)`.
 pub fn clip_phash(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call("clip_phash", vec![path, start_s, end_s])
+    call(SignalView::phash(), vec![path, start_s, end_s])
 }
 
 /// `hamming_distance(a, b)`.
@@ -72,7 +71,7 @@ pub fn cut_clip(
 ) -> Expr {
     let mut args = vec![path, start_s, end_s, lit(dest_prefix)];
     args.extend(mode.map(lit));
-    call("cut_clip", args)
+    call(cut_udf::CutClip, args)
 }
 
 /// `speech_activity(path [, start_s, end_s])`.
@@ -81,48 +80,48 @@ pub fn speech_activity(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
     if let Some((s, e)) = range {
         args.extend([s, e]);
     }
-    call("speech_activity", args)
+    call(speech::SpeechActivity, args)
 }
 
 /// `text_area_ratio(path, start_s, end_s)`.
 pub fn text_area_ratio(path: Expr, start_s: Expr, end_s: Expr) -> Expr {
-    call("text_area_ratio", vec![path, start_s, end_s])
+    call(text::TextAreaRatio, vec![path, start_s, end_s])
 }
 
 /// `ocr_text(path, at_s)`.
 pub fn ocr_text(path: Expr, at_s: Expr) -> Expr {
-    call("ocr_text", vec![path, at_s])
+    call(text::OcrText, vec![path, at_s])
 }
 
 /// `text_boxes(path, at_s)`.
 pub fn text_boxes(path: Expr, at_s: Expr) -> Expr {
-    call("text_boxes", vec![path, at_s])
+    call(text::TextBoxes, vec![path, at_s])
 }
 
 /// `thumbnail(path, at_s [, size])`.
 pub fn thumbnail(path: Expr, at_s: Expr, size: Option<u32>) -> Expr {
     let mut args = vec![path, at_s];
     args.extend(size.map(|s| lit(f64::from(s))));
-    call("thumbnail", args)
+    call(previews::Thumbnail, args)
 }
 
 /// `contact_sheet(path, start_s, end_s [, options])`.
 pub fn contact_sheet(path: Expr, start_s: Expr, end_s: Expr, options: Option<&str>) -> Expr {
     let mut args = vec![path, start_s, end_s];
     args.extend(options.map(lit));
-    call("contact_sheet", args)
+    call(previews::ContactSheet, args)
 }
 
 /// `face_stats(path, start_s, end_s [, fps])`.
 pub fn face_stats(path: Expr, start_s: Expr, end_s: Expr, fps: Option<Expr>) -> Expr {
     let mut args = vec![path, start_s, end_s];
     args.extend(fps);
-    call("face_stats", args)
+    call(faces::FaceStats, args)
 }
 
 /// `face_boxes(path, at_s)`.
 pub fn face_boxes(path: Expr, at_s: Expr) -> Expr {
-    call("face_boxes", vec![path, at_s])
+    call(faces::FaceBoxes, vec![path, at_s])
 }
 
 /// `lip_sync(path [, start_s, end_s])`.
@@ -131,7 +130,7 @@ pub fn lip_sync(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
     if let Some((s, e)) = range {
         args.extend([s, e]);
     }
-    call("lip_sync", args)
+    call(lipsync::LipSyncOp, args)
 }
 
 #[cfg(test)]

@@ -842,6 +842,10 @@ impl VideoOperator for FaceBoxes {
         "face_boxes"
     }
 
+    fn description(&self) -> &'static str {
+        "The faces MTCNN finds in the frame shown at at_s: boxes, confidences and landmarks."
+    }
+
     fn runs_model(&self) -> bool {
         true
     }
@@ -900,6 +904,10 @@ pub struct FaceStats;
 impl VideoOperator for FaceStats {
     fn name(&self) -> &'static str {
         FACE_STATS
+    }
+
+    fn description(&self) -> &'static str {
+        "Face statistics of [start_s, end_s) from MTCNN on sampled frames: frames with a face, faces per frame, the largest face's size and position."
     }
 
     fn runs_model(&self) -> bool {

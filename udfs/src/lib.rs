@@ -185,3 +185,51 @@ pub fn decode_udf(bytes: &[u8]) -> Option<datafusion::error::Result<Arc<ScalarUD
             .into_udf())
     })())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    /// docs/sql-reference.md documents every registered function with the syntax its
+    /// operator declares, and heads no function that is not registered.
+    #[test]
+    fn the_sql_reference_and_the_registry_agree() {
+        let reference = include_str!("../../docs/sql-reference.md");
+        let functions = reference
+            .split_once("\n## Functions")
+            .map(|(_, f)| f)
+            .unwrap_or_else(|| panic!("docs/sql-reference.md has no Functions section"));
+        // the reference wraps its lines: compare with single spaces
+        let flat = functions.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut registered = HashSet::new();
+        for udf in super::scalar_udfs() {
+            let doc = udf
+                .documentation()
+                .unwrap_or_else(|| panic!("{} has no documentation", udf.name()));
+            assert!(
+                !doc.description.is_empty(),
+                "{} has no description",
+                udf.name()
+            );
+            assert!(
+                flat.contains(&format!("`{}`", doc.syntax_example)),
+                "docs/sql-reference.md does not document `{}` (the registered function's syntax)",
+                doc.syntax_example
+            );
+            registered.insert(udf.name().to_owned());
+        }
+        let mut headed = 0;
+        for line in functions.lines().filter(|l| l.starts_with("### `")) {
+            if line.contains("(table function)") || line.contains("CREATE FUNCTION") {
+                continue;
+            }
+            let name = line["### `".len()..].split('(').next().unwrap_or_default();
+            assert!(
+                registered.contains(name),
+                "docs/sql-reference.md documents `{name}`, which is not registered"
+            );
+            headed += 1;
+        }
+        assert!(headed >= 10, "{headed} functions headed in the reference");
+    }
+}

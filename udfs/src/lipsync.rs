@@ -342,6 +342,10 @@ impl VideoOperator for LipSyncOp {
         "lip_sync"
     }
 
+    fn description(&self) -> &'static str {
+        "How well mouth motion follows speech over the video or [start_s, end_s) (a heuristic over MTCNN mouth landmarks and Silero VAD)."
+    }
+
     fn runs_model(&self) -> bool {
         true
     }

@@ -31,8 +31,13 @@
 //!   [`crate::analysis`], so the first operator to read a video runs one pass computing
 //!   what every operator of the query needs from it.
 //!
+//! - **documentation**: the function's documentation ([`ScalarUDFImpl::documentation`])
+//!   is made from what the operator declares: its description, its syntax as the SQL
+//!   reference writes it ([`syntax`]) and its arguments.
+//!
 //! Adding an operator: a module with a type implementing [`VideoOperator`], one line in
-//! [`crate::operators`], its `expr_fn` builder, its entry in docs/sql-reference.md, a test.
+//! [`crate::operators`], its `expr_fn` builder, its entry in docs/sql-reference.md
+//! (checked against the registry by a unit test), a test.
 
 use std::sync::Arc;
 
@@ -43,7 +48,8 @@ use datafusion::common::scalar::ScalarStructBuilder;
 use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, DocSection, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    Signature, Volatility,
 };
 
 use framefusion_common::failures::{Failure, RunOptions};
@@ -174,6 +180,11 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
     /// The SQL name.
     fn name(&self) -> &'static str;
 
+    /// What a call returns, in a sentence: the function's documentation
+    /// ([`ScalarUDFImpl::documentation`], `SHOW FUNCTIONS`) with its syntax and arguments
+    /// (docs/sql-reference.md has the details).
+    fn description(&self) -> &'static str;
+
     /// The arguments, in order.
     fn args(&self) -> &'static [Arg];
 
@@ -303,6 +314,7 @@ impl Batch<'_> {
 pub struct VideoUdf {
     op: Arc<dyn VideoOperator>,
     signature: Signature,
+    documentation: Arc<Documentation>,
     pass: Option<Arc<PassSpec>>,
 }
 
@@ -330,6 +342,7 @@ impl VideoUdf {
             // folding would decode and run inference on the client or the scheduler,
             // also for EXPLAIN); calls run where the query's rows are computed.
             signature: Signature::user_defined(Volatility::Volatile),
+            documentation: Arc::new(documentation(op.as_ref())),
             op,
             pass: None,
         }
@@ -374,6 +387,57 @@ impl VideoUdf {
     pub fn into_udf(self) -> Arc<ScalarUDF> {
         Arc::new(ScalarUDF::new_from_impl(self))
     }
+}
+
+/// The documentation section of framefusion's functions.
+pub const DOC_SECTION: DocSection = DocSection {
+    include: true,
+    label: "framefusion video operators",
+    description: Some("Functions over videos: see docs/sql-reference.md"),
+};
+
+/// `op`'s documentation, from what it declares: its description, its syntax
+/// ([`syntax`]) and its arguments.
+fn documentation(op: &dyn VideoOperator) -> Documentation {
+    let mut doc = Documentation::builder(
+        DOC_SECTION,
+        op.description(),
+        syntax(op.name(), op.args(), &op.arities()),
+    );
+    for arg in op.args() {
+        doc = doc.with_argument(arg.name, arg.kind.what());
+    }
+    doc.build()
+}
+
+/// A call's syntax as the SQL reference writes it: `name(a, b [, c, d])`, the optional
+/// arguments grouped as the arities allow them (`[, start_s, end_s]`: both or neither).
+pub fn syntax(name: &str, args: &[Arg], arities: &[usize]) -> String {
+    let mut arities = arities.to_vec();
+    arities.sort_unstable();
+    arities.dedup();
+    let names: Vec<&str> = args.iter().map(|a| a.name).collect();
+    let required = arities
+        .first()
+        .copied()
+        .unwrap_or(names.len())
+        .min(names.len());
+    let mut text = names[..required].join(", ");
+    let mut from = required;
+    for &to in &arities[1..] {
+        let to = to.min(names.len());
+        if to <= from {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push(' ');
+        }
+        text.push_str(if from == 0 { "[" } else { "[, " });
+        text.push_str(&names[from..to].join(", "));
+        from = to;
+    }
+    let closing = arities[1..].len();
+    format!("{name}({text}{})", "]".repeat(closing))
 }
 
 /// Checks a call's argument types against `op`'s arguments and returns the types to
@@ -434,6 +498,10 @@ impl ScalarUDFImpl for VideoUdf {
 
     fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&self.documentation)
     }
 
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
@@ -598,6 +666,10 @@ mod tests {
         fn name(&self) -> &'static str {
             "clip_thing"
         }
+        fn description(&self) -> &'static str {
+            "A test operator."
+        }
+
         fn args(&self) -> &'static [Arg] {
             const ARGS: &[Arg] = &[
                 Arg::path(),

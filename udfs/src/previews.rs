@@ -262,6 +262,10 @@ impl VideoOperator for Thumbnail {
         "thumbnail"
     }
 
+    fn description(&self) -> &'static str {
+        "A JPEG of the frame shown at at_s, its longer side size pixels (default 320)."
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[Arg::path(), Arg::seconds("at_s"), Arg::number("size")];
         ARGS
@@ -301,6 +305,10 @@ pub struct ContactSheet;
 impl VideoOperator for ContactSheet {
     fn name(&self) -> &'static str {
         "contact_sheet"
+    }
+
+    fn description(&self) -> &'static str {
+        "A JPEG grid of frames evenly spaced over [start_s, end_s)."
     }
 
     fn args(&self) -> &'static [Arg] {

@@ -34,6 +34,10 @@ impl VideoOperator for Probe {
         "probe"
     }
 
+    fn description(&self) -> &'static str {
+        "Container and stream facts of a video, as ffprobe reports them."
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[Arg::path()];
         ARGS

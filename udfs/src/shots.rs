@@ -731,6 +731,10 @@ impl VideoOperator for DetectShots {
         NAME
     }
 
+    fn description(&self) -> &'static str {
+        "The shots of a video (PySceneDetect's content or adaptive detector): a list of [start, end) frame and time ranges."
+    }
+
     fn args(&self) -> &'static [Arg] {
         const ARGS: &[Arg] = &[Arg::path(), Arg::options("options")];
         ARGS

@@ -38,7 +38,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Fields};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::{
-    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
+    ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use framefusion_media::MediaError;
 use framefusion_media::decode::FrameMotion;
@@ -553,6 +553,10 @@ impl VideoOperator for ClipSignalsOp {
         NAME
     }
 
+    fn description(&self) -> &'static str {
+        "Motion, quality signals and a perceptual hash of the frames of [start_s, end_s), from one decode."
+    }
+
     fn args(&self) -> &'static [Arg] {
         RANGE_ARGS
     }
@@ -656,6 +660,16 @@ impl VideoOperator for SignalView {
         }
     }
 
+    fn description(&self) -> &'static str {
+        match self.view {
+            View::Motion => "The motion score of [start_s, end_s): clip_signals' motion_score.",
+            View::Quality => {
+                "The quality signals of [start_s, end_s): clip_signals' sharpness, brightness, contrast, black and frozen fractions."
+            }
+            View::Phash => "The perceptual hash of [start_s, end_s): clip_signals' phash.",
+        }
+    }
+
     fn args(&self) -> &'static [Arg] {
         RANGE_ARGS
     }
@@ -719,6 +733,20 @@ impl ScalarUDFImpl for HammingDistanceUdf {
 
     fn signature(&self) -> &Signature {
         &self.signature
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        static DOC: std::sync::LazyLock<Documentation> = std::sync::LazyLock::new(|| {
+            Documentation::builder(
+                crate::operator::DOC_SECTION,
+                "The number of bits in which two 64-bit hashes differ (0-64), as clip_phash's.",
+                "hamming_distance(a, b)",
+            )
+            .with_argument("a", "an integer (a hash)")
+            .with_argument("b", "an integer (a hash)")
+            .build()
+        });
+        Some(&DOC)
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {

@@ -207,6 +207,10 @@ impl VideoOperator for SpeechActivity {
         "speech_activity"
     }
 
+    fn description(&self) -> &'static str {
+        "Speech in the sound track (Silero VAD) over the video or [start_s, end_s): the share of speech and its segments."
+    }
+
     fn runs_model(&self) -> bool {
         true
     }

@@ -503,6 +503,10 @@ impl VideoOperator for OcrText {
         "ocr_text"
     }
 
+    fn description(&self) -> &'static str {
+        "The text PP-OCRv4 reads in the frame shown at at_s."
+    }
+
     fn runs_model(&self) -> bool {
         true
     }
@@ -575,6 +579,10 @@ pub struct TextBoxes;
 impl VideoOperator for TextBoxes {
     fn name(&self) -> &'static str {
         "text_boxes"
+    }
+
+    fn description(&self) -> &'static str {
+        "The text boxes PP-OCRv4 detects in the frame shown at at_s, with their text."
     }
 
     fn runs_model(&self) -> bool {
@@ -818,6 +826,10 @@ pub struct TextAreaRatio;
 impl VideoOperator for TextAreaRatio {
     fn name(&self) -> &'static str {
         TEXT_AREA_RATIO
+    }
+
+    fn description(&self) -> &'static str {
+        "The mean share of the picture covered by text (PP-OCRv4 detection) over frames sampled from [start_s, end_s)."
     }
 
     fn runs_model(&self) -> bool {
