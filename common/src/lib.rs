@@ -9,9 +9,17 @@
 //!   (a scan's probe, an operator on an executor), reported to the ledger of the query's
 //!   run, so that the process writing the manifest accounts for every video however the
 //!   query is written.
+//! - [`settings`]: settings whose entries reach every process of a cluster.
+//! - [`metrics`]: the process's Prometheus metrics, named once.
+//! - [`cpu`]: the one CPU budget of the process: the pool blocking work runs on, and the
+//!   thread counts of decoders and ONNX Runtime derived from it.
+//! - [`blocking`]: running blocking work from async code.
 
+pub mod blocking;
 pub mod code;
+pub mod cpu;
 pub mod failures;
+pub mod metrics;
 pub mod settings;
 
 pub use code::{Coded, ErrorCode};

@@ -12,35 +12,30 @@
 //!   consumer a query has for it, each with the pictures it asks for (size, format)
 //!   converted once from the decoder's YUV; and frames sampled (every frame, N per second,
 //!   keyframes) and resized as `ffmpeg`'s `fps` and `scale` filters do.
-//! - [`cpu`]: the one CPU budget of the process: the pool blocking work runs on, and the
-//!   thread counts of decoders and ONNX Runtime derived from it.
 //! - [`audio`]: the sound track, decoded, mixed to mono and resampled.
 //! - [`cut`]: clips cut by stream copy or re-encoded.
 //! - [`colour`]: YUV to RGB with the matrix and range a frame is tagged with, as ffmpeg.
 //! - [`image`]: small image operations with OpenCV's arithmetic (resizes, HSV, luma).
 //! - [`jpeg`]: JPEG encoding through ffmpeg's MJPEG encoder (the previews).
-//! - [`metrics`]: the process's Prometheus metrics, named once.
 //! - [`error`]: [`MediaError`], which failures are transient, and their retry.
 //! - [`code`]: the typed error codes every error of the workspace carries.
-//! - [`blocking`]: running blocking work from async code.
+//! - [`cpu`], [`metrics`] and [`blocking`]: `framefusion-common`'s (re-exported): the
+//!   process's CPU budget and pool, its metrics, running blocking work from async code.
 //! - [`fault`]: transient faults on demand, for resilience tests.
 //!
 //! Everything here is synchronous and CPU- or disk-bound: run it on a blocking thread
 //! (`tokio::task::spawn_blocking`), never on an async I/O thread.
 
 pub mod audio;
-pub mod blocking;
 pub(crate) mod centre;
 pub mod code;
 pub mod colour;
-pub mod cpu;
 pub mod cut;
 pub mod decode;
 pub mod error;
 pub mod fault;
 pub mod image;
 pub mod jpeg;
-pub mod metrics;
 pub mod probe;
 pub mod probe_columns;
 pub mod source;
@@ -50,6 +45,8 @@ use std::sync::OnceLock;
 
 pub use decode::pass;
 pub use error::MediaError;
+/// The process's CPU budget, metrics and blocking helper live in `framefusion-common`.
+pub use framefusion_common::{blocking, cpu, metrics};
 pub use video_rs::ffmpeg;
 
 /// Environment variable that sets the ffmpeg log level (`quiet`, `error`, `warning`,

@@ -5,7 +5,7 @@
 //!
 //! | metric | type | labels | what |
 //! |---|---|---|---|
-//! | `framefusion_decode_passes_total` | counter | | decode passes run (one per video per query, [`crate::pass`]; a frames scan's file, a single frame) |
+//! | `framefusion_decode_passes_total` | counter | | decode passes run (one per video per query: `framefusion_media::pass`; a frames scan's file, a single frame) |
 //! | `framefusion_frames_decoded_total` | counter | | frames the decoders produced |
 //! | `framefusion_decoder_threads` | gauge | | decoder threads the passes running now hold (at most the CPU budget, [`crate::cpu`]) |
 //! | `framefusion_decode_seconds_total` | counter | | seconds of passes spent demuxing and decoding, outside the operators |
