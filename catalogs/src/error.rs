@@ -1,7 +1,7 @@
 //! The error type of this crate.
 
 use datafusion::error::DataFusionError;
-use framefusion_media::error::{Coded, ErrorCode};
+use framefusion_media::error::{Coded, ErrorCode, external};
 
 /// Errors raised while defining or listing video tables.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +53,7 @@ impl Coded for CatalogError {
 
 impl From<CatalogError> for DataFusionError {
     fn from(e: CatalogError) -> Self {
-        DataFusionError::External(Box::new(e))
+        external(e)
     }
 }
 
@@ -63,83 +63,10 @@ pub fn task_error(e: framefusion_media::MediaError) -> DataFusionError {
     if e.is_transient() {
         DataFusionError::IoError(std::io::Error::other(e.to_string()))
     } else {
-        DataFusionError::External(Box::new(CatalogError::Media(e)))
+        external(CatalogError::Media(e))
     }
 }
 
-/// An error type this crate does not know, as a crate above it codes it.
-pub type CodeHook<'a> =
-    &'a dyn Fn(&(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode>;
-
-/// The code of an engine error, from its type alone: DataFusion's variants, and inside
-/// [`DataFusionError::External`] the media and catalog errors, I/O and object-store errors,
-/// nested DataFusion errors, and whatever `above` codes (the error types of the crates
-/// above this one; `framefusion_engine::error::error_code` passes its own). No message is
-/// read.
-pub fn code_of(error: &DataFusionError, above: CodeHook<'_>) -> ErrorCode {
-    let external =
-        |inner: &(dyn std::error::Error + Send + Sync + 'static)| external_code(inner, above);
-    match error {
-        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            return code_of(inner, above);
-        }
-        DataFusionError::Shared(inner) => return code_of(inner, above),
-        DataFusionError::Collection(errors) => {
-            return errors
-                .first()
-                .map_or(ErrorCode::Internal, |e| code_of(e, above));
-        }
-        DataFusionError::External(inner) => {
-            if let Some(code) = external(inner.as_ref()) {
-                return code;
-            }
-        }
-        _ => {}
-    }
-    match error.find_root() {
-        DataFusionError::SQL(..)
-        | DataFusionError::SchemaError(..)
-        | DataFusionError::Configuration(_)
-        | DataFusionError::Plan(_) => ErrorCode::InvalidArgument,
-        DataFusionError::NotImplemented(_) | DataFusionError::Substrait(_) => {
-            ErrorCode::Unimplemented
-        }
-        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
-        // a task's I/O error is a transient failure (transient media errors become these
-        // so that Ballista retries them)
-        DataFusionError::IoError(e) => match framefusion_media::error::io_code(e) {
-            ErrorCode::NotFound => ErrorCode::NotFound,
-            ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
-            _ => ErrorCode::Unavailable,
-        },
-        DataFusionError::ObjectStore(e) => framefusion_media::error::object_store_code(e),
-        DataFusionError::External(inner) => external(inner.as_ref()).unwrap_or(ErrorCode::Internal),
-        _ => ErrorCode::Internal,
-    }
-}
-
-/// The code of an error inside [`DataFusionError::External`], when its type is known.
-fn external_code(
-    error: &(dyn std::error::Error + Send + Sync + 'static),
-    above: CodeHook<'_>,
-) -> Option<ErrorCode> {
-    if let Some(e) = error.downcast_ref::<framefusion_media::MediaError>() {
-        return Some(e.code());
-    }
-    if let Some(e) = error.downcast_ref::<CatalogError>() {
-        return Some(e.code());
-    }
-    if let Some(e) = error.downcast_ref::<DataFusionError>() {
-        return Some(code_of(e, above));
-    }
-    if let Some(e) = error.downcast_ref::<std::io::Error>() {
-        return Some(match framefusion_media::error::io_code(e) {
-            ErrorCode::Internal => ErrorCode::Unavailable,
-            code => code,
-        });
-    }
-    if let Some(e) = error.downcast_ref::<object_store::Error>() {
-        return Some(framefusion_media::error::object_store_code(e));
-    }
-    above(error)
-}
+/// The code of an error (`framefusion_common::code::code_of`: every error of the
+/// workspace carries its code).
+pub use framefusion_common::code::code_of;

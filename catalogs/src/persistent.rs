@@ -241,7 +241,7 @@ impl PersistentSchemaProvider {
 }
 
 fn store_err(e: CatalogError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
+    e.into()
 }
 
 /// Whether a definition is one this catalog keeps (an external table's).
@@ -298,7 +298,7 @@ impl SchemaProvider for PersistentSchemaProvider {
                     Err(e) => Arc::new(UnavailableTable {
                         name: name.to_owned(),
                         reason: crate_message(&e),
-                        code: crate::error::code_of(&e, &|_| None),
+                        code: crate::error::code_of(&e),
                     }),
                 };
                 self.local()
@@ -396,13 +396,13 @@ impl TableProvider for UnavailableTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Err(DataFusionError::External(Box::new(
+        Err(framefusion_media::error::external(
             crate::CatalogError::Unavailable {
                 name: self.name.clone(),
                 reason: self.reason.clone(),
                 code: self.code,
             },
-        )))
+        ))
     }
 }
 

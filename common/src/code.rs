@@ -20,6 +20,10 @@
 //! are per row; a `setup` failure is the same for every video, so it fails the query
 //! wherever it is met, and a run stops on it without marking any video done.
 
+use std::error::Error;
+
+use datafusion_common::DataFusionError;
+
 /// The kind of a failure (see the module docs).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -102,4 +106,211 @@ impl ErrorCode {
 pub trait Coded {
     /// The code.
     fn code(&self) -> ErrorCode;
+}
+
+/// An error of the workspace with its code, as it travels inside DataFusion: every
+/// crate's errors become one ([`external`]) when they enter a DataFusion result, so that
+/// [`code_of`] finds the code of any of them by one downcast, knowing none of their
+/// types. It shows as the error it holds.
+#[derive(Debug)]
+pub struct CodedError {
+    code: ErrorCode,
+    error: Box<dyn Error + Send + Sync>,
+}
+
+impl CodedError {
+    /// `error`, with its own code.
+    pub fn new<E: Coded + Error + Send + Sync + 'static>(error: E) -> Self {
+        Self {
+            code: error.code(),
+            error: Box::new(error),
+        }
+    }
+
+    /// `error` (of a type that knows no code), with `code`.
+    pub fn with_code(code: ErrorCode, error: impl Into<Box<dyn Error + Send + Sync>>) -> Self {
+        Self {
+            code,
+            error: error.into(),
+        }
+    }
+
+    /// The error it holds.
+    pub fn error(&self) -> &(dyn Error + Send + Sync + 'static) {
+        self.error.as_ref()
+    }
+}
+
+impl std::fmt::Display for CodedError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl Error for CodedError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.error.source()
+    }
+}
+
+impl Coded for CodedError {
+    fn code(&self) -> ErrorCode {
+        self.code
+    }
+}
+
+/// `error` as a DataFusion error that carries its code ([`CodedError`]).
+pub fn external<E: Coded + Error + Send + Sync + 'static>(error: E) -> DataFusionError {
+    DataFusionError::External(Box::new(CodedError::new(error)))
+}
+
+/// The code of a DataFusion error, from types alone (no message is read): the outermost
+/// [`CodedError`] in its chain of sources, else what its root is (DataFusion's variants;
+/// inside [`DataFusionError::External`] an I/O or object-store error). Errors of other
+/// types are [`ErrorCode::Internal`].
+pub fn code_of(error: &DataFusionError) -> ErrorCode {
+    let mut level: Option<&(dyn Error + 'static)> = Some(error);
+    while let Some(e) = level {
+        if let Some(coded) = e.downcast_ref::<CodedError>() {
+            return coded.code;
+        }
+        level = e.source();
+    }
+    if let DataFusionError::Collection(errors) = error {
+        return errors.first().map_or(ErrorCode::Internal, code_of);
+    }
+    match error.find_root() {
+        DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_)
+        | DataFusionError::Plan(_) => ErrorCode::InvalidArgument,
+        DataFusionError::NotImplemented(_) | DataFusionError::Substrait(_) => {
+            ErrorCode::Unimplemented
+        }
+        DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
+        // a task's I/O error is a transient failure (transient media errors become these
+        // so that Ballista retries them)
+        DataFusionError::IoError(e) => match io_code(e) {
+            ErrorCode::NotFound => ErrorCode::NotFound,
+            ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
+            _ => ErrorCode::Unavailable,
+        },
+        DataFusionError::ObjectStore(e) => object_store_code(e),
+        DataFusionError::External(inner) => {
+            if let Some(e) = inner.downcast_ref::<std::io::Error>() {
+                match io_code(e) {
+                    ErrorCode::Internal => ErrorCode::Unavailable,
+                    code => code,
+                }
+            } else if let Some(e) = inner.downcast_ref::<object_store::Error>() {
+                object_store_code(e)
+            } else {
+                ErrorCode::Internal
+            }
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// Whether an I/O error is worth retrying (a network or device hiccup).
+pub fn io_is_transient(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        Interrupted
+            | TimedOut
+            | WouldBlock
+            | ResourceBusy
+            | ConnectionReset
+            | ConnectionRefused
+            | ConnectionAborted
+            | BrokenPipe
+            | NetworkDown
+            | NetworkUnreachable
+            | HostUnreachable
+            | StaleNetworkFileHandle
+    ) || e.raw_os_error() == Some(5) // EIO
+}
+
+/// The code of an I/O error, by its kind.
+pub fn io_code(e: &std::io::Error) -> ErrorCode {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        _ if io_is_transient(e) => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// The code of an object-store error, by its variant.
+pub fn object_store_code(e: &object_store::Error) -> ErrorCode {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => ErrorCode::NotFound,
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorCode::PermissionDenied,
+        E::NotSupported { .. } | E::NotImplemented { .. } => ErrorCode::Unimplemented,
+        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorCode::InvalidArgument,
+        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
+            ErrorCode::Internal
+        }
+        _ => ErrorCode::Unavailable,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct Missing;
+
+    impl std::fmt::Display for Missing {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("no such model")
+        }
+    }
+
+    impl Error for Missing {}
+
+    impl Coded for Missing {
+        fn code(&self) -> ErrorCode {
+            ErrorCode::Setup
+        }
+    }
+
+    #[test]
+    fn codes_are_found_by_type_through_any_wrapping() {
+        let coded = || external(Missing);
+        assert_eq!(code_of(&coded()), ErrorCode::Setup);
+        assert_eq!(coded().to_string(), "External error: no such model");
+        let wrapped = DataFusionError::Context("running".into(), Box::new(coded()));
+        assert_eq!(code_of(&wrapped), ErrorCode::Setup);
+        let shared = DataFusionError::Shared(Arc::new(coded()));
+        assert_eq!(code_of(&shared), ErrorCode::Setup);
+        let nested = DataFusionError::External(Box::new(coded()));
+        assert_eq!(code_of(&nested), ErrorCode::Setup);
+        assert_eq!(
+            code_of(&DataFusionError::Collection(vec![coded()])),
+            ErrorCode::Setup
+        );
+        // the types every crate meets
+        assert_eq!(
+            code_of(&DataFusionError::Plan("x".into())),
+            ErrorCode::InvalidArgument
+        );
+        assert_eq!(
+            code_of(&DataFusionError::IoError(std::io::Error::other("reset"))),
+            ErrorCode::Unavailable
+        );
+        let gone = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(
+            code_of(&DataFusionError::External(Box::new(gone))),
+            ErrorCode::NotFound
+        );
+        // an error of a type that carries no code
+        let unknown = DataFusionError::External(Box::new(std::fmt::Error));
+        assert_eq!(code_of(&unknown), ErrorCode::Internal);
+    }
 }

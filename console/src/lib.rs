@@ -342,7 +342,7 @@ async fn start(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<St
     }
     // the output must be an allowed location (a confined process refuses others)
     framefusion_media::source::check_location(&output)
-        .map_err(|e| status(&datafusion::error::DataFusionError::External(Box::new(e))))?;
+        .map_err(|e| status(&framefusion_media::error::external(e)))?;
     if console.book.is_some()
         && let Some(key) = durable::secret_in(&body.sql)
     {

@@ -69,7 +69,7 @@ async fn rebuild_table(
 ) -> Result<Arc<dyn TableProvider>> {
     let dialect = state.config_options().sql_parser.dialect.to_string();
     let statement = framefusion_sql::parse_script(definition, &dialect)
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(framefusion_common::code::external)?
         .pop_front()
         .ok_or_else(|| DataFusionError::Plan("empty table definition".to_owned()))?;
     match state.statement_to_plan(statement).await? {

@@ -42,30 +42,25 @@ impl Coded for EngineError {
 
 impl From<EngineError> for DataFusionError {
     fn from(e: EngineError) -> Self {
-        DataFusionError::External(Box::new(e))
+        framefusion_common::code::external(e)
     }
 }
 
-/// The code of an engine error, from its type alone: DataFusion's variants, and the
-/// workspace's own errors ([`Coded`]), object stores', Ballista's and I/O errors inside
-/// [`DataFusionError::External`] (`framefusion_catalogs::error::code_of`, with the error
-/// types of the crates above it). No message is read.
+/// The code of an engine error, from its type alone: the workspace's own errors carry
+/// theirs (`framefusion_common::code::code_of`); Ballista's errors and gRPC statuses
+/// from a cluster, at the root of the error, are coded here. No message is read.
 pub fn error_code(error: &DataFusionError) -> ErrorCode {
-    framefusion_catalogs::error::code_of(error, &above_catalogs)
+    if let DataFusionError::External(inner) = error.find_root()
+        && let Some(code) = cluster_code(inner.as_ref())
+    {
+        return code;
+    }
+    framefusion_common::code::code_of(error)
 }
 
-/// The codes of the error types `framefusion_catalogs::error::code_of` does not know.
-fn above_catalogs(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode> {
+/// The code of a Ballista error or a gRPC status (a cluster's answer).
+fn cluster_code(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Option<ErrorCode> {
     use ballista_core::error::BallistaError as B;
-    if let Some(e) = error.downcast_ref::<framefusion_udfs::UdfError>() {
-        return Some(e.code());
-    }
-    if let Some(e) = error.downcast_ref::<EngineError>() {
-        return Some(e.code());
-    }
-    if error.downcast_ref::<framefusion_sql::SqlError>().is_some() {
-        return Some(ErrorCode::InvalidArgument);
-    }
     if let Some(e) = error.downcast_ref::<B>() {
         return Some(match e {
             B::NotImplemented(_) => ErrorCode::Unimplemented,
@@ -79,10 +74,9 @@ fn above_catalogs(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Op
             _ => ErrorCode::Internal,
         });
     }
-    if let Some(status) = error.downcast_ref::<tonic::Status>() {
-        return Some(grpc_code(status.code()));
-    }
-    None
+    error
+        .downcast_ref::<tonic::Status>()
+        .map(|status| grpc_code(status.code()))
 }
 
 /// The [`ErrorCode`] of a gRPC status code (a cluster's or a Flight server's answer).

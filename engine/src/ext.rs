@@ -56,8 +56,7 @@ pub trait SessionContextExt {
 impl SessionContextExt for SessionContext {
     fn parse_script(&self, sql: &str) -> Result<VecDeque<Statement>> {
         let dialect = self.state().config_options().sql_parser.dialect.to_string();
-        framefusion_sql::parse_script(sql, &dialect)
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+        framefusion_sql::parse_script(sql, &dialect).map_err(framefusion_common::code::external)
     }
 
     async fn plan_statement(&self, statement: Statement) -> Result<LogicalPlan> {
@@ -141,8 +140,7 @@ impl SessionContextExt for SessionContext {
             .get::<VideoOptions>()
             .map(|o| o.extensions.clone())
             .unwrap_or_else(|| VideoOptions::default().extensions);
-        let external =
-            |e: framefusion_catalogs::CatalogError| DataFusionError::External(Box::new(e));
+        let external = |e: framefusion_catalogs::CatalogError| DataFusionError::from(e);
         let filter = ExtensionFilter::parse(&extensions).map_err(external)?;
         let table = VideoTable::try_new(vec![location.to_owned()], filter).map_err(external)?;
         table.check_remote().await.map_err(external)?;

@@ -519,7 +519,7 @@ fn store_failure(location: &str, error: DataFusionError) -> DataFusionError {
 }
 
 fn external(e: framefusion_media::MediaError) -> DataFusionError {
-    DataFusionError::External(Box::new(e))
+    framefusion_common::code::external(e)
 }
 
 /// The URL of `location` and the store options among `options` (`aws.*`, `gcp.*`,

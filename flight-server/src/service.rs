@@ -190,7 +190,7 @@ fn number_placeholders(sql: &str) -> String {
 fn check_locations(plan: &LogicalPlan) -> Result<(), DataFusionError> {
     let check = |location: &str| -> Result<(), DataFusionError> {
         framefusion_media::source::check_location(location)
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+            .map_err(framefusion_media::error::external)
     };
     let mut result = Ok(());
     plan.apply_with_subqueries(|node| {

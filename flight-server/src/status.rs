@@ -63,10 +63,10 @@ mod tests {
             )),
             Code::InvalidArgument
         );
-        let denied = DataFusionError::External(Box::new(MediaError::NotAllowed {
+        let denied = framefusion_media::error::external(MediaError::NotAllowed {
             uri: "/etc".into(),
             roots: "/data".into(),
-        }));
+        });
         assert_eq!(code(&denied), Code::PermissionDenied);
         let wrapped = DataFusionError::Context("planning".into(), Box::new(denied));
         assert_eq!(code(&wrapped), Code::PermissionDenied);

@@ -9,7 +9,9 @@
 
 use std::time::Duration;
 
-pub use framefusion_common::code::{Coded, ErrorCode};
+pub use framefusion_common::code::{
+    Coded, CodedError, ErrorCode, external, io_code, io_is_transient, object_store_code,
+};
 
 /// Errors raised by the media primitives: sources and object storage, probe, decode, cut.
 #[derive(Debug, thiserror::Error)]
@@ -111,26 +113,6 @@ impl MediaError {
     }
 }
 
-/// Whether an I/O error is worth retrying.
-pub fn io_is_transient(e: &std::io::Error) -> bool {
-    use std::io::ErrorKind::*;
-    matches!(
-        e.kind(),
-        Interrupted
-            | TimedOut
-            | WouldBlock
-            | ResourceBusy
-            | ConnectionReset
-            | ConnectionRefused
-            | ConnectionAborted
-            | BrokenPipe
-            | NetworkDown
-            | NetworkUnreachable
-            | HostUnreachable
-            | StaleNetworkFileHandle
-    ) || e.raw_os_error() == Some(5) // EIO
-}
-
 /// Whether an errno reported by ffmpeg is worth retrying.
 pub fn errno_is_transient(errno: i32) -> bool {
     io_is_transient(&std::io::Error::from_raw_os_error(errno))
@@ -168,32 +150,6 @@ impl Coded for MediaError {
             MediaError::Probe { .. } | MediaError::Decode { .. } => ErrorCode::BadMedia,
             MediaError::Init(_) => ErrorCode::Setup,
         }
-    }
-}
-
-/// The code of an I/O error: a missing file is [`ErrorCode::NotFound`], a refused one
-/// [`ErrorCode::PermissionDenied`], one worth retrying [`ErrorCode::Unavailable`].
-pub fn io_code(e: &std::io::Error) -> ErrorCode {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => ErrorCode::NotFound,
-        std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
-        _ if io_is_transient(e) => ErrorCode::Unavailable,
-        _ => ErrorCode::Internal,
-    }
-}
-
-/// The code of an object-store error, by its variant.
-pub fn object_store_code(e: &object_store::Error) -> ErrorCode {
-    use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => ErrorCode::NotFound,
-        E::PermissionDenied { .. } | E::Unauthenticated { .. } => ErrorCode::PermissionDenied,
-        E::NotSupported { .. } | E::NotImplemented { .. } => ErrorCode::Unimplemented,
-        E::InvalidPath { .. } | E::UnknownConfigurationKey { .. } => ErrorCode::InvalidArgument,
-        E::AlreadyExists { .. } | E::Precondition { .. } | E::NotModified { .. } => {
-            ErrorCode::Internal
-        }
-        _ => ErrorCode::Unavailable,
     }
 }
 

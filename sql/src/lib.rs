@@ -30,6 +30,12 @@ pub enum SqlError {
     Empty,
 }
 
+impl framefusion_common::Coded for SqlError {
+    fn code(&self) -> framefusion_common::ErrorCode {
+        framefusion_common::ErrorCode::InvalidArgument
+    }
+}
+
 impl From<ParserError> for SqlError {
     fn from(e: ParserError) -> Self {
         let message = match e {

@@ -73,7 +73,7 @@ impl UdfError {
         if self.is_transient() {
             DataFusionError::IoError(std::io::Error::other(self.to_string()))
         } else {
-            DataFusionError::External(Box::new(self))
+            framefusion_common::code::external(self)
         }
     }
 }

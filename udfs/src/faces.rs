@@ -861,8 +861,7 @@ impl VideoOperator for FaceBoxes {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
-        let mtcnn = Mtcnn::load(&options)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        let mtcnn = Mtcnn::load(&options).map_err(framefusion_common::code::external)?;
         let item = DataType::Struct(face_fields());
         let rows = batch.rows();
         // frames of many rows per inference call (one row at a time on the CPU)
@@ -975,8 +974,7 @@ impl VideoOperator for FaceStats {
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
         // models that cannot be loaded fail the query, not each row
-        Mtcnn::load(&options)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+        Mtcnn::load(&options).map_err(framefusion_common::code::external)?;
         Ok(batch.each_row(|row| {
             let (start_s, end_s) = batch.range(row).unwrap_or_default();
             let fps = batch.number(3, row).unwrap_or(FACE_FPS);

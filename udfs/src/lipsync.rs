@@ -373,7 +373,7 @@ impl VideoOperator for LipSyncOp {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
-        let external = |e: UdfError| datafusion::error::DataFusionError::External(Box::new(e));
+        let external = |e: UdfError| framefusion_common::code::external(e);
         let mtcnn = Mtcnn::load(&options).map_err(external)?;
         let vad = crate::models::model(&options.model_dir().join(SILERO_MODEL), &options)
             .map_err(external)?;

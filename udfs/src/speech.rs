@@ -239,7 +239,7 @@ impl VideoOperator for SpeechActivity {
     fn evaluate(&self, batch: &Batch<'_>) -> DfResult<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
         let model = crate::models::model(&options.model_path(SILERO_MODEL), &options)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            .map_err(framefusion_common::code::external)?;
         Ok(batch.each_row(|row| {
             let outcome = analyse(&model, batch.path(row), batch.range(row))?;
             outcome_value(outcome).map_err(|e| UdfError::Option(e.to_string()))

@@ -523,7 +523,7 @@ impl VideoOperator for OcrText {
         let options = OnnxOptions::from_config(batch.config);
         let load = |name: &str| {
             crate::models::model(&options.model_path(name), &options)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                .map_err(framefusion_common::code::external)
         };
         let (det, rec) = (load(DET_MODEL)?, load(REC_MODEL)?);
         Ok(batch.each_row(|row| {
@@ -600,7 +600,7 @@ impl VideoOperator for TextBoxes {
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
         let det = crate::models::model(&options.model_path(DET_MODEL), &options)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            .map_err(framefusion_common::code::external)?;
         let rows = batch.rows();
         // frames of many rows per inference call (one row at a time on the CPU)
         let found = crate::models::infer_rows(
@@ -872,7 +872,7 @@ impl VideoOperator for TextAreaRatio {
         let options = OnnxOptions::from_config(batch.config);
         // a model that cannot be loaded fails the query, not each row
         crate::models::model(&options.model_path(DET_MODEL), &options)
-            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+            .map_err(framefusion_common::code::external)?;
         let demand = text_demand(&options)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
         Ok(batch.each_row(|row| {

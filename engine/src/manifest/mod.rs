@@ -372,7 +372,7 @@ pub async fn write_manifest(
         .table
         .list_files()
         .await
-        .map_err(|e| DataFusionError::External(Box::new(e)))?
+        .map_err(DataFusionError::from)?
         .into_iter()
         .map(|f| f.uri)
         .collect();
@@ -926,9 +926,9 @@ impl Runner<'_> {
             if crate::error::error_code(&e) == ErrorCode::Internal
                 && let Some(setup) = failures.iter().find(|f| f.code.stops_a_run())
             {
-                return Ok(Err(DataFusionError::External(Box::new(
+                return Ok(Err(framefusion_common::code::external(
                     framefusion_udfs::UdfError::Setup(setup.message.clone()),
-                ))));
+                )));
             }
             return Ok(Err(e));
         }

@@ -63,7 +63,7 @@ pub struct ModelSpec {
 }
 
 fn option_error(message: String) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::External(Box::new(UdfError::Option(message)))
+    framefusion_common::code::external(UdfError::Option(message))
 }
 
 impl ModelSpec {
@@ -304,7 +304,7 @@ impl OnnxModelUdf {
 }
 
 fn model_err(e: UdfError) -> datafusion::error::DataFusionError {
-    datafusion::error::DataFusionError::External(Box::new(e))
+    framefusion_common::code::external(e)
 }
 
 impl ScalarUDFImpl for OnnxModelUdf {
