@@ -37,18 +37,89 @@ use crate::UdfError;
 /// What one operator call asks of its video's frames (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Demand {
-    /// The operator whose consumer computes it.
-    pub operator: String,
-    /// What it computes, in that operator's terms.
-    pub kind: String,
-    /// Everything that changes the answer, as canonical text (`fps=1;side=736;...`).
-    pub params: String,
+    /// What it computes, with everything that changes the answer.
+    pub need: Need,
     /// Whether it covers the whole video (shots) rather than the call's range.
     pub whole: bool,
     /// Whether its consumer needs the codec's motion vectors.
     pub motion_vectors: bool,
     /// Which frames its consumer needs decoded.
     pub frames: Frames,
+}
+
+/// The per-frame results a pass can compute, one variant per kind, with the parameters
+/// that change them: the operator that asks and the consumer that computes agree on it by
+/// the compiler, not by names and strings.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Need {
+    /// `detect_shots`' content values of every frame, or of the anchor frames with a
+    /// second look (`fast`).
+    Content {
+        /// Fast mode.
+        fast: bool,
+    },
+    /// `clip_signals`' per-frame luma statistics at `side` pixels, with motion vectors.
+    Signals {
+        /// The longer side of the luma picture.
+        side: u32,
+    },
+    /// `text_area_ratio`'s text coverage of sampled frames.
+    Text {
+        /// The detector's input size (`min:736`, `max:960`).
+        limit: String,
+        /// The detection model file.
+        model: String,
+        /// The execution provider.
+        device: String,
+    },
+    /// `face_stats`' faces of sampled frames.
+    Faces {
+        /// The sampling rate, exactly as asked.
+        fps: Rate,
+        /// The folder of the MTCNN models.
+        models: String,
+        /// The execution provider.
+        device: String,
+    },
+}
+
+impl Need {
+    /// The operator whose consumer computes it ([`crate::VideoOperator::consumer`]).
+    pub fn operator(&self) -> &'static str {
+        match self {
+            Need::Content { .. } => "detect_shots",
+            Need::Signals { .. } => "clip_signals",
+            Need::Text { .. } => "text_area_ratio",
+            Need::Faces { .. } => "face_stats",
+        }
+    }
+
+    /// What it computes, in messages.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Need::Content { .. } => "content values",
+            Need::Signals { .. } => "clip signals",
+            Need::Text { .. } => "text coverage",
+            Need::Faces { .. } => "faces",
+        }
+    }
+}
+
+/// A rate (frames per second) in a [`Need`], exactly as asked: the bits of an `f64`, so
+/// that needs compare and hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Rate(u64);
+
+impl Rate {
+    /// The rate `fps`.
+    pub fn new(fps: f64) -> Self {
+        Self(fps.to_bits())
+    }
+
+    /// Frames per second.
+    pub fn get(self) -> f64 {
+        f64::from_bits(self.0)
+    }
 }
 
 /// Which frames a demand's consumer needs decoded.
@@ -74,26 +145,19 @@ impl Frames {
 }
 
 impl Demand {
-    /// A demand of `operator` for `kind` with `params`, over a range, every frame, no
-    /// motion vectors.
-    pub fn new(operator: &str, kind: &str, params: String) -> Self {
+    /// A demand for `need`, over a range, every frame, no motion vectors.
+    pub fn new(need: Need) -> Self {
         Self {
-            operator: operator.to_owned(),
-            kind: kind.to_owned(),
-            params,
+            need,
             whole: false,
             motion_vectors: false,
             frames: Frames::Every,
         }
     }
 
-    /// The parameter `key` of [`Demand::params`].
-    pub fn param(&self, key: &str) -> Option<&str> {
-        self.params
-            .split(';')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| v)
+    /// The operator whose consumer computes it.
+    pub fn operator(&self) -> &'static str {
+        self.need.operator()
     }
 }
 
@@ -208,7 +272,8 @@ pub fn features(
     let feature = computed.get(demand).cloned().ok_or_else(|| {
         UdfError::Option(format!(
             "the decode pass did not compute {} for {}",
-            demand.kind, demand.operator
+            demand.need.kind(),
+            demand.operator()
         ))
     })?;
     if let Ok(mut cache) = CACHE.lock() {
@@ -262,11 +327,12 @@ fn compute(
     for demand in demands {
         let op = crate::operators()
             .into_iter()
-            .find(|op| op.name() == demand.operator)
+            .find(|op| op.name() == demand.operator())
             .ok_or_else(|| {
                 UdfError::Setup(format!(
-                    "no operator '{}' computes '{}' (a plan from another framefusion version?)",
-                    demand.operator, demand.kind
+                    "no operator '{}' computes {} (a plan from another framefusion version?)",
+                    demand.operator(),
+                    demand.need.kind()
                 ))
             })?;
         consumers.push(op.consumer(demand, config)?);
@@ -284,7 +350,7 @@ fn compute(
             .collect();
         let stats = run_pass(&input, &options, &mut refs)?;
         for (demand, seconds) in demands.iter().zip(&stats.consumer_seconds) {
-            framefusion_media::metrics::operator_seconds(&demand.operator, *seconds);
+            framefusion_media::metrics::operator_seconds(demand.operator(), *seconds);
         }
     }
     let bytes = consumers.iter().map(|c| c.feature_bytes()).sum();
@@ -308,17 +374,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn specs_are_canonical_and_params_readable() {
-        let a = Demand::new("text_area_ratio", "text", "fps=1;side=736".to_owned());
+    fn specs_are_canonical() {
+        let a = Demand::new(Need::Text {
+            limit: "min:736".into(),
+            model: "det.onnx".into(),
+            device: "cpu".into(),
+        });
         let b = Demand {
             whole: true,
-            ..Demand::new("detect_shots", "content", String::new())
+            ..Demand::new(Need::Content { fast: false })
         };
         let spec = PassSpec::new(vec![a.clone(), b.clone(), a.clone()]);
         assert_eq!(spec, PassSpec::new(vec![b, a.clone()]));
         assert_eq!(spec.demands.len(), 2);
         assert!(spec.has_whole());
-        assert_eq!(a.param("side"), Some("736"));
-        assert_eq!(a.param("model"), None);
+        assert_eq!(a.operator(), "text_area_ratio");
+        // demands travel between processes
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        assert_eq!(serde_json::from_str::<PassSpec>(&json).ok(), Some(spec));
     }
 }

@@ -24,7 +24,7 @@ use framefusion_media::pass::{
 };
 
 use crate::UdfError;
-use crate::analysis::{Demand, Feature, Frames};
+use crate::analysis::{Demand, Feature, Frames, Need, Rate};
 use crate::media::image::{Rgb, resize_area};
 use crate::media::source::VideoSource;
 use crate::models::{Batcher, LoadedModel, OnnxOptions};
@@ -816,15 +816,11 @@ impl FeatureConsumer for FaceConsumer {
 fn faces_demand(fps: f64, options: &OnnxOptions) -> Demand {
     Demand {
         frames: Frames::sampled(fps),
-        ..Demand::new(
-            FACE_STATS,
-            "faces",
-            format!(
-                "fps={fps};models={};device={}",
-                options.model_dir().display(),
-                options.device
-            ),
-        )
+        ..Demand::new(Need::Faces {
+            fps: Rate::new(fps),
+            models: options.model_dir().display().to_string(),
+            device: options.device.clone(),
+        })
     }
 }
 
@@ -954,10 +950,13 @@ impl VideoOperator for FaceStats {
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
         let options = OnnxOptions::from_config(config);
         let mtcnn = Mtcnn::load(&options)?;
-        let fps = demand
-            .param("fps")
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(FACE_FPS);
+        let Need::Faces { fps, .. } = demand.need else {
+            return Err(UdfError::Setup(format!(
+                "face_stats computes no {}",
+                demand.need.kind()
+            )));
+        };
+        let fps = fps.get();
         let batch = options.frames_per_call(&mtcnn.pnet);
         Ok(Box::new(FaceConsumer {
             batcher: face_batcher(mtcnn, batch),

@@ -209,9 +209,9 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         _config: &ConfigOptions,
     ) -> std::result::Result<Box<dyn FeatureConsumer>, UdfError> {
         Err(UdfError::Setup(format!(
-            "{} computes no '{}' during a decode pass",
+            "{} computes no {} during a decode pass",
             self.name(),
-            demand.kind
+            demand.need.kind()
         )))
     }
 
@@ -374,7 +374,7 @@ impl VideoUdf {
             || self.pass.as_ref().is_some_and(|pass| {
                 pass.demands
                     .iter()
-                    .any(|d| crate::operator_runs_model(&d.operator))
+                    .any(|d| crate::operator_runs_model(d.operator()))
             })
     }
 

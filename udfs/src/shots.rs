@@ -36,7 +36,7 @@ use framefusion_media::pass::{
 };
 
 use crate::UdfError;
-use crate::analysis::{Demand, Feature, Frames};
+use crate::analysis::{Demand, Feature, Frames, Need};
 use crate::media::image::{hsv_planes, mean_abs_diff};
 use crate::media::source::VideoSource;
 use crate::operator::{Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator};
@@ -72,15 +72,6 @@ pub enum Mode {
     Exact,
     /// Intra and predicted frames only, without the loop filter.
     Fast,
-}
-
-impl Mode {
-    fn name(self) -> &'static str {
-        match self {
-            Mode::Exact => "exact",
-            Mode::Fast => "fast",
-        }
-    }
 }
 
 /// Shot detection options (see the module docs).
@@ -662,7 +653,9 @@ fn content_demand(mode: Mode) -> Demand {
             Mode::Exact => Frames::Every,
             Mode::Fast => Frames::Anchors,
         },
-        ..Demand::new(NAME, "content", format!("mode={}", mode.name()))
+        ..Demand::new(Need::Content {
+            fast: mode == Mode::Fast,
+        })
     }
 }
 
@@ -768,14 +761,15 @@ impl VideoOperator for DetectShots {
         demand: &Demand,
         _config: &ConfigOptions,
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
-        let mode = match demand.param("mode") {
-            Some("fast") => Mode::Fast,
-            _ => Mode::Exact,
-        };
-        match demand.kind.as_str() {
-            "content" => Ok(Box::new(ScoreConsumer::new(mode))),
-            other => Err(UdfError::Setup(format!(
-                "detect_shots computes no '{other}'"
+        match demand.need {
+            Need::Content { fast } => Ok(Box::new(ScoreConsumer::new(if fast {
+                Mode::Fast
+            } else {
+                Mode::Exact
+            }))),
+            _ => Err(UdfError::Setup(format!(
+                "detect_shots computes no {}",
+                demand.need.kind()
             ))),
         }
     }

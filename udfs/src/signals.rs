@@ -47,7 +47,7 @@ use framefusion_media::pass::{
 };
 
 use crate::UdfError;
-use crate::analysis::{Demand, Feature, PassSpec};
+use crate::analysis::{Demand, Feature, Need, PassSpec};
 use crate::media::source::VideoSource;
 use crate::operator::{
     Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, VideoUdf, error_struct, struct_value,
@@ -443,7 +443,9 @@ impl FeatureConsumer for SignalConsumer {
 fn signals_demand() -> Demand {
     Demand {
         motion_vectors: true,
-        ..Demand::new(NAME, "signals", format!("side={ANALYSIS_SIDE}"))
+        ..Demand::new(Need::Signals {
+            side: ANALYSIS_SIDE,
+        })
     }
 }
 

@@ -32,7 +32,7 @@ use framefusion_media::pass::{
 };
 
 use crate::UdfError;
-use crate::analysis::{Demand, Feature, Frames};
+use crate::analysis::{Demand, Feature, Frames, Need};
 use crate::media::decode::rgb_at;
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
@@ -804,15 +804,11 @@ fn text_demand(options: &OnnxOptions) -> Result<Demand, UdfError> {
     let limit = DetLimit::parse(&options.text_det_limit)?;
     Ok(Demand {
         frames: Frames::sampled(TEXT_FPS),
-        ..Demand::new(
-            TEXT_AREA_RATIO,
-            "text",
-            format!(
-                "fps={TEXT_FPS};limit={limit};model={};device={}",
-                options.model_path(DET_MODEL).display(),
-                options.device
-            ),
-        )
+        ..Demand::new(Need::Text {
+            limit: limit.to_string(),
+            model: options.model_path(DET_MODEL).display().to_string(),
+            device: options.device.clone(),
+        })
     })
 }
 
@@ -858,7 +854,13 @@ impl VideoOperator for TextAreaRatio {
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
         let options = OnnxOptions::from_config(config);
         let model = crate::models::model(&options.model_path(DET_MODEL), &options)?;
-        let limit = DetLimit::parse(demand.param("limit").unwrap_or("min:736"))?;
+        let Need::Text { limit, .. } = &demand.need else {
+            return Err(UdfError::Setup(format!(
+                "text_area_ratio computes no {}",
+                demand.need.kind()
+            )));
+        };
+        let limit = DetLimit::parse(limit)?;
         Ok(Box::new(TextConsumer {
             batcher: text_batcher(Arc::clone(&model), options.frames_per_call(&model)),
             limit,
