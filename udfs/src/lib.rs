@@ -19,6 +19,7 @@
 //! - [`faces`]: `face_stats(path, start_s, end_s [, fps])` and `face_boxes(path, at_s)`, MTCNN.
 //! - [`lipsync`]: `lip_sync(path [, start_s, end_s])`, mouth motion against speech (a heuristic).
 //! - [`models`]: the ONNX model runtime and user models (`CREATE FUNCTION ... LANGUAGE onnx`).
+//! - [`nets`]: the networks the operators run (MTCNN, PP-OCRv4), apart from the operators.
 //! - [`previews`]: `thumbnail(path, at_s [, size])` and `contact_sheet(path, start_s, end_s [, options])`, JPEG pictures.
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
@@ -36,6 +37,7 @@ pub mod expr_fn;
 pub mod faces;
 pub mod lipsync;
 pub mod models;
+pub mod nets;
 pub mod operator;
 pub mod plan;
 pub mod previews;
