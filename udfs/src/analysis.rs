@@ -335,7 +335,11 @@ fn compute(
                     demand.need.kind()
                 ))
             })?;
-        consumers.push(op.consumer(demand, config)?);
+        let models = crate::models::Models::load(
+            op.models(),
+            &crate::models::OnnxOptions::from_config(config),
+        )?;
+        consumers.push(op.consumer(demand, &models, config)?);
     }
     let options = PassOptions {
         range,

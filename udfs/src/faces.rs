@@ -18,8 +18,10 @@ use crate::UdfError;
 use crate::analysis::{Demand, Feature, Frames, Need, Rate};
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
-use crate::models::{Batcher, OnnxOptions};
-pub use crate::nets::mtcnn::{Face, Mtcnn, ONET_MODEL, PNET_MODEL, RNET_MODEL, iou};
+use crate::models::{Batcher, Models, OnnxOptions};
+pub use crate::nets::mtcnn::{
+    Face, MODELS as MTCNN_MODELS, Mtcnn, ONET_MODEL, PNET_MODEL, RNET_MODEL, iou,
+};
 use crate::operator::{
     Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, error_struct, list_value, struct_value,
 };
@@ -344,8 +346,8 @@ impl VideoOperator for FaceBoxes {
         "The faces MTCNN finds in the frame shown at at_s: boxes, confidences and landmarks."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        MTCNN_MODELS
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -359,7 +361,7 @@ impl VideoOperator for FaceBoxes {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
-        let mtcnn = Mtcnn::load(&options).map_err(framefusion_common::code::external)?;
+        let mtcnn = Mtcnn::of(batch.models()).map_err(UdfError::into_task_error)?;
         let item = DataType::Struct(face_fields());
         let rows = batch.rows();
         // frames of many rows per inference call (one row at a time on the CPU)
@@ -407,8 +409,8 @@ impl VideoOperator for FaceStats {
         "Face statistics of [start_s, end_s) from MTCNN on sampled frames: frames with a face, faces per frame, the largest face's size and position."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        MTCNN_MODELS
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -448,10 +450,11 @@ impl VideoOperator for FaceStats {
     fn consumer(
         &self,
         demand: &Demand,
+        models: &Models,
         config: &ConfigOptions,
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
         let options = OnnxOptions::from_config(config);
-        let mtcnn = Mtcnn::load(&options)?;
+        let mtcnn = Mtcnn::of(models)?;
         let Need::Faces { fps, .. } = demand.need else {
             return Err(UdfError::Setup(format!(
                 "face_stats computes no {}",
@@ -474,8 +477,6 @@ impl VideoOperator for FaceStats {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
-        // models that cannot be loaded fail the query, not each row
-        Mtcnn::load(&options).map_err(framefusion_common::code::external)?;
         Ok(batch.each_row(|row| {
             let (start_s, end_s) = batch.range(row).unwrap_or_default();
             let fps = batch.number(3, row).unwrap_or(FACE_FPS);

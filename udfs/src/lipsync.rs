@@ -34,7 +34,8 @@ use crate::media::audio::decode_audio;
 use crate::media::decode::{Extras, Resize, Sampling, decode_frames_with};
 use crate::media::image::Rgb;
 use crate::media::source::VideoSource;
-use crate::models::{LoadedModel, OnnxOptions};
+use crate::models::LoadedModel;
+use crate::nets::mtcnn::{ONET_MODEL, PNET_MODEL, RNET_MODEL};
 use crate::operator::{Arg, Batch, RowOutcome, VideoOperator, error_struct, struct_value};
 use crate::speech::{SILERO_MODEL, speech_probabilities};
 use crate::storage::StorageOptions;
@@ -346,8 +347,8 @@ impl VideoOperator for LipSyncOp {
         "How well mouth motion follows speech over the video or [start_s, end_s) (a heuristic over MTCNN mouth landmarks and Silero VAD)."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        &[PNET_MODEL, RNET_MODEL, ONET_MODEL, SILERO_MODEL]
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -372,11 +373,8 @@ impl VideoOperator for LipSyncOp {
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
-        let options = OnnxOptions::from_config(batch.config);
-        let external = |e: UdfError| framefusion_common::code::external(e);
-        let mtcnn = Mtcnn::load(&options).map_err(external)?;
-        let vad = crate::models::model(&options.model_dir().join(SILERO_MODEL), &options)
-            .map_err(external)?;
+        let mtcnn = Mtcnn::of(batch.models()).map_err(UdfError::into_task_error)?;
+        let vad = batch.model(SILERO_MODEL)?;
         Ok(batch.each_row(|row| {
             let outcome = lip_sync(&mtcnn, &vad, batch.path(row), batch.range(row))?;
             result_value(outcome).map_err(|e| UdfError::Option(e.to_string()))

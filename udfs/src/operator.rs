@@ -31,6 +31,10 @@
 //!   [`crate::analysis`], so the first operator to read a video runs one pass computing
 //!   what every operator of the query needs from it.
 //!
+//! - **models**: the models an operator declares ([`VideoOperator::models`]) are loaded
+//!   once per call, before its rows ([`Batch::model`]) and its decode-pass consumers; a
+//!   missing library or model file fails the query with the file's name; a call runs a
+//!   model (and its stage goes to a cluster's GPU pool) when its operator declares one;
 //! - **documentation**: the function's documentation ([`ScalarUDFImpl::documentation`])
 //!   is made from what the operator declares: its description, its syntax as the SQL
 //!   reference writes it ([`syntax`]) and its arguments.
@@ -45,7 +49,7 @@ use datafusion::arrow::array::{Array, ArrayRef, Float64Array, Int64Array, String
 use datafusion::arrow::datatypes::{DataType, Fields};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::scalar::ScalarStructBuilder;
-use datafusion::common::{Result, ScalarValue, exec_err, plan_err};
+use datafusion::common::{Result, ScalarValue, exec_err};
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion::logical_expr::{
     ColumnarValue, DocSection, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
@@ -57,120 +61,9 @@ use framefusion_common::failures::{Failure, RunOptions};
 use crate::UdfError;
 pub use crate::analysis::FeatureConsumer;
 use crate::analysis::{Demand, PassSpec};
+pub use crate::args::{Arg, ArgKind, coerce_call, syntax, usage};
 use crate::error::{Coded, retry_transient};
-
-/// What an argument is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArgKind {
-    /// A video: a path or URI (a string).
-    Path,
-    /// A time in seconds (a number).
-    Seconds,
-    /// Another number.
-    Number,
-    /// An integer.
-    Integer,
-    /// Options or another string.
-    Text,
-}
-
-impl ArgKind {
-    fn sql(self) -> &'static str {
-        match self {
-            ArgKind::Path | ArgKind::Text => "VARCHAR",
-            ArgKind::Seconds | ArgKind::Number => "DOUBLE",
-            ArgKind::Integer => "BIGINT",
-        }
-    }
-
-    /// The type a value of `given` type is cast to, or why it cannot be.
-    fn coerce(self, given: &DataType) -> Option<DataType> {
-        let target = match self {
-            ArgKind::Path | ArgKind::Text => DataType::Utf8,
-            ArgKind::Seconds | ArgKind::Number => DataType::Float64,
-            ArgKind::Integer => DataType::Int64,
-        };
-        let ok = match (self, given) {
-            (_, DataType::Null) => true,
-            (_, DataType::Dictionary(_, value)) => return self.coerce(value),
-            (ArgKind::Path | ArgKind::Text, t) => {
-                matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
-            }
-            (ArgKind::Seconds | ArgKind::Number, t) => t.is_numeric(),
-            (ArgKind::Integer, t) => t.is_integer(),
-        };
-        ok.then_some(target)
-    }
-
-    fn what(self) -> &'static str {
-        match self {
-            ArgKind::Path => "a path or URI (a string)",
-            ArgKind::Text => "a string",
-            ArgKind::Seconds => "a number of seconds",
-            ArgKind::Number => "a number",
-            ArgKind::Integer => "an integer",
-        }
-    }
-}
-
-/// One argument of an operator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Arg {
-    /// Its name, in messages and the SQL reference.
-    pub name: &'static str,
-    /// What it is.
-    pub kind: ArgKind,
-    /// Whether a null value nulls the row (paths and times); otherwise a null is the
-    /// argument's default (options).
-    pub required: bool,
-}
-
-impl Arg {
-    /// A video path.
-    pub const fn path() -> Self {
-        Self {
-            name: "path",
-            kind: ArgKind::Path,
-            required: true,
-        }
-    }
-
-    /// A time in seconds.
-    pub const fn seconds(name: &'static str) -> Self {
-        Self {
-            name,
-            kind: ArgKind::Seconds,
-            required: true,
-        }
-    }
-
-    /// An options string (null: the defaults).
-    pub const fn options(name: &'static str) -> Self {
-        Self {
-            name,
-            kind: ArgKind::Text,
-            required: false,
-        }
-    }
-
-    /// An optional time in seconds (null: none, as when not given).
-    pub const fn optional_seconds(name: &'static str) -> Self {
-        Self {
-            name,
-            kind: ArgKind::Seconds,
-            required: false,
-        }
-    }
-
-    /// An optional number (null: its default).
-    pub const fn number(name: &'static str) -> Self {
-        Self {
-            name,
-            kind: ArgKind::Number,
-            required: false,
-        }
-    }
-}
+use crate::models::{LoadedModel, Models, OnnxOptions};
 
 /// What one row gives: its value, or why it failed.
 pub type RowOutcome = std::result::Result<ScalarValue, UdfError>;
@@ -202,10 +95,12 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         Vec::new()
     }
 
-    /// The consumer that computes `demand` (one of this operator's) during a pass.
+    /// The consumer that computes `demand` (one of this operator's) during a pass, with
+    /// the operator's models loaded.
     fn consumer(
         &self,
         demand: &Demand,
+        _models: &Models,
         _config: &ConfigOptions,
     ) -> std::result::Result<Box<dyn FeatureConsumer>, UdfError> {
         Err(UdfError::Setup(format!(
@@ -220,10 +115,19 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// The models it runs (files in `onnx.model_dir`): the scaffold loads them before its
+    /// rows are evaluated ([`Batch::model`]) and before its decode-pass consumers are made
+    /// (a missing model or library fails the query once, with the file's name). None for
+    /// an operator that runs no network.
+    fn models(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether a call runs a neural network (ONNX Runtime): a cluster places the stages
-    /// that call one on its GPU executor pool (`framefusion_engine::placement`).
+    /// that call one on its GPU executor pool (`framefusion_engine::placement`). By
+    /// default, whether it declares models.
     fn runs_model(&self) -> bool {
-        false
+        !self.models().is_empty()
     }
 
     /// The value of a row that failed with `message` (default: null; see the module
@@ -248,9 +152,20 @@ pub struct Batch<'a> {
     /// The query's demands on each video's decode pass (none when the planner rule did
     /// not run, for a plan built by hand).
     pub pass: Option<&'a Arc<PassSpec>>,
+    models: Models,
 }
 
 impl Batch<'_> {
+    /// The operator's model `name` (one it declares, [`VideoOperator::models`]), loaded.
+    pub fn model(&self, name: &str) -> Result<Arc<LoadedModel>> {
+        self.models.get(name).map_err(UdfError::into_task_error)
+    }
+
+    /// The operator's models ([`VideoOperator::models`]), loaded.
+    pub fn models(&self) -> &Models {
+        &self.models
+    }
+
     /// The rows to compute (those whose required arguments are all given).
     pub fn rows(&self) -> &[usize] {
         &self.rows
@@ -410,85 +325,10 @@ fn documentation(op: &dyn VideoOperator) -> Documentation {
     doc.build()
 }
 
-/// A call's syntax as the SQL reference writes it: `name(a, b [, c, d])`, the optional
-/// arguments grouped as the arities allow them (`[, start_s, end_s]`: both or neither).
-pub fn syntax(name: &str, args: &[Arg], arities: &[usize]) -> String {
-    let mut arities = arities.to_vec();
-    arities.sort_unstable();
-    arities.dedup();
-    let names: Vec<&str> = args.iter().map(|a| a.name).collect();
-    let required = arities
-        .first()
-        .copied()
-        .unwrap_or(names.len())
-        .min(names.len());
-    let mut text = names[..required].join(", ");
-    let mut from = required;
-    for &to in &arities[1..] {
-        let to = to.min(names.len());
-        if to <= from {
-            continue;
-        }
-        if !text.is_empty() {
-            text.push(' ');
-        }
-        text.push_str(if from == 0 { "[" } else { "[, " });
-        text.push_str(&names[from..to].join(", "));
-        from = to;
-    }
-    let closing = arities[1..].len();
-    format!("{name}({text}{})", "]".repeat(closing))
-}
-
 /// Checks a call's argument types against `op`'s arguments and returns the types to
 /// cast them to (see the module docs).
 pub fn coerce_args(op: &dyn VideoOperator, given: &[DataType]) -> Result<Vec<DataType>> {
     coerce_call(op.name(), op.args(), &op.arities(), given)
-}
-
-/// [`coerce_args`] for a function `name` with `args`, of which a call gives one of
-/// `arities`.
-pub fn coerce_call(
-    name: &str,
-    args: &[Arg],
-    arities: &[usize],
-    given: &[DataType],
-) -> Result<Vec<DataType>> {
-    let usage = usage(name, args, arities);
-    if !arities.contains(&given.len()) {
-        let mut counts: Vec<String> = arities.iter().map(ToString::to_string).collect();
-        let last = counts.pop().unwrap_or_default();
-        let counts = if counts.is_empty() {
-            last
-        } else {
-            format!("{} or {last}", counts.join(", "))
-        };
-        return plan_err!("{usage} takes {counts} arguments, not {}", given.len());
-    }
-    given
-        .iter()
-        .zip(args)
-        .map(|(t, arg)| match arg.kind.coerce(t) {
-            Some(target) => Ok(target),
-            None => plan_err!("{usage}: {} must be {}, not {t}", arg.name, arg.kind.what()),
-        })
-        .collect()
-}
-
-/// A function's usage, `name(arg TYPE, ... [, optional TYPE])`, for messages.
-pub fn usage(name: &str, args: &[Arg], arities: &[usize]) -> String {
-    let required = arities.iter().copied().min().unwrap_or(0);
-    let mut text = String::new();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 {
-            text.push_str(if i >= required { " [, " } else { ", " });
-        } else if i >= required {
-            text.push('[');
-        }
-        text.push_str(&format!("{} {}", arg.name, arg.kind.sql()));
-    }
-    let optional = args.len().saturating_sub(required);
-    format!("{name}({text}{})", "]".repeat(optional))
 }
 
 impl ScalarUDFImpl for VideoUdf {
@@ -545,12 +385,20 @@ impl ScalarUDFImpl for VideoUdf {
                     .all(|(c, arg)| !arg.required || !c.is_null(row))
             })
             .collect();
+        // the models, once per call (a missing one fails the query with its name)
+        let models = if rows.is_empty() {
+            Models::default()
+        } else {
+            let options = OnnxOptions::from_config(&args.config_options);
+            Models::load(op.models(), &options).map_err(UdfError::into_task_error)?
+        };
         let batch = Batch {
             op,
             columns,
             rows,
             config: &args.config_options,
             pass: self.pass.as_ref(),
+            models,
         };
         let outcomes = if batch.rows.is_empty() {
             Vec::new()

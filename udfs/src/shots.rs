@@ -759,6 +759,7 @@ impl VideoOperator for DetectShots {
     fn consumer(
         &self,
         demand: &Demand,
+        _models: &crate::models::Models,
         _config: &ConfigOptions,
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
         match demand.need {

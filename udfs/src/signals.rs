@@ -574,6 +574,7 @@ impl VideoOperator for ClipSignalsOp {
     fn consumer(
         &self,
         _demand: &Demand,
+        _models: &crate::models::Models,
         _config: &ConfigOptions,
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
         Ok(Box::<SignalConsumer>::default())

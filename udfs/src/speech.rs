@@ -17,7 +17,7 @@ use datafusion::common::{Result as DfResult, ScalarValue};
 use crate::UdfError;
 use crate::media::audio::decode_audio;
 use crate::media::source::VideoSource;
-use crate::models::{LoadedModel, OnnxOptions};
+use crate::models::LoadedModel;
 use crate::operator::{
     Arg, Batch, RowOutcome, VideoOperator, error_struct, list_value, struct_value,
 };
@@ -211,8 +211,8 @@ impl VideoOperator for SpeechActivity {
         "Speech in the sound track (Silero VAD) over the video or [start_s, end_s): the share of speech and its segments."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        &[SILERO_MODEL]
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -237,9 +237,7 @@ impl VideoOperator for SpeechActivity {
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> DfResult<Vec<RowOutcome>> {
-        let options = OnnxOptions::from_config(batch.config);
-        let model = crate::models::model(&options.model_path(SILERO_MODEL), &options)
-            .map_err(framefusion_common::code::external)?;
+        let model = batch.model(SILERO_MODEL)?;
         Ok(batch.each_row(|row| {
             let outcome = analyse(&model, batch.path(row), batch.range(row))?;
             outcome_value(outcome).map_err(|e| UdfError::Option(e.to_string()))

@@ -20,7 +20,7 @@ use crate::UdfError;
 use crate::analysis::{Demand, Feature, Frames, Need};
 use crate::media::decode::rgb_at;
 use crate::media::source::VideoSource;
-use crate::models::{Batcher, LoadedModel, OnnxOptions};
+use crate::models::{Batcher, LoadedModel, Models, OnnxOptions};
 pub use crate::nets::ppocr::*;
 use crate::operator::{
     Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, list_value, struct_value,
@@ -44,8 +44,8 @@ impl VideoOperator for OcrText {
         "The text PP-OCRv4 reads in the frame shown at at_s."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        &[DET_MODEL, REC_MODEL]
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -57,12 +57,7 @@ impl VideoOperator for OcrText {
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
-        let options = OnnxOptions::from_config(batch.config);
-        let load = |name: &str| {
-            crate::models::model(&options.model_path(name), &options)
-                .map_err(framefusion_common::code::external)
-        };
-        let (det, rec) = (load(DET_MODEL)?, load(REC_MODEL)?);
+        let (det, rec) = (batch.model(DET_MODEL)?, batch.model(REC_MODEL)?);
         Ok(batch.each_row(|row| {
             let at = batch.number(1, row).unwrap_or_default();
             let frame = rgb_at(batch.path(row), at)?;
@@ -119,11 +114,11 @@ impl VideoOperator for TextBoxes {
     }
 
     fn description(&self) -> &'static str {
-        "The text boxes PP-OCRv4 detects in the frame shown at at_s, with their text."
+        "The text boxes PP-OCRv4 detects in the frame shown at at_s, with their scores."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        &[DET_MODEL]
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -136,8 +131,7 @@ impl VideoOperator for TextBoxes {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
-        let det = crate::models::model(&options.model_path(DET_MODEL), &options)
-            .map_err(framefusion_common::code::external)?;
+        let det = batch.model(DET_MODEL)?;
         let rows = batch.rows();
         // frames of many rows per inference call (one row at a time on the CPU)
         let found = crate::models::infer_rows(
@@ -365,8 +359,8 @@ impl VideoOperator for TextAreaRatio {
         "The mean share of the picture covered by text (PP-OCRv4 detection) over frames sampled from [start_s, end_s)."
     }
 
-    fn runs_model(&self) -> bool {
-        true
+    fn models(&self) -> &'static [&'static str] {
+        &[DET_MODEL]
     }
 
     fn args(&self) -> &'static [Arg] {
@@ -387,10 +381,11 @@ impl VideoOperator for TextAreaRatio {
     fn consumer(
         &self,
         demand: &Demand,
+        models: &Models,
         config: &ConfigOptions,
     ) -> Result<Box<dyn FeatureConsumer>, UdfError> {
         let options = OnnxOptions::from_config(config);
-        let model = crate::models::model(&options.model_path(DET_MODEL), &options)?;
+        let model = models.get(DET_MODEL)?;
         let Need::Text { limit, .. } = &demand.need else {
             return Err(UdfError::Setup(format!(
                 "text_area_ratio computes no {}",
@@ -409,9 +404,6 @@ impl VideoOperator for TextAreaRatio {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         let options = OnnxOptions::from_config(batch.config);
-        // a model that cannot be loaded fails the query, not each row
-        crate::models::model(&options.model_path(DET_MODEL), &options)
-            .map_err(framefusion_common::code::external)?;
         let demand = text_demand(&options)
             .map_err(|e| datafusion::error::DataFusionError::Plan(e.to_string()))?;
         Ok(batch.each_row(|row| {

@@ -666,3 +666,34 @@ mod tests {
         assert_eq!(got[5], Some(Ok(40)));
     }
 }
+
+/// The models an operator declares it runs (`VideoOperator::models`), loaded once per
+/// call by the operator scaffold, which hands them to the operator's rows and decode-pass
+/// consumers: an operator never loads a model itself.
+#[derive(Default)]
+pub struct Models(Vec<(&'static str, Arc<LoadedModel>)>);
+
+impl Models {
+    /// Loads `names` (files in `onnx.model_dir`) under `options` (cached per process: a
+    /// model is loaded once); a missing library or model file is a setup failure.
+    pub fn load(names: &[&'static str], options: &OnnxOptions) -> Result<Self, UdfError> {
+        names
+            .iter()
+            .map(|name| Ok((*name, model(&options.model_dir().join(name), options)?)))
+            .collect::<Result<Vec<_>, UdfError>>()
+            .map(Self)
+    }
+
+    /// The model `name`, one of those loaded.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedModel>, UdfError> {
+        self.0
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, m)| Arc::clone(m))
+            .ok_or_else(|| {
+                UdfError::Setup(format!(
+                    "the model '{name}' was not declared by the operator that asks for it"
+                ))
+            })
+    }
+}

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{LoadedModel, OnnxOptions};
 use crate::UdfError;
+use crate::args::{Arg, coerce_call};
 use crate::media::decode::Resize;
 use crate::media::source::VideoSource;
-use crate::operator::{Arg, coerce_call};
 use crate::storage::StorageOptions;
 
 /// How a registered model is fed and read.

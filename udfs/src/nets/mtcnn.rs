@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::UdfError;
 use crate::media::image::{Rgb, resize_area};
-use crate::models::{LoadedModel, OnnxOptions};
+use crate::models::{LoadedModel, Models, OnnxOptions};
 
 /// P-Net in `onnx.model_dir` (installed by scripts/setup.sh).
 pub const PNET_MODEL: &str = "mtcnn/pnet.onnx";
@@ -23,6 +23,8 @@ pub const PNET_MODEL: &str = "mtcnn/pnet.onnx";
 pub const RNET_MODEL: &str = "mtcnn/rnet.onnx";
 /// O-Net in `onnx.model_dir`.
 pub const ONET_MODEL: &str = "mtcnn/onet.onnx";
+/// The three networks' files, as an operator declares them.
+pub const MODELS: &[&str] = &[PNET_MODEL, RNET_MODEL, ONET_MODEL];
 const MIN_FACE: f64 = 20.0;
 const SCALE_FACTOR: f64 = 0.709;
 const THRESHOLDS: [f64; 3] = [0.6, 0.7, 0.7];
@@ -67,11 +69,15 @@ impl Mtcnn {
 
     /// Loads (once per process) the networks from `options`' model directory.
     pub fn load(options: &OnnxOptions) -> Result<Self, UdfError> {
-        let load = |name: &str| crate::models::model(&options.model_dir().join(name), options);
+        Self::of(&Models::load(MODELS, options)?)
+    }
+
+    /// The networks among loaded `models` ([`MODELS`]).
+    pub fn of(models: &Models) -> Result<Self, UdfError> {
         Ok(Self {
-            pnet: load(PNET_MODEL)?,
-            rnet: load(RNET_MODEL)?,
-            onet: load(ONET_MODEL)?,
+            pnet: models.get(PNET_MODEL)?,
+            rnet: models.get(RNET_MODEL)?,
+            onet: models.get(ONET_MODEL)?,
         })
     }
 
