@@ -175,7 +175,7 @@ pub fn syntax(name: &str, args: &[Arg], arities: &[usize]) -> String {
     format!("{name}({text}{})", "]".repeat(closing))
 }
 
-/// [`coerce_args`] for a function `name` with `args`, of which a call gives one of
+/// [`crate::operator::coerce_args`] for a function `name` with `args`, of which a call gives one of
 /// `arities`.
 pub fn coerce_call(
     name: &str,
