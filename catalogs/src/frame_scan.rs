@@ -226,15 +226,24 @@ impl FileOpener for FramesOpener {
         let options = self.options.clone();
         let columns = self.columns.clone();
         let storage = self.storage.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
         Ok(Box::pin(async move {
-            // on the CPU budget's pool, as every decode: the partitions of a scan take
-            // turns on its threads and share its decoder threads
-            tokio::task::spawn_blocking(move || {
-                framefusion_media::cpu::budget()
-                    .run(|| decode_file(&listed, &options, &storage, columns.as_deref(), &tx))
-            });
-            Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
+            // the decode starts when the file's rows are first read, not when the file is
+            // opened: a scan opens its next file while it reads the current one, and a
+            // decode started then would hold a thread of the CPU budget's pool while it
+            // waits for its reader, so a partition's next file could hold the pool's
+            // threads that the files being read wait for
+            let rows = futures::stream::once(async move {
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(2);
+                // on the CPU budget's pool, as every decode: the partitions of a scan
+                // take turns on its threads and share its decoder threads
+                tokio::task::spawn_blocking(move || {
+                    framefusion_media::cpu::budget()
+                        .run(|| decode_file(&listed, &options, &storage, columns.as_deref(), &tx))
+                });
+                tokio_stream::wrappers::ReceiverStream::new(rx)
+            })
+            .flatten();
+            Ok(rows.boxed())
         }))
     }
 }
