@@ -226,3 +226,42 @@ async fn a_registered_model_runs_on_a_cluster() {
         .unwrap_or_else(|e| panic!("{e}"));
     check_colours(&colours(&ctx, &video).await);
 }
+
+/// A row whose frame cannot be read is null and reported to the run's failure ledger, as
+/// an operator's row is, so a manifest run writes its error row whatever the job's shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_model_row_that_fails_is_reported_to_the_run() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let model = tiny_model(dir.path());
+    let video = red_then_blue(dir.path());
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    ctx.run_script(&register(&model))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let sink = "models-test-user-model-failures";
+    let missing = format!("{}.nope", video.display());
+    let batches = ctx
+        .run_script(&format!(
+            "SET framefusion.failure_sink = '{sink}'; \
+             SELECT p, brightness(p, 0.5) AS b FROM (VALUES ('{}'), ('{missing}')) AS t(p) ORDER BY p",
+            video.display()
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let b = &batches[0];
+    assert_eq!(b.num_rows(), 2);
+    assert!(b.column(1).is_valid(0), "the readable video has its value");
+    assert!(b.column(1).is_null(1), "the missing file's row is null");
+    let failures = framefusion_common::failures::take(sink);
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].path, missing);
+    assert_eq!(failures[0].operator, "brightness");
+    assert!(
+        failures[0].message.contains(".nope"),
+        "{}",
+        failures[0].message
+    );
+}

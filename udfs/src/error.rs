@@ -96,6 +96,24 @@ impl From<UdfError> for DataFusionError {
     }
 }
 
+/// Reports the failures of videos to the failure ledger of the query's run, when it has
+/// one (`framefusion.failure_sink`; `framefusion_common::failures`). A report that cannot
+/// be delivered fails the task as an I/O error, which a cluster's scheduler retries: a
+/// failure is never dropped.
+pub fn report_failures(
+    config: &datafusion::common::config::ConfigOptions,
+    failures: Vec<framefusion_common::failures::Failure>,
+) -> datafusion::error::Result<()> {
+    let Some(sink) = framefusion_common::failures::RunOptions::sink_of(config) else {
+        return Ok(());
+    };
+    framefusion_common::failures::report(&sink, failures).map_err(|e| {
+        datafusion::error::DataFusionError::IoError(std::io::Error::other(format!(
+            "cannot report failures of videos to the run's failure ledger: {e}"
+        )))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -56,12 +56,13 @@ use datafusion::logical_expr::{
     Signature, Volatility,
 };
 
-use framefusion_common::failures::{Failure, RunOptions};
+use framefusion_common::failures::Failure;
 
 use crate::UdfError;
 pub use crate::analysis::FeatureConsumer;
 use crate::analysis::{Demand, PassSpec};
 pub use crate::args::{Arg, ArgKind, coerce_call, syntax, usage};
+pub use crate::error::report_failures;
 use crate::error::{Coded, retry_transient};
 use crate::models::{LoadedModel, Models, OnnxOptions};
 
@@ -449,21 +450,6 @@ impl ScalarUDFImpl for VideoUdf {
         }
         to_array(values, &op.return_type())
     }
-}
-
-/// Reports the failures of videos to the failure ledger of the query's run, when it has
-/// one (`framefusion.failure_sink`; `framefusion_common::failures`). A report that cannot
-/// be delivered fails the task as an I/O error, which a cluster's scheduler retries: a
-/// failure is never dropped.
-pub fn report_failures(config: &ConfigOptions, failures: Vec<Failure>) -> Result<()> {
-    let Some(sink) = RunOptions::sink_of(config) else {
-        return Ok(());
-    };
-    framefusion_common::failures::report(&sink, failures).map_err(|e| {
-        datafusion::error::DataFusionError::IoError(std::io::Error::other(format!(
-            "cannot report failures of videos to the run's failure ledger: {e}"
-        )))
-    })
 }
 
 /// One column from row values (an empty array for no rows).

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::{LoadedModel, OnnxOptions};
 use crate::UdfError;
 use crate::args::{Arg, coerce_call};
+use crate::error::Coded;
 use crate::media::decode::Resize;
 use crate::media::source::VideoSource;
 use crate::storage::StorageOptions;
@@ -347,6 +348,10 @@ impl ScalarUDFImpl for OnnxModelUdf {
             _ => options.batch_size.max(1),
         };
         let mut per_row: Vec<Option<Vec<f32>>> = vec![None; n];
+        // a row whose frame cannot be read is null and reported to the run's failure
+        // ledger, as an operator's (transient failures are retried, then fail the task;
+        // setup failures fail the query)
+        let mut failures = Vec::new();
         framefusion_media::cpu::budget().run(|| -> Result<()> {
             let mut pending: Vec<(usize, Vec<f32>)> = Vec::new();
             let mut flush = |pending: &mut Vec<(usize, Vec<f32>)>| -> Result<()> {
@@ -376,9 +381,20 @@ impl ScalarUDFImpl for OnnxModelUdf {
                 if paths.is_null(row) || times.is_null(row) {
                     continue;
                 }
-                match frame_at(&self.spec, paths.value(row), times.value(row)) {
+                let path = paths.value(row);
+                match crate::error::retry_transient(|| frame_at(&self.spec, path, times.value(row)))
+                {
                     Ok(rgb) => pending.push((row, self.spec.tensor(&rgb))),
-                    Err(e) => log::warn!("{}: {e}", self.name),
+                    Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
+                    Err(e) => {
+                        log::warn!("{}: {e}", self.name);
+                        failures.push(framefusion_common::failures::Failure {
+                            path: path.to_owned(),
+                            operator: self.name.clone(),
+                            code: e.code(),
+                            message: e.to_string(),
+                        });
+                    }
                 }
                 if pending.len() >= batch {
                     flush(&mut pending)?;
@@ -386,6 +402,7 @@ impl ScalarUDFImpl for OnnxModelUdf {
             }
             flush(&mut pending)
         })?;
+        crate::error::report_failures(&args.config_options, failures)?;
         let array: ArrayRef = match &self.returns {
             DataType::List(f) if f.data_type() == &DataType::Float32 => {
                 let mut b = ListBuilder::new(Float32Builder::new());
