@@ -188,20 +188,11 @@ pub fn code_of(error: &DataFusionError) -> ErrorCode {
             ErrorCode::Unimplemented
         }
         DataFusionError::ResourcesExhausted(_) => ErrorCode::ResourceExhausted,
-        // a task's I/O error is a transient failure (transient media errors become these
-        // so that Ballista retries them)
-        DataFusionError::IoError(e) => match io_code(e) {
-            ErrorCode::NotFound => ErrorCode::NotFound,
-            ErrorCode::PermissionDenied => ErrorCode::PermissionDenied,
-            _ => ErrorCode::Unavailable,
-        },
+        DataFusionError::IoError(e) => task_io_code(e),
         DataFusionError::ObjectStore(e) => object_store_code(e),
         DataFusionError::External(inner) => {
             if let Some(e) = inner.downcast_ref::<std::io::Error>() {
-                match io_code(e) {
-                    ErrorCode::Internal => ErrorCode::Unavailable,
-                    code => code,
-                }
+                task_io_code(e)
             } else if let Some(e) = inner.downcast_ref::<object_store::Error>() {
                 object_store_code(e)
             } else {
@@ -209,6 +200,16 @@ pub fn code_of(error: &DataFusionError) -> ErrorCode {
             }
         }
         _ => ErrorCode::Internal,
+    }
+}
+
+/// The code of an I/O error that failed a task: a missing or forbidden file as such, any
+/// other I/O error transient (transient media errors become I/O errors so that Ballista
+/// retries them).
+fn task_io_code(e: &std::io::Error) -> ErrorCode {
+    match io_code(e) {
+        ErrorCode::Internal => ErrorCode::Unavailable,
+        code => code,
     }
 }
 

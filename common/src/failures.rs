@@ -41,6 +41,20 @@ pub struct Failure {
 }
 
 impl Failure {
+    /// The failure of `path` in `operator` by `error`: its code and message.
+    pub fn of(
+        path: &str,
+        operator: &str,
+        error: &(impl crate::Coded + std::fmt::Display + ?Sized),
+    ) -> Self {
+        Self {
+            path: path.to_owned(),
+            operator: operator.to_owned(),
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+
     /// The failure as a manifest's `error` says it: `operator: message`.
     pub fn describe(&self) -> String {
         format!("{}: {}", self.operator, self.message)

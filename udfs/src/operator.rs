@@ -63,7 +63,7 @@ pub use crate::analysis::FeatureConsumer;
 use crate::analysis::{Demand, PassSpec};
 pub use crate::args::{Arg, ArgKind, coerce_call, syntax, usage};
 pub use crate::error::report_failures;
-use crate::error::{Coded, retry_transient};
+use crate::error::retry_transient;
 use crate::models::{LoadedModel, Models, OnnxOptions};
 
 /// What one row gives: its value, or why it failed.
@@ -423,12 +423,7 @@ impl ScalarUDFImpl for VideoUdf {
                 Ok(value) => values[row] = value,
                 Err(e) if e.is_transient() => return Err(e.into_task_error()),
                 Err(e) => {
-                    let failure = Failure {
-                        path: batch.path(row).to_owned(),
-                        operator: op.name().to_owned(),
-                        code: e.code(),
-                        message: e.to_string(),
-                    };
+                    let failure = Failure::of(batch.path(row), op.name(), &e);
                     if e.fails_the_query() {
                         // one report says why the query failed (a run on a cluster reads
                         // its code there); the rows do not matter any more

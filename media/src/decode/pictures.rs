@@ -170,8 +170,8 @@ impl Pictures {
 
     /// The picture `spec` of `frame`, converted once per frame and spec.
     pub fn get(&self, frame: &Decoded, spec: PictureSpec) -> Result<Arc<Picture>, MediaError> {
-        if let Some((_, picture)) = frame.pictures.borrow().iter().find(|(s, _)| *s == spec) {
-            return Ok(Arc::clone(picture));
+        if let Some(picture) = cached(frame, spec) {
+            return Ok(picture);
         }
         let picture = Arc::new(self.convert(&frame.frame, spec)?);
         frame
@@ -185,8 +185,8 @@ impl Pictures {
     /// frame's cache when another consumer converted it already (a copy), else converted
     /// without caching it (no copy).
     pub fn take(&self, frame: &Decoded, spec: PictureSpec) -> Result<Picture, MediaError> {
-        if let Some((_, picture)) = frame.pictures.borrow().iter().find(|(s, _)| *s == spec) {
-            return Ok(Picture::clone(picture));
+        if let Some(picture) = cached(frame, spec) {
+            return Ok(Picture::clone(&picture));
         }
         self.convert(&frame.frame, spec)
     }
@@ -269,6 +269,16 @@ impl Pictures {
             data: packed,
         })
     }
+}
+
+/// The picture `spec` of `frame`, when a consumer converted it already.
+fn cached(frame: &Decoded, spec: PictureSpec) -> Option<Arc<Picture>> {
+    frame
+        .pictures
+        .borrow()
+        .iter()
+        .find(|(s, _)| *s == spec)
+        .map(|(_, picture)| Arc::clone(picture))
 }
 
 /// A view of every `step`-th row of a decoded frame: a frame header whose plane pointers

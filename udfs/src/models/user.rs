@@ -33,7 +33,6 @@ use serde::{Deserialize, Serialize};
 use super::{LoadedModel, OnnxOptions};
 use crate::UdfError;
 use crate::args::{Arg, coerce_call};
-use crate::error::Coded;
 use crate::media::decode::Resize;
 use crate::media::source::VideoSource;
 use crate::storage::StorageOptions;
@@ -388,12 +387,9 @@ impl ScalarUDFImpl for OnnxModelUdf {
                     Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
                     Err(e) => {
                         log::warn!("{}: {e}", self.name);
-                        failures.push(framefusion_common::failures::Failure {
-                            path: path.to_owned(),
-                            operator: self.name.clone(),
-                            code: e.code(),
-                            message: e.to_string(),
-                        });
+                        failures.push(framefusion_common::failures::Failure::of(
+                            path, &self.name, &e,
+                        ));
                     }
                 }
                 if pending.len() >= batch {
