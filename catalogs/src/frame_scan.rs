@@ -286,6 +286,11 @@ fn decode_file(
             options.resize,
             with_pixels,
             |frame| {
+                // nobody reads any more (the query was cancelled or has enough rows):
+                // stop at once rather than at the next full batch
+                if tx.is_closed() {
+                    return ControlFlow::Break(());
+                }
                 seen += 1;
                 if seen <= emitted {
                     return ControlFlow::Continue(());
