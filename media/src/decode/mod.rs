@@ -304,6 +304,11 @@ impl FrameConsumer for Frames<'_> {
         self.done
     }
 
+    fn yields_to_decoder(&self) -> bool {
+        // its reader (a frames scan, a row's frame) waits for each frame
+        false
+    }
+
     fn finish(
         &mut self,
         last: Option<&Decoded>,

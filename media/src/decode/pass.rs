@@ -126,6 +126,16 @@ pub trait FrameConsumer: Send {
         false
     }
 
+    /// Whether this consumer's thread may run below the decoder's priority (a nice value
+    /// 10 higher, so the decoder gets the cores first): true for consumers that compute
+    /// from the frames; a consumer
+    /// that hands frames to a reader waiting for them (a frames scan, `frame_at`) says
+    /// false, so that a busy machine does not starve the reader (the pass then keeps the
+    /// consumers' thread at the decoder's priority).
+    fn yields_to_decoder(&self) -> bool {
+        true
+    }
+
     /// The end of the pass: the last frame shown, and the end of the range in ticks (the
     /// first frame past it, or the end of the stream's last frame).
     fn finish(
@@ -502,11 +512,13 @@ fn decode_pass(
                 }),
             );
         }
-        // the consumers on a thread of their own, below the decoder's priority
+        // the consumers on a thread of their own, below the decoder's priority unless one
+        // of them hands frames to a waiting reader
         let display = media.display.as_str();
+        let lower = consumers.iter().all(|c| c.yields_to_decoder());
         let consumed = scope
             .spawn(move || {
-                let _lower = LowerPriority::of_this_thread(CONSUMER_NICE);
+                let _lower = lower.then(|| LowerPriority::of_this_thread(CONSUMER_NICE));
                 let consumed = consume(display, receivers, consumers, in_flight);
                 in_flight.close();
                 consumed
