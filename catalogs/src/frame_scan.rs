@@ -17,7 +17,7 @@ use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileOpenFuture, FileOpener};
 use framefusion_media::decode::{DecodedFrame, Resize, Sampling, decode_frames};
 use framefusion_media::error::retry_transient;
-use framefusion_media::source::VideoSource;
+use framefusion_media::source::Confinement;
 use framefusion_media::storage::StorageOptions;
 use futures::StreamExt;
 
@@ -204,6 +204,8 @@ pub(crate) struct FramesOpener {
     options: FrameOptions,
     storage: StorageOptions,
     columns: Option<Vec<usize>>,
+    /// Where files may be opened (a listed file outside, through a link, is an error row).
+    confinement: Confinement,
 }
 
 impl FramesOpener {
@@ -211,11 +213,13 @@ impl FramesOpener {
         options: FrameOptions,
         storage: StorageOptions,
         columns: Option<Vec<usize>>,
+        confinement: Confinement,
     ) -> Self {
         Self {
             options,
             storage,
             columns,
+            confinement,
         }
     }
 }
@@ -226,6 +230,7 @@ impl FileOpener for FramesOpener {
         let options = self.options.clone();
         let columns = self.columns.clone();
         let storage = self.storage.clone();
+        let confinement = self.confinement.clone();
         Ok(Box::pin(async move {
             // the decode starts when the file's rows are first read, not when the file is
             // opened: a scan opens its next file while it reads the current one, and a
@@ -237,8 +242,10 @@ impl FileOpener for FramesOpener {
                 // on the CPU budget's pool, as every decode: the partitions of a scan
                 // take turns on its threads and share its decoder threads
                 tokio::task::spawn_blocking(move || {
-                    framefusion_media::cpu::budget()
-                        .run(|| decode_file(&listed, &options, &storage, columns.as_deref(), &tx))
+                    framefusion_media::cpu::budget().run(|| {
+                        let columns = columns.as_deref();
+                        decode_file(&listed, &options, &storage, &confinement, columns, &tx)
+                    })
                 });
                 tokio_stream::wrappers::ReceiverStream::new(rx)
             })
@@ -254,6 +261,7 @@ fn decode_file(
     file: &ListedFile,
     options: &FrameOptions,
     storage: &StorageOptions,
+    confinement: &Confinement,
     columns: Option<&[usize]>,
     tx: &tokio::sync::mpsc::Sender<Result<RecordBatch>>,
 ) {
@@ -279,7 +287,7 @@ fn decode_file(
     let outcome = retry_transient(|| {
         // a retry restarts the file: frames already sent are not sent again
         let mut seen = 0usize;
-        let input = VideoSource::parse(&file.uri)?.media_input(storage)?;
+        let input = confinement.source(&file.uri)?.media_input(storage)?;
         decode_frames(
             &input,
             options.sampling,

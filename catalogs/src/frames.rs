@@ -33,6 +33,7 @@ use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
+use framefusion_media::source::Confinement;
 use framefusion_media::storage::StorageOptions;
 
 use crate::config::{DEFAULT_VIDEO_EXTENSIONS, VideoOptions};
@@ -151,7 +152,10 @@ impl TableFunctionImpl for FramesFunction {
             .map(|o| o.extensions.clone())
             .unwrap_or_else(|| DEFAULT_VIDEO_EXTENSIONS.to_owned());
         let filter = ExtensionFilter::parse(&extensions)?;
-        let files = VideoTable::try_new(vec![location], filter)?.with_storage(storage);
+        let confinement =
+            Confinement::of(args.session().config_options()).map_err(crate::CatalogError::from)?;
+        let files =
+            VideoTable::try_new(vec![location], filter, &confinement)?.with_storage(storage);
         Ok(Arc::new(FramesTable::new(files, options)))
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use framefusion_media::source::{VideoSource, local_uri};
+use framefusion_media::source::{Confinement, VideoSource, local_uri};
 use framefusion_media::storage::{S3Location, StorageOptions, s3_store, storage_error};
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
@@ -83,10 +83,14 @@ impl ExtensionFilter {
     }
 }
 
-/// Checks that a local location exists, before a table is defined on it. An object-store
-/// location is only parsed here ([`check_remote`] asks the store).
-pub fn check_location(location: &str) -> Result<VideoSource, CatalogError> {
-    let source = VideoSource::parse(location)?;
+/// Checks that a location lies within the session's allowed roots and, local, exists,
+/// before a table is defined on it. An object-store location is only parsed here
+/// ([`check_remote`] asks the store).
+pub fn check_location(
+    location: &str,
+    confinement: &Confinement,
+) -> Result<VideoSource, CatalogError> {
+    let source = confinement.source(location)?;
     match &source {
         VideoSource::S3(_) => Ok(source),
         VideoSource::Local(path) => match fs::metadata(path) {
@@ -108,7 +112,8 @@ pub fn check_location(location: &str) -> Result<VideoSource, CatalogError> {
 /// Lists the files of `location` (a folder, listed recursively, or one file) that pass
 /// `filter`, sorted by URI. A single-file location is listed whatever its extension.
 pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>, CatalogError> {
-    let root = match check_location(location)? {
+    // (the table's locations were checked against its session's roots when it was defined)
+    let root = match check_location(location, &Confinement::none())? {
         VideoSource::Local(root) => root,
         VideoSource::S3(_) => {
             return Err(CatalogError::Location {

@@ -32,7 +32,7 @@ use framefusion_common::failures::{Failure, RunOptions};
 use framefusion_media::error::retry_transient;
 use framefusion_media::probe::probe_input;
 use framefusion_media::probe_columns::{ProbeColumnsBuilder, probe_fields};
-use framefusion_media::source::VideoSource;
+use framefusion_media::source::{Confinement, VideoSource};
 use framefusion_media::storage::StorageOptions;
 use futures::StreamExt;
 use object_store::ObjectStore;
@@ -80,15 +80,21 @@ pub struct VideoTable {
 
 impl VideoTable {
     /// A table over `locations` (each a folder, listed recursively, or a single file),
-    /// keeping the files that pass `filter`. Fails when a location does not exist.
-    pub fn try_new(locations: Vec<String>, filter: ExtensionFilter) -> Result<Self, CatalogError> {
+    /// keeping the files that pass `filter`, in a session confined to `confinement`.
+    /// Fails when a location does not exist or lies outside the allowed roots (a listed
+    /// file outside them, through a link, is refused when the scan opens it).
+    pub fn try_new(
+        locations: Vec<String>,
+        filter: ExtensionFilter,
+        confinement: &Confinement,
+    ) -> Result<Self, CatalogError> {
         if locations.is_empty() {
             return Err(CatalogError::Option(
                 "a VIDEO table needs a LOCATION".to_owned(),
             ));
         }
         for location in &locations {
-            listing::check_location(location)?;
+            listing::check_location(location, confinement)?;
         }
         Ok(Self {
             locations,
@@ -328,26 +334,25 @@ pub async fn plan_scan_filtered(
         options.partition_bytes,
         target,
     );
-    let sink = RunOptions::sink_of(state.config_options());
+    let session = ScanSession::of(state.config_options());
     Ok(video_scan(
         kind,
         table.storage().clone(),
         groups,
         columns,
-        sink,
+        session,
     )?)
 }
 
 /// The scan plan of listed files: a `DataSourceExec` over a `FileScanConfig` whose file
 /// groups are `groups` (one partition each), making `kind` rows, projected to `columns`,
-/// reporting the files that fail their probe to the run's failure ledger `failure_sink`
-/// (`framefusion_common::failures`).
+/// with what it takes of its `session` (the failure ledger, the allowed roots).
 pub fn video_scan(
     kind: ScanKind,
     storage: StorageOptions,
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
-    failure_sink: Option<String>,
+    session: ScanSession,
 ) -> Result<Arc<DataSourceExec>> {
     let files: usize = groups.iter().map(Vec::len).sum();
     let schema = kind.schema();
@@ -355,8 +360,7 @@ pub fn video_scan(
     if kind == ScanKind::Probe {
         statistics.num_rows = Precision::Exact(files); // one row per file
     }
-    let source =
-        Arc::new(VideoFileSource::new(kind, storage, None).with_failure_sink(failure_sink));
+    let source = Arc::new(VideoFileSource::new(kind, storage, None).with_session(session));
     let file_groups = groups
         .into_iter()
         .map(|g| FileGroup::new(g.into_iter().map(partitioned_file).collect()))
@@ -481,8 +485,10 @@ impl TableProviderFactory for VideoTableFactory {
             .definition
             .as_deref()
             .map(|d| definition_with_options(d, &cmd.options));
+        let confinement = Confinement::of(state.config_options()).map_err(CatalogError::from)?;
         let table = tokio::task::spawn_blocking(move || {
-            VideoTable::try_new(locations, filter).map(|t| t.with_definition(definition))
+            VideoTable::try_new(locations, filter, &confinement)
+                .map(|t| t.with_definition(definition))
         })
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??
@@ -528,7 +534,37 @@ pub struct VideoFileSource {
     columns: Option<Vec<usize>>,
     projection: Option<ProjectionExprs>,
     metrics: ExecutionPlanMetricsSet,
-    failure_sink: Option<String>,
+    session: ScanSession,
+}
+
+/// What a video scan takes of its session, to whichever node runs it (the codec carries
+/// it): where failed probes are reported, and where files may be opened.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScanSession {
+    /// The run's failure ledger files that fail their probe are reported to
+    /// (`framefusion_common::failures`).
+    #[serde(default)]
+    pub failure_sink: Option<String>,
+    /// The session's allowed roots (`framefusion.allowed_roots`): a listed file outside
+    /// them (through a link) is not opened, its row says why.
+    #[serde(default)]
+    pub allowed_roots: String,
+}
+
+impl ScanSession {
+    /// What a scan takes of the session whose settings are `config`.
+    pub fn of(config: &datafusion::common::config::ConfigOptions) -> Self {
+        Self {
+            failure_sink: RunOptions::sink_of(config),
+            allowed_roots: RunOptions::allowed_roots_of(config),
+        }
+    }
+
+    /// Where files may be opened.
+    fn confinement(&self) -> Result<Confinement> {
+        Confinement::from_setting(&self.allowed_roots)
+            .map_err(|e| datafusion::error::DataFusionError::from(CatalogError::from(e)))
+    }
 }
 
 /// What a [`VideoFileSource`] makes of each file.
@@ -565,20 +601,19 @@ impl VideoFileSource {
             columns,
             projection,
             metrics: ExecutionPlanMetricsSet::new(),
-            failure_sink: None,
+            session: ScanSession::default(),
         }
     }
 
-    /// The same source, reporting files that fail their probe to the failure ledger
-    /// `sink` (a run's; `framefusion_common::failures`).
-    pub fn with_failure_sink(mut self, sink: Option<String>) -> Self {
-        self.failure_sink = sink;
+    /// The same source, with what it takes of its session.
+    pub fn with_session(mut self, session: ScanSession) -> Self {
+        self.session = session;
         self
     }
 
-    /// The failure ledger probe failures are reported to.
-    pub fn failure_sink(&self) -> Option<&str> {
-        self.failure_sink.as_deref()
+    /// What this source takes of its session.
+    pub fn session(&self) -> &ScanSession {
+        &self.session
     }
 
     /// What this source makes of each file.
@@ -615,12 +650,14 @@ impl FileSource for VideoFileSource {
                 columns: self.columns.clone(),
                 probe: self.needs_probe(),
                 storage: self.storage.clone(),
-                failure_sink: self.failure_sink.clone(),
+                failure_sink: self.session.failure_sink.clone(),
+                confinement: self.session.confinement()?,
             }),
             ScanKind::Frames(options) => Arc::new(FramesOpener::new(
                 options.clone(),
                 self.storage.clone(),
                 self.columns.clone(),
+                self.session.confinement()?,
             )),
         })
     }
@@ -659,7 +696,7 @@ impl FileSource for VideoFileSource {
         }
         Ok(Some(Arc::new(
             VideoFileSource::new(self.kind.clone(), self.storage.clone(), Some(columns))
-                .with_failure_sink(self.failure_sink.clone()),
+                .with_session(self.session.clone()),
         )))
     }
 
@@ -705,6 +742,7 @@ struct VideoOpener {
     probe: bool,
     storage: StorageOptions,
     failure_sink: Option<String>,
+    confinement: Confinement,
 }
 
 impl FileOpener for VideoOpener {
@@ -714,12 +752,14 @@ impl FileOpener for VideoOpener {
         let probe = self.probe;
         let storage = self.storage.clone();
         let sink = self.failure_sink.clone();
+        let confinement = self.confinement.clone();
         Ok(Box::pin(async move {
             let batch = tokio::task::spawn_blocking(move || {
                 file_row(
                     &listed,
                     probe,
                     &storage,
+                    &confinement,
                     columns.as_deref(),
                     sink.as_deref(),
                 )
@@ -739,6 +779,7 @@ fn file_row(
     file: &ListedFile,
     probe: bool,
     storage: &StorageOptions,
+    confinement: &Confinement,
     projection: Option<&[usize]>,
     sink: Option<&str>,
 ) -> Result<RecordBatch> {
@@ -760,7 +801,7 @@ fn file_row(
         }
         (None, true) => {
             let outcome = retry_transient(|| {
-                let input = VideoSource::parse(&file.uri)?.media_input(storage)?;
+                let input = confinement.source(&file.uri)?.media_input(storage)?;
                 probe_input(&input)
             });
             match outcome {

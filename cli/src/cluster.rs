@@ -94,9 +94,10 @@ pub struct ExecutorArgs {
     /// Seconds between heartbeats.
     #[arg(long, default_value_t = 2)]
     heartbeat: u64,
-    /// Confine this executor to these folders and s3:// prefixes (repeatable): video
-    /// operators refuse every other location. Give the same roots as `framefusion serve
-    /// --allow-root` when a Flight SQL server submits to this cluster.
+    /// Confine this executor process to these folders and s3:// prefixes (repeatable):
+    /// video operators refuse every other location, whatever a query's session allows
+    /// (a Flight SQL server's sessions carry its own --allow-root to the executors
+    /// already; this is the executor host's own guard).
     #[arg(
         long = "allow-root",
         value_name = "LOCATION",

@@ -68,6 +68,12 @@ datafusion_common::config_namespace! {
         /// manifest run sets it for each query it runs; empty (the default) reports
         /// nothing (failures are logged only).
         pub failure_sink: String, default = String::new()
+        /// The locations the session may read and write media and tables at, separated by
+        /// commas (local folders, `s3://bucket/prefix/`, `gs://`, `az://`); empty (the
+        /// default) confines the session to nothing more than its process. A server sets
+        /// it on the sessions of its clients, who cannot change it; it travels with a
+        /// query to the executors of a cluster, which refuse what lies outside.
+        pub allowed_roots: String, default = String::new()
     }
 }
 
@@ -78,6 +84,18 @@ impl ConfigExtension for RunOptions {
 }
 
 impl RunOptions {
+    /// The key of [`RunOptions::allowed_roots`], which a server's clients may not set.
+    pub const ALLOWED_ROOTS_KEY: &'static str = "framefusion.allowed_roots";
+
+    /// A session's allowed roots setting (empty: not confined by the session).
+    pub fn allowed_roots_of(config: &ConfigOptions) -> String {
+        config
+            .extensions
+            .get::<Self>()
+            .map(|o| o.allowed_roots.clone())
+            .unwrap_or_default()
+    }
+
     /// The sink of a session's settings (`None`: failures are not reported).
     pub fn sink_of(config: &ConfigOptions) -> Option<String> {
         config
@@ -204,6 +222,7 @@ mod tests {
         assert_eq!(RunOptions::sink_of(&config), None);
         assert!(config.set("framefusion.failure_sink", "s-1").is_ok());
         assert_eq!(RunOptions::sink_of(&config).as_deref(), Some("s-1"));
+        assert!(config.set(RunOptions::ALLOWED_ROOTS_KEY, "/data").is_ok());
         // the entries carry the full key, so that a cluster's scheduler and executors set
         // them again from a client's settings
         let sent: Vec<(String, String)> = config
@@ -214,7 +233,10 @@ mod tests {
             .collect();
         assert_eq!(
             sent,
-            [("framefusion.failure_sink".to_owned(), "s-1".to_owned())]
+            [
+                ("framefusion.failure_sink".to_owned(), "s-1".to_owned()),
+                ("framefusion.allowed_roots".to_owned(), "/data".to_owned())
+            ]
         );
         let mut there = ConfigOptions::new();
         there.extensions.insert(RunOptions::default());
@@ -222,5 +244,6 @@ mod tests {
             assert!(there.set(k, v).is_ok());
         }
         assert_eq!(RunOptions::sink_of(&there).as_deref(), Some("s-1"));
+        assert_eq!(RunOptions::allowed_roots_of(&there), "/data");
     }
 }

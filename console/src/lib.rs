@@ -340,8 +340,11 @@ async fn start(console: &Console, headers: &HeaderMap, body: &[u8]) -> Result<St
     if console.runs.running_at(&output) {
         return Err(already_running(&output));
     }
-    // the output must be an allowed location (a confined process refuses others)
-    framefusion_media::source::check_location(&output)
+    // the output must be one of the server's allowed locations
+    console
+        .service
+        .confinement()
+        .check_location(&output)
         .map_err(|e| status(&framefusion_media::error::external(e)))?;
     if console.book.is_some()
         && let Some(key) = durable::secret_in(&body.sql)

@@ -30,7 +30,7 @@ use datafusion_proto::logical_plan::LogicalExtensionCodec;
 use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConverterExtension};
 use framefusion_catalogs::frames::{FrameOptions, FramesTable};
 use framefusion_catalogs::listing::{ExtensionFilter, ListedFile};
-use framefusion_catalogs::video::{ScanKind, listed_file};
+use framefusion_catalogs::video::{ScanKind, ScanSession, listed_file};
 use framefusion_catalogs::{VideoFileSource, VideoTable, video_scan};
 use framefusion_media::storage::StorageOptions;
 use framefusion_udfs::models::user::OnnxModelUdf;
@@ -79,9 +79,9 @@ struct VideoScanWire {
     groups: Vec<Vec<ListedFile>>,
     columns: Option<Vec<usize>>,
     limit: Option<usize>,
-    /// The run's failure ledger the scan reports failed probes to.
+    /// What the scan takes of its session (the failure ledger, the allowed roots).
     #[serde(default)]
-    failure_sink: Option<String>,
+    session: ScanSession,
 }
 
 /// The `VideoFileSource` scan inside `plan`, if `plan` is one.
@@ -247,7 +247,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
                     wire.storage,
                     wire.groups,
                     wire.columns,
-                    wire.failure_sink,
+                    wire.session,
                 )?;
                 let config = (scan.data_source().as_ref() as &dyn Any)
                     .downcast_ref::<FileScanConfig>()
@@ -286,7 +286,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
                     groups,
                     columns: source.columns().map(<[usize]>::to_vec),
                     limit: config.limit,
-                    failure_sink: source.failure_sink().map(str::to_owned),
+                    session: source.session().clone(),
                 };
                 encode_json(VIDEO_SCAN_TAG, &wire, buf)
             }

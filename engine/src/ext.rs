@@ -142,7 +142,10 @@ impl SessionContextExt for SessionContext {
             .unwrap_or_else(|| VideoOptions::default().extensions);
         let external = |e: framefusion_catalogs::CatalogError| DataFusionError::from(e);
         let filter = ExtensionFilter::parse(&extensions).map_err(external)?;
-        let table = VideoTable::try_new(vec![location.to_owned()], filter).map_err(external)?;
+        let confinement = framefusion_media::source::Confinement::of(self.state().config_options())
+            .map_err(|e| external(e.into()))?;
+        let table = VideoTable::try_new(vec![location.to_owned()], filter, &confinement)
+            .map_err(external)?;
         table.check_remote().await.map_err(external)?;
         self.read_table(Arc::new(table))
     }

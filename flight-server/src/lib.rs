@@ -10,8 +10,9 @@
 //! - [`status`]: the one mapping of engine errors to gRPC status codes.
 //! - [`http`]: the HTTP side (`--http`): a JSON SQL API with the same users and locations,
 //!   `/metrics`, `/healthz`.
-//! - [`serve`]: the server (TLS when a certificate and key are given), confined to the
-//!   configured locations.
+//! - [`serve`]: the server (TLS when a certificate and key are given); its clients'
+//!   sessions carry the configured locations (`framefusion.allowed_roots`, which they cannot
+//!   change), to the executors of a cluster too.
 
 pub mod auth;
 pub mod http;
@@ -23,7 +24,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
-use framefusion_media::source::{Root, confine_to};
+use framefusion_media::source::{Confinement, Root};
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 pub use auth::AuthConfig;
@@ -88,13 +89,16 @@ pub async fn serve(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    if !confine_to(roots) {
+    // the roots are a value of every client session (they travel with its queries to a
+    // cluster), not of this process
+    let confinement = Confinement::to(roots);
+    if confinement.setting().is_none() {
         return Err(ServeError::Config(
-            "this process is already confined to other locations".to_owned(),
+            "an --allow-root holds a comma, which the sessions' roots setting cannot carry; give the folder another name".to_owned(),
         ));
     }
     let service = Arc::new(
-        FrameFusionFlightSql::new(options.service.clone())
+        FrameFusionFlightSql::new(options.service.clone(), confinement)
             .map_err(|e| ServeError::Config(e.message().to_owned()))?,
     );
     let http = match options.http {

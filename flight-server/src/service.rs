@@ -50,11 +50,14 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::listing::ListingTable;
 use datafusion::datasource::source_as_provider;
 use datafusion::error::DataFusionError;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{DdlStatement, LogicalPlan, Statement};
 use datafusion::prelude::SessionContext;
 use framefusion_catalogs::frames::FramesTable;
 use framefusion_catalogs::video::VideoTable;
+use framefusion_common::code::{CodedError, ErrorCode};
+use framefusion_common::failures::RunOptions;
 use framefusion_engine::SessionContextExt;
+use framefusion_media::source::Confinement;
 use futures::future::AbortHandle;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -101,6 +104,7 @@ struct Prepared {
 /// The Flight SQL service over the framefusion engine.
 pub struct FrameFusionFlightSql {
     options: ServiceOptions,
+    confinement: Confinement,
     auth: Authenticator,
     sessions: Mutex<HashMap<String, SessionContext>>,
     pending: Mutex<HashMap<String, Pending>>,
@@ -184,17 +188,37 @@ fn number_placeholders(sql: &str) -> String {
     out
 }
 
-/// Refuses locations outside the allowed roots: every table a plan reads (VIDEO, frames,
-/// Parquet/CSV/JSON listing tables), the table a DDL statement defines, and where `COPY`
-/// writes. (Video operators check the paths they open themselves.)
-fn check_locations(plan: &LogicalPlan) -> Result<(), DataFusionError> {
+/// Refuses locations outside the session's allowed roots: every table a plan reads
+/// (VIDEO, frames, Parquet/CSV/JSON listing tables), the table a DDL statement defines, and
+/// where `COPY` writes; and a statement that would change the roots (`SET` or `RESET` of
+/// `framefusion.allowed_roots`). (Video operators check the paths they open themselves,
+/// on whichever node runs them.)
+fn check_locations(plan: &LogicalPlan, confinement: &Confinement) -> Result<(), DataFusionError> {
     let check = |location: &str| -> Result<(), DataFusionError> {
-        framefusion_media::source::check_location(location)
+        confinement
+            .check_location(location)
             .map_err(framefusion_media::error::external)
+    };
+    let roots_key = |variable: &str| -> Result<(), DataFusionError> {
+        if variable
+            .trim()
+            .eq_ignore_ascii_case(RunOptions::ALLOWED_ROOTS_KEY)
+        {
+            return Err(DataFusionError::External(Box::new(CodedError::with_code(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} is the server's (its --allow-root locations): a client cannot set or reset it",
+                    RunOptions::ALLOWED_ROOTS_KEY
+                ),
+            ))));
+        }
+        Ok(())
     };
     let mut result = Ok(());
     plan.apply_with_subqueries(|node| {
         let outcome = match node {
+            LogicalPlan::Statement(Statement::SetVariable(set)) => roots_key(&set.variable),
+            LogicalPlan::Statement(Statement::ResetVariable(reset)) => roots_key(&reset.variable),
             LogicalPlan::Ddl(DdlStatement::CreateExternalTable(cmd)) => {
                 cmd.locations.iter().try_for_each(|l| check(l))
             }
@@ -234,6 +258,15 @@ fn check_provider(
     Ok(())
 }
 
+/// The allowed roots `ctx` carries (the server's; a client cannot change them).
+fn session_confinement(ctx: &SessionContext) -> Result<Confinement, Status> {
+    Confinement::of(ctx.state().config_options()).map_err(|e| {
+        Status::failed_precondition(format!(
+            "the session's allowed locations cannot be used on this server: {e}"
+        ))
+    })
+}
+
 /// Counts a query as running while it lives and forgets its cancel handle after.
 struct RunningGuard {
     handle: String,
@@ -252,9 +285,10 @@ impl Drop for RunningGuard {
 }
 
 impl FrameFusionFlightSql {
-    /// A service with `options`.
-    pub fn new(options: ServiceOptions) -> Result<Self, Status> {
+    /// A service with `options`, whose sessions are confined to `confinement`.
+    pub fn new(options: ServiceOptions, confinement: Confinement) -> Result<Self, Status> {
         Ok(Self {
+            confinement,
             auth: Authenticator::new(options.auth.clone()),
             options,
             sessions: Mutex::new(HashMap::new()),
@@ -291,10 +325,23 @@ impl FrameFusionFlightSql {
         let ctx = framefusion_engine::connect(cluster)
             .await
             .map_err(|e| status(&e))?;
+        // the session carries the server's allowed roots (to a cluster's executors too)
+        let roots = self.confinement.setting().unwrap_or_default();
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .set(RunOptions::ALLOWED_ROOTS_KEY, &roots)
+            .map_err(|e| status(&e))?;
         if let Some(path) = &self.options.catalog {
             framefusion_engine::catalog::attach_file_catalog(&ctx, path).map_err(|e| status(&e))?;
         }
         Ok(ctx)
+    }
+
+    /// Where this server's sessions may read and write (its `--allow-root`s).
+    pub fn confinement(&self) -> &Confinement {
+        &self.confinement
     }
 
     /// The caller whose credentials (a bearer token) are in `headers`.
@@ -327,7 +374,7 @@ impl FrameFusionFlightSql {
                 .plan_statement(statement)
                 .await
                 .map_err(|e| status(&e))?;
-            check_locations(&plan).map_err(|e| status(&e))?;
+            check_locations(&plan, &session_confinement(ctx)?).map_err(|e| status(&e))?;
             ctx.execute_plan(plan)
                 .await
                 .map_err(on_cluster)?
@@ -336,7 +383,7 @@ impl FrameFusionFlightSql {
                 .map_err(on_cluster)?;
         }
         let plan = ctx.plan_statement(query).await.map_err(|e| status(&e))?;
-        check_locations(&plan).map_err(|e| status(&e))?;
+        check_locations(&plan, &session_confinement(ctx)?).map_err(|e| status(&e))?;
         if !framefusion_engine::manifest::is_query(&plan) {
             return Err(Status::invalid_argument(
                 "the last statement of a job must be a query (SELECT ...) whose rows the manifest holds",
@@ -412,7 +459,7 @@ impl FrameFusionFlightSql {
                 .plan_statement(statement)
                 .await
                 .map_err(|e| status(&e))?;
-            check_locations(&plan).map_err(|e| status(&e))?;
+            check_locations(&plan, &session_confinement(ctx)?).map_err(|e| status(&e))?;
             let state = ctx.state();
             let on_cluster = |e| status(&with_unreachable_cluster(state.config(), e));
             let df = ctx.execute_plan(plan).await.map_err(on_cluster)?;
@@ -681,7 +728,7 @@ impl FlightSqlService for FrameFusionFlightSql {
             .statement_to_plan(statement)
             .await
             .map_err(|e| status(&e))?;
-        check_locations(&plan).map_err(|e| status(&e))?;
+        check_locations(&plan, &session_confinement(&ctx)?).map_err(|e| status(&e))?;
         let types = plan.get_parameter_types().map_err(|e| status(&e))?;
         let mut fields: Vec<(usize, Field)> = types
             .into_iter()

@@ -64,26 +64,120 @@ fn plain_key(key: &str) -> bool {
 }
 
 /// Checks a table's location (a video's, or any other table kind's: Parquet in `gs://`
-/// too) against the roots this process is confined to, if it is.
+/// too) against the roots this process is confined to, if it is (a session's own roots:
+/// [`Confinement::check_location`]).
 pub fn check_location(uri: &str) -> Result<(), MediaError> {
-    let Some((scheme, bucket, key)) = table_store_location(uri) else {
-        return VideoSource::parse(uri).map(drop);
+    Confinement::none().check_location(uri)
+}
+
+/// Whether `uri` (a video location, or a table location in another object store) lies
+/// within `roots`.
+fn check_within(roots: &[Root], uri: &str) -> Result<(), MediaError> {
+    let allowed = match table_store_location(uri) {
+        Some((scheme, bucket, key)) => roots.iter().any(|root| {
+            matches!(root, Root::Bucket { scheme: s, bucket: b, prefix }
+                if *s == scheme && *b == bucket && key.starts_with(prefix.as_str()) && plain_key(&key))
+        }),
+        None => {
+            let source = VideoSource::parse_unconfined(uri)?;
+            roots.iter().any(|r| r.contains(&source))
+        }
     };
-    let Some(roots) = allowed_roots() else {
-        return Ok(());
-    };
-    let allowed = roots.iter().any(|root| match root {
-        Root::Bucket {
-            scheme: s,
-            bucket: b,
-            prefix,
-        } => *s == scheme && *b == bucket && key.starts_with(prefix.as_str()) && plain_key(&key),
-        _ => false,
-    });
     if allowed {
-        return Ok(());
+        Ok(())
+    } else {
+        Err(not_allowed(uri, roots))
     }
-    Err(not_allowed(uri, roots))
+}
+
+/// Where a session may read and write media and tables: the roots it carries (its
+/// `framefusion.allowed_roots` setting), within those of its process (an executor
+/// started with `--allow-root`, [`confine_to`]). A server sets the roots on its clients'
+/// sessions; the setting travels with their queries to a cluster's executors, which check
+/// every location against it: a session value, not a process's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Confinement {
+    roots: Option<std::sync::Arc<Vec<Root>>>,
+}
+
+impl Confinement {
+    /// No confinement but the process's.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Confined to `roots` (and the process's).
+    pub fn to(roots: Vec<Root>) -> Self {
+        Self {
+            roots: Some(std::sync::Arc::new(roots)),
+        }
+    }
+
+    /// The confinement a setting's text names: roots separated by commas ([`Root::parse`]
+    /// each); empty: [`Confinement::none`].
+    pub fn from_setting(text: &str) -> Result<Self, MediaError> {
+        let roots = text
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(Root::parse)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(if roots.is_empty() {
+            Self::none()
+        } else {
+            Self::to(roots)
+        })
+    }
+
+    /// The confinement of a session's settings (`framefusion.allowed_roots`).
+    pub fn of(
+        config: &framefusion_common::datafusion_common::config::ConfigOptions,
+    ) -> Result<Self, MediaError> {
+        Self::from_setting(&framefusion_common::failures::RunOptions::allowed_roots_of(
+            config,
+        ))
+    }
+
+    /// The setting's text of these roots (empty for none); `None` when a root cannot be
+    /// written in it (a comma in its name).
+    pub fn setting(&self) -> Option<String> {
+        let roots: Vec<String> = self
+            .roots()
+            .unwrap_or_default()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        (!roots.iter().any(|r| r.contains(','))).then(|| roots.join(","))
+    }
+
+    /// The session's roots (`None`: not confined by the session).
+    pub fn roots(&self) -> Option<&[Root]> {
+        self.roots.as_deref().map(Vec::as_slice)
+    }
+
+    /// The source at `uri`, refused when it lies outside the process's or the session's
+    /// roots.
+    pub fn source(&self, uri: &str) -> Result<VideoSource, MediaError> {
+        let source = VideoSource::parse_unconfined(uri)?;
+        for roots in [allowed_roots(), self.roots()].into_iter().flatten() {
+            if !roots.iter().any(|r| r.contains(&source)) {
+                return Err(not_allowed(uri, roots));
+            }
+        }
+        Ok(source)
+    }
+
+    /// Checks a table's location (a video's, or any other table kind's) against the
+    /// process's and the session's roots.
+    pub fn check_location(&self, uri: &str) -> Result<(), MediaError> {
+        if table_store_location(uri).is_none() {
+            VideoSource::parse_unconfined(uri)?;
+        }
+        for roots in [allowed_roots(), self.roots()].into_iter().flatten() {
+            check_within(roots, uri)?;
+        }
+        Ok(())
+    }
 }
 
 /// The refusal of `uri`, outside `roots`.
@@ -196,7 +290,10 @@ fn resolve(path: &Path) -> Option<PathBuf> {
 }
 
 /// Confines this process to `roots`: from now on every video location outside them is
-/// refused (once per process; a second call changes nothing and returns false).
+/// refused (once per process; a second call changes nothing and returns false), whatever
+/// its sessions' own roots ([`Confinement`]). For an executor whose host confines it at
+/// start (`--allow-root`): its sessions' settings come from whoever sends it a query, so
+/// the process's roots are the guard that does not depend on them.
 pub fn confine_to(roots: Vec<Root>) -> bool {
     ALLOWED_ROOTS.set(roots).is_ok()
 }
@@ -209,15 +306,10 @@ pub fn allowed_roots() -> Option<&'static [Root]> {
 impl VideoSource {
     /// Resolves a URI (`file:///abs/path`) or a plain path (absolute, or relative to the
     /// current directory) to a source. In a confined process ([`confine_to`]) a location
-    /// outside the allowed roots is refused.
+    /// outside the allowed roots is refused; a session's roots are checked by
+    /// [`Confinement::source`].
     pub fn parse(uri: &str) -> Result<Self, MediaError> {
-        let source = Self::parse_unconfined(uri)?;
-        if let Some(roots) = allowed_roots()
-            && !roots.iter().any(|r| r.contains(&source))
-        {
-            return Err(not_allowed(uri, roots));
-        }
-        Ok(source)
+        Confinement::none().source(uri)
     }
 
     fn parse_unconfined(uri: &str) -> Result<Self, MediaError> {

@@ -417,6 +417,10 @@ async fn locations_outside_the_allowed_roots_are_refused() {
         format!("SELECT count(*) FROM frames('{r}/../secret/x.mp4', 'keyframes')"),
         "COPY (SELECT 1 AS x) TO '/tmp/framefusion-escape.csv'".to_owned(),
         "SELECT * FROM planted".to_owned(),
+        // the roots are the server's: a client cannot change its session's
+        "SET framefusion.allowed_roots = '/'".to_owned(),
+        "SET framefusion.allowed_roots = ''".to_owned(),
+        "RESET framefusion.allowed_roots".to_owned(),
     ];
     for sql in &denied {
         let err = run(&mut client, sql).await.err();

@@ -8,7 +8,8 @@ use std::process::Command;
 use datafusion::arrow::array::{Array, AsArray};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type};
 use framefusion_tests::{decode, query, sample};
-use framefusion_udfs::media::decode::{Resize, Sampling, chunked_runs};
+use framefusion_udfs::media::decode::{Resize, Sampling};
+use framefusion_udfs::media::pass::chunked_passes;
 
 /// `(timestamp in seconds, md5)` of the frames ffmpeg outputs (framemd5), with
 /// `input_args` before `-i` and an optional video filter.
@@ -295,12 +296,12 @@ async fn parallel_chunks_sample_the_same_frames_as_one_decoder() {
     );
     for file in [sample("bikes.mp4"), sample("trailer_bbb.mp4"), twice] {
         for fps in [1.0, 0.5, 3.0] {
-            let runs = chunked_runs();
+            let runs = chunked_passes();
             let chunked = decoded(&file, Sampling::Fps(fps), None);
             let cores = std::thread::available_parallelism().map_or(1, usize::from);
             if cores >= 2 && file != sample("bikes.mp4") {
                 assert!(
-                    chunked_runs() > runs,
+                    chunked_passes() > runs,
                     "{} was decoded in chunks",
                     file.display()
                 );
@@ -388,4 +389,40 @@ async fn a_four_partition_frames_scan_stays_within_the_decoder_budget() {
         (1..=2).contains(&peak),
         "the scan's passes held {peak} decoder threads at once, over the budget of 2"
     );
+}
+
+/// `frames_at` (the frames of many rows of one video) gives each time the very frame
+/// `frame_at` gives it alone, in the order asked, whatever the order, duplicates and gaps
+/// (times within a few seconds share a pass, farther ones seek); a time past the end is
+/// that time's error only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_at_many_times_equal_frame_at_each() {
+    use framefusion_udfs::media::decode::{frame_at, frames_at};
+    let file = sample("trailer_bbb.mp4");
+    let media = framefusion_udfs::media::source::VideoSource::parse(&file.display().to_string())
+        .and_then(|s| s.media_input(&Default::default()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let times = [12.3, 1.0, 1.04, 30.0, 0.0, 12.3, 2.5, 999.0, 31.5];
+    let passes = || framefusion_udfs::media::pass::passes(&media.display);
+    let before = passes();
+    let many = frames_at(&media, &times, Resize::Exact(96, 54)).unwrap_or_else(|e| panic!("{e}"));
+    // runs: [0, 1, 1.04, 2.5], [12.3, 12.3], [30, 31.5], [999]
+    assert_eq!(passes() - before, 4, "one pass per run of close times");
+    assert_eq!(many.len(), times.len());
+    for (at, got) in times.iter().zip(many) {
+        let alone = frame_at(&media, *at, Resize::Exact(96, 54));
+        match (got, alone) {
+            (Ok(got), Ok(alone)) => {
+                assert_eq!((got.index, got.pts_s), (alone.index, alone.pts_s), "{at} s");
+                assert!(got.pts_s >= at - 1e-6, "{at} s: the frame at or after it");
+                assert!(got.rgb == alone.rgb, "{at} s: the pixels differ");
+            }
+            (Err(got), Err(_)) => assert!(got.to_string().contains("999"), "{got}"),
+            (got, alone) => panic!(
+                "{at} s: {:?} vs {:?}",
+                got.map(|f| f.pts_s),
+                alone.map(|f| f.pts_s)
+            ),
+        }
+    }
 }

@@ -5,6 +5,7 @@ mod bad_input;
 mod bounds;
 mod catalog;
 mod cli;
+mod confinement;
 mod conformance;
 mod console;
 mod cut;

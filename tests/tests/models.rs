@@ -140,10 +140,12 @@ async fn a_registered_model_runs_on_frames() {
         .unwrap_or_else(|e| panic!("{e}"));
     check_colours(&colours(&ctx, &video).await);
 
-    // 40 rows in batches of 8 (onnx.batch_size): every row answered; no new load (of this
+    // 40 rows in batches of 8 (onnx.batch_size): every row answered, in a few passes; no new load (of this
     // model: other tests of this process load theirs meanwhile)
     let loads = framefusion_udfs::models::load_count_of(&model);
     assert_eq!(loads, 1, "the query above loaded the model once");
+    let passes = || framefusion_udfs::media::pass::passes(&video.display().to_string());
+    let passes_before = passes();
     let batches = ctx
         .run_script(&format!(
             "SELECT channels('{}', t) AS c FROM (SELECT CAST(value AS DOUBLE) / 20.0 AS t FROM generate_series(0, 39)) ORDER BY t",
@@ -162,6 +164,13 @@ async fn a_registered_model_runs_on_frames() {
     let red = rows.iter().filter(|c| close(c, &[1.0, 0.0, 0.0])).count();
     let blue = rows.iter().filter(|c| close(c, &[0.0, 0.0, 1.0])).count();
     assert_eq!((red, blue), (20, 20));
+    // the rows of one video read their frames in one pass per batch of rows, not a seek
+    // each (the query's rows may be split among its partitions)
+    let read = passes() - passes_before;
+    assert!(
+        (1..=4).contains(&read),
+        "40 rows of one video took {read} decode passes"
+    );
     assert_eq!(
         framefusion_udfs::models::load_count_of(&model),
         loads,

@@ -21,7 +21,6 @@
 //! without shots. A call whose spec is missing (a plan built without the rule) computes
 //! its own demand alone, one pass per call, as operators did before the rule.
 
-use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +32,7 @@ use framefusion_media::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::UdfError;
+pub use crate::features::Feature;
 
 /// What one operator call asks of its video's frames (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -92,6 +92,17 @@ impl Need {
             Need::Text { .. } => "text_area_ratio",
             Need::Faces { .. } => "face_stats",
         }
+    }
+
+    /// Whether `feature` is of the kind this need computes.
+    pub fn answered_by(&self, feature: &Feature) -> bool {
+        matches!(
+            (self, feature),
+            (Need::Content { .. }, Feature::Content(_))
+                | (Need::Signals { .. }, Feature::Signals(_))
+                | (Need::Text { .. }, Feature::Text(_))
+                | (Need::Faces { .. }, Feature::Faces(_))
+        )
     }
 
     /// What it computes, in messages.
@@ -186,13 +197,7 @@ impl PassSpec {
 pub trait FeatureConsumer: FrameConsumer + Send {
     /// The computed feature, once the pass is over.
     fn into_feature(self: Box<Self>) -> Feature;
-
-    /// The bytes the feature holds (about: its per-frame results), for the cache's bound.
-    fn feature_bytes(&self) -> usize;
 }
-
-/// A computed demand: per-frame results, of the type its operator's consumer produces.
-pub type Feature = Arc<dyn Any + Send + Sync>;
 
 /// How long a pass's features are kept.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
@@ -357,20 +362,21 @@ fn compute(
             framefusion_media::metrics::operator_seconds(demand.operator(), *seconds);
         }
     }
-    let bytes = consumers.iter().map(|c| c.feature_bytes()).sum();
-    let features = demands
+    let features: HashMap<Demand, Feature> = demands
         .iter()
         .cloned()
         .zip(consumers.into_iter().map(FeatureConsumer::into_feature))
         .collect();
+    if let Some((demand, feature)) = features.iter().find(|(d, f)| !d.need.answered_by(f)) {
+        return Err(UdfError::Setup(format!(
+            "{}'s consumer computed {} where its call needs {}",
+            demand.operator(),
+            feature.kind(),
+            demand.need.kind()
+        )));
+    }
+    let bytes = features.values().map(Feature::bytes).sum();
     Ok((features, bytes))
-}
-
-/// The feature as the type its consumer produced.
-pub fn downcast<T: Send + Sync + 'static>(feature: &Feature) -> Result<&T, UdfError> {
-    feature.downcast_ref::<T>().ok_or_else(|| {
-        UdfError::Option("a decode pass produced a feature of another type".to_owned())
-    })
 }
 
 #[cfg(test)]

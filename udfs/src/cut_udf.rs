@@ -37,10 +37,10 @@ enum Destination {
 }
 
 impl Destination {
-    fn parse(prefix: &str) -> Result<Self, UdfError> {
-        match VideoSource::parse(prefix)? {
-            VideoSource::Local(path) => Ok(Self::Folder(path)),
-            VideoSource::S3(location) => Ok(Self::Bucket(location)),
+    fn of(prefix: VideoSource) -> Self {
+        match prefix {
+            VideoSource::Local(path) => Self::Folder(path),
+            VideoSource::S3(location) => Self::Bucket(location),
         }
     }
 }
@@ -89,16 +89,15 @@ fn clip_name(source: &VideoSource, start_s: f64, end_s: f64, mode: CutMode) -> S
 
 /// Cuts one clip (see the module docs); returns the URI written (or found).
 pub fn cut_clip(
-    path: &str,
+    source: &VideoSource,
     start_s: f64,
     end_s: f64,
-    dest_prefix: &str,
+    dest_prefix: VideoSource,
     mode: CutMode,
     storage: &StorageOptions,
 ) -> Result<String, UdfError> {
-    let source = VideoSource::parse(path)?;
-    let name = clip_name(&source, start_s, end_s, mode);
-    match Destination::parse(dest_prefix)? {
+    let name = clip_name(source, start_s, end_s, mode);
+    match Destination::of(dest_prefix) {
         Destination::Folder(dir) => {
             let target = dir.join(&name);
             if target.is_file() {
@@ -198,10 +197,10 @@ impl VideoOperator for CutClip {
                 .map_or(Ok(CutMode::Auto), CutMode::parse)?;
             let (start_s, end_s) = batch.range(row).unwrap_or_default();
             let uri = cut_clip(
-                batch.path(row),
+                &batch.source(row)?,
                 start_s,
                 end_s,
-                batch.text(3, row).unwrap_or_default(),
+                batch.location(batch.text(3, row).unwrap_or_default())?,
                 mode,
                 &StorageOptions::default(),
             )?;

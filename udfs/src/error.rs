@@ -12,6 +12,7 @@ pub use framefusion_media::error::{
     ATTEMPTS, Coded, ErrorCode, MediaError, Transient, errno_is_transient, io_is_transient,
     retry_transient,
 };
+use framefusion_media::source::Confinement;
 
 /// Errors raised by the operators of `framefusion-udfs`.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,19 @@ pub fn report_failures(
         datafusion::error::DataFusionError::IoError(std::io::Error::other(format!(
             "cannot report failures of videos to the run's failure ledger: {e}"
         )))
+    })
+}
+
+/// The session's confinement ([`Confinement::of`]): where its queries may read and write
+/// media. A setting that names no valid root here fails the query (it is the
+/// deployment's, not a row's).
+pub fn session_confinement(
+    config: &datafusion::common::config::ConfigOptions,
+) -> Result<Confinement, UdfError> {
+    Confinement::of(config).map_err(|e| {
+        UdfError::Setup(format!(
+            "the session's allowed roots (framefusion.allowed_roots) cannot be used here: {e}"
+        ))
     })
 }
 

@@ -8,6 +8,9 @@
 //!     .select(vec![col("path"), detect_shots(col("path"), None).alias("shots")])?
 //!     .unnest_columns(&["shots"])?;
 //! ```
+//!
+//! Every operator, including one added without a builder here, is also a call by its
+//! type through [`OperatorCall`]: `shots::DetectShots.call(vec![col("path")])`.
 
 use std::sync::Arc;
 
@@ -18,10 +21,19 @@ use crate::signals::{HammingDistanceUdf, SignalView};
 use crate::{VideoOperator, VideoUdf, cut_udf, faces, lipsync, previews, probe_udf, shots};
 use crate::{signals, speech, text};
 
-/// A call of the operator `op`: the operator's type, not its name, so that a builder
-/// for an operator that does not exist does not compile.
-fn call(op: impl VideoOperator, args: Vec<Expr>) -> Expr {
-    VideoUdf::new(Arc::new(op)).into_udf().call(args)
+/// A call of an operator as an expression, by the operator's type, not its name: a call
+/// of an operator that does not exist does not compile (a name would become NULL).
+pub trait OperatorCall: VideoOperator + Sized + 'static {
+    /// `self(args...)`; the arguments are checked when the plan is built, as in SQL.
+    fn call(self, args: Vec<Expr>) -> Expr {
+        VideoUdf::new(Arc::new(self)).into_udf().call(args)
+    }
+}
+
+impl<T: VideoOperator + 'static> OperatorCall for T {}
+
+fn call(op: impl OperatorCall, args: Vec<Expr>) -> Expr {
+    op.call(args)
 }
 
 /// `probe(path)`.
@@ -135,15 +147,23 @@ pub fn lip_sync(path: Expr, range: Option<(Expr, Expr)>) -> Expr {
 
 #[cfg(test)]
 mod tests {
+    use datafusion::prelude::col;
+
+    use super::*;
+
     #[test]
-    fn every_operator_has_a_builder() {
-        let source = include_str!("expr_fn.rs");
-        for op in crate::operators() {
-            assert!(
-                source.contains(&format!("pub fn {}(", op.name())),
-                "expr_fn has no builder for {}",
-                op.name()
-            );
-        }
+    fn an_operator_is_called_by_its_type() {
+        let by_type = probe_udf::Probe.call(vec![col("path")]);
+        let Expr::ScalarFunction(f) = &by_type else {
+            panic!("not a function call: {by_type}");
+        };
+        assert_eq!(f.name(), "probe");
+        assert_eq!(by_type, probe(col("path")));
+        assert_eq!(
+            shots::DetectShots
+                .call(vec![col("path"), lit("threshold=20")])
+                .to_string(),
+            "detect_shots(path, Utf8(\"threshold=20\"))"
+        );
     }
 }

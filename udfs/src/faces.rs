@@ -16,8 +16,8 @@ use framefusion_media::pass::{
 
 use crate::UdfError;
 use crate::analysis::{Demand, Feature, Frames, Need, Rate};
+pub use crate::features::{FaceSamples, FrameFaces};
 use crate::media::image::Rgb;
-use crate::media::source::VideoSource;
 use crate::models::{Batcher, Models, OnnxOptions};
 pub use crate::nets::mtcnn::{
     Face, MODELS as MTCNN_MODELS, Mtcnn, ONET_MODEL, PNET_MODEL, RNET_MODEL, iou,
@@ -26,19 +26,6 @@ use crate::operator::{
     Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, error_struct, list_value, struct_value,
 };
 use crate::storage::StorageOptions;
-
-/// One sampled frame of a range: its time, face count and largest face.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FrameFaces {
-    /// Presentation time in seconds.
-    pub t_s: f64,
-    /// Faces found.
-    pub faces: usize,
-    /// The largest face (by box area).
-    pub largest: Option<Face>,
-    /// Frame width and height.
-    pub size: (usize, usize),
-}
 
 fn f64_field(name: &str, nullable: bool) -> Field {
     Field::new(name, DataType::Float64, nullable)
@@ -162,10 +149,6 @@ struct FaceSample {
     faces: FrameFaces,
     slots: usize,
 }
-
-/// The face samples of a pass, in presentation order: the `faces` feature.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FaceSamples(pub Vec<FrameFaces>);
 
 impl FaceSamples {
     /// The samples of `[start_s, end_s)`.
@@ -308,11 +291,7 @@ impl FrameConsumer for FaceConsumer {
 
 impl FeatureConsumer for FaceConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
-        Arc::new(FaceSamples(self.samples))
-    }
-
-    fn feature_bytes(&self) -> usize {
-        self.samples.len() * std::mem::size_of::<FrameFaces>()
+        Feature::Faces(Arc::new(FaceSamples(self.samples)))
     }
 }
 
@@ -371,12 +350,10 @@ impl VideoOperator for FaceBoxes {
             |i| {
                 let row = rows[i];
                 let at = batch.number(1, row).unwrap_or_default();
-                Some(
-                    crate::error::retry_transient(|| {
-                        crate::media::decode::rgb_at(batch.path(row), at)
-                    })
-                    .map_err(UdfError::from),
-                )
+                Some(batch.source(row).and_then(|source| {
+                    crate::error::retry_transient(|| crate::media::decode::rgb_at(&source, at))
+                        .map_err(UdfError::from)
+                }))
             },
             |frames| mtcnn.detect_batch(frames),
         );
@@ -480,7 +457,7 @@ impl VideoOperator for FaceStats {
         Ok(batch.each_row(|row| {
             let (start_s, end_s) = batch.range(row).unwrap_or_default();
             let fps = batch.number(3, row).unwrap_or(FACE_FPS);
-            let source = VideoSource::parse(batch.path(row))?;
+            let source = batch.source(row)?;
             let feature = crate::analysis::features(
                 &source,
                 &StorageOptions::default(),
@@ -489,7 +466,7 @@ impl VideoOperator for FaceStats {
                 batch.pass,
                 batch.config,
             )?;
-            let samples = crate::analysis::downcast::<FaceSamples>(&feature)?;
+            let samples = feature.faces()?;
             stats_value(&samples.range(start_s, end_s)).map_err(|e| UdfError::Option(e.to_string()))
         }))
     }

@@ -9,7 +9,7 @@
 //!   the CPU pool, one per-row failure rule.
 //! - [`analysis`] and [`plan`]: one decode per video per query: a planner rule gives each
 //!   operator call the demands of its query on the video, and the first call runs one pass
-//!   computing them all.
+//!   computing them all; [`features`] are its typed per-frame results.
 //! - [`probe_udf`]: the `probe(path)` scalar function.
 //! - [`shots`]: `detect_shots(path [, options])`, PySceneDetect's detectors.
 //! - [`signals`]: the clip signals, `clip_signals` (motion, quality, perceptual hash of a range, one decode)
@@ -35,6 +35,7 @@ pub mod cut_udf;
 pub mod error;
 pub mod expr_fn;
 pub mod faces;
+pub mod features;
 pub mod lipsync;
 pub mod models;
 pub mod nets;

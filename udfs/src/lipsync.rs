@@ -157,10 +157,10 @@ fn smooth(values: &[Option<f64>], k: usize) -> Vec<Option<f64>> {
 pub fn lip_sync(
     mtcnn: &Mtcnn,
     vad: &LoadedModel,
-    path: &str,
+    source: &VideoSource,
     range: Option<(f64, f64)>,
 ) -> Result<Option<LipSync>, UdfError> {
-    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
+    let media = source.media_input(&StorageOptions::default())?;
     let Some(samples) = decode_audio(&media, range, RATE)? else {
         return Ok(None);
     };
@@ -376,7 +376,7 @@ impl VideoOperator for LipSyncOp {
         let mtcnn = Mtcnn::of(batch.models()).map_err(UdfError::into_task_error)?;
         let vad = batch.model(SILERO_MODEL)?;
         Ok(batch.each_row(|row| {
-            let outcome = lip_sync(&mtcnn, &vad, batch.path(row), batch.range(row))?;
+            let outcome = lip_sync(&mtcnn, &vad, &batch.source(row)?, batch.range(row))?;
             result_value(outcome).map_err(|e| UdfError::Option(e.to_string()))
         }))
     }

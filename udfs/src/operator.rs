@@ -57,6 +57,7 @@ use datafusion::logical_expr::{
 };
 
 use framefusion_common::failures::Failure;
+use framefusion_media::source::{Confinement, VideoSource};
 
 use crate::UdfError;
 pub use crate::analysis::FeatureConsumer;
@@ -154,6 +155,7 @@ pub struct Batch<'a> {
     /// not run, for a plan built by hand).
     pub pass: Option<&'a Arc<PassSpec>>,
     models: Models,
+    confinement: Confinement,
 }
 
 impl Batch<'_> {
@@ -190,6 +192,22 @@ impl Batch<'_> {
     /// The path (argument 0) of `row`.
     pub fn path(&self, row: usize) -> &str {
         self.text(0, row).unwrap_or_default()
+    }
+
+    /// The video at the path of `row`, refused outside the session's allowed roots.
+    pub fn source(&self, row: usize) -> Result<VideoSource, UdfError> {
+        self.location(self.path(row))
+    }
+
+    /// Where the session may read and write media ([`Confinement`]).
+    pub fn confinement(&self) -> &Confinement {
+        &self.confinement
+    }
+
+    /// The location `uri` (a video, a destination), refused outside the session's
+    /// allowed roots.
+    pub fn location(&self, uri: &str) -> Result<VideoSource, UdfError> {
+        Ok(self.confinement.source(uri)?)
     }
 
     /// Number argument `i` of `row` (`None`: not given or null).
@@ -400,6 +418,8 @@ impl ScalarUDFImpl for VideoUdf {
             config: &args.config_options,
             pass: self.pass.as_ref(),
             models,
+            confinement: crate::error::session_confinement(&args.config_options)
+                .map_err(UdfError::into_task_error)?,
         };
         let outcomes = if batch.rows.is_empty() {
             Vec::new()

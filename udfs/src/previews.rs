@@ -118,8 +118,8 @@ pub fn sheet_times(start_s: f64, end_s: f64, n: usize) -> Vec<f64> {
     (0..n).map(|i| start_s + (i as f64 + 0.5) * step).collect()
 }
 
-fn open(path: &str) -> Result<MediaInput, UdfError> {
-    Ok(VideoSource::parse(path)?.media_input(&StorageOptions::default())?)
+fn open(source: &VideoSource) -> Result<MediaInput, UdfError> {
+    Ok(source.media_input(&StorageOptions::default())?)
 }
 
 /// The frames a sheet shows at `times` (ascending), sized by `resize`: one per time.
@@ -291,7 +291,7 @@ impl VideoOperator for Thumbnail {
                     )));
                 }
             };
-            let frame = frame_at(&open(batch.path(row))?, at, Resize::LongestSide(size))?;
+            let frame = frame_at(&open(&batch.source(row)?)?, at, Resize::LongestSide(size))?;
             let jpeg = encode_jpeg(&Rgb::from(frame), DEFAULT_QUALITY)?;
             Ok(ScalarValue::Binary(Some(jpeg)))
         }))
@@ -340,7 +340,7 @@ impl VideoOperator for ContactSheet {
             }
             let times = sheet_times(start, end, options.frames);
             let frames = sheet_frames(
-                &open(batch.path(row))?,
+                &open(&batch.source(row)?)?,
                 &times,
                 Resize::LongestSide(options.size),
             )?;

@@ -18,10 +18,9 @@ use crate::operator::{Arg, Batch, RowOutcome, VideoOperator, error_struct};
 use crate::storage::StorageOptions;
 pub use framefusion_media::probe_columns::{ProbeColumnsBuilder, probe_fields};
 
-/// Probes the file behind a URI or path (see [`VideoSource::parse`]); an `s3://` object
-/// is read with the environment's AWS settings.
-pub fn probe_uri(uri: &str) -> std::result::Result<ProbeInfo, UdfError> {
-    let input = VideoSource::parse(uri)?.media_input(&StorageOptions::default())?;
+/// Probes a video; an `s3://` object is read with the environment's AWS settings.
+pub fn probe_source(source: &VideoSource) -> std::result::Result<ProbeInfo, UdfError> {
+    let input = source.media_input(&StorageOptions::default())?;
     Ok(probe_input(&input)?)
 }
 
@@ -53,7 +52,7 @@ impl VideoOperator for Probe {
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         Ok(batch.each_row(|row| {
-            let info = probe_uri(batch.path(row))?;
+            let info = probe_source(&batch.source(row)?)?;
             let mut builder = ProbeColumnsBuilder::default();
             builder.append_info(&info);
             StructArray::try_new(probe_fields(), builder.finish(), None)

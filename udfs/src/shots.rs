@@ -37,6 +37,7 @@ use framefusion_media::pass::{
 
 use crate::UdfError;
 use crate::analysis::{Demand, Feature, Frames, Need};
+pub use crate::features::ContentScores;
 use crate::media::image::{hsv_planes, mean_abs_diff};
 use crate::media::source::VideoSource;
 use crate::operator::{Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator};
@@ -294,21 +295,6 @@ pub fn scoring_size(width: usize, height: usize) -> (usize, usize) {
     (side(width), side(height))
 }
 
-/// The content value of the frames of a video, with their times: what `detect_shots`
-/// computes during a decode pass, whatever its threshold or detector.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ContentScores {
-    /// Content value of each scored frame against the one scored before it (0 for the
-    /// first).
-    pub scores: Vec<f64>,
-    /// Presentation time of each scored frame, in seconds.
-    pub times: Vec<f64>,
-    /// Number of each scored frame (every frame: 0, 1, 2, ...).
-    pub frames: Vec<i64>,
-    /// Frames in the video.
-    pub frame_count: i64,
-}
-
 impl ContentScores {
     fn push(&mut self, frame: i64, time: f64, score: f64) {
         self.frames.push(frame);
@@ -465,13 +451,7 @@ impl FrameConsumer for ScoreConsumer {
 
 impl FeatureConsumer for ScoreConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
-        Arc::new(self.out)
-    }
-
-    fn feature_bytes(&self) -> usize {
-        self.out.scores.len() * std::mem::size_of::<f64>()
-            + self.out.times.len() * std::mem::size_of::<f64>()
-            + self.out.frames.len() * std::mem::size_of::<i64>()
+        Feature::Content(Arc::new(self.out))
     }
 }
 
@@ -787,7 +767,7 @@ impl VideoOperator for DetectShots {
         Ok(batch.each_row(|row| {
             let options = options.get(&row).copied().unwrap_or_default();
             let demand = content_demand(options.mode);
-            let source = VideoSource::parse(batch.path(row))?;
+            let source = batch.source(row)?;
             let feature = crate::analysis::features(
                 &source,
                 &StorageOptions::default(),
@@ -796,13 +776,13 @@ impl VideoOperator for DetectShots {
                 batch.pass,
                 batch.config,
             )?;
-            let scores = crate::analysis::downcast::<ContentScores>(&feature)?;
+            let scores = feature.content()?;
             let looked;
             let scores = match options.mode {
-                Mode::Exact => scores,
+                Mode::Exact => scores.as_ref(),
                 Mode::Fast => {
                     let input = source.media_input(&StorageOptions::default())?;
-                    looked = second_look(&input, scores, &options);
+                    looked = second_look(&input, &scores, &options);
                     &looked
                 }
             };

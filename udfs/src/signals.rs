@@ -41,13 +41,13 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ScalarFunctionArgs, ScalarUDFImpl, Signature, Volatility,
 };
 use framefusion_media::MediaError;
-use framefusion_media::decode::FrameMotion;
 use framefusion_media::pass::{
     Decoded, Filter, FrameConsumer, PictureFormat, PictureSpec, Pictures,
 };
 
 use crate::UdfError;
 use crate::analysis::{Demand, Feature, Need, PassSpec};
+pub use crate::features::{FrameStats, SignalFrames};
 use crate::media::source::VideoSource;
 use crate::operator::{
     Arg, Batch, FeatureConsumer, RowOutcome, VideoOperator, VideoUdf, error_struct, struct_value,
@@ -95,29 +95,6 @@ pub struct ClipSignals {
     pub phash: Option<i64>,
 }
 
-/// What the clip signals need of one frame, computed during the decode pass.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FrameStats {
-    /// Presentation time in seconds.
-    pub pts_s: f64,
-    /// Whether the frame is a keyframe.
-    pub is_keyframe: bool,
-    /// The codec's motion vectors, summarised.
-    pub motion: Option<FrameMotion>,
-    /// Mean luma.
-    pub mean: f64,
-    /// Standard deviation of the luma.
-    pub std: f64,
-    /// Variance of the Laplacian of the luma.
-    pub laplacian: f64,
-    /// Whether at least 98% of the pixels are black.
-    pub black: bool,
-    /// Mean absolute luma difference to the frame before it in the pass, if any.
-    pub diff_prev: Option<f64>,
-    /// The frame's perceptual hash.
-    pub phash: u64,
-}
-
 impl FrameStats {
     /// The statistics of a luma plane (and of its difference to the previous one).
     pub fn of(
@@ -148,10 +125,6 @@ impl FrameStats {
         }
     }
 }
-
-/// The per-frame statistics of a pass, in presentation order: the `signals` feature.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SignalFrames(pub Vec<FrameStats>);
 
 impl SignalFrames {
     /// The signals of the frames of `[start_s, end_s)`.
@@ -431,11 +404,7 @@ impl FrameConsumer for SignalConsumer {
 
 impl FeatureConsumer for SignalConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
-        Arc::new(SignalFrames(self.frames))
-    }
-
-    fn feature_bytes(&self) -> usize {
-        self.frames.len() * std::mem::size_of::<FrameStats>()
+        Feature::Signals(Arc::new(SignalFrames(self.frames)))
     }
 }
 
@@ -472,7 +441,7 @@ pub fn clip_signals(
         pass,
         config,
     )?;
-    Ok(crate::analysis::downcast::<SignalFrames>(&feature)?.clip(start_s, end_s))
+    Ok(feature.signals()?.clip(start_s, end_s))
 }
 
 /// The fields of the `clip_signals` struct.
@@ -533,7 +502,7 @@ fn evaluate_signals(
 ) -> Vec<RowOutcome> {
     batch.each_row(|row| {
         let (start_s, end_s) = batch.range(row).unwrap_or_default();
-        let source = VideoSource::parse(batch.path(row))?;
+        let source = batch.source(row)?;
         let signals = clip_signals(
             &source,
             &StorageOptions::default(),

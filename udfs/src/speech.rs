@@ -144,15 +144,18 @@ enum Outcome {
 
 fn analyse(
     model: &LoadedModel,
-    path: &str,
+    source: &VideoSource,
     range: Option<(f64, f64)>,
 ) -> Result<Outcome, UdfError> {
-    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
+    let media = source.media_input(&StorageOptions::default())?;
     let Some(samples) = decode_audio(&media, range, RATE)? else {
         return Ok(Outcome::NoAudio);
     };
     let duration_s = samples.len() as f64 / f64::from(RATE);
-    log::debug!("speech_activity: {path}: {duration_s:.3} s of audio");
+    log::debug!(
+        "speech_activity: {}: {duration_s:.3} s of audio",
+        media.display
+    );
     if samples.is_empty() {
         return Ok(Outcome::Speech {
             fraction: 0.0,
@@ -239,7 +242,7 @@ impl VideoOperator for SpeechActivity {
     fn evaluate(&self, batch: &Batch<'_>) -> DfResult<Vec<RowOutcome>> {
         let model = batch.model(SILERO_MODEL)?;
         Ok(batch.each_row(|row| {
-            let outcome = analyse(&model, batch.path(row), batch.range(row))?;
+            let outcome = analyse(&model, &batch.source(row)?, batch.range(row))?;
             outcome_value(outcome).map_err(|e| UdfError::Option(e.to_string()))
         }))
     }

@@ -18,8 +18,8 @@ use framefusion_media::pass::{
 
 use crate::UdfError;
 use crate::analysis::{Demand, Feature, Frames, Need};
+pub use crate::features::{TextSample, TextSamples};
 use crate::media::decode::rgb_at;
-use crate::media::source::VideoSource;
 use crate::models::{Batcher, LoadedModel, Models, OnnxOptions};
 pub use crate::nets::ppocr::*;
 use crate::operator::{
@@ -60,7 +60,7 @@ impl VideoOperator for OcrText {
         let (det, rec) = (batch.model(DET_MODEL)?, batch.model(REC_MODEL)?);
         Ok(batch.each_row(|row| {
             let at = batch.number(1, row).unwrap_or_default();
-            let frame = rgb_at(batch.path(row), at)?;
+            let frame = rgb_at(&batch.source(row)?, at)?;
             let lines = read_text(&det, &rec, &frame)?;
             Ok(ScalarValue::Utf8(Some(
                 lines
@@ -140,10 +140,9 @@ impl VideoOperator for TextBoxes {
             |i| {
                 let row = rows[i];
                 let at = batch.number(1, row).unwrap_or_default();
-                Some(
-                    crate::error::retry_transient(|| rgb_at(batch.path(row), at))
-                        .map_err(UdfError::from),
-                )
+                Some(batch.source(row).and_then(|source| {
+                    crate::error::retry_transient(|| rgb_at(&source, at)).map_err(UdfError::from)
+                }))
             },
             |frames| detect_text_batch(&det, frames),
         );
@@ -157,22 +156,6 @@ impl VideoOperator for TextBoxes {
             .collect())
     }
 }
-
-/// One frame sampled for text: when it is shown, for how many output slots, and the share
-/// of it text covers.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct TextSample {
-    /// Presentation time of the frame, seconds.
-    pub pts_s: f64,
-    /// Output slots (of the sampling rate) the frame shows.
-    pub slots: usize,
-    /// Share of the frame covered by text boxes.
-    pub fraction: f64,
-}
-
-/// The text samples of a pass, in presentation order: the `text` feature.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct TextSamples(pub Vec<TextSample>);
 
 impl TextSamples {
     /// The mean share of the frame covered by text over the samples of `[start_s, end_s)`
@@ -322,11 +305,7 @@ impl FrameConsumer for TextConsumer {
 
 impl FeatureConsumer for TextConsumer {
     fn into_feature(self: Box<Self>) -> Feature {
-        Arc::new(TextSamples(self.samples))
-    }
-
-    fn feature_bytes(&self) -> usize {
-        self.samples.len() * std::mem::size_of::<TextSample>()
+        Feature::Text(Arc::new(TextSamples(self.samples)))
     }
 }
 
@@ -413,7 +392,7 @@ impl VideoOperator for TextAreaRatio {
                     "text_area_ratio: the range [{start_s}, {end_s}) is empty or invalid; give 0 <= start_s < end_s"
                 )));
             }
-            let source = VideoSource::parse(batch.path(row))?;
+            let source = batch.source(row)?;
             let feature = crate::analysis::features(
                 &source,
                 &StorageOptions::default(),
@@ -422,7 +401,7 @@ impl VideoOperator for TextAreaRatio {
                 batch.pass,
                 batch.config,
             )?;
-            let samples = crate::analysis::downcast::<TextSamples>(&feature)?;
+            let samples = feature.text()?;
             Ok(ScalarValue::Float64(Some(samples.ratio(start_s, end_s))))
         }))
     }

@@ -357,6 +357,10 @@ pub async fn write_manifest(
     options: &ManifestOptions,
 ) -> Result<RunSummary> {
     let started = Instant::now();
+    // the output must lie within the session's allowed roots (a server's client's)
+    framefusion_media::source::Confinement::of(state.config_options())
+        .and_then(|c| c.check_location(&options.output))
+        .map_err(framefusion_media::error::external)?;
     let job = Job::new(state, plan, options)?;
     let store = ManifestStore::open(&options.output, &options.storage)?;
     let run = open_run(&store, &job).await?;

@@ -231,28 +231,7 @@ impl Frames<'_> {
         if self.done || self.from.is_some_and(|from| frame.pts_s < from - 1e-9) {
             return Ok(());
         }
-        let (width, height) = self.resize.target(frame.width(), frame.height());
-        let rgb = if self.with_pixels {
-            let spec = PictureSpec {
-                width,
-                height,
-                format: PictureFormat::Rgb24,
-                filter: Filter::Bicubic,
-                matrix: Matrix::Tagged,
-            };
-            pictures.take(frame, spec)?.data
-        } else {
-            Vec::new()
-        };
-        let out = DecodedFrame {
-            index: frame.index,
-            pts_s: frame.pts_s,
-            is_keyframe: frame.is_keyframe,
-            width,
-            height,
-            rgb,
-            motion: frame.motion,
-        };
+        let out = decoded_frame(frame, self.resize, self.with_pixels, pictures)?;
         self.done = (self.emit)(out).is_break();
         Ok(())
     }
@@ -323,42 +302,166 @@ impl FrameConsumer for Frames<'_> {
     }
 }
 
-/// How many decodes of this process ran as parallel chunks of whole GOPs.
-pub fn chunked_runs() -> usize {
-    pass::chunked_passes()
+/// `frame` as a [`DecodedFrame`] sized by `resize` (RGB24, bicubic, the tagged matrix;
+/// without `with_pixels`, no pixels).
+fn decoded_frame(
+    frame: &Decoded,
+    resize: Resize,
+    with_pixels: bool,
+    pictures: &Pictures,
+) -> Result<DecodedFrame, MediaError> {
+    let (width, height) = resize.target(frame.width(), frame.height());
+    let rgb = if with_pixels {
+        let spec = PictureSpec {
+            width,
+            height,
+            format: PictureFormat::Rgb24,
+            filter: Filter::Bicubic,
+            matrix: Matrix::Tagged,
+        };
+        pictures.take(frame, spec)?.data
+    } else {
+        Vec::new()
+    };
+    Ok(DecodedFrame {
+        index: frame.index,
+        pts_s: frame.pts_s,
+        is_keyframe: frame.is_keyframe,
+        width,
+        height,
+        rgb,
+        motion: frame.motion,
+    })
+}
+
+/// How far apart two times of [`frames_at`] may be and still be read in one pass: past
+/// it, seeking to the keyframe before the later time costs less than decoding every frame
+/// between them. (A typical keyframe interval: 2 s to 10 s.)
+pub const FRAMES_AT_GAP_S: f64 = 4.0;
+
+/// The frames shown at each of `times` (seconds) of `media`, as [`frame_at`] finds each,
+/// in the order of `times`: times less than [`FRAMES_AT_GAP_S`] apart are read in one pass
+/// (one open, one seek, each frame converted once), so the frames of many rows of one
+/// video cost one decode of the span they cover rather than one seek each. A time with no
+/// frame (past the end) is that time's error; a video that cannot be opened or decoded is
+/// the whole call's.
+pub fn frames_at(
+    media: &MediaInput,
+    times: &[f64],
+    resize: Resize,
+) -> Result<Vec<Result<DecodedFrame, MediaError>>, MediaError> {
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    order.sort_by(|&a, &b| times[a].total_cmp(&times[b]));
+    let mut found: Vec<Option<DecodedFrame>> = vec![None; times.len()];
+    let mut run_start = 0;
+    while run_start < order.len() {
+        let mut run_end = run_start + 1;
+        while run_end < order.len()
+            && times[order[run_end]] - times[order[run_end - 1]] < FRAMES_AT_GAP_S
+        {
+            run_end += 1;
+        }
+        let run = &order[run_start..run_end];
+        let wanted: Vec<f64> = run.iter().map(|&i| times[i].max(0.0)).collect();
+        let mut at = FramesAt {
+            wanted: &wanted,
+            next: 0,
+            resize,
+            out: Vec::with_capacity(run.len()),
+        };
+        let options = PassOptions {
+            range: Some((wanted[0], f64::INFINITY)),
+            motion_vectors: false,
+            selection: Selection::All,
+        };
+        pass::run_pass(media, &options, &mut [&mut at])?;
+        for (k, frame) in at.out.into_iter().enumerate() {
+            found[run[k]] = Some(frame);
+        }
+        run_start = run_end;
+    }
+    Ok(found
+        .into_iter()
+        .zip(times)
+        .map(|(frame, at_s)| {
+            frame.ok_or_else(|| {
+                decode_error(
+                    &media.display,
+                    format!("no frame at {at_s} s (past the end?)"),
+                )
+            })
+        })
+        .collect())
+}
+
+/// The consumer behind [`frames_at`]: for each wanted time (ascending), the first frame
+/// at or after it.
+struct FramesAt<'a> {
+    wanted: &'a [f64],
+    /// The first wanted time without its frame yet.
+    next: usize,
+    resize: Resize,
+    out: Vec<DecodedFrame>,
+}
+
+impl FrameConsumer for FramesAt<'_> {
+    fn name(&self) -> &str {
+        "frames at times"
+    }
+
+    fn frame(
+        &mut self,
+        frame: &Decoded,
+        _previous: Option<&Decoded>,
+        pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        let first = self.next;
+        while self.next < self.wanted.len() && frame.pts_s >= self.wanted[self.next] - 1e-9 {
+            self.next += 1;
+        }
+        if self.next > first {
+            let out = decoded_frame(frame, self.resize, true, pictures)?;
+            for _ in first + 1..self.next {
+                self.out.push(out.clone());
+            }
+            self.out.push(out);
+        }
+        Ok(())
+    }
+
+    fn satisfied(&self) -> bool {
+        self.next == self.wanted.len()
+    }
+
+    fn yields_to_decoder(&self) -> bool {
+        // its caller waits for the frames
+        false
+    }
+
+    fn finish(
+        &mut self,
+        _last: Option<&Decoded>,
+        _end_ts: Option<i64>,
+        _pictures: &Pictures,
+    ) -> Result<(), MediaError> {
+        Ok(())
+    }
 }
 
 /// The frame shown at `at_s` seconds of `media` (the first whose timestamp is at or after
 /// it; the demuxer seeks to the keyframe before), sized by `resize`.
 pub fn frame_at(media: &MediaInput, at_s: f64, resize: Resize) -> Result<DecodedFrame, MediaError> {
-    let mut found = None;
-    decode_frames_with(
-        media,
-        Sampling::All,
-        resize,
-        true,
-        Extras {
-            range: Some((at_s.max(0.0), f64::INFINITY)),
-            motion_vectors: false,
-        },
-        |frame| {
-            found = Some(frame);
-            ControlFlow::Break(())
-        },
-    )?;
-    found.ok_or_else(|| {
-        decode_error(
+    frames_at(media, &[at_s], resize)?.pop().unwrap_or_else(|| {
+        Err(decode_error(
             &media.display,
-            format!("no frame at {at_s} s (past the end?)"),
-        )
+            format!("no frame at {at_s} s"),
+        ))
     })
 }
 
-/// The frame shown at `at_s` seconds of the video at `path` (see [`frame_at`]), at its
-/// own size.
-pub fn rgb_at(path: &str, at_s: f64) -> Result<Rgb, MediaError> {
-    let media = crate::source::VideoSource::parse(path)?
-        .media_input(&crate::storage::StorageOptions::default())?;
+/// The frame shown at `at_s` seconds of `source` (see [`frame_at`]), at its own size.
+pub fn rgb_at(source: &crate::source::VideoSource, at_s: f64) -> Result<Rgb, MediaError> {
+    let media = source.media_input(&crate::storage::StorageOptions::default())?;
     Ok(frame_at(&media, at_s, Resize::Original)?.into())
 }
 

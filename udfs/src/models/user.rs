@@ -8,7 +8,8 @@
 //! ```
 //!
 //! The function takes a video and a time in seconds; it decodes the frame shown at that
-//! time, scales it to `size` (exact width x height, bilinear), turns RGB bytes into floats
+//! time (the rows of one video together: times a few seconds apart are read in one decode
+//! pass, not a seek each), scales it to `size` (exact width x height, bilinear), turns RGB bytes into floats
 //! (`value / scale`, then `(value - mean) / std` per channel), lays them out as `layout`
 //! (`nchw`, the default, or `nhwc`), batches the frames of up to `onnx.batch_size` rows into
 //! one inference call and returns the output `output` (default: the model's first): its
@@ -34,7 +35,7 @@ use super::{LoadedModel, OnnxOptions};
 use crate::UdfError;
 use crate::args::{Arg, coerce_call};
 use crate::media::decode::Resize;
-use crate::media::source::VideoSource;
+use crate::media::source::Confinement;
 use crate::storage::StorageOptions;
 
 /// How a registered model is fed and read.
@@ -207,11 +208,28 @@ impl ModelSpec {
     }
 }
 
-/// The decoded, scaled frame of `path` at `at_s`.
-fn frame_at(spec: &ModelSpec, path: &str, at_s: f64) -> std::result::Result<Vec<u8>, UdfError> {
-    let media = VideoSource::parse(path)?.media_input(&StorageOptions::default())?;
-    Ok(crate::media::decode::frame_at(&media, at_s, Resize::Exact(spec.width, spec.height))?.rgb)
+/// The decoded, scaled frames of `path` at `times`, each time's own result: one pass over
+/// the span of times close together ([`crate::media::decode::frames_at`]), not a seek per
+/// row. The outer error is the video's (it cannot be found, opened or decoded).
+fn frames_at(
+    spec: &ModelSpec,
+    confinement: &Confinement,
+    path: &str,
+    times: &[f64],
+) -> std::result::Result<Vec<std::result::Result<Vec<u8>, UdfError>>, UdfError> {
+    let media = confinement
+        .source(path)?
+        .media_input(&StorageOptions::default())?;
+    let frames =
+        crate::media::decode::frames_at(&media, times, Resize::Exact(spec.width, spec.height))?;
+    Ok(frames
+        .into_iter()
+        .map(|f| f.map(|f| f.rgb).map_err(UdfError::from))
+        .collect())
 }
+
+/// The bytes of frames (at a model's input size) a user model reads of one video at once.
+const FRAMES_HELD_BYTES: usize = 64 << 20;
 
 /// A registered model as a scalar function `name(path, at_s)`.
 #[derive(Debug, Clone)]
@@ -333,6 +351,8 @@ impl ScalarUDFImpl for OnnxModelUdf {
         let paths = crate::args::strings(path, n, &format!("{}: path", self.name))?;
         let times = crate::args::floats(at, n, &format!("{}: at_s", self.name))?;
         let options = OnnxOptions::from_config(&args.config_options);
+        let confinement =
+            crate::error::session_confinement(&args.config_options).map_err(model_err)?;
         let model =
             super::model(&options.model_path(&self.spec.model), &options).map_err(model_err)?;
         let input = self.spec.check(&model).map_err(model_err)?;
@@ -376,24 +396,50 @@ impl ScalarUDFImpl for OnnxModelUdf {
                 }
                 Ok(())
             };
-            for row in 0..n {
-                if paths.is_null(row) || times.is_null(row) {
-                    continue;
-                }
+            // the rows of each video, read together in chunks (the frames of one chunk are
+            // held at the model's size at once: at most FRAMES_HELD_BYTES, or one batch)
+            let mut videos: Vec<(&str, Vec<usize>)> = Vec::new();
+            for row in (0..n).filter(|&r| !paths.is_null(r) && !times.is_null(r)) {
                 let path = paths.value(row);
-                match crate::error::retry_transient(|| frame_at(&self.spec, path, times.value(row)))
-                {
-                    Ok(rgb) => pending.push((row, self.spec.tensor(&rgb))),
-                    Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
-                    Err(e) => {
-                        log::warn!("{}: {e}", self.name);
-                        failures.push(framefusion_common::failures::Failure::of(
-                            path, &self.name, &e,
-                        ));
-                    }
+                match videos.iter_mut().find(|(p, _)| *p == path) {
+                    Some((_, rows)) => rows.push(row),
+                    None => videos.push((path, vec![row])),
                 }
-                if pending.len() >= batch {
-                    flush(&mut pending)?;
+            }
+            let frame_bytes = (self.spec.width as usize * self.spec.height as usize * 3).max(1);
+            let chunk_rows = (FRAMES_HELD_BYTES / frame_bytes).max(batch);
+            for (path, rows) in videos {
+                for chunk in rows.chunks(chunk_rows) {
+                    let at: Vec<f64> = chunk.iter().map(|&r| times.value(r)).collect();
+                    let frames = match crate::error::retry_transient(|| {
+                        frames_at(&self.spec, &confinement, path, &at)
+                    }) {
+                        Ok(frames) => frames,
+                        Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
+                        Err(e) => {
+                            // the video's failure: each of its rows is null
+                            log::warn!("{}: {e}", self.name);
+                            failures.push(framefusion_common::failures::Failure::of(
+                                path, &self.name, &e,
+                            ));
+                            continue;
+                        }
+                    };
+                    for (&row, frame) in chunk.iter().zip(frames) {
+                        match frame {
+                            Ok(rgb) => pending.push((row, self.spec.tensor(&rgb))),
+                            Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
+                            Err(e) => {
+                                log::warn!("{}: {e}", self.name);
+                                failures.push(framefusion_common::failures::Failure::of(
+                                    path, &self.name, &e,
+                                ));
+                            }
+                        }
+                        if pending.len() >= batch {
+                            flush(&mut pending)?;
+                        }
+                    }
                 }
             }
             flush(&mut pending)
