@@ -188,7 +188,8 @@ fn number_placeholders(sql: &str) -> String {
     out
 }
 
-/// Refuses locations outside the session's allowed roots: every table a plan reads
+/// Refuses locations outside the server's allowed roots (which its sessions carry, and
+/// which a client cannot change: see below): every table a plan reads
 /// (VIDEO, frames, Parquet/CSV/JSON listing tables), the table a DDL statement defines, and
 /// where `COPY` writes; and a statement that would change the roots (`SET` or `RESET` of
 /// `framefusion.allowed_roots`). (Video operators check the paths they open themselves,
@@ -256,15 +257,6 @@ fn check_provider(
             .try_for_each(|url| check(url.as_str()));
     }
     Ok(())
-}
-
-/// The allowed roots `ctx` carries (the server's; a client cannot change them).
-fn session_confinement(ctx: &SessionContext) -> Result<Confinement, Status> {
-    Confinement::of(ctx.state().config_options()).map_err(|e| {
-        Status::failed_precondition(format!(
-            "the session's allowed locations cannot be used on this server: {e}"
-        ))
-    })
 }
 
 /// Counts a query as running while it lives and forgets its cancel handle after.
@@ -374,7 +366,7 @@ impl FrameFusionFlightSql {
                 .plan_statement(statement)
                 .await
                 .map_err(|e| status(&e))?;
-            check_locations(&plan, &session_confinement(ctx)?).map_err(|e| status(&e))?;
+            check_locations(&plan, &self.confinement).map_err(|e| status(&e))?;
             ctx.execute_plan(plan)
                 .await
                 .map_err(on_cluster)?
@@ -383,7 +375,7 @@ impl FrameFusionFlightSql {
                 .map_err(on_cluster)?;
         }
         let plan = ctx.plan_statement(query).await.map_err(|e| status(&e))?;
-        check_locations(&plan, &session_confinement(ctx)?).map_err(|e| status(&e))?;
+        check_locations(&plan, &self.confinement).map_err(|e| status(&e))?;
         if !framefusion_engine::manifest::is_query(&plan) {
             return Err(Status::invalid_argument(
                 "the last statement of a job must be a query (SELECT ...) whose rows the manifest holds",
@@ -459,7 +451,7 @@ impl FrameFusionFlightSql {
                 .plan_statement(statement)
                 .await
                 .map_err(|e| status(&e))?;
-            check_locations(&plan, &session_confinement(ctx)?).map_err(|e| status(&e))?;
+            check_locations(&plan, &self.confinement).map_err(|e| status(&e))?;
             let state = ctx.state();
             let on_cluster = |e| status(&with_unreachable_cluster(state.config(), e));
             let df = ctx.execute_plan(plan).await.map_err(on_cluster)?;
@@ -728,7 +720,7 @@ impl FlightSqlService for FrameFusionFlightSql {
             .statement_to_plan(statement)
             .await
             .map_err(|e| status(&e))?;
-        check_locations(&plan, &session_confinement(&ctx)?).map_err(|e| status(&e))?;
+        check_locations(&plan, &self.confinement).map_err(|e| status(&e))?;
         let types = plan.get_parameter_types().map_err(|e| status(&e))?;
         let mut fields: Vec<(usize, Field)> = types
             .into_iter()

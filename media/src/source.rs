@@ -70,26 +70,6 @@ pub fn check_location(uri: &str) -> Result<(), MediaError> {
     Confinement::none().check_location(uri)
 }
 
-/// Whether `uri` (a video location, or a table location in another object store) lies
-/// within `roots`.
-fn check_within(roots: &[Root], uri: &str) -> Result<(), MediaError> {
-    let allowed = match table_store_location(uri) {
-        Some((scheme, bucket, key)) => roots.iter().any(|root| {
-            matches!(root, Root::Bucket { scheme: s, bucket: b, prefix }
-                if *s == scheme && *b == bucket && key.starts_with(prefix.as_str()) && plain_key(&key))
-        }),
-        None => {
-            let source = VideoSource::parse_unconfined(uri)?;
-            roots.iter().any(|r| r.contains(&source))
-        }
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(not_allowed(uri, roots))
-    }
-}
-
 /// Where a session may read and write media and tables: the roots it carries (its
 /// `framefusion.allowed_roots` setting), within those of its process (an executor
 /// started with `--allow-root`, [`confine_to`]). A server sets the roots on its clients'
@@ -170,11 +150,17 @@ impl Confinement {
     /// Checks a table's location (a video's, or any other table kind's) against the
     /// process's and the session's roots.
     pub fn check_location(&self, uri: &str) -> Result<(), MediaError> {
-        if table_store_location(uri).is_none() {
-            VideoSource::parse_unconfined(uri)?;
-        }
+        let Some((scheme, bucket, key)) = table_store_location(uri) else {
+            return self.source(uri).map(drop);
+        };
         for roots in [allowed_roots(), self.roots()].into_iter().flatten() {
-            check_within(roots, uri)?;
+            let allowed = roots.iter().any(|root| {
+                matches!(root, Root::Bucket { scheme: s, bucket: b, prefix }
+                    if *s == scheme && *b == bucket && key.starts_with(prefix.as_str()) && plain_key(&key))
+            });
+            if !allowed {
+                return Err(not_allowed(uri, roots));
+            }
         }
         Ok(())
     }

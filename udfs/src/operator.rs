@@ -199,11 +199,6 @@ impl Batch<'_> {
         self.location(self.path(row))
     }
 
-    /// Where the session may read and write media ([`Confinement`]).
-    pub fn confinement(&self) -> &Confinement {
-        &self.confinement
-    }
-
     /// The location `uri` (a video, a destination), refused outside the session's
     /// allowed roots.
     pub fn location(&self, uri: &str) -> Result<VideoSource, UdfError> {

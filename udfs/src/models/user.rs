@@ -18,6 +18,7 @@
 //! null (the reason is logged); a model that is missing or does not take the frames it is
 //! given fails the query with a message that says what the model expects.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -399,13 +400,22 @@ impl ScalarUDFImpl for OnnxModelUdf {
             // the rows of each video, read together in chunks (the frames of one chunk are
             // held at the model's size at once: at most FRAMES_HELD_BYTES, or one batch)
             let mut videos: Vec<(&str, Vec<usize>)> = Vec::new();
+            let mut index: HashMap<&str, usize> = HashMap::new();
             for row in (0..n).filter(|&r| !paths.is_null(r) && !times.is_null(r)) {
                 let path = paths.value(row);
-                match videos.iter_mut().find(|(p, _)| *p == path) {
-                    Some((_, rows)) => rows.push(row),
-                    None => videos.push((path, vec![row])),
-                }
+                let at = *index.entry(path).or_insert_with(|| {
+                    videos.push((path, Vec::new()));
+                    videos.len() - 1
+                });
+                videos[at].1.push(row);
             }
+            // a video's or a row's own failure: logged, reported, the rows null
+            let mut fail = |path: &str, e: &UdfError| {
+                log::warn!("{}: {e}", self.name);
+                failures.push(framefusion_common::failures::Failure::of(
+                    path, &self.name, e,
+                ));
+            };
             let frame_bytes = (self.spec.width as usize * self.spec.height as usize * 3).max(1);
             let chunk_rows = (FRAMES_HELD_BYTES / frame_bytes).max(batch);
             for (path, rows) in videos {
@@ -417,11 +427,7 @@ impl ScalarUDFImpl for OnnxModelUdf {
                         Ok(frames) => frames,
                         Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
                         Err(e) => {
-                            // the video's failure: each of its rows is null
-                            log::warn!("{}: {e}", self.name);
-                            failures.push(framefusion_common::failures::Failure::of(
-                                path, &self.name, &e,
-                            ));
+                            fail(path, &e);
                             continue;
                         }
                     };
@@ -429,12 +435,7 @@ impl ScalarUDFImpl for OnnxModelUdf {
                         match frame {
                             Ok(rgb) => pending.push((row, self.spec.tensor(&rgb))),
                             Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
-                            Err(e) => {
-                                log::warn!("{}: {e}", self.name);
-                                failures.push(framefusion_common::failures::Failure::of(
-                                    path, &self.name, &e,
-                                ));
-                            }
+                            Err(e) => fail(path, &e),
                         }
                         if pending.len() >= batch {
                             flush(&mut pending)?;
