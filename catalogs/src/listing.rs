@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use framefusion_media::source::{Confinement, VideoSource, local_uri};
-use framefusion_media::storage::{S3Location, StorageOptions, s3_store, storage_error};
+use framefusion_media::storage::{S3Clients, S3Location, StorageOptions, storage_error};
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3;
 use object_store::path::Path as ObjectPath;
@@ -92,7 +92,7 @@ pub fn check_location(
 ) -> Result<VideoSource, CatalogError> {
     let source = confinement.source(location)?;
     match &source {
-        VideoSource::S3(_) => Ok(source),
+        VideoSource::S3(..) => Ok(source),
         VideoSource::Local(path) => match fs::metadata(path) {
             Ok(_) => Ok(source),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(CatalogError::Location {
@@ -115,7 +115,7 @@ pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>,
     // (the table's locations were checked against its session's roots when it was defined)
     let root = match check_location(location, &Confinement::none())? {
         VideoSource::Local(root) => root,
-        VideoSource::S3(_) => {
+        VideoSource::S3(..) => {
             return Err(CatalogError::Location {
                 location: location.to_owned(),
                 reason: "is an object-store location; list it with list_s3".to_owned(),
@@ -143,13 +143,15 @@ pub fn list(location: &str, filter: &ExtensionFilter) -> Result<Vec<ListedFile>,
 /// a location naming one object lists that object whatever its extension. A prefix with
 /// no object at all is an error (in S3, a prefix exists only through its objects), as are
 /// an unreachable store, refused credentials and a missing bucket, each naming the
-/// location and what to check.
+/// location and what to check. The store's client is one of `clients` (the session's
+/// runtime's).
 pub async fn list_s3(
     location: &S3Location,
     filter: &ExtensionFilter,
     storage: &StorageOptions,
+    clients: &S3Clients,
 ) -> Result<Vec<ListedFile>, CatalogError> {
-    let (store, prefix) = open_prefix(location, storage)?;
+    let (store, prefix) = open_prefix(location, storage, clients)?;
     let objects: Vec<ObjectMeta> = store
         .list(prefix.as_ref())
         .try_collect()
@@ -179,8 +181,9 @@ pub async fn list_s3(
 pub async fn check_remote(
     location: &S3Location,
     storage: &StorageOptions,
+    clients: &S3Clients,
 ) -> Result<(), CatalogError> {
-    let (store, prefix) = open_prefix(location, storage)?;
+    let (store, prefix) = open_prefix(location, storage, clients)?;
     match store.list(prefix.as_ref()).next().await {
         Some(Ok(_)) => Ok(()),
         Some(Err(e)) => Err(storage_error(&location.uri(), &e).into()),
@@ -194,8 +197,9 @@ pub async fn check_remote(
 fn open_prefix(
     location: &S3Location,
     storage: &StorageOptions,
+    clients: &S3Clients,
 ) -> Result<(Arc<AmazonS3>, Option<ObjectPath>), CatalogError> {
-    let store = s3_store(&location.bucket, storage)?;
+    let store = clients.client(&location.bucket, storage)?;
     let prefix = location.path()?;
     Ok((store, (!prefix.as_ref().is_empty()).then_some(prefix)))
 }

@@ -33,7 +33,7 @@ use framefusion_media::error::retry_transient;
 use framefusion_media::probe::probe_input;
 use framefusion_media::probe_columns::{ProbeColumnsBuilder, probe_fields};
 use framefusion_media::source::{Confinement, VideoSource};
-use framefusion_media::storage::StorageOptions;
+use framefusion_media::storage::{S3Clients, StorageOptions};
 use futures::StreamExt;
 use object_store::ObjectStore;
 
@@ -117,11 +117,12 @@ impl VideoTable {
     }
 
     /// Asks the object store of every remote location whether it can be listed and holds
-    /// objects (local locations were checked by [`VideoTable::try_new`]).
-    pub async fn check_remote(&self) -> Result<(), CatalogError> {
+    /// objects (local locations were checked by [`VideoTable::try_new`]), with the
+    /// session's runtime's `clients`.
+    pub async fn check_remote(&self, clients: &S3Clients) -> Result<(), CatalogError> {
         for location in &self.locations {
-            if let VideoSource::S3(remote) = VideoSource::parse(location)? {
-                listing::check_remote(&remote, &self.storage).await?;
+            if let VideoSource::S3(remote, _) = VideoSource::parse(location)? {
+                listing::check_remote(&remote, &self.storage, clients).await?;
             }
         }
         Ok(())
@@ -149,14 +150,16 @@ impl VideoTable {
         &self.locations
     }
 
-    /// Lists the files of every location, sorted by URI, each once. Local folders are
-    /// walked on a blocking thread.
-    pub async fn list_files(&self) -> Result<Vec<ListedFile>, CatalogError> {
+    /// Lists the files of every location, sorted by URI, each once, object stores with the
+    /// session's runtime's `clients`. Local folders are walked on a blocking thread.
+    pub async fn list_files(&self, clients: &S3Clients) -> Result<Vec<ListedFile>, CatalogError> {
         let mut files = Vec::new();
         for location in &self.locations {
             match VideoSource::parse(location)? {
-                VideoSource::S3(remote) => {
-                    files.extend(listing::list_s3(&remote, &self.filter, &self.storage).await?);
+                VideoSource::S3(remote, _) => {
+                    files.extend(
+                        listing::list_s3(&remote, &self.filter, &self.storage, clients).await?,
+                    );
                 }
                 VideoSource::Local(_) => {
                     let (location, filter) = (location.clone(), self.filter.clone());
@@ -317,7 +320,8 @@ pub async fn plan_scan_filtered(
     max_files: Option<usize>,
     path_filter: &PathFilter,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let mut files = path_filter.retain(table.list_files().await?)?;
+    let clients = S3Clients::of(state.config_options());
+    let mut files = path_filter.retain(table.list_files(&clients).await?)?;
     if let Some(max) = max_files {
         files.truncate(max);
     }
@@ -493,7 +497,9 @@ impl TableProviderFactory for VideoTableFactory {
         .await
         .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??
         .with_storage(storage);
-        table.check_remote().await?;
+        table
+            .check_remote(&S3Clients::of(state.config_options()))
+            .await?;
         Ok(Arc::new(table))
     }
 }
@@ -538,8 +544,10 @@ pub struct VideoFileSource {
 }
 
 /// What a video scan takes of its session, to whichever node runs it (the codec carries
-/// it): where failed probes are reported, and where files may be opened.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// it): where failed probes are reported, where files may be opened, and the runtime's
+/// clients that read them (which do not travel: a node decoding the scan gives its own,
+/// [`ScanSession::with_clients`]).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScanSession {
     /// The run's failure ledger files that fail their probe are reported to
     /// (`framefusion_common::failures`).
@@ -549,6 +557,17 @@ pub struct ScanSession {
     /// them (through a link) is not opened, its row says why.
     #[serde(default)]
     pub allowed_roots: String,
+    /// The S3 clients of the runtime the scan runs in.
+    #[serde(skip)]
+    pub clients: S3Clients,
+}
+
+impl PartialEq for ScanSession {
+    /// Equal when they report to the same ledger and allow the same roots (whichever
+    /// runtime's clients they read with).
+    fn eq(&self, other: &Self) -> bool {
+        self.failure_sink == other.failure_sink && self.allowed_roots == other.allowed_roots
+    }
 }
 
 impl ScanSession {
@@ -557,12 +576,21 @@ impl ScanSession {
         Self {
             failure_sink: RunOptions::sink_of(config),
             allowed_roots: RunOptions::allowed_roots_of(config),
+            clients: S3Clients::of(config),
         }
     }
 
-    /// Where files may be opened.
+    /// The same session, reading with the clients of the runtime whose session `config`
+    /// is (for a scan decoded on another node).
+    pub fn with_clients_of(mut self, config: &datafusion::common::config::ConfigOptions) -> Self {
+        self.clients = S3Clients::of(config);
+        self
+    }
+
+    /// Where files may be opened, and what reads them.
     fn confinement(&self) -> Result<Confinement> {
         Confinement::from_setting(&self.allowed_roots)
+            .map(|c| c.with_clients(self.clients.clone()))
             .map_err(|e| datafusion::error::DataFusionError::from(CatalogError::from(e)))
     }
 }

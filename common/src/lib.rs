@@ -14,6 +14,8 @@
 //! - [`cpu`]: the one CPU budget of the process: the pool blocking work runs on, and the
 //!   thread counts of decoders and ONNX Runtime derived from it.
 //! - [`blocking`]: running blocking work from async code.
+//! - [`shared`]: what a runtime's sessions and tasks share (object-store clients, caches),
+//!   reached from a session's configuration without a process global.
 
 pub mod blocking;
 pub mod code;
@@ -21,6 +23,7 @@ pub mod cpu;
 pub mod failures;
 pub mod metrics;
 pub mod settings;
+pub mod shared;
 
 pub use code::{Coded, ErrorCode};
 /// DataFusion's common crate, for [`prefixed_extension!`](crate::prefixed_extension).

@@ -31,8 +31,9 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use datafusion::error::{DataFusionError, Result};
-use framefusion_engine::manifest::ManifestStore;
-use framefusion_media::storage::StorageOptions;
+use framefusion_engine::manifest::{ManifestLocation, ManifestStore};
+use framefusion_media::source::Confinement;
+use framefusion_media::storage::{S3Clients, StorageOptions};
 use serde::{Deserialize, Serialize};
 
 /// How long a lease lasts unless renewed (`serve --run-lease`).
@@ -127,10 +128,11 @@ pub struct Held {
 }
 
 impl RunBook {
-    /// The run book under the `--runs` location `root`, leases held by `owner` for
-    /// `lease`.
-    pub fn open(root: &str, owner: String, lease: Duration) -> Result<Self> {
-        let location = format!("{}/{BOOK}", root.trim_end_matches('/'));
+    /// The run book under the `--runs` location `root` (the server's own folder, read
+    /// with the server's `clients`), leases held by `owner` for `lease`.
+    pub fn open(root: &str, owner: String, lease: Duration, clients: &S3Clients) -> Result<Self> {
+        let unconfined = Confinement::none().with_clients(clients.clone());
+        let location = ManifestLocation::parse(root, &unconfined)?.child(BOOK);
         Ok(Self {
             store: ManifestStore::open(&location, &StorageOptions::default())?,
             owner,
@@ -294,12 +296,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         let root = dir.path().display().to_string();
         let short = Duration::from_millis(50);
-        let first = RunBook::open(&root, "first".into(), short)?;
+        let first = RunBook::open(&root, "first".into(), short, &S3Clients::default())?;
         let held = first.record(&record("r1")).await?;
         assert!(first.renew(&held).await?);
         // a second server sees it held until the lease expires
-        let second = RunBook::open(&root, "second".into(), DEFAULT_LEASE)?;
-        let third = RunBook::open(&root, "third".into(), DEFAULT_LEASE)?;
+        let second = RunBook::open(&root, "second".into(), DEFAULT_LEASE, &S3Clients::default())?;
+        let third = RunBook::open(&root, "third".into(), DEFAULT_LEASE, &S3Clients::default())?;
         assert!(second.orphans().await?.is_empty());
         tokio::time::sleep(Duration::from_millis(120)).await;
         let orphans = second.orphans().await?;

@@ -86,15 +86,17 @@ impl Console {
         );
         let lease = options.run_lease.unwrap_or(durable::DEFAULT_LEASE);
         let book = match options.runs.first() {
-            Some(root) => match durable::RunBook::open(root, owner, lease) {
-                Ok(book) => Some(Arc::new(book)),
-                Err(e) => {
-                    log::warn!(
-                        "runs are not durable: cannot open the run book under '{root}': {e}"
-                    );
-                    None
+            Some(root) => {
+                match durable::RunBook::open(root, owner, lease, service.confinement().clients()) {
+                    Ok(book) => Some(Arc::new(book)),
+                    Err(e) => {
+                        log::warn!(
+                            "runs are not durable: cannot open the run book under '{root}': {e}"
+                        );
+                        None
+                    }
                 }
-            },
+            }
             None => {
                 log::warn!(
                     "runs are not durable: without --runs a submitted run lives in this process only"
@@ -180,14 +182,24 @@ async fn list_runs(State(console): Shared, headers: HeaderMap) -> Response {
     if let Err(s) = console.service.caller(&metadata(&headers)) {
         return failure(&s);
     }
-    ok(serde_json::json!({ "runs": console.runs.list(&console.options.runs).await }))
+    ok(
+        serde_json::json!({ "runs": console.runs.list(&console.options.runs, console.service.confinement().clients()).await }),
+    )
 }
 
 async fn run(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
     if let Err(s) = console.service.caller(&metadata(&headers)) {
         return failure(&s);
     }
-    match console.runs.get(&id, &console.options.runs).await {
+    match console
+        .runs
+        .get(
+            &id,
+            &console.options.runs,
+            console.service.confinement().clients(),
+        )
+        .await
+    {
         Some(view) => ok(view),
         None => not_found(&id),
     }
@@ -427,15 +439,15 @@ async fn manifest_of(
     let ctx = console.service.caller_session(metadata(headers)).await?;
     let view = console
         .runs
-        .get(id, &console.options.runs)
+        .get(
+            id,
+            &console.options.runs,
+            console.service.confinement().clients(),
+        )
         .await
         .ok_or_else(|| Status::not_found(format!("no run '{id}': GET /api/runs lists the runs")))?;
-    framefusion_engine::stores::register_location(
-        ctx.runtime_env().as_ref(),
-        &view.output,
-        &HashMap::new(),
-    )
-    .map_err(|e| status(&e))?;
+    framefusion_engine::stores::register_location(&ctx.state(), &view.output, &HashMap::new())
+        .map_err(|e| status(&e))?;
     Ok((ctx, view.output))
 }
 

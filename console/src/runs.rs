@@ -8,12 +8,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use framefusion_engine::manifest::{
-    ManifestOptions, RunProgress, RunRecord, RunSummary, runs_under, write_manifest,
+    ManifestLocation, ManifestOptions, RunProgress, RunRecord, RunSummary, runs_under,
+    write_manifest,
 };
 
 use crate::durable::{Held, Outcome, RunBook};
 use framefusion_media::code::ErrorCode;
-use framefusion_media::storage::StorageOptions;
+use framefusion_media::source::Confinement;
+use framefusion_media::storage::{S3Clients, StorageOptions};
 use futures::future::{AbortHandle, Abortable};
 use serde::Serialize;
 
@@ -486,12 +488,18 @@ impl Registry {
         Some(running)
     }
 
-    /// Every run: the live ones, newest first, then those found under `locations` that
-    /// no live run writes.
-    pub async fn list(&self, locations: &[String]) -> Vec<RunView> {
+    /// Every run: the live ones, newest first, then those found under `locations` (read
+    /// with `clients`) that no live run writes.
+    pub async fn list(&self, locations: &[String], clients: &S3Clients) -> Vec<RunView> {
         let mut views: Vec<RunView> = lock(&self.live).iter().rev().map(|r| r.view()).collect();
+        // the server's own folders: not confined by its clients' roots
+        let unconfined = Confinement::none().with_clients(clients.clone());
         for location in locations {
-            match runs_under(location, &StorageOptions::default()).await {
+            let found = match ManifestLocation::parse(location, &unconfined) {
+                Ok(at) => runs_under(&at, &StorageOptions::default()).await,
+                Err(e) => Err(e),
+            };
+            match found {
                 Ok(found) => views.extend(
                     found
                         .into_iter()
@@ -506,10 +514,18 @@ impl Registry {
     }
 
     /// The run `id` (a live run's id, or a found manifest's run id).
-    pub async fn get(&self, id: &str, locations: &[String]) -> Option<RunView> {
+    pub async fn get(
+        &self,
+        id: &str,
+        locations: &[String],
+        clients: &S3Clients,
+    ) -> Option<RunView> {
         if let Some(run) = lock(&self.live).iter().find(|r| r.id == id) {
             return Some(run.view());
         }
-        self.list(locations).await.into_iter().find(|v| v.id == id)
+        self.list(locations, clients)
+            .await
+            .into_iter()
+            .find(|v| v.id == id)
     }
 }

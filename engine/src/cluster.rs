@@ -154,8 +154,11 @@ fn ballista_err(e: ballista_core::error::BallistaError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
 }
 
-fn config_producer() -> ConfigProducer {
-    Arc::new(ballista_session_config)
+/// The session configuration of a scheduler's or an executor's tasks, all in the runtime
+/// of the process (`shared`: one set of store clients and one feature cache for every
+/// task, as a task's own would decode a video again in each task of a query).
+fn config_producer(shared: framefusion_common::shared::Shared) -> ConfigProducer {
+    Arc::new(move || crate::session::sharing(ballista_session_config(), &shared))
 }
 
 /// The function registry of framefusion executors: DataFusion's functions (Ballista's
@@ -201,7 +204,7 @@ pub async fn run_scheduler(options: SchedulerOptions) -> Result<()> {
         executor_timeout_seconds: options.executor_timeout_s,
         expire_dead_executor_interval_seconds: 1,
         no_executors_grace_period_seconds: options.executor_timeout_s,
-        override_config_producer: Some(config_producer()),
+        override_config_producer: Some(config_producer(framefusion_common::shared::Shared::new())),
         override_session_builder: Some(Arc::new(scheduler_session_state)),
         override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),
@@ -332,7 +335,7 @@ pub async fn run_executor(options: ExecutorOptions) -> Result<()> {
         override_function_registry: Some(executor_function_registry()?),
         // every task's runtime resolves object stores as the client's session does
         override_runtime_producer: Some(executor_runtime(options.work_dir.clone())),
-        override_config_producer: Some(config_producer()),
+        override_config_producer: Some(config_producer(framefusion_common::shared::Shared::new())),
         override_logical_codec: Some(Arc::new(FrameFusionLogicalCodec::default())),
         override_physical_codec: Some(Arc::new(FrameFusionPhysicalCodec::default())),
         override_execution_engine: Some(counting_engine()),

@@ -247,7 +247,7 @@ impl PhysicalExtensionCodec for FrameFusionPhysicalCodec {
                     wire.storage,
                     wire.groups,
                     wire.columns,
-                    wire.session,
+                    wire.session.with_clients_of(ctx.session_config().options()),
                 )?;
                 let config = (scan.data_source().as_ref() as &dyn Any)
                     .downcast_ref::<FileScanConfig>()

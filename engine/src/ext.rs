@@ -146,7 +146,10 @@ impl SessionContextExt for SessionContext {
             .map_err(|e| external(e.into()))?;
         let table = VideoTable::try_new(vec![location.to_owned()], filter, &confinement)
             .map_err(external)?;
-        table.check_remote().await.map_err(external)?;
+        table
+            .check_remote(confinement.clients())
+            .await
+            .map_err(external)?;
         self.read_table(Arc::new(table))
     }
 }

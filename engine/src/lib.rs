@@ -36,7 +36,10 @@ pub mod task_metrics;
 
 pub use error::user_message;
 pub use ext::{DataFrameExt, SessionContextExt};
-pub use session::{connect, new_context, remote_context, session_config, session_state};
+pub use session::{
+    connect, connect_in, new_context, new_context_in, remote_context, remote_context_in,
+    session_config, session_state,
+};
 
 /// `$FRAMEFUSION_HOME`, where setup caches the corpus, models and libraries and where the
 /// catalog lives; default `~/.cache/framefusion`.

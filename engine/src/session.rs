@@ -11,6 +11,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use framefusion_catalogs::frames::FramesFunction;
 use framefusion_catalogs::video::VIDEO_FILE_TYPE;
 use framefusion_catalogs::{VideoOptions, VideoTableFactory};
+use framefusion_common::shared::Shared;
 
 use framefusion_udfs::VideoPassRule;
 use framefusion_udfs::models::OnnxOptions;
@@ -21,7 +22,8 @@ use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
 /// The session configuration framefusion uses embedded: DataFusion's defaults with
 /// framefusion's changes: the information schema (`SHOW TABLES`, `DESCRIBE`), no
 /// round-robin repartitioning (video work is spread by files), and framefusion's
-/// `video.*`, `onnx.*`, `framefusion.*` and store settings.
+/// `video.*`, `onnx.*`, `framefusion.*` and store settings, and a runtime of its own
+/// ([`Shared`] handles: store clients, feature cache).
 pub fn session_config() -> SessionConfig {
     framefusion_defaults(SessionConfig::new())
 }
@@ -40,6 +42,13 @@ fn framefusion_defaults(config: SessionConfig) -> SessionConfig {
         .with_option_extension(OnnxOptions::default())
         .with_option_extension(crate::stores::StoreSettings::default())
         .with_option_extension(framefusion_common::failures::RunOptions::default())
+        .with_option_extension(Shared::new())
+}
+
+/// `config` in the runtime whose handles are `shared` (its sessions share store clients
+/// and the feature cache).
+pub fn sharing(config: SessionConfig, shared: &Shared) -> SessionConfig {
+    config.with_option_extension(shared.clone())
 }
 
 /// The session configuration of cluster sessions (client, scheduler and executors alike):
@@ -83,16 +92,28 @@ pub fn scheduler_session_state(config: SessionConfig) -> Result<SessionState> {
 
 /// An embedded (in-process) framefusion session with the default configuration.
 pub fn new_context() -> Result<SessionContext> {
-    Ok(SessionContext::new_with_state(session_state(
+    new_context_in(&Shared::new())
+}
+
+/// An embedded session in the runtime whose handles are `shared` (a server's sessions).
+pub fn new_context_in(shared: &Shared) -> Result<SessionContext> {
+    Ok(SessionContext::new_with_state(session_state(sharing(
         session_config(),
-    )?))
+        shared,
+    ))?))
 }
 
 /// A session whose queries run on the Ballista cluster whose scheduler is at `url`
 /// (`df://host:port`). DDL such as `CREATE EXTERNAL TABLE` runs in this process; queries
 /// are planned by the scheduler and run on the executors.
 pub async fn remote_context(url: &str) -> Result<SessionContext> {
-    let config = ballista_session_config()
+    remote_context_in(url, &Shared::new()).await
+}
+
+/// A cluster session whose own work (DDL, listings, manifests) runs in the runtime whose
+/// handles are `shared`.
+pub async fn remote_context_in(url: &str, shared: &Shared) -> Result<SessionContext> {
+    let config = sharing(ballista_session_config(), shared)
         .with_extension(Arc::new(crate::error::ClusterUrl(url.to_owned())));
     let state = session_state(config)?;
     let mut ctx = SessionContext::remote_with_state(url, state)
@@ -108,8 +129,13 @@ pub async fn remote_context(url: &str) -> Result<SessionContext> {
 
 /// An embedded session, or a cluster session when `cluster` names a scheduler.
 pub async fn connect(cluster: Option<&str>) -> Result<SessionContext> {
+    connect_in(cluster, &Shared::new()).await
+}
+
+/// [`connect`], in the runtime whose handles are `shared` (the sessions of one server).
+pub async fn connect_in(cluster: Option<&str>, shared: &Shared) -> Result<SessionContext> {
     match cluster {
-        Some(url) => remote_context(url).await,
-        None => new_context(),
+        Some(url) => remote_context_in(url, shared).await,
+        None => new_context_in(shared),
     }
 }

@@ -19,6 +19,11 @@
 //! query ([`StoreSettings`]). A location no store serves is refused with a message that
 //! names it and the schemes framefusion reads. (`VIDEO` tables and manifests read and
 //! write local paths and `s3://`.)
+//!
+//! The clients (one per bucket and options, with their connection pools and credentials)
+//! are the runtime's ([`StoreClients`], kept in its `framefusion_common::shared::Shared`
+//! handles): the registry of every session of one runtime serves from them, and the
+//! `VIDEO` tables, operators and manifests of those sessions read S3 with the same ones.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,7 +40,7 @@ use datafusion::execution::object_store::{DefaultObjectStoreRegistry, ObjectStor
 use datafusion::execution::session_state::SessionState;
 use datafusion::logical_expr::CreateExternalTable;
 use datafusion::prelude::SessionContext;
-use framefusion_media::storage::{S3Location, StorageOptions, s3_store};
+use framefusion_media::storage::{S3Clients, S3Location, StorageOptions};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use url::Url;
@@ -177,6 +182,7 @@ impl LocationOptions {
 #[derive(Debug, Default)]
 pub struct StoreRegistry {
     known: DefaultObjectStoreRegistry,
+    clients: StoreClients,
 }
 
 /// The methods of [`ExtensionOptions`] that every `Clone` extension writes the same way.
@@ -247,9 +253,13 @@ impl ExtensionOptions for StoreSettings {
 }
 
 impl StoreRegistry {
-    /// A registry with the local file system and nothing else yet.
-    pub fn new() -> Self {
-        let registry = Self::default();
+    /// A registry with the local file system and nothing else yet, whose buckets are
+    /// served by `clients`.
+    pub fn new(clients: StoreClients) -> Self {
+        let registry = Self {
+            known: DefaultObjectStoreRegistry::default(),
+            clients,
+        };
         if let Ok(url) = Url::parse("file://") {
             registry.register_store(&url, Arc::new(object_store::local::LocalFileSystem::new()));
         }
@@ -258,13 +268,14 @@ impl StoreRegistry {
 
     /// A registry that serves the buckets recorded in `config`'s [`StoreSettings`] with
     /// their options (an executor's or the scheduler's, for a client's query).
+    /// Its clients are the runtime's, from `config`'s shared handles.
     pub fn for_config(config: &datafusion::prelude::SessionConfig) -> Self {
-        let registry = Self::new();
+        let registry = Self::new(StoreClients::of(config.options()));
         if let Some(settings) = config.options().extensions.get::<StoreSettings>() {
             for (bucket, options) in &settings.buckets {
                 let store = Url::parse(&format!("{bucket}/"))
                     .ok()
-                    .and_then(|url| Some((location_store(&url, options).ok()?, url)));
+                    .and_then(|url| Some((registry.clients.store(&url, options).ok()?, url)));
                 match store {
                     Some((store, url)) => {
                         registry.register_store(&url, store);
@@ -404,52 +415,86 @@ impl ObjectStoreRegistry for StoreRegistry {
                 url.scheme()
             )));
         }
-        let store: Arc<dyn ObjectStore> =
-            Arc::new(DataOnly(location_store(url, &LocationOptions::default())?));
+        let store: Arc<dyn ObjectStore> = Arc::new(DataOnly(
+            self.clients.store(url, &LocationOptions::default())?,
+        ));
         self.known.register_store(url, Arc::clone(&store));
         Ok(store)
     }
 }
 
-/// GCS and Azure clients by bucket and options (S3's: [`s3_store`]): one per process, so
-/// that their HTTP connections are reused.
-type CloudStores = HashMap<(String, LocationOptions), Arc<dyn ObjectStore>>;
+/// The object-store clients of one runtime: S3's ([`S3Clients`], which the `VIDEO`
+/// tables and operators read with too) and GCS's and Azure's, one per bucket and options,
+/// so that their connections are reused. Kept in the runtime's shared handles
+/// ([`StoreClients::of`]); cloning shares them.
+#[derive(Debug, Clone, Default)]
+pub struct StoreClients {
+    s3: S3Clients,
+    cloud: Arc<CloudClients>,
+}
 
-static CLOUD_STORES: std::sync::LazyLock<std::sync::Mutex<CloudStores>> =
-    std::sync::LazyLock::new(Default::default);
+/// GCS and Azure clients by bucket and options.
+#[derive(Debug, Default)]
+struct CloudClients(std::sync::Mutex<HashMap<(String, LocationOptions), Arc<dyn ObjectStore>>>);
 
-/// The store of the bucket of `url` with `options` over the environment's settings.
-fn location_store(url: &Url, options: &LocationOptions) -> Result<Arc<dyn ObjectStore>> {
-    let provider = Provider::of_scheme(url.scheme())
-        .ok_or_else(|| DataFusionError::Configuration(format!("no object store serves '{url}'")))?;
-    if provider == Provider::S3 {
-        let location = S3Location::parse(url.as_str()).map_err(external)?;
-        return Ok(s3_store(&location.bucket, &options.aws()?).map_err(external)?);
+impl StoreClients {
+    /// The clients of the runtime whose session `config` is (new, empty ones for this
+    /// call when the configuration carries no shared handles).
+    pub fn of(config: &datafusion::common::config::ConfigOptions) -> Self {
+        let shared = framefusion_common::shared::Shared::of(config);
+        Self {
+            s3: S3Clients::in_shared(&shared),
+            cloud: shared.slot::<CloudClients>(),
+        }
     }
-    let key = (store_key(url), options.clone());
-    let mut stores = CLOUD_STORES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(store) = stores.get(&key) {
-        return Ok(Arc::clone(store));
+
+    /// How many clients are held, all schemes together.
+    pub fn len(&self) -> usize {
+        self.s3.len() + self.cloud.0.lock().map_or(0, |c| c.len())
     }
-    let built = if provider == Provider::Gcs {
-        gcs_store(url, options)
-    } else {
-        azure_store(url, options)
-    };
-    let store = built.map_err(|e| {
-        DataFusionError::Configuration(format!(
-            "cannot configure the store of '{}': {e}; give its {}.* options or the {} environment",
-            key.0,
-            provider.namespace(),
-            if provider == Provider::Gcs {
-                "GOOGLE_*"
-            } else {
-                "AZURE_*"
-            }
-        ))
-    })?;
-    stores.insert(key, Arc::clone(&store));
-    Ok(store)
+
+    /// Whether no client is held yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The store of the bucket of `url` with `options` over the environment's settings.
+    fn store(&self, url: &Url, options: &LocationOptions) -> Result<Arc<dyn ObjectStore>> {
+        let provider = Provider::of_scheme(url.scheme()).ok_or_else(|| {
+            DataFusionError::Configuration(format!("no object store serves '{url}'"))
+        })?;
+        if provider == Provider::S3 {
+            let location = S3Location::parse(url.as_str()).map_err(external)?;
+            return Ok(self
+                .s3
+                .client(&location.bucket, &options.aws()?)
+                .map_err(external)?);
+        }
+        let key = (store_key(url), options.clone());
+        let mut stores = self.cloud.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(store) = stores.get(&key) {
+            return Ok(Arc::clone(store));
+        }
+        let built = if provider == Provider::Gcs {
+            gcs_store(url, options)
+        } else {
+            azure_store(url, options)
+        };
+        let store = built.map_err(|e| {
+            DataFusionError::Configuration(format!(
+                "cannot configure the store of '{}': {e}; give its {}.* options or the {} environment",
+                key.0,
+                provider.namespace(),
+                if provider == Provider::Gcs {
+                    "GOOGLE_*"
+                } else {
+                    "AZURE_*"
+                }
+            ))
+        })?;
+        stores.insert(key, Arc::clone(&store));
+        Ok(store)
+    }
 }
 
 /// Whether plain HTTP must be allowed: the endpoint given is `http://` (an emulator's,
@@ -549,14 +594,15 @@ fn location_storage(
 
 /// Registers the store of `location` with the store options among `options` (`aws.*`,
 /// `gcp.*`, `azure.*`; options of a store that does not serve the location are refused)
-/// in `runtime`.
+/// in the runtime of `state`, with its clients.
 pub fn register_location(
-    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
+    state: &dyn Session,
     location: &str,
     options: &HashMap<String, String>,
 ) -> Result<()> {
     if let Some((url, storage)) = location_storage(location, options)? {
-        runtime.register_object_store(&url, location_store(&url, &storage)?);
+        let store = StoreClients::of(state.config_options()).store(&url, &storage)?;
+        state.runtime_env().register_object_store(&url, store);
     }
     Ok(())
 }
@@ -628,7 +674,7 @@ impl TableProviderFactory for StoreAwareFactory {
         cmd: &CreateExternalTable,
     ) -> Result<Arc<dyn TableProvider>> {
         for location in &cmd.locations {
-            register_location(state.runtime_env(), location, &cmd.options)?;
+            register_location(state, location, &cmd.options)?;
         }
         let provider = self
             .inner
@@ -690,8 +736,9 @@ pub fn register_plan_stores(
             continue;
         };
         if copy {
-            ctx.runtime_env()
-                .register_object_store(&url, location_store(&url, &storage)?);
+            let store =
+                StoreClients::of(ctx.state_ref().read().config_options()).store(&url, &storage)?;
+            ctx.runtime_env().register_object_store(&url, store);
         }
         record_store(&mut ctx.state_ref().write(), &url, storage);
     }

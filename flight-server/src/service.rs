@@ -56,8 +56,10 @@ use framefusion_catalogs::frames::FramesTable;
 use framefusion_catalogs::video::VideoTable;
 use framefusion_common::code::{CodedError, ErrorCode};
 use framefusion_common::failures::RunOptions;
+use framefusion_common::shared::Shared;
 use framefusion_engine::SessionContextExt;
 use framefusion_media::source::Confinement;
+use framefusion_media::storage::S3Clients;
 use futures::future::AbortHandle;
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -105,6 +107,8 @@ struct Prepared {
 pub struct FrameFusionFlightSql {
     options: ServiceOptions,
     confinement: Confinement,
+    /// The runtime every session of this server shares: store clients, feature cache.
+    shared: Shared,
     auth: Authenticator,
     sessions: Mutex<HashMap<String, SessionContext>>,
     pending: Mutex<HashMap<String, Pending>>,
@@ -277,10 +281,13 @@ impl Drop for RunningGuard {
 }
 
 impl FrameFusionFlightSql {
-    /// A service with `options`, whose sessions are confined to `confinement`.
+    /// A service with `options`, whose sessions are confined to `confinement` and share
+    /// one runtime's handles (store clients, feature cache).
     pub fn new(options: ServiceOptions, confinement: Confinement) -> Result<Self, Status> {
+        let shared = Shared::new();
         Ok(Self {
-            confinement,
+            confinement: confinement.with_clients(S3Clients::in_shared(&shared)),
+            shared,
             auth: Authenticator::new(options.auth.clone()),
             options,
             sessions: Mutex::new(HashMap::new()),
@@ -314,7 +321,7 @@ impl FrameFusionFlightSql {
     /// A new session on the cluster at `cluster` (`None`: in this process) with the
     /// server's catalog, for work the server runs on a caller's behalf (the console's runs).
     pub async fn new_session(&self, cluster: Option<&str>) -> Result<SessionContext, Status> {
-        let ctx = framefusion_engine::connect(cluster)
+        let ctx = framefusion_engine::connect_in(cluster, &self.shared)
             .await
             .map_err(|e| status(&e))?;
         // the session carries the server's allowed roots (to a cluster's executors too)
@@ -331,9 +338,15 @@ impl FrameFusionFlightSql {
         Ok(ctx)
     }
 
-    /// Where this server's sessions may read and write (its `--allow-root`s).
+    /// Where this server's sessions may read and write (its `--allow-root`s), reading
+    /// with the server's runtime's clients.
     pub fn confinement(&self) -> &Confinement {
         &self.confinement
+    }
+
+    /// The runtime handles every session of this server shares.
+    pub fn shared(&self) -> &Shared {
+        &self.shared
     }
 
     /// The caller whose credentials (a bearer token) are in `headers`.

@@ -5,15 +5,16 @@ use std::path::{Path, PathBuf};
 
 use crate::MediaError;
 use crate::ffmpeg;
-use crate::storage::{S3Location, StorageOptions, presigned_get};
+use crate::storage::{S3Clients, S3Location, StorageOptions, presigned_get};
 
 /// A resolved video location.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum VideoSource {
     /// A file on the local file system (absolute path).
     Local(PathBuf),
-    /// An object in an S3-compatible store.
-    S3(S3Location),
+    /// An object in an S3-compatible store, and the clients of the runtime that reads it
+    /// (those of the session it was resolved for: [`Confinement::source`]).
+    S3(S3Location, S3Clients),
 }
 
 /// The locations this process may read or write media at, when it is confined (a server
@@ -75,9 +76,13 @@ pub fn check_location(uri: &str) -> Result<(), MediaError> {
 /// started with `--allow-root`, [`confine_to`]). A server sets the roots on its clients'
 /// sessions; the setting travels with their queries to a cluster's executors, which check
 /// every location against it: a session value, not a process's.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// It also carries the session's runtime's S3 clients ([`S3Clients`]), which the sources
+/// it resolves read with.
+#[derive(Debug, Clone, Default)]
 pub struct Confinement {
     roots: Option<std::sync::Arc<Vec<Root>>>,
+    clients: S3Clients,
 }
 
 impl Confinement {
@@ -90,6 +95,7 @@ impl Confinement {
     pub fn to(roots: Vec<Root>) -> Self {
         Self {
             roots: Some(std::sync::Arc::new(roots)),
+            clients: S3Clients::default(),
         }
     }
 
@@ -109,13 +115,28 @@ impl Confinement {
         })
     }
 
-    /// The confinement of a session's settings (`framefusion.allowed_roots`).
+    /// The confinement of a session's settings (`framefusion.allowed_roots`), with its
+    /// runtime's S3 clients.
     pub fn of(
         config: &framefusion_common::datafusion_common::config::ConfigOptions,
     ) -> Result<Self, MediaError> {
-        Self::from_setting(&framefusion_common::failures::RunOptions::allowed_roots_of(
-            config,
-        ))
+        Ok(
+            Self::from_setting(&framefusion_common::failures::RunOptions::allowed_roots_of(
+                config,
+            ))?
+            .with_clients(S3Clients::of(config)),
+        )
+    }
+
+    /// This confinement, reading S3 objects with `clients`.
+    pub fn with_clients(mut self, clients: S3Clients) -> Self {
+        self.clients = clients;
+        self
+    }
+
+    /// The S3 clients the sources of this session read with.
+    pub fn clients(&self) -> &S3Clients {
+        &self.clients
     }
 
     /// The setting's text of these roots (empty for none); `None` when a root cannot be
@@ -144,7 +165,10 @@ impl Confinement {
                 return Err(not_allowed(uri, roots));
             }
         }
-        Ok(source)
+        Ok(match source {
+            VideoSource::S3(location, _) => VideoSource::S3(location, self.clients.clone()),
+            local => local,
+        })
     }
 
     /// Checks a table's location (a video's, or any other table kind's) against the
@@ -205,7 +229,7 @@ impl Root {
                     })?;
                 Ok(Self::Local(canonical))
             }
-            VideoSource::S3(location) => Ok(Self::S3 {
+            VideoSource::S3(location, _) => Ok(Self::S3 {
                 prefix: folder_prefix(location.key),
                 bucket: location.bucket,
             }),
@@ -217,7 +241,7 @@ impl Root {
             (Self::Local(root), VideoSource::Local(path)) => {
                 resolve(path).is_some_and(|p| p.starts_with(root))
             }
-            (Self::S3 { bucket, prefix }, VideoSource::S3(location)) => {
+            (Self::S3 { bucket, prefix }, VideoSource::S3(location, _)) => {
                 &location.bucket == bucket
                     && location.key.starts_with(prefix.as_str())
                     && plain_key(&location.key)
@@ -293,7 +317,8 @@ impl VideoSource {
     /// Resolves a URI (`file:///abs/path`) or a plain path (absolute, or relative to the
     /// current directory) to a source. In a confined process ([`confine_to`]) a location
     /// outside the allowed roots is refused; a session's roots are checked by
-    /// [`Confinement::source`].
+    /// [`Confinement::source`]. An S3 source read from here gets clients of its own
+    /// (nothing reused): a session's are its [`Confinement`]'s.
     pub fn parse(uri: &str) -> Result<Self, MediaError> {
         Confinement::none().source(uri)
     }
@@ -316,7 +341,7 @@ impl VideoSource {
         }
         if let Some((scheme, _)) = uri.split_once("://") {
             if scheme.eq_ignore_ascii_case("s3") || scheme.eq_ignore_ascii_case("s3a") {
-                return S3Location::parse(uri).map(Self::S3);
+                return S3Location::parse(uri).map(|l| Self::S3(l, S3Clients::default()));
             }
             return Err(MediaError::UnsupportedUri {
                 uri: uri.to_owned(),
@@ -336,7 +361,7 @@ impl VideoSource {
     pub fn uri(&self) -> String {
         match self {
             Self::Local(path) => local_uri(path),
-            Self::S3(location) => location.uri(),
+            Self::S3(location, _) => location.uri(),
         }
     }
 
@@ -361,9 +386,9 @@ impl VideoSource {
     pub fn media_input(&self, storage: &StorageOptions) -> Result<MediaInput, MediaError> {
         Ok(match self {
             Self::Local(path) => MediaInput::local(path),
-            Self::S3(location) => MediaInput {
+            Self::S3(location, clients) => MediaInput {
                 display: location.uri(),
-                target: Target::Url(presigned_get(location, storage)?),
+                target: Target::Url(presigned_get(location, storage, clients)?),
             },
         })
     }
@@ -439,14 +464,15 @@ mod tests {
 
     #[test]
     fn parses_uris_and_paths() {
+        let local = |uri: &str| match VideoSource::parse(uri) {
+            Ok(VideoSource::Local(path)) => Some(path),
+            _ => None,
+        };
         assert_eq!(
-            VideoSource::parse("file:///tmp/a%20b.mp4").ok(),
-            Some(VideoSource::Local(PathBuf::from("/tmp/a b.mp4")))
+            local("file:///tmp/a%20b.mp4"),
+            Some(PathBuf::from("/tmp/a b.mp4"))
         );
-        assert_eq!(
-            VideoSource::parse("/tmp/x.mp4").ok(),
-            Some(VideoSource::Local(PathBuf::from("/tmp/x.mp4")))
-        );
+        assert_eq!(local("/tmp/x.mp4"), Some(PathBuf::from("/tmp/x.mp4")));
         assert_eq!(
             local_uri(Path::new("/tmp/a b.mp4")),
             "file:///tmp/a%20b.mp4"
@@ -459,6 +485,22 @@ mod tests {
             VideoSource::parse("s3://b/k.mp4").ok().map(|s| s.uri()),
             Some("s3://b/k.mp4".to_owned())
         );
+    }
+
+    #[test]
+    fn a_sessions_sources_read_with_its_runtimes_clients() {
+        let shared = framefusion_common::shared::Shared::new();
+        let mut config = framefusion_common::datafusion_common::config::ConfigOptions::new();
+        config.extensions.insert(shared.clone());
+        config
+            .extensions
+            .insert(framefusion_common::failures::RunOptions::default());
+        let confinement = Confinement::of(&config).unwrap_or_else(|e| panic!("{e}"));
+        let Ok(VideoSource::S3(_, clients)) = confinement.source("s3://b/k.mp4") else {
+            panic!("not an S3 source");
+        };
+        assert!(clients.same_as(&S3Clients::in_shared(&shared)));
+        assert!(!clients.same_as(&S3Clients::default()));
     }
 }
 

@@ -17,13 +17,16 @@
 //! `http://` endpoint allows plain HTTP by itself (an explicit `aws.allow_http` wins).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use object_store::aws::{AmazonS3, AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::{ClientConfigKey, RetryConfig};
+
+use framefusion_common::datafusion_common::config::ConfigOptions;
+use framefusion_common::shared::Shared;
 
 use crate::MediaError;
 
@@ -123,22 +126,60 @@ impl S3Location {
     }
 }
 
+/// The S3 clients of one runtime, by bucket and options: one client per bucket and
+/// options, so that its HTTP connections and fetched credentials are reused. A runtime
+/// keeps its set in its [`Shared`] handles ([`S3Clients::of`]); the engine's object-store
+/// registry serves tables from the same set. Cloning shares the set.
+#[derive(Debug, Clone, Default)]
+pub struct S3Clients {
+    clients: Arc<Mutex<ClientMap>>,
+}
+
 /// S3 clients by bucket and options.
-type Stores = HashMap<(String, StorageOptions), Arc<AmazonS3>>;
+type ClientMap = HashMap<(String, StorageOptions), Arc<AmazonS3>>;
 
-static STORES: LazyLock<Mutex<Stores>> = LazyLock::new(Default::default);
-
-/// The S3 client for `bucket` with `options` over the environment's settings; one per
-/// bucket and options per process (its HTTP connections are reused).
-pub fn s3_store(bucket: &str, options: &StorageOptions) -> Result<Arc<AmazonS3>, MediaError> {
-    let key = (bucket.to_owned(), options.clone());
-    let mut stores = STORES.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(store) = stores.get(&key) {
-        return Ok(Arc::clone(store));
+impl S3Clients {
+    /// The clients of the runtime whose session `config` is (a new, empty set for this
+    /// call when the configuration carries no [`Shared`] handles).
+    pub fn of(config: &ConfigOptions) -> Self {
+        Self::in_shared(&Shared::of(config))
     }
-    let store = Arc::new(build_store(bucket, options)?);
-    stores.insert(key, Arc::clone(&store));
-    Ok(store)
+
+    /// The clients kept in `shared`.
+    pub fn in_shared(shared: &Shared) -> Self {
+        Self::clone(&shared.slot::<Self>())
+    }
+
+    /// The client for `bucket` with `options` over the environment's settings.
+    pub fn client(
+        &self,
+        bucket: &str,
+        options: &StorageOptions,
+    ) -> Result<Arc<AmazonS3>, MediaError> {
+        let key = (bucket.to_owned(), options.clone());
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = clients.get(&key) {
+            return Ok(Arc::clone(client));
+        }
+        let client = Arc::new(build_store(bucket, options)?);
+        clients.insert(key, Arc::clone(&client));
+        Ok(client)
+    }
+
+    /// How many clients the set holds (one per bucket and options used).
+    pub fn len(&self) -> usize {
+        self.clients.lock().map_or(0, |c| c.len())
+    }
+
+    /// Whether the set holds no client yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether `self` and `other` are the same set.
+    pub fn same_as(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.clients, &other.clients)
+    }
 }
 
 fn build_store(bucket: &str, options: &StorageOptions) -> Result<AmazonS3, MediaError> {
@@ -308,8 +349,9 @@ pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, MediaErr
 pub fn presigned_get(
     location: &S3Location,
     options: &StorageOptions,
+    clients: &S3Clients,
 ) -> Result<String, MediaError> {
-    let store = s3_store(&location.bucket, options)?;
+    let store = clients.client(&location.bucket, options)?;
     let path = location.path()?;
     let uri = location.uri();
     futures::executor::block_on(store.signed_url(http::Method::GET, &path, SIGNED_URL_TTL))
@@ -352,7 +394,11 @@ mod tests {
         o.insert("aws.access_key_id", "AKIDEXAMPLE")?;
         o.insert("aws.secret_access_key", "secret")?;
         o.insert("aws.region", "us-east-1")?;
-        let url = presigned_get(&S3Location::parse("s3://b/dir/a b.mp4")?, &o)?;
+        let url = presigned_get(
+            &S3Location::parse("s3://b/dir/a b.mp4")?,
+            &o,
+            &S3Clients::default(),
+        )?;
         assert!(
             url.starts_with("http://127.0.0.1:9/b/dir/a%20b.mp4?"),
             "{url}"

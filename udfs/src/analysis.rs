@@ -11,10 +11,13 @@
 //! - The first call that needs a video's frames ([`features`]) runs one decode pass
 //!   (`framefusion_media::pass`) with a consumer per demand of the spec: over the whole
 //!   video when the spec has a whole-video demand (shots), else over the call's range.
-//!   The per-frame results ([`Feature`]s) are kept for a few minutes ([`CACHE_TTL`], at
-//!   most [`CACHE_ENTRIES`] passes, keyed by URI, store options, and for a local file its
-//!   size and modification time); later calls on the same video aggregate them over their
-//!   own ranges instead of decoding again.
+//!   The per-frame results ([`Feature`]s) are kept for a few minutes in the runtime's
+//!   [`FeatureCache`] ([`CACHE_TTL`], at most [`CACHE_ENTRIES`] passes and
+//!   [`CACHE_BYTES`], keyed by URI, store options, and for a local file its size and
+//!   modification time); later calls on the same video aggregate them over their own
+//!   ranges instead of decoding again. The cache is the runtime's (kept in its
+//!   `framefusion_common::shared::Shared` handles: an embedded session's, a server's
+//!   sessions', an executor's tasks'), not the process's.
 //!
 //! So `detect_shots` followed by `motion_score`, `clip_quality` and `text_area_ratio` per
 //! shot decodes each video once, and two signals of the same clip share one pass even
@@ -22,7 +25,7 @@
 //! its own demand alone, one pass per call, as operators did before the rule.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::common::config::ConfigOptions;
@@ -32,7 +35,7 @@ use framefusion_media::storage::StorageOptions;
 use serde::{Deserialize, Serialize};
 
 use crate::UdfError;
-pub use crate::features::Feature;
+pub use crate::features::{Feature, Kind};
 
 /// What one operator call asks of its video's frames (see the module docs).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -96,22 +99,16 @@ impl Need {
 
     /// Whether `feature` is of the kind this need computes.
     pub fn answered_by(&self, feature: &Feature) -> bool {
-        matches!(
-            (self, feature),
-            (Need::Content { .. }, Feature::Content(_))
-                | (Need::Signals { .. }, Feature::Signals(_))
-                | (Need::Text { .. }, Feature::Text(_))
-                | (Need::Faces { .. }, Feature::Faces(_))
-        )
+        self.kind() == feature.kind()
     }
 
-    /// What it computes, in messages.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of feature that answers it.
+    pub fn kind(&self) -> Kind {
         match self {
-            Need::Content { .. } => "content values",
-            Need::Signals { .. } => "clip signals",
-            Need::Text { .. } => "text coverage",
-            Need::Faces { .. } => "faces",
+            Need::Content { .. } => Kind::Content,
+            Need::Signals { .. } => Kind::Signals,
+            Need::Text { .. } => Kind::Text,
+            Need::Faces { .. } => Kind::Faces,
         }
     }
 }
@@ -232,14 +229,54 @@ impl Entry {
     }
 }
 
-static CACHE: LazyLock<Mutex<VecDeque<Entry>>> = LazyLock::new(Default::default);
+/// The features of recent passes one runtime keeps (see the module docs): at most
+/// [`CACHE_ENTRIES`] passes and [`CACHE_BYTES`], each for [`CACHE_TTL`].
+#[derive(Default)]
+pub struct FeatureCache {
+    entries: Mutex<VecDeque<Entry>>,
+}
 
-/// The passes whose features the cache keeps now, and their bytes (at most
-/// [`CACHE_ENTRIES`] and [`CACHE_BYTES`]).
-pub fn cache_size() -> (usize, usize) {
-    CACHE.lock().map_or((0, 0), |cache| {
-        (cache.len(), cache.iter().map(|e| e.bytes).sum())
-    })
+impl FeatureCache {
+    /// The cache of the runtime whose session `config` is (an empty one for this call
+    /// when the configuration carries no shared handles).
+    pub fn of(config: &ConfigOptions) -> Arc<Self> {
+        framefusion_common::shared::Shared::of(config).slot::<Self>()
+    }
+
+    /// The passes whose features the cache keeps now, and their bytes (at most
+    /// [`CACHE_ENTRIES`] and [`CACHE_BYTES`]).
+    pub fn size(&self) -> (usize, usize) {
+        self.entries.lock().map_or((0, 0), |cache| {
+            (cache.len(), cache.iter().map(|e| e.bytes).sum())
+        })
+    }
+
+    fn get(&self, video: &VideoKey, range: Option<(f64, f64)>, demand: &Demand) -> Option<Feature> {
+        let cache = self.entries.lock().ok()?;
+        cache
+            .iter()
+            .rev()
+            .find(|e| e.covers(video, range, demand))
+            .and_then(|e| e.features.get(demand).cloned())
+    }
+
+    /// Keeps a pass's features, forgetting the oldest beyond the bounds.
+    fn keep(&self, entry: Entry) {
+        let Ok(mut cache) = self.entries.lock() else {
+            return;
+        };
+        cache.retain(|e| e.at.elapsed() < CACHE_TTL);
+        if entry.bytes <= CACHE_BYTES {
+            cache.push_back(entry);
+        }
+        let mut held: usize = cache.iter().map(|e| e.bytes).sum();
+        while cache.len() > CACHE_ENTRIES || held > CACHE_BYTES {
+            let Some(oldest) = cache.pop_front() else {
+                break;
+            };
+            held -= oldest.bytes;
+        }
+    }
 }
 
 /// The feature `demand` of the video at `source` over `range` (`None`: the whole video),
@@ -254,14 +291,8 @@ pub fn features(
     config: &ConfigOptions,
 ) -> Result<Feature, UdfError> {
     let video: VideoKey = (source.uri(), storage.clone(), source.local_stamp());
-    let cached = |cache: &VecDeque<Entry>| {
-        cache
-            .iter()
-            .rev()
-            .find(|e| e.covers(&video, range, demand))
-            .and_then(|e| e.features.get(demand).cloned())
-    };
-    if let Some(feature) = CACHE.lock().ok().and_then(|c| cached(&c)) {
+    let cache = FeatureCache::of(config);
+    if let Some(feature) = cache.get(&video, range, demand) {
         return Ok(feature);
     }
     // what the pass computes: the whole video when the query asks a whole-video demand
@@ -281,25 +312,13 @@ pub fn features(
             demand.operator()
         ))
     })?;
-    if let Ok(mut cache) = CACHE.lock() {
-        cache.retain(|e| e.at.elapsed() < CACHE_TTL);
-        if bytes <= CACHE_BYTES {
-            cache.push_back(Entry {
-                video,
-                range: pass_range,
-                features: computed,
-                bytes,
-                at: Instant::now(),
-            });
-        }
-        let mut held: usize = cache.iter().map(|e| e.bytes).sum();
-        while cache.len() > CACHE_ENTRIES || held > CACHE_BYTES {
-            let Some(oldest) = cache.pop_front() else {
-                break;
-            };
-            held -= oldest.bytes;
-        }
-    }
+    cache.keep(Entry {
+        video,
+        range: pass_range,
+        features: computed,
+        bytes,
+        at: Instant::now(),
+    });
     Ok(feature)
 }
 

@@ -28,19 +28,19 @@ use crate::error::MediaError;
 use crate::media::cut::{CutMode, cut_to_file};
 use crate::media::source::{VideoSource, local_uri};
 use crate::operator::{Arg, ArgKind, Batch, RowOutcome, VideoOperator};
-use crate::storage::{S3Location, StorageOptions, block_on, s3_store, storage_error};
+use crate::storage::{S3Clients, S3Location, StorageOptions, block_on, storage_error};
 
 /// Where clips go.
 enum Destination {
     Folder(PathBuf),
-    Bucket(S3Location),
+    Bucket(S3Location, S3Clients),
 }
 
 impl Destination {
     fn of(prefix: VideoSource) -> Self {
         match prefix {
             VideoSource::Local(path) => Self::Folder(path),
-            VideoSource::S3(location) => Self::Bucket(location),
+            VideoSource::S3(location, clients) => Self::Bucket(location, clients),
         }
     }
 }
@@ -123,12 +123,12 @@ pub fn cut_clip(
             }
             written.map(|()| local_uri(&target))
         }
-        Destination::Bucket(prefix) => {
+        Destination::Bucket(prefix, clients) => {
             let key = format!("{}/{name}", prefix.key.trim_end_matches('/'));
             let key = key.trim_start_matches('/').to_owned();
             let target = prefix.with_key(&key);
             let uri = target.uri();
-            let store = s3_store(&prefix.bucket, storage)?;
+            let store = clients.client(&prefix.bucket, storage)?;
             let object = ObjectPath::parse(&key).map_err(|e| MediaError::UnsupportedUri {
                 uri: uri.clone(),
                 reason: format!("not a valid object key: {e}"),
@@ -215,10 +215,13 @@ mod tests {
 
     #[test]
     fn names_are_stable_and_distinct() {
-        let source = VideoSource::S3(S3Location {
-            bucket: "b".into(),
-            key: "raw/My Clip.mp4".into(),
-        });
+        let source = VideoSource::S3(
+            S3Location {
+                bucket: "b".into(),
+                key: "raw/My Clip.mp4".into(),
+            },
+            S3Clients::default(),
+        );
         let a = clip_name(&source, 1.0, 2.5, CutMode::Copy);
         assert_eq!(a, clip_name(&source, 1.0, 2.5, CutMode::Copy));
         assert!(a.starts_with("My_Clip_1.000_2.500_copy_"), "{a}");

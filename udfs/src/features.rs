@@ -23,14 +23,39 @@ pub enum Feature {
     Faces(Arc<FaceSamples>),
 }
 
+/// The kinds of [`Feature`], and of the [`crate::analysis::Need`]s they answer: one name
+/// each, for both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// [`Feature::Content`].
+    Content,
+    /// [`Feature::Signals`].
+    Signals,
+    /// [`Feature::Text`].
+    Text,
+    /// [`Feature::Faces`].
+    Faces,
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Kind::Content => "content values",
+            Kind::Signals => "clip signals",
+            Kind::Text => "text coverage",
+            Kind::Faces => "faces",
+        })
+    }
+}
+
 impl Feature {
-    /// What it holds, in messages (as [`crate::analysis::Need::kind`] names it).
-    pub fn kind(&self) -> &'static str {
+    /// What it holds.
+    pub fn kind(&self) -> Kind {
         match self {
-            Feature::Content(_) => "content values",
-            Feature::Signals(_) => "clip signals",
-            Feature::Text(_) => "text coverage",
-            Feature::Faces(_) => "faces",
+            Feature::Content(_) => Kind::Content,
+            Feature::Signals(_) => Kind::Signals,
+            Feature::Text(_) => Kind::Text,
+            Feature::Faces(_) => Kind::Faces,
         }
     }
 
@@ -38,7 +63,7 @@ impl Feature {
     pub fn content(self) -> Result<Arc<ContentScores>, UdfError> {
         match self {
             Feature::Content(c) => Ok(c),
-            other => Err(other.not("content values")),
+            other => Err(other.not(Kind::Content)),
         }
     }
 
@@ -46,7 +71,7 @@ impl Feature {
     pub fn signals(self) -> Result<Arc<SignalFrames>, UdfError> {
         match self {
             Feature::Signals(s) => Ok(s),
-            other => Err(other.not("clip signals")),
+            other => Err(other.not(Kind::Signals)),
         }
     }
 
@@ -54,7 +79,7 @@ impl Feature {
     pub fn text(self) -> Result<Arc<TextSamples>, UdfError> {
         match self {
             Feature::Text(t) => Ok(t),
-            other => Err(other.not("text coverage")),
+            other => Err(other.not(Kind::Text)),
         }
     }
 
@@ -62,11 +87,11 @@ impl Feature {
     pub fn faces(self) -> Result<Arc<FaceSamples>, UdfError> {
         match self {
             Feature::Faces(f) => Ok(f),
-            other => Err(other.not("faces")),
+            other => Err(other.not(Kind::Faces)),
         }
     }
 
-    fn not(&self, wanted: &str) -> UdfError {
+    fn not(&self, wanted: Kind) -> UdfError {
         UdfError::Setup(format!(
             "a decode pass computed {} where {wanted} were asked (a consumer that does not compute its operator's need)",
             self.kind()

@@ -75,7 +75,7 @@ use serde::{Deserialize, Serialize};
 use account::GroupRows;
 pub use part::{ERROR_COLUMN, RUN_ID_COLUMN, STATUS_COLUMN, UNIT_COLUMN};
 use part::{JOB_KEY, OPERATORS_KEY, PART_META_KEY, PartMeta, PartWriter, RowShape, RowSink};
-pub use store::{COMMIT_PAUSE_ENV, ManifestStore};
+pub use store::{COMMIT_PAUSE_ENV, ManifestLocation, ManifestStore};
 
 const SUCCESS: &str = "_SUCCESS";
 const RUN_FILE: &str = "_framefusion/run.json";
@@ -255,10 +255,13 @@ pub struct RunRecord {
 
 /// The run recorded at `output`, `None` when no run was ever started there. A local
 /// folder is only read (never created).
-pub async fn read_run(output: &str, storage: &StorageOptions) -> Result<Option<RunRecord>> {
-    if let Ok(framefusion_media::source::VideoSource::Local(path)) =
-        framefusion_media::source::VideoSource::parse(output)
-        && !path.join(RUN_FILE).is_file()
+pub async fn read_run(
+    output: &ManifestLocation,
+    storage: &StorageOptions,
+) -> Result<Option<RunRecord>> {
+    if output
+        .local()
+        .is_some_and(|path| !path.join(RUN_FILE).is_file())
     {
         return Ok(None);
     }
@@ -277,7 +280,7 @@ pub async fn read_run(output: &str, storage: &StorageOptions) -> Result<Option<R
         None => None,
     };
     Ok(Some(RunRecord {
-        output: output.to_owned(),
+        output: output.given().to_owned(),
         run_id: run.run_id,
         job: run.job,
         summary,
@@ -286,12 +289,15 @@ pub async fn read_run(output: &str, storage: &StorageOptions) -> Result<Option<R
 
 /// The runs recorded at `location`: the manifest there, or those of the folders directly
 /// under it, by output.
-pub async fn runs_under(location: &str, storage: &StorageOptions) -> Result<Vec<RunRecord>> {
+pub async fn runs_under(
+    location: &ManifestLocation,
+    storage: &StorageOptions,
+) -> Result<Vec<RunRecord>> {
     if let Some(run) = read_run(location, storage).await? {
         return Ok(vec![run]);
     }
-    let children: Vec<String> = match framefusion_media::source::VideoSource::parse(location) {
-        Ok(framefusion_media::source::VideoSource::Local(path)) => match std::fs::read_dir(&path) {
+    let children: Vec<String> = match location.local() {
+        Some(path) => match std::fs::read_dir(path) {
             Ok(entries) => entries
                 .filter_map(|e| e.ok())
                 .filter(|e| e.path().is_dir())
@@ -305,12 +311,11 @@ pub async fn runs_under(location: &str, storage: &StorageOptions) -> Result<Vec<
                 )));
             }
         },
-        _ => ManifestStore::open(location, storage)?.folders().await?,
+        None => ManifestStore::open(location, storage)?.folders().await?,
     };
     let mut runs = Vec::new();
     for child in children.iter().filter(|c| !c.starts_with(['_', '.'])) {
-        let output = format!("{}/{child}", location.trim_end_matches('/'));
-        if let Some(run) = read_run(&output, storage).await? {
+        if let Some(run) = read_run(&location.child(child), storage).await? {
             runs.push(run);
         }
     }
@@ -357,12 +362,14 @@ pub async fn write_manifest(
     options: &ManifestOptions,
 ) -> Result<RunSummary> {
     let started = Instant::now();
-    // the output must lie within the session's allowed roots (a server's client's)
-    framefusion_media::source::Confinement::of(state.config_options())
-        .and_then(|c| c.check_location(&options.output))
+    // parsed once, here: the output must lie within the session's allowed roots (a
+    // server's client's), and is written with the session's runtime's clients
+    let confinement = framefusion_media::source::Confinement::of(state.config_options())
         .map_err(framefusion_media::error::external)?;
+    let output = ManifestLocation::parse(&options.output, &confinement)?;
+    let clients = confinement.clients().clone();
     let job = Job::new(state, plan, options)?;
-    let store = ManifestStore::open(&options.output, &options.storage)?;
+    let store = ManifestStore::open(&output, &options.storage)?;
     let run = open_run(&store, &job).await?;
     let attempt = format!("{:011x}", unix_ms());
     let shape = RowShape::new(job.plan.schema().as_arrow(), &run.run_id)?;
@@ -374,7 +381,7 @@ pub async fn write_manifest(
 
     let units: Vec<String> = job
         .table
-        .list_files()
+        .list_files(&clients)
         .await
         .map_err(DataFusionError::from)?
         .into_iter()

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use datafusion::error::{DataFusionError, Result};
-use framefusion_media::source::VideoSource;
-use framefusion_media::storage::{S3Location, StorageOptions, s3_store, storage_error};
+use framefusion_media::source::{Confinement, VideoSource};
+use framefusion_media::storage::{S3Location, StorageOptions, storage_error};
 use futures::TryStreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
@@ -23,6 +23,56 @@ pub const COMMIT_PAUSE_ENV: &str = "FRAMEFUSION_FAULT_COMMIT_PAUSE_MS";
 
 /// Parts larger than this are uploaded in several pieces.
 const SINGLE_PUT_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Where a manifest is: the text a user gave, parsed once where it enters (a run's
+/// options, a console's runs folder) into a local folder or an S3 prefix read with the
+/// session's runtime's clients; every later step takes this.
+#[derive(Debug, Clone)]
+pub struct ManifestLocation {
+    given: String,
+    source: VideoSource,
+}
+
+impl ManifestLocation {
+    /// The location `text` names, refused outside `confinement`'s roots (a session's:
+    /// [`Confinement::of`]; an operator's own folder: [`Confinement::none`] with the
+    /// runtime's clients).
+    pub fn parse(text: &str, confinement: &Confinement) -> Result<Self> {
+        Ok(Self {
+            given: text.to_owned(),
+            source: confinement.source(text).map_err(external)?,
+        })
+    }
+
+    /// The location as given.
+    pub fn given(&self) -> &str {
+        &self.given
+    }
+
+    /// The local folder, for a local location.
+    pub fn local(&self) -> Option<&Path> {
+        match &self.source {
+            VideoSource::Local(path) => Some(path),
+            VideoSource::S3(..) => None,
+        }
+    }
+
+    /// The location of `name` directly under this one.
+    pub fn child(&self, name: &str) -> Self {
+        let given = format!("{}/{name}", self.given.trim_end_matches('/'));
+        let source = match &self.source {
+            VideoSource::Local(path) => VideoSource::Local(path.join(name)),
+            VideoSource::S3(location, clients) => {
+                let key = format!("{}/{name}", location.key.trim_end_matches('/'));
+                VideoSource::S3(
+                    location.with_key(key.trim_start_matches('/')),
+                    clients.clone(),
+                )
+            }
+        };
+        Self { given, source }
+    }
+}
 
 /// A manifest location.
 #[derive(Debug, Clone)]
@@ -39,10 +89,10 @@ fn external(e: impl std::error::Error + Send + Sync + 'static) -> DataFusionErro
 }
 
 impl ManifestStore {
-    /// Opens (creating a local folder if needed) the manifest at `output`: a local path,
-    /// `file://` URI or `s3://bucket/prefix`.
-    pub fn open(output: &str, storage: &StorageOptions) -> Result<Self> {
-        match VideoSource::parse(output).map_err(external)? {
+    /// Opens (creating a local folder if needed) the manifest at `output`: a local
+    /// folder or an S3 prefix (with its clients).
+    pub fn open(output: &ManifestLocation, storage: &StorageOptions) -> Result<Self> {
+        match &output.source {
             VideoSource::Local(path) => {
                 std::fs::create_dir_all(path.join("_tmp")).map_err(|e| {
                     DataFusionError::Execution(format!(
@@ -59,9 +109,9 @@ impl ManifestStore {
                     local: Some(path),
                 })
             }
-            VideoSource::S3(location) => {
-                let S3Location { bucket, key } = &location;
-                let store = s3_store(bucket, storage).map_err(external)?;
+            VideoSource::S3(location, clients) => {
+                let S3Location { bucket, key } = location;
+                let store = clients.client(bucket, storage).map_err(external)?;
                 Ok(Self {
                     store,
                     root: ObjectPath::from(key.trim_end_matches('/')),
