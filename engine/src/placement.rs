@@ -30,6 +30,7 @@ use ballista_scheduler::state::task_manager::JobInfoCache;
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::error::Result;
 use datafusion::physical_expr::ScalarFunctionExpr;
+use datafusion::physical_expr::expressions::Literal;
 use datafusion::physical_plan::ExecutionPlan;
 
 /// An executor pool.
@@ -111,9 +112,14 @@ pub fn stage_runs_model(plan: &Arc<dyn ExecutionPlan>) -> bool {
     let _ = plan.apply(|node| {
         node.apply_expressions(&mut |root| {
             root.apply(|e| {
-                if e.downcast_ref::<ScalarFunctionExpr>()
-                    .is_some_and(|f| framefusion_udfs::runs_model(f.fun()))
-                {
+                if e.downcast_ref::<ScalarFunctionExpr>().is_some_and(|f| {
+                    let literals: Vec<_> = f
+                        .args()
+                        .iter()
+                        .map(|a| a.downcast_ref::<Literal>().map(|l| l.value().clone()))
+                        .collect();
+                    framefusion_udfs::call_runs_model(f.fun(), &literals, f.config_options())
+                }) {
                     found = true;
                     return Ok(TreeNodeRecursion::Stop);
                 }

@@ -274,3 +274,104 @@ async fn a_user_model_row_that_fails_is_reported_to_the_run() {
         failures[0].message
     );
 }
+
+/// An operator whose model is chosen per call: `'model=FILE'` runs FILE, `'backend=remote'`
+/// runs none here (as a captioner served by a model server); it returns the models its
+/// batch loaded.
+#[derive(Debug)]
+struct PerCallModel;
+
+impl framefusion_udfs::VideoOperator for PerCallModel {
+    fn name(&self) -> &'static str {
+        "per_call_model"
+    }
+    fn description(&self) -> &'static str {
+        "The models a call's options name (a test operator)."
+    }
+    fn args(&self) -> &'static [framefusion_udfs::operator::Arg] {
+        use framefusion_udfs::operator::Arg;
+        const ARGS: &[Arg] = &[Arg::path(), Arg::options("options")];
+        ARGS
+    }
+    fn return_type(&self) -> datafusion::arrow::datatypes::DataType {
+        datafusion::arrow::datatypes::DataType::Utf8
+    }
+    fn runs_model(&self) -> bool {
+        true
+    }
+    fn models_for(
+        &self,
+        _config: &datafusion::common::config::ConfigOptions,
+        options: Option<&str>,
+    ) -> Vec<String> {
+        options
+            .and_then(|o| o.strip_prefix("model="))
+            .map(|m| vec![m.to_owned()])
+            .unwrap_or_default()
+    }
+    fn evaluate(
+        &self,
+        batch: &framefusion_udfs::operator::Batch<'_>,
+    ) -> datafusion::common::Result<Vec<framefusion_udfs::operator::RowOutcome>> {
+        let loaded: Vec<String> = batch.models().names().map(str::to_owned).collect();
+        for name in &loaded {
+            batch.model(name)?;
+        }
+        Ok(batch.each_row(|_| {
+            Ok(datafusion::common::ScalarValue::Utf8(Some(
+                loaded.join(","),
+            )))
+        }))
+    }
+}
+
+/// What `per_call_model` answers with `options`, and whether its stage runs a model.
+async fn per_call_answer(
+    ctx: SessionContext,
+    options: String,
+) -> datafusion::common::Result<(String, bool)> {
+    let sql = format!("SELECT per_call_model('a.mp4', '{options}') AS m");
+    let df = ctx.sql(&sql).await?;
+    let plan = df.clone().create_physical_plan().await?;
+    let on_gpu = framefusion_engine::placement::stage_runs_model(&plan);
+    let batches = df.collect().await?;
+    let value = batches[0].column(0).as_string::<i32>().value(0).to_owned();
+    Ok((value, on_gpu))
+}
+
+/// An operator that chooses its model per call: the scaffold loads the model a call's
+/// options name (none for a remote backend), a missing one fails the query naming it, and
+/// a cluster places only the calls that run a model on its GPU pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_chooses_its_models_per_call() {
+    use datafusion::logical_expr::ScalarUDF;
+    use framefusion_udfs::VideoUdf;
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let model = tiny_model(dir.path());
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    ctx.register_udf(ScalarUDF::from(VideoUdf::new(std::sync::Arc::new(
+        PerCallModel,
+    ))));
+    let answer = |options: String| per_call_answer(ctx.clone(), options);
+    let path = model.display().to_string();
+    let (loaded, on_gpu) = answer(format!("model={path}"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded, path, "the model the options name is loaded");
+    assert!(on_gpu, "a call that runs a model goes to the GPU pool");
+    let (loaded, on_gpu) = answer("backend=remote".to_owned())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(loaded, "", "a remote backend loads no model");
+    assert!(!on_gpu, "a call that runs no model stays off the GPU pool");
+    let missing = dir.path().join("nope.onnx").display().to_string();
+    let error = answer(format!("model={missing}"))
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(
+        error.contains(&missing),
+        "a missing model fails the query naming it: {error}"
+    );
+}

@@ -86,6 +86,22 @@ pub fn runs_model(udf: &ScalarUDF) -> bool {
     inner.is::<models::user::OnnxModelUdf>()
 }
 
+/// Whether a call of `udf` with these arguments (`literals[i]`: argument `i`'s value when
+/// it is a literal) runs a neural network in `config`'s session: [`runs_model`], narrowed
+/// by the call's literal options for an operator that chooses its model per call
+/// ([`VideoOperator::models_for`]).
+pub fn call_runs_model(
+    udf: &ScalarUDF,
+    literals: &[Option<datafusion::common::ScalarValue>],
+    config: &datafusion::common::config::ConfigOptions,
+) -> bool {
+    let inner = udf.inner().as_ref() as &dyn std::any::Any;
+    match inner.downcast_ref::<VideoUdf>() {
+        Some(video) => video.call_runs_model(literals, config),
+        None => runs_model(udf),
+    }
+}
+
 /// The version of framefusion's operators (recorded with a manifest's rows).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -31,10 +31,11 @@
 //!   [`crate::analysis`], so the first operator to read a video runs one pass computing
 //!   what every operator of the query needs from it.
 //!
-//! - **models**: the models an operator declares ([`VideoOperator::models`]) are loaded
-//!   once per call, before its rows ([`Batch::model`]) and its decode-pass consumers; a
-//!   missing library or model file fails the query with the file's name; a call runs a
-//!   model (and its stage goes to a cluster's GPU pool) when its operator declares one;
+//! - **models**: the models an operator declares ([`VideoOperator::models`], or per call
+//!   from its settings and options, [`VideoOperator::models_for`]) are loaded once per
+//!   call, before its rows ([`Batch::model`]) and its decode-pass consumers; a missing
+//!   library or model file fails the query with the file's name; a call runs a model (and
+//!   its stage goes to a cluster's GPU pool) when what it asks names one;
 //! - **documentation**: the function's documentation ([`ScalarUDFImpl::documentation`])
 //!   is made from what the operator declares: its description, its syntax as the SQL
 //!   reference writes it ([`syntax`]) and its arguments.
@@ -125,9 +126,26 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         &[]
     }
 
-    /// Whether a call runs a neural network (ONNX Runtime): a cluster places the stages
-    /// that call one on its GPU executor pool (`framefusion_engine::placement`). By
-    /// default, whether it declares models.
+    /// The models a call runs, given its session's settings and its options (the text of
+    /// the call's options argument, [`VideoOperator::options_arg`]; `None` when the call
+    /// gives none): by default the operator's [`VideoOperator::models`]. An operator whose
+    /// model or backend is chosen per call (an option naming the model file; a backend
+    /// served by a remote server, which needs none here) answers here: the scaffold loads
+    /// what the rows of a batch name, and a call whose literal options name none is not
+    /// placed on a cluster's GPU pool.
+    fn models_for(&self, _config: &ConfigOptions, _options: Option<&str>) -> Vec<String> {
+        self.models().iter().map(|m| (*m).to_owned()).collect()
+    }
+
+    /// Which argument holds a call's options: by default its first text argument.
+    fn options_arg(&self) -> Option<usize> {
+        self.args().iter().position(|a| a.kind == ArgKind::Text)
+    }
+
+    /// Whether a call may run a neural network (ONNX Runtime) whatever its options: a
+    /// cluster places the stages that call one on its GPU executor pool
+    /// (`framefusion_engine::placement`) unless the call's literal options say it runs
+    /// none ([`VideoUdf::call_runs_model`]). By default, whether it declares models.
     fn runs_model(&self) -> bool {
         !self.models().is_empty()
     }
@@ -299,12 +317,41 @@ impl VideoUdf {
     /// call may run computes a demand of one that does (`detect_shots` computing text
     /// coverage for the `text_area_ratio` calls of its query).
     pub fn runs_model(&self) -> bool {
-        self.op.runs_model()
-            || self.pass.as_ref().is_some_and(|pass| {
-                pass.demands
-                    .iter()
-                    .any(|d| crate::operator_runs_model(d.operator()))
-            })
+        self.op.runs_model() || self.pass_runs_model()
+    }
+
+    /// Whether the decode pass a call may run computes a demand of an operator that runs a
+    /// network.
+    fn pass_runs_model(&self) -> bool {
+        self.pass.as_ref().is_some_and(|pass| {
+            pass.demands
+                .iter()
+                .any(|d| crate::operator_runs_model(d.operator()))
+        })
+    }
+
+    /// Whether a call with these arguments (`literals[i]`: the value of argument `i` when
+    /// it is a literal, `None` when it is not) runs a network in `config`'s session: what
+    /// its literal options ask ([`VideoOperator::models_for`]), or, when its options are
+    /// not a literal, whether any call may ([`VideoUdf::runs_model`]).
+    pub fn call_runs_model(
+        &self,
+        literals: &[Option<ScalarValue>],
+        config: &ConfigOptions,
+    ) -> bool {
+        let op = self.op.as_ref();
+        let own = match op.options_arg().map(|i| literals.get(i)) {
+            // no options argument, or the call does not give it
+            None | Some(None) => !op.models_for(config, None).is_empty(),
+            Some(Some(Some(
+                ScalarValue::Utf8(text)
+                | ScalarValue::LargeUtf8(text)
+                | ScalarValue::Utf8View(text),
+            ))) => !op.models_for(config, text.as_deref()).is_empty(),
+            // options from a column: any row may
+            Some(Some(_)) => op.runs_model(),
+        };
+        own || self.pass_runs_model()
     }
 
     /// The call's usage, `name(arg TYPE, ...)`, for messages.
@@ -399,12 +446,27 @@ impl ScalarUDFImpl for VideoUdf {
                     .all(|(c, arg)| !arg.required || !c.is_null(row))
             })
             .collect();
-        // the models, once per call (a missing one fails the query with its name)
+        // the models the rows ask for, once per call (a missing one fails the query with
+        // its name): each distinct options text of the batch names its own
         let models = if rows.is_empty() {
             Models::default()
         } else {
+            let texts = op.options_arg().and_then(|i| columns.get(i)).map(|c| {
+                let texts = c.as_any().downcast_ref::<StringArray>();
+                rows.iter()
+                    .map(|&row| texts.filter(|t| !t.is_null(row)).map(|t| t.value(row)))
+                    .collect::<std::collections::BTreeSet<_>>()
+            });
+            let mut names: Vec<String> = Vec::new();
+            for text in texts.unwrap_or_else(|| [None].into()) {
+                for name in op.models_for(&args.config_options, text) {
+                    if !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
             let options = OnnxOptions::from_config(&args.config_options);
-            Models::load(op.models(), &options).map_err(UdfError::into_task_error)?
+            Models::load(&names, &options).map_err(UdfError::into_task_error)?
         };
         let batch = Batch {
             op,

@@ -671,17 +671,29 @@ mod tests {
 /// call by the operator scaffold, which hands them to the operator's rows and decode-pass
 /// consumers: an operator never loads a model itself.
 #[derive(Default)]
-pub struct Models(Vec<(&'static str, Arc<LoadedModel>)>);
+pub struct Models(Vec<(String, Arc<LoadedModel>)>);
 
 impl Models {
-    /// Loads `names` (files in `onnx.model_dir`) under `options` (cached per process: a
-    /// model is loaded once); a missing library or model file is a setup failure.
-    pub fn load(names: &[&'static str], options: &OnnxOptions) -> Result<Self, UdfError> {
+    /// Loads `names` (files in `onnx.model_dir`, or paths) under `options` (cached per
+    /// process: a model is loaded once); a missing library or model file is a setup
+    /// failure.
+    pub fn load(names: &[impl AsRef<str>], options: &OnnxOptions) -> Result<Self, UdfError> {
         names
             .iter()
-            .map(|name| Ok((*name, model(&options.model_dir().join(name), options)?)))
+            .map(|name| {
+                let name = name.as_ref();
+                Ok((
+                    name.to_owned(),
+                    model(&options.model_dir().join(name), options)?,
+                ))
+            })
             .collect::<Result<Vec<_>, UdfError>>()
             .map(Self)
+    }
+
+    /// The names of the models held.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
     }
 
     /// The model `name`, one of those loaded.
