@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two framefusion builds side by side, for a change that must not cost speed.
 
-    python3 benches/ab_builds.py BASE_BINARY NEW_BINARY [ROUNDS]
+    python3 benches/ab_builds.py BASE_BINARY NEW_BINARY [ROUNDS] [--long]
 
 Runs the jobs of benches/benches/curation_floor.rs (examples/shots_text.sql and
 examples/curate.sql through `framefusion run` on the four sample videos) and of
@@ -11,10 +11,14 @@ round: this machine's speed drifts within minutes), and prints each command's me
 wall time per binary and their ratio; shot counts must agree. Build the two binaries
 with `cargo build --release -p framefusion-cli` at each commit (a git worktree for the
 older one) and copy each out of the target folder before building the other.
+With --long, also examples/shots_text.sql on the 10-minute bbb.mp4 alone (about two
+minutes a run).
 """
 import os, shutil, subprocess, sys, tempfile, time, statistics
-bins = {"base": sys.argv[1], "new": sys.argv[2]}
-rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+args = [a for a in sys.argv[1:] if a != "--long"]
+long_job = "--long" in sys.argv[1:]
+bins = {"base": args[0], "new": args[1]}
+rounds = int(args[2]) if len(args) > 2 else 3
 corpus = tempfile.mkdtemp(prefix="ab-corpus-")
 home = os.environ.get("FRAMEFUSION_HOME", os.path.expanduser("~/.cache/framefusion"))
 for name in ["bikes.mp4", "trailer_bbb.mp4", "bigbuckbunny.mp4", "carphone_pristine.mp4"]:
@@ -32,6 +36,17 @@ for name, b in bins.items():
     cat = os.path.join(work, f"{name}.catalog.json")
     subprocess.run([b, "sql", "--catalog", cat, f"CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{corpus}'"], check=True, capture_output=True)
     cats[name] = cat
+long_corpus = tempfile.mkdtemp(prefix="ab-long-")
+long_cats = {}
+if long_job:
+    try:
+        os.link(bbb, os.path.join(long_corpus, "bbb.mp4"))
+    except OSError:
+        shutil.copy(bbb, os.path.join(long_corpus, "bbb.mp4"))
+    for name, b in bins.items():
+        cat = os.path.join(work, f"{name}.long.catalog.json")
+        subprocess.run([b, "sql", "--catalog", cat, f"CREATE EXTERNAL TABLE raw STORED AS VIDEO LOCATION '{long_corpus}'"], check=True, capture_output=True)
+        long_cats[name] = cat
 def timed(cmd):
     t = time.monotonic()
     r = subprocess.run(cmd, capture_output=True, text=True)
@@ -47,6 +62,8 @@ tasks = {
     "detect_shots bbb 10 min": lambda b, c, o: [b, "sql", "--catalog", c, f"SELECT cardinality(detect_shots(p)) FROM (VALUES ('{bbb}')) t(p)"],
     "detect_shots fast bbb": lambda b, c, o: [b, "sql", "--catalog", c, f"SELECT cardinality(detect_shots(p, 'mode=fast')) FROM (VALUES ('{bbb}')) t(p)"],
 }
+if long_job:
+    tasks["shots_text bbb.mp4 (10 min)"] = lambda b, c, o: [b, "run", f"{jobs_dir}/shots_text.sql", "--output", o, "--catalog", long_cats[next(n for n, x in bins.items() if x == b)], "--quiet"]
 times = {t: {n: [] for n in bins} for t in tasks}
 outs = {t: {} for t in tasks}
 n = 0
