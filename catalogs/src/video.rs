@@ -546,7 +546,7 @@ pub struct VideoFileSource {
 /// What a video scan takes of its session, to whichever node runs it (the codec carries
 /// it): where failed probes are reported, where files may be opened, and the runtime's
 /// clients that read them (which do not travel: a node decoding the scan gives its own,
-/// [`ScanSession::with_clients`]).
+/// [`ScanSession::with_clients_of`]).
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ScanSession {
     /// The run's failure ledger files that fail their probe are reported to
