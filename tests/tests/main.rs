@@ -12,6 +12,7 @@ mod cut;
 mod decode_once;
 mod deploy;
 mod distributed;
+mod embed;
 mod faces;
 mod flight;
 mod frames;

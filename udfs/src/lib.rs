@@ -22,6 +22,8 @@
 //! - [`nets`]: the networks the operators run (MTCNN, PP-OCRv4), apart from the operators.
 //! - [`previews`]: `thumbnail(path, at_s [, size])` and `contact_sheet(path, start_s, end_s [, options])`, JPEG pictures.
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
+//! - [`embed`]: `embed_clip(path, start_s, end_s, options)`, a clip's embedding from an ONNX
+//!   image embedder.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
 //! - [`register_all`]: registers every UDF of this crate on a DataFusion function
 //!   registry, the one entry point the engine (embedded or on Ballista) calls.
@@ -32,6 +34,7 @@
 pub mod analysis;
 mod args;
 pub mod cut_udf;
+pub mod embed;
 pub mod error;
 pub mod expr_fn;
 pub mod faces;
@@ -124,6 +127,7 @@ pub fn operators() -> Vec<Arc<dyn VideoOperator>> {
         Arc::new(text::TextBoxes),
         Arc::new(previews::Thumbnail),
         Arc::new(previews::ContactSheet),
+        Arc::new(embed::EmbedClip),
     ]
 }
 

@@ -146,7 +146,7 @@ impl ModelSpec {
     }
 
     /// The frame as the model's input values.
-    fn tensor(&self, rgb: &[u8]) -> Vec<f32> {
+    pub(crate) fn tensor(&self, rgb: &[u8]) -> Vec<f32> {
         let plane = (self.width * self.height) as usize;
         let mut out = vec![0f32; plane * 3];
         for (p, px) in rgb.chunks_exact(3).enumerate().take(plane) {
@@ -159,7 +159,7 @@ impl ModelSpec {
         out
     }
 
-    fn shape(&self, n: usize) -> Vec<i64> {
+    pub(crate) fn shape(&self, n: usize) -> Vec<i64> {
         let (h, w) = (i64::from(self.height), i64::from(self.width));
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         if self.nhwc {
@@ -170,7 +170,7 @@ impl ModelSpec {
     }
 
     /// Checks the model takes what this spec feeds it.
-    fn check(&self, model: &LoadedModel) -> std::result::Result<String, UdfError> {
+    pub(crate) fn check(&self, model: &LoadedModel) -> std::result::Result<String, UdfError> {
         let input = match &self.input {
             Some(name) => model.inputs.iter().find(|p| &p.name == name),
             None => model.inputs.first(),
