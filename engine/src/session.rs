@@ -14,7 +14,6 @@ use framefusion_catalogs::{VideoOptions, VideoTableFactory};
 use framefusion_common::shared::Shared;
 
 use framefusion_udfs::VideoPassRule;
-use framefusion_udfs::models::OnnxOptions;
 use framefusion_udfs::models::user::OnnxFunctionFactory;
 
 use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
@@ -22,7 +21,7 @@ use crate::codec::{FrameFusionLogicalCodec, FrameFusionPhysicalCodec};
 /// The session configuration framefusion uses embedded: DataFusion's defaults with
 /// framefusion's changes: the information schema (`SHOW TABLES`, `DESCRIBE`), no
 /// round-robin repartitioning (video work is spread by files), and framefusion's
-/// `video.*`, `onnx.*`, `framefusion.*` and store settings, and a runtime of its own
+/// `video.*`, `onnx.*`, `caption.*`, `framefusion.*` and store settings, and a runtime of its own
 /// ([`Shared`] handles: store clients, feature cache).
 pub fn session_config() -> SessionConfig {
     framefusion_defaults(SessionConfig::new())
@@ -35,11 +34,10 @@ pub fn session_config() -> SessionConfig {
 ///   without bound (peak memory grew with the video's length: 2.3 GiB for a 9-minute
 ///   720p file at 1 fps, 175 MiB without).
 fn framefusion_defaults(config: SessionConfig) -> SessionConfig {
-    config
+    framefusion_udfs::with_settings(config)
         .with_information_schema(true)
         .with_round_robin_repartition(false)
         .with_option_extension(VideoOptions::default())
-        .with_option_extension(OnnxOptions::default())
         .with_option_extension(crate::stores::StoreSettings::default())
         .with_option_extension(framefusion_common::failures::RunOptions::default())
         .with_option_extension(Shared::new())

@@ -78,8 +78,8 @@ fn pattern(dir: &Path) -> PathBuf {
 /// The clips asked: (start_s, end_s, frames).
 const CLIPS: [(f64, f64, usize); 3] = [(0.0, 4.0, 4), (1.0, 3.0, 2), (0.5, 2.6, 3)];
 
-/// Python's embeddings of [`CLIPS`]: the frame shown at each time (constant frame rate
-/// from 0: index floor(t * fps)), normalised, embedded, averaged, normalised.
+/// Python's embeddings of [`CLIPS`]: the first frame at or after each time (constant frame
+/// rate from 0: index ceil(t * fps)), normalised, embedded, averaged, normalised.
 fn reference(model: &Path, video: &Path) -> Vec<Vec<f32>> {
     let clips: Vec<String> = CLIPS
         .iter()
@@ -95,7 +95,7 @@ session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
 out = []
 for start, end, n in [{clips}]:
     step = (end - start) / n
-    picked = [frames[int(np.floor((start + (i + 0.5) * step) * {FPS} + 1e-9))] for i in range(n)]
+    picked = [frames[int(np.ceil((start + i * step) * {FPS} - 1e-9))] for i in range(n)]
     x = (np.stack(picked).astype(np.float32) / np.float32(255) - np.float32({MEAN})) / np.float32({STD})
     x = x.transpose(0, 3, 1, 2).copy()
     y = np.concatenate([session.run(None, {{"pixel_values": x[i:i + 1]}})[0] for i in range(n)])

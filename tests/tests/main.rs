@@ -3,6 +3,7 @@
 mod accounted;
 mod bad_input;
 mod bounds;
+mod caption;
 mod catalog;
 mod cli;
 mod confinement;

@@ -2,8 +2,9 @@
 //! embedder (a CLIP or SigLIP vision tower, a copy-detection model exported to one file).
 //!
 //! The clip's `frames=N` frames (default 4) are taken evenly spaced over `[start_s,
-//! end_s)`: frame `i` is the one shown at `start_s + (i + 0.5) * (end_s - start_s) / N`
-//! (the middle of its Nth of the clip). Each is scaled to the model's input size and
+//! end_s)`: frame `i` is the first frame at or after `start_s + i * (end_s - start_s) / N`
+//! (the start of its Nth of the clip, as `caption` takes them; a time past the video's last
+//! frame repeats the clip's last frame). Each is scaled to the model's input size and
 //! normalised as `CREATE FUNCTION ... LANGUAGE onnx` does it (the same options: `model=`,
 //! `size=WxH`, `scale=`, `mean=`, `std=`, `layout=`, `input=`, `output=`), the frames of a
 //! batch's rows go through the model together (`onnx.batch_size` per call on CUDA, one on
@@ -100,10 +101,7 @@ impl EmbedSpec {
 
     /// The times of the frames of clip `[start_s, end_s)`.
     pub fn times(&self, start_s: f64, end_s: f64) -> Vec<f64> {
-        let step = (end_s - start_s) / self.frames as f64;
-        (0..self.frames)
-            .map(|i| start_s + (i as f64 + 0.5) * step)
-            .collect()
+        crate::caption::clip_times(start_s, end_s, self.frames)
     }
 }
 
@@ -263,13 +261,19 @@ fn embed_video(
         let mut tensors: Vec<(usize, Vec<f32>)> = Vec::new();
         let mut frames = frames.into_iter();
         for &row in chunk {
-            let mut data = Vec::with_capacity(spec.frames * frame_bytes);
+            let mut data: Vec<f32> = Vec::with_capacity(spec.frames * frame_bytes);
             let mut failed = None;
+            let mut last: Option<Vec<f32>> = None;
             for frame in frames.by_ref().take(spec.frames) {
-                match frame {
-                    Ok(f) if failed.is_none() => data.extend(spec.model.tensor(&f.rgb)),
-                    Ok(_) => {}
-                    Err(e) => {
+                match (frame, &last) {
+                    (Ok(f), _) => {
+                        let tensor = spec.model.tensor(&f.rgb);
+                        data.extend_from_slice(&tensor);
+                        last = Some(tensor);
+                    }
+                    // past the video's last frame: the clip's last frame again
+                    (Err(_), Some(previous)) => data.extend_from_slice(previous),
+                    (Err(e), None) => {
                         failed.get_or_insert(UdfError::from(e));
                     }
                 }
@@ -362,7 +366,7 @@ mod tests {
         let spec = EmbedSpec::parse("model=clip.onnx size=224x224 frames=4")
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(spec.frames, 4);
-        assert_eq!(spec.times(0.0, 4.0), vec![0.5, 1.5, 2.5, 3.5]);
+        assert_eq!(spec.times(0.0, 4.0), vec![0.0, 1.0, 2.0, 3.0]);
         assert!(EmbedSpec::parse("model=clip.onnx size=224x224 frames=0").is_err());
         assert!(EmbedSpec::parse("size=224x224").is_err(), "no model");
         assert!(EmbedSpec::parse("function=f").is_err());

@@ -22,6 +22,8 @@
 //! - [`nets`]: the networks the operators run (MTCNN, PP-OCRv4), apart from the operators.
 //! - [`previews`]: `thumbnail(path, at_s [, size])` and `contact_sheet(path, start_s, end_s [, options])`, JPEG pictures.
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
+//! - [`caption`]: `caption(path, start_s, end_s [, options])`, a clip's caption from a
+//!   vision-language model served by an OpenAI-compatible server ([`chat`]).
 //! - [`embed`]: `embed_clip(path, start_s, end_s, options)`, a clip's embedding from an ONNX
 //!   image embedder.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
@@ -33,6 +35,8 @@
 
 pub mod analysis;
 mod args;
+pub mod caption;
+pub mod chat;
 pub mod cut_udf;
 pub mod embed;
 pub mod error;
@@ -105,6 +109,16 @@ pub fn call_runs_model(
     }
 }
 
+/// `config` with the operators' settings namespaces (`onnx.*`, `caption.*`): one place,
+/// so an operator with settings of its own adds them here, beside its registration line.
+pub fn with_settings(
+    config: datafusion::prelude::SessionConfig,
+) -> datafusion::prelude::SessionConfig {
+    config
+        .with_option_extension(models::OnnxOptions::default())
+        .with_option_extension(caption::CaptionOptions::default())
+}
+
 /// The version of framefusion's operators (recorded with a manifest's rows).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -128,6 +142,7 @@ pub fn operators() -> Vec<Arc<dyn VideoOperator>> {
         Arc::new(previews::Thumbnail),
         Arc::new(previews::ContactSheet),
         Arc::new(embed::EmbedClip),
+        Arc::new(caption::Caption),
     ]
 }
 

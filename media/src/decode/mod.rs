@@ -350,36 +350,11 @@ pub fn frames_at(
     times: &[f64],
     resize: Resize,
 ) -> Result<Vec<Result<DecodedFrame, MediaError>>, MediaError> {
-    let mut order: Vec<usize> = (0..times.len()).collect();
-    order.sort_by(|&a, &b| times[a].total_cmp(&times[b]));
     let mut found: Vec<Option<DecodedFrame>> = vec![None; times.len()];
-    let mut run_start = 0;
-    while run_start < order.len() {
-        let mut run_end = run_start + 1;
-        while run_end < order.len()
-            && times[order[run_end]] - times[order[run_end - 1]] < FRAMES_AT_GAP_S
-        {
-            run_end += 1;
-        }
-        let run = &order[run_start..run_end];
-        let wanted: Vec<f64> = run.iter().map(|&i| times[i].max(0.0)).collect();
-        let mut at = FramesAt {
-            wanted: &wanted,
-            next: 0,
-            resize,
-            out: Vec::with_capacity(run.len()),
-        };
-        let options = PassOptions {
-            range: Some((wanted[0], f64::INFINITY)),
-            motion_vectors: false,
-            selection: Selection::All,
-        };
-        pass::run_pass(media, &options, &mut [&mut at])?;
-        for (k, frame) in at.out.into_iter().enumerate() {
-            found[run[k]] = Some(frame);
-        }
-        run_start = run_end;
-    }
+    frames_at_each(media, times, resize, &mut |i, frame| {
+        found[i] = Some(frame);
+        Ok(())
+    })?;
     Ok(found
         .into_iter()
         .zip(times)
@@ -394,14 +369,53 @@ pub fn frames_at(
         .collect())
 }
 
-/// The consumer behind [`frames_at`]: for each wanted time (ascending), the first frame
-/// at or after it.
+/// [`frames_at`], handing each time's frame to `each` (with the time's index in `times`)
+/// as soon as it is decoded, in ascending order of time, instead of holding them all: for
+/// a caller that sends each clip on as its frames arrive. A time with no frame (past the
+/// end) is never handed over; an error `each` returns stops the decoding and is returned.
+pub fn frames_at_each(
+    media: &MediaInput,
+    times: &[f64],
+    resize: Resize,
+    each: &mut (dyn FnMut(usize, DecodedFrame) -> Result<(), MediaError> + Send),
+) -> Result<(), MediaError> {
+    let mut order: Vec<usize> = (0..times.len()).collect();
+    order.sort_by(|&a, &b| times[a].total_cmp(&times[b]));
+    let mut run_start = 0;
+    while run_start < order.len() {
+        let mut run_end = run_start + 1;
+        while run_end < order.len()
+            && times[order[run_end]] - times[order[run_end - 1]] < FRAMES_AT_GAP_S
+        {
+            run_end += 1;
+        }
+        let run = &order[run_start..run_end];
+        let wanted: Vec<f64> = run.iter().map(|&i| times[i].max(0.0)).collect();
+        let mut at = FramesAt {
+            wanted: &wanted,
+            next: 0,
+            resize,
+            each: &mut |k, frame| each(run[k], frame),
+        };
+        let options = PassOptions {
+            range: Some((wanted[0], f64::INFINITY)),
+            motion_vectors: false,
+            selection: Selection::All,
+        };
+        pass::run_pass(media, &options, &mut [&mut at])?;
+        run_start = run_end;
+    }
+    Ok(())
+}
+
+/// The consumer behind [`frames_at_each`]: for each wanted time (ascending), the first
+/// frame at or after it, handed to `each` with the time's index in `wanted`.
 struct FramesAt<'a> {
     wanted: &'a [f64],
     /// The first wanted time without its frame yet.
     next: usize,
     resize: Resize,
-    out: Vec<DecodedFrame>,
+    each: &'a mut (dyn FnMut(usize, DecodedFrame) -> Result<(), MediaError> + Send),
 }
 
 impl FrameConsumer for FramesAt<'_> {
@@ -421,10 +435,10 @@ impl FrameConsumer for FramesAt<'_> {
         }
         if self.next > first {
             let out = decoded_frame(frame, self.resize, true, pictures)?;
-            for _ in first + 1..self.next {
-                self.out.push(out.clone());
+            for k in first..self.next - 1 {
+                (self.each)(k, out.clone())?;
             }
-            self.out.push(out);
+            (self.each)(self.next - 1, out)?;
         }
         Ok(())
     }
