@@ -1,23 +1,19 @@
 #!/usr/bin/env python3
-"""How busy `caption` keeps a model server: the release CLI against the test server of
-tests/servers/chat_server.py (100 ms per answer), 200 clips of 2 frames at 224 pixels,
+"""How busy `caption` keeps a model server: the release CLI against the tests' chat
+server (framefusion_tests::chat, the chat-server binary: 100 ms per answer), 200 clips of 2 frames at 224 pixels,
 caption.concurrency = 16. Prints the share of the time from the first request to the
 last answer during which 16 requests were in flight (target: at least 80%).
 
-    python3 benches/caption_busy.py FRAMEFUSION_BINARY [CLIPS] [LATENCY_MS] [ROUNDS]
+    python3 benches/caption_busy.py FRAMEFUSION_BINARY CHAT_SERVER_BINARY [CLIPS] [LATENCY_MS] [ROUNDS]
 
-Needs the reference tools' virtualenv (scripts/setup.sh) for the server's Pillow.
+Build the server with `cargo build -p framefusion-tests --bin chat-server`.
 """
 import json, os, subprocess, sys, tempfile, time, urllib.request
 
-binary = sys.argv[1]
-clips = int(sys.argv[2]) if len(sys.argv) > 2 else 200
-latency = int(sys.argv[3]) if len(sys.argv) > 3 else 100
-rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 3
-home = os.environ.get("FRAMEFUSION_HOME", os.path.expanduser("~/.cache/framefusion"))
-python = os.path.join(home, "venv", "bin", "python")
-here = os.path.dirname(os.path.abspath(__file__))
-server_script = os.path.join(here, "..", "tests", "servers", "chat_server.py")
+binary, server_binary = sys.argv[1], sys.argv[2]
+clips = int(sys.argv[3]) if len(sys.argv) > 3 else 200
+latency = int(sys.argv[4]) if len(sys.argv) > 4 else 100
+rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
 work = tempfile.mkdtemp(prefix="caption-busy-")
 video = os.path.join(work, "pattern.mp4")
 subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
@@ -25,7 +21,7 @@ subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
                 "-c:v", "libx264", video], check=True)
 results = []
 for r in range(rounds):
-    server = subprocess.Popen([python, server_script, "test-vlm", "Describe the clip.", "", "2",
+    server = subprocess.Popen([server_binary, "test-vlm", "Describe the clip.", "", "2",
                                "224", "168", str(latency), "0"], stdout=subprocess.PIPE, text=True)
     port = int(server.stdout.readline())
     sql = (f"SET caption.endpoint = 'http://127.0.0.1:{port}/v1'; SET caption.model = 'test-vlm'; "

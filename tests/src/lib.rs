@@ -5,6 +5,7 @@
 //! The assets come from `scripts/setup.sh` (run by `make test`); a test that needs them
 //! fails with a message naming that command when they are missing.
 
+pub mod chat;
 pub mod cloud;
 pub mod cluster;
 pub mod flight;
