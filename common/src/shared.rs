@@ -45,11 +45,6 @@ impl Shared {
         config.extensions.get::<Self>().cloned().unwrap_or_default()
     }
 
-    /// Whether `config` carries a set.
-    pub fn is_in(config: &ConfigOptions) -> bool {
-        config.extensions.get::<Self>().is_some()
-    }
-
     /// The slot of type `T`, created empty on first use. Each crate keeps its shared state
     /// in a type of its own, so the compiler checks what each slot holds.
     pub fn slot<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
@@ -138,6 +133,5 @@ mod tests {
         // a configuration without a set gets a new, empty one each time
         let bare = ConfigOptions::new();
         assert!(!Shared::of(&bare).same_as(&Shared::of(&bare)));
-        assert!(!Shared::is_in(&bare));
     }
 }

@@ -448,16 +448,6 @@ impl StoreClients {
         }
     }
 
-    /// How many clients are held, all schemes together.
-    pub fn len(&self) -> usize {
-        self.s3.len() + self.cloud.0.lock().map_or(0, |c| c.len())
-    }
-
-    /// Whether no client is held yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// The store of the bucket of `url` with `options` over the environment's settings.
     fn store(&self, url: &Url, options: &LocationOptions) -> Result<Arc<dyn ObjectStore>> {
         let provider = Provider::of_scheme(url.scheme()).ok_or_else(|| {

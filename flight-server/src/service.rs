@@ -344,11 +344,6 @@ impl FrameFusionFlightSql {
         &self.confinement
     }
 
-    /// The runtime handles every session of this server shares.
-    pub fn shared(&self) -> &Shared {
-        &self.shared
-    }
-
     /// The caller whose credentials (a bearer token) are in `headers`.
     pub fn caller(&self, headers: &tonic::metadata::MetadataMap) -> Result<Caller, Status> {
         self.auth.check(headers)

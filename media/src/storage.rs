@@ -166,16 +166,6 @@ impl S3Clients {
         Ok(client)
     }
 
-    /// How many clients the set holds (one per bucket and options used).
-    pub fn len(&self) -> usize {
-        self.clients.lock().map_or(0, |c| c.len())
-    }
-
-    /// Whether the set holds no client yet.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether `self` and `other` are the same set.
     pub fn same_as(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.clients, &other.clients)
