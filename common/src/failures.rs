@@ -74,6 +74,10 @@ datafusion_common::config_namespace! {
         /// it on the sessions of its clients, who cannot change it; it travels with a
         /// query to the executors of a cluster, which refuse what lies outside.
         pub allowed_roots: String, default = String::new()
+        /// The folder (local, or an `s3://` prefix) generative operators keep each answer
+        /// in as it arrives, so that a resumed run does not ask for it again: a manifest
+        /// run sets its output's `_framefusion/answers/`; empty (the default) keeps none.
+        pub answers: String, default = String::new()
     }
 }
 
@@ -93,6 +97,15 @@ impl RunOptions {
             .extensions
             .get::<Self>()
             .map(|o| o.allowed_roots.clone())
+            .unwrap_or_default()
+    }
+
+    /// A session's answers folder setting (empty: answers are not kept).
+    pub fn answers_of(config: &ConfigOptions) -> String {
+        config
+            .extensions
+            .get::<Self>()
+            .map(|o| o.answers.clone())
             .unwrap_or_default()
     }
 
@@ -235,7 +248,8 @@ mod tests {
             sent,
             [
                 ("framefusion.failure_sink".to_owned(), "s-1".to_owned()),
-                ("framefusion.allowed_roots".to_owned(), "/data".to_owned())
+                ("framefusion.allowed_roots".to_owned(), "/data".to_owned()),
+                ("framefusion.answers".to_owned(), String::new())
             ]
         );
         let mut there = ConfigOptions::new();

@@ -191,3 +191,217 @@ async fn a_refused_key_or_an_unknown_model_fails_the_query_naming_the_endpoint()
         "{error}"
     );
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(files_under(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// A manifest run of `caption` over three videos (one per part) killed with SIGKILL
+/// after the first video's part is committed, in the middle of the second's clips, then
+/// resumed: the resumed run asks the server again for none of the committed rows and
+/// none of the answers that had arrived (only those in flight at the kill, at most
+/// `caption.concurrency`); `_SUCCESS` records the model and prompt; the key is in no log,
+/// no file of the manifest and no row; another prompt at the same output is another job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_caption_run_asks_again_only_for_what_was_in_flight_and_never_shows_the_key() {
+    const VIDEOS: usize = 3;
+    const CLIPS_PER_VIDEO: usize = 40;
+    const IN_FLIGHT: usize = 4;
+    const KEY_ENV: &str = "FRAMEFUSION_TEST_CAPTION_KEY";
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let corpus = work.path().join("corpus");
+    std::fs::create_dir_all(&corpus).unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..VIDEOS {
+        ffmpeg(
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=10:duration=20",
+                "-vf",
+                &format!("hue=h={}", i * 100),
+                "-pix_fmt",
+                "yuv420p",
+                "-c:v",
+                "libx264",
+            ],
+            &corpus.join(format!("v{i}.mp4")),
+        );
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = format!("sk-test-{nanos:x}-secret");
+    let server = ChatServer::start(ChatExpect {
+        model: MODEL.to_owned(),
+        prompt: PROMPT.to_owned(),
+        key: key.clone(),
+        frames: 2,
+        size: (224, 168),
+        latency: Duration::from_millis(150),
+        fail_percent: 0,
+    })
+    .await;
+    let job = |prompt: &str| {
+        let file = work.path().join(format!("job-{}.sql", prompt.len()));
+        let sql = format!(
+            "SET caption.endpoint = '{}'; SET caption.model = '{MODEL}'; SET caption.prompt = '{prompt}';
+SET caption.api_key_env = '{KEY_ENV}'; SET caption.frames = 2; SET caption.size = 224;
+SET caption.concurrency = {IN_FLIGHT};
+CREATE EXTERNAL TABLE caption_src STORED AS VIDEO LOCATION '{}';
+SELECT path, i * 0.5 AS start_s, i * 0.5 + 0.5 AS end_s, caption(path, i * 0.5, i * 0.5 + 0.5) AS c
+FROM (SELECT path, unnest(range(0, {CLIPS_PER_VIDEO})) AS i FROM caption_src)",
+            server.endpoint(),
+            corpus.display()
+        );
+        std::fs::write(&file, sql).unwrap_or_else(|e| panic!("{e}"));
+        file
+    };
+    let out = work.path().join("manifest");
+    let logs = work.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("{e}"));
+    let run = |job: &Path, attempt: usize| {
+        let log = |what: &str| {
+            std::fs::File::create(logs.join(format!("{attempt}.{what}")))
+                .unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut cmd = std::process::Command::new(framefusion_tests::framefusion_bin());
+        cmd.arg("run")
+            .arg(job)
+            .arg("--output")
+            .arg(&out)
+            .args([
+                "--no-catalog",
+                "--videos-per-part",
+                "1",
+                "--concurrency",
+                "1",
+            ])
+            .env(KEY_ENV, &key)
+            .env("RUST_LOG", "debug")
+            .stdout(log("stdout"))
+            .stderr(log("stderr"));
+        cmd
+    };
+    let answered =
+        |stats: &framefusion_tests::chat::ChatStats| stats.answers.values().sum::<usize>();
+
+    // killed after the first video's part, while the second's clips are answered
+    let mut child = run(&job(PROMPT), 1)
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !(crate::manifest::parts(&out) >= 1 && answered(&server.stats(1)) >= CLIPS_PER_VIDEO + 12)
+        && std::time::Instant::now() < deadline
+        && matches!(child.try_wait(), Ok(None))
+    {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+    let before = server.stats(1);
+    assert!(
+        crate::manifest::parts(&out) == 1 && answered(&before) < VIDEOS * CLIPS_PER_VIDEO,
+        "the run was not killed in the middle of its second video: {} parts, {} answers",
+        crate::manifest::parts(&out),
+        answered(&before)
+    );
+    let committed: Vec<String> = crate::manifest::manifest_table(&out)
+        .iter()
+        .filter_map(|r| r["c"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(committed.len(), CLIPS_PER_VIDEO, "{committed:?}");
+    let kept = files_under(&out.join("_framefusion/answers")).len();
+    assert!(
+        kept + IN_FLIGHT >= answered(&before) - CLIPS_PER_VIDEO,
+        "answers of the second video kept as they arrived: {kept} of {}",
+        answered(&before) - CLIPS_PER_VIDEO
+    );
+
+    // resumed to the end
+    let status = run(&job(PROMPT), 2)
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(logs.join("2.stderr")).unwrap_or_default()
+    );
+    let after = server.stats(1);
+    assert!(after.bad.is_empty(), "refused requests: {:?}", after.bad);
+    let rows = crate::manifest::manifest_table(&out);
+    let captions: std::collections::HashSet<String> = rows
+        .iter()
+        .filter_map(|r| r["c"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(rows.len(), VIDEOS * CLIPS_PER_VIDEO);
+    assert_eq!(
+        captions.len(),
+        VIDEOS * CLIPS_PER_VIDEO,
+        "every clip captioned, from its own frames"
+    );
+    let clip = |caption: &str| caption.trim_start_matches("clip ").to_owned();
+    for caption in &committed {
+        assert_eq!(
+            after.answers.get(&clip(caption)),
+            Some(&1),
+            "a committed row was asked again: {caption}"
+        );
+    }
+    let twice: Vec<(&String, &usize)> = after.answers.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.len() <= IN_FLIGHT,
+        "asked again for more than the requests in flight at the kill: {twice:?}"
+    );
+    assert_eq!(
+        answered(&after),
+        VIDEOS * CLIPS_PER_VIDEO + twice.iter().map(|(_, n)| **n - 1).sum::<usize>()
+    );
+    assert!(
+        files_under(&out.join("_framefusion/answers")).is_empty(),
+        "the kept answers of committed videos are removed"
+    );
+    let success = crate::manifest::success(&out);
+    let operator = success["operators"]
+        .as_array()
+        .and_then(|ops| ops.iter().find(|o| o["name"] == "caption"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(operator["settings"]["model"], MODEL, "{success}");
+    assert_eq!(operator["settings"]["prompt"], PROMPT, "{success}");
+    assert_eq!(operator["settings"]["backend"], "openai", "{success}");
+
+    // the key is in no log, no file of the manifest and no row
+    let mut seen = files_under(&out);
+    seen.extend(files_under(&logs));
+    assert!(seen.len() > 6, "{seen:?}");
+    for file in &seen {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the key is in {}",
+            file.display()
+        );
+    }
+    let table = serde_json::to_string(&rows).unwrap_or_default();
+    assert!(!table.contains(&key));
+
+    // another prompt is another job: refused at this output, before any request
+    let requests = after.requests;
+    let status = run(&job("Say what happens."), 3)
+        .status()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let said = std::fs::read_to_string(logs.join("3.stderr")).unwrap_or_default();
+    assert!(!status.success() && said.contains("another job"), "{said}");
+    assert_eq!(server.stats(1).requests, requests);
+}

@@ -34,6 +34,7 @@ use datafusion::common::{Result, ScalarValue, config_namespace};
 use futures::StreamExt;
 
 use crate::UdfError;
+use crate::answers::{self, Answers};
 use crate::chat::ChatClient;
 use crate::media::decode::Resize;
 use crate::media::jpeg::encode_jpeg;
@@ -124,6 +125,40 @@ impl CaptionOptions {
         Ok(out)
     }
 
+    /// What a run records of these settings (`_SUCCESS`; never the key, nor the name of
+    /// its variable): what the answers depend on, and where they came from.
+    pub fn provenance(&self) -> Vec<(String, String)> {
+        let mut out = self.answer_parts();
+        out.push(("endpoint".to_owned(), self.endpoint.clone()));
+        out
+    }
+
+    /// What an answer depends on besides its clip.
+    fn answer_parts(&self) -> Vec<(String, String)> {
+        [
+            ("backend", self.backend.clone()),
+            ("model", self.model.clone()),
+            ("prompt", self.prompt.clone()),
+            ("max_tokens", self.max_tokens.to_string()),
+            ("temperature", "0".to_owned()),
+            ("frames", self.frames.to_string()),
+            ("size", self.size.to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// The key of the answer for a clip of `path` ([`answers::answer_key`]).
+    fn answer_key(&self, path: &str, start_s: f64, end_s: f64) -> String {
+        let parts = self.answer_parts();
+        let (start, end) = (format!("{start_s:?}"), format!("{end_s:?}"));
+        let mut all: Vec<&str> = vec!["caption"];
+        all.extend(parts.iter().map(|(_, v)| v.as_str()));
+        all.extend([path, start.as_str(), end.as_str()]);
+        answers::answer_key(&all)
+    }
+
     /// The client of the backend these settings name.
     fn client(&self) -> Result<ChatClient, UdfError> {
         match self.backend.as_str() {
@@ -183,6 +218,12 @@ impl VideoOperator for Caption {
         DataType::Utf8
     }
 
+    fn provenance(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<(String, String)> {
+        CaptionOptions::for_call(config, options)
+            .map(|o| o.provenance())
+            .unwrap_or_default()
+    }
+
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
         // the rows of each options text
         let mut calls: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
@@ -224,15 +265,56 @@ fn caption_rows(
     outcomes: &mut HashMap<usize, RowOutcome>,
 ) -> Result<()> {
     let concurrency = settings.concurrency.max(1);
+    let kept = Answers::of(batch.config).map_err(UdfError::into_task_error)?;
+    let key = |row: usize| {
+        let (start_s, end_s) = batch.range(row).unwrap_or_default();
+        settings.answer_key(batch.path(row), start_s, end_s)
+    };
+    // the rows whose answers a run kept before are not asked again
+    let rows = match &kept {
+        None => rows.to_vec(),
+        Some(kept) => {
+            let mut videos: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+            for &row in rows {
+                videos.entry(batch.path(row)).or_default().push(row);
+            }
+            let loaded = crate::storage::block_on(async {
+                let mut out = Vec::with_capacity(videos.len());
+                for (video, rows) in videos {
+                    out.push((kept.load(video).await, rows));
+                }
+                out
+            })
+            .map_err(|e| UdfError::from(e).into_task_error())?;
+            let mut todo = Vec::new();
+            for (answers, rows) in loaded {
+                for row in rows {
+                    match answers.get(&key(row)) {
+                        Some(text) => {
+                            outcomes.insert(row, Ok(ScalarValue::Utf8(Some(text.clone()))));
+                        }
+                        None => todo.push(row),
+                    }
+                }
+            }
+            todo
+        }
+    };
+    let rows = rows.as_slice();
     let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Frames)>(concurrency * 2);
     let answers = std::thread::scope(|scope| {
         scope.spawn(move || decode_clips(batch, settings, rows, &tx));
+        let (kept, key) = (&kept, &key);
         let requests = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|(row, frames)| async move {
                 let answer = match frames {
                     Ok(images) => client.complete(&settings.prompt, &images).await,
                     Err(e) => Err(e),
                 };
+                // kept as it arrives: a killed run does not pay for it again
+                if let (Ok(text), Some(kept)) = (&answer, kept) {
+                    kept.keep(batch.path(row), &key(row), text).await;
+                }
                 (row, answer)
             })
             .buffer_unordered(concurrency)

@@ -34,6 +34,7 @@
 //! threads: the scaffold runs it on the process's CPU pool (`framefusion_media::cpu`).
 
 pub mod analysis;
+pub mod answers;
 mod args;
 pub mod caption;
 pub mod chat;
@@ -107,6 +108,27 @@ pub fn call_runs_model(
         Some(video) => video.call_runs_model(literals, config),
         None => runs_model(udf),
     }
+}
+
+/// What a run records of a call of the operator named `name` with these arguments
+/// (`literals[i]`: argument `i`'s value when it is a literal) in `config`'s session
+/// ([`VideoOperator::provenance`]); empty for other functions.
+pub fn provenance(
+    name: &str,
+    literals: &[Option<datafusion::common::ScalarValue>],
+    config: &datafusion::common::config::ConfigOptions,
+) -> std::collections::BTreeMap<String, String> {
+    use datafusion::common::ScalarValue;
+    let Some(op) = operators().into_iter().find(|op| op.name() == name) else {
+        return Default::default();
+    };
+    let options = match op.options_arg().and_then(|i| literals.get(i)) {
+        Some(Some(
+            ScalarValue::Utf8(text) | ScalarValue::LargeUtf8(text) | ScalarValue::Utf8View(text),
+        )) => text.as_deref(),
+        _ => None,
+    };
+    op.provenance(config, options).into_iter().collect()
 }
 
 /// `config` with the operators' settings namespaces (`onnx.*`, `caption.*`): one place,

@@ -137,6 +137,14 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         self.models().iter().map(|m| (*m).to_owned()).collect()
     }
 
+    /// What a run records of a call with these options besides its arguments (in
+    /// `_SUCCESS`, and in the job's fingerprint, so a resumed run cannot mix answers of
+    /// two settings): a generative operator's backend, model, prompt and generation
+    /// settings, never a key. By default nothing.
+    fn provenance(&self, _config: &ConfigOptions, _options: Option<&str>) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Which argument holds a call's options: by default its first text argument.
     fn options_arg(&self) -> Option<usize> {
         self.args().iter().position(|a| a.kind == ArgKind::Text)

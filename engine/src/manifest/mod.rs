@@ -10,6 +10,7 @@
 //! <output>/_SUCCESS                     the commit marker: run id, counts, operators (JSON)
 //! <output>/_framefusion/run.json        the run's id and the fingerprint of its job
 //! <output>/_framefusion/started-*.json  the videos each attempt started (its own stats)
+//! <output>/_framefusion/answers/        generated answers of the videos in flight
 //! <output>/_tmp/                        parts being written (never read)
 //! ```
 //!
@@ -30,6 +31,14 @@
 //! only on the videos no part lists: a finished video is never opened again, and a run
 //! killed at any moment redoes at most the groups in flight. A clip never spans
 //! videos, so committing by video commits each item exactly once.
+//!
+//! A generative operator (`caption`) pays for each answer, so a group's answers are not
+//! only kept when the group commits: the run names `_framefusion/answers/` as the
+//! session's answers folder, the operator keeps each answer there as it arrives and reads
+//! it back instead of asking again ([`framefusion_udfs::answers`]), and the run removes a
+//! video's answers once its part is published. The settings such an operator's answers
+//! depend on (backend, model, prompt...) are part of the job's fingerprint and recorded
+//! in `_SUCCESS` with its operators, never a key.
 //!
 //! # Status
 //!
@@ -80,6 +89,8 @@ pub use store::{COMMIT_PAUSE_ENV, ManifestLocation, ManifestStore};
 const SUCCESS: &str = "_SUCCESS";
 const RUN_FILE: &str = "_framefusion/run.json";
 const STATE_DIR: &str = "_framefusion";
+/// Where generative operators keep their answers as they arrive ([`framefusion_udfs::answers`]).
+const ANSWERS_DIR: &str = "_framefusion/answers";
 
 /// Called with the run's progress after each commit.
 pub type ProgressFn = Arc<dyn Fn(&RunProgress) + Send + Sync>;
@@ -176,6 +187,11 @@ pub struct OperatorUse {
     pub version: String,
     /// The arguments as written (columns by name, literals by value).
     pub parameters: Vec<String>,
+    /// What else its answers depend on: a generative operator's backend, model, prompt
+    /// and generation settings, from the session's settings and the call's options
+    /// (never a key).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub settings: BTreeMap<String, String>,
 }
 
 /// What one attempt (one process) did.
@@ -560,8 +576,24 @@ impl Job {
             }
         };
         let text = plan.display_indent_schema().to_string();
-        let fingerprint = format!("{:016x}", framefusion_udfs::fnv1a(&text));
-        let operators = operators(&plan)?;
+        let operators = operators(&plan, state.config_options())?;
+        // the settings a generative operator's answers depend on belong to the job: a
+        // resumed run with another model or prompt is another job
+        let settings: Vec<&BTreeMap<String, String>> = operators
+            .iter()
+            .map(|o| &o.settings)
+            .filter(|s| !s.is_empty())
+            .collect();
+        let fingerprint = if settings.is_empty() {
+            format!("{:016x}", framefusion_udfs::fnv1a(&text))
+        } else {
+            let settings = serde_json::to_string(&settings)
+                .map_err(|e| DataFusionError::Internal(format!("settings: {e}")))?;
+            format!(
+                "{:016x}",
+                framefusion_udfs::fnv1a(&format!("{text}\n{settings}"))
+            )
+        };
         Ok(Self {
             state,
             plan,
@@ -626,6 +658,12 @@ impl Job {
             .map(|t| t.data)
     }
 
+    /// Whether the job calls a generative operator (one whose answers depend on settings
+    /// it records): its answers are kept as they arrive.
+    fn generates(&self) -> bool {
+        self.operators.iter().any(|o| !o.settings.is_empty())
+    }
+
     fn metadata(&self) -> Result<Vec<(String, String)>> {
         let operators = serde_json::to_string(&self.operators)
             .map_err(|e| DataFusionError::Internal(format!("operators: {e}")))?;
@@ -636,8 +674,12 @@ impl Job {
     }
 }
 
-/// The framefusion functions `plan` calls, with their arguments.
-fn operators(plan: &LogicalPlan) -> Result<Vec<OperatorUse>> {
+/// The framefusion functions `plan` calls, with their arguments and what else their
+/// answers depend on in the session `config`.
+fn operators(
+    plan: &LogicalPlan,
+    config: &datafusion::common::config::ConfigOptions,
+) -> Result<Vec<OperatorUse>> {
     let ours: HashSet<String> = framefusion_udfs::scalar_udfs()
         .iter()
         .map(|u| u.name().to_owned())
@@ -649,10 +691,19 @@ fn operators(plan: &LogicalPlan) -> Result<Vec<OperatorUse>> {
                 if let Expr::ScalarFunction(f) = e
                     && ours.contains(f.name())
                 {
+                    let literals: Vec<Option<datafusion::common::ScalarValue>> = f
+                        .args
+                        .iter()
+                        .map(|a| match a {
+                            Expr::Literal(value, _) => Some(value.clone()),
+                            _ => None,
+                        })
+                        .collect();
                     found.insert(OperatorUse {
                         name: f.name().to_owned(),
                         version: framefusion_udfs::VERSION.to_owned(),
                         parameters: f.args.iter().map(ToString::to_string).collect(),
+                        settings: framefusion_udfs::provenance(f.name(), &literals, config),
                     });
                 }
                 Ok(TreeNodeRecursion::Continue)
@@ -881,6 +932,18 @@ impl Runner<'_> {
         if let Some(old) = &replaces {
             self.store.delete(old).await?;
         }
+        if self.job.generates() {
+            // the answers kept for these videos are in the part now
+            for unit in &units {
+                let folder = format!(
+                    "{ANSWERS_DIR}/{}",
+                    framefusion_udfs::answers::video_folder(unit)
+                );
+                if let Err(e) = self.store.delete_under(&folder).await {
+                    log::warn!("{unit}: cannot remove its kept answers: {e}");
+                }
+            }
+        }
         let rows = u64::try_from(rows).unwrap_or(u64::MAX);
         Ok((name, PartInfo { meta, rows, size }, replaces))
     }
@@ -953,10 +1016,11 @@ impl Runner<'_> {
     ) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
         let plan = self.job.restricted(units)?;
         let mut state = self.job.state.clone();
-        state
-            .config_mut()
-            .options_mut()
-            .set("framefusion.failure_sink", sink)?;
+        let options = state.config_mut().options_mut();
+        options.set("framefusion.failure_sink", sink)?;
+        if self.job.generates() {
+            options.set("framefusion.answers", &self.store.location_of(ANSWERS_DIR))?;
+        }
         // the settings a query's operators see are fixed when it starts
         state.mark_start_execution();
         DataFrame::new(state, plan).execute_stream().await

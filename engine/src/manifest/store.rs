@@ -231,6 +231,37 @@ impl ManifestStore {
         }
     }
 
+    /// The location of `name` under the manifest, as a session setting names it (a local
+    /// path or an `s3://` URI).
+    pub fn location_of(&self, name: &str) -> String {
+        match &self.local {
+            Some(path) => path.join(name).display().to_string(),
+            None => format!("{}/{name}", self.display),
+        }
+    }
+
+    /// Removes every object under `folder/` (nothing happens when there is none).
+    pub async fn delete_under(&self, folder: &str) -> Result<()> {
+        let prefix = self.path(folder);
+        let listed: Vec<ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| self.error(folder, &e))?;
+        for meta in listed {
+            match self.store.delete(&meta.location).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error(folder, &e)),
+            }
+        }
+        if let Some(local) = &self.local {
+            // the local store leaves the emptied folder behind
+            let _ = std::fs::remove_dir(local.join(folder));
+        }
+        Ok(())
+    }
+
     /// Removes `name` (nothing happens when it does not exist).
     pub async fn delete(&self, name: &str) -> Result<()> {
         match self.store.delete(&self.path(name)).await {
