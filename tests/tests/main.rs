@@ -17,6 +17,7 @@ mod embed;
 mod faces;
 mod flight;
 mod frames;
+mod generate;
 mod lipsync;
 mod manifest;
 mod metrics;

@@ -36,19 +36,24 @@ use futures::StreamExt;
 use crate::UdfError;
 use crate::answers::{self, Answers};
 use crate::chat::ChatClient;
-use crate::media::decode::Resize;
+use crate::generate::Seq2Seq;
+use crate::media::MediaError;
+use crate::media::decode::{DecodedFrame, Resize};
 use crate::media::jpeg::encode_jpeg;
+use crate::models::OnnxOptions;
 use crate::operator::{Arg, Batch, RowOutcome, VideoOperator};
 use crate::storage::StorageOptions;
 
 config_namespace! {
     /// Settings of `caption` (`caption.*`).
     pub struct CaptionOptions {
-        /// The backend: `openai` (a chat-completions server; `onnx` is not yet supported).
+        /// The backend: `openai` (a chat-completions server) or `onnx` (in-process
+        /// generation from an exported vision-encoder-decoder model).
         pub backend: String, default = "openai".to_owned()
         /// The server's base URL (its chat-completions API is `{endpoint}/chat/completions`).
         pub endpoint: String, default = "http://127.0.0.1:8000/v1".to_owned()
-        /// The model the server serves (vLLM's `--served-model-name`).
+        /// The model: the one the server serves (vLLM's `--served-model-name`), or for
+        /// `onnx` the export's folder (a path, or a name under `onnx.model_dir`).
         pub model: String, default = String::new()
         /// What the model is asked about the frames.
         pub prompt: String, default = "Describe this video clip in one or two sentences: the scene, the subjects and what they do.".to_owned()
@@ -63,8 +68,13 @@ config_namespace! {
         pub timeout_s: u64, default = 120
         /// Frames per clip.
         pub frames: usize, default = 4
-        /// The longer side of the frames sent, in pixels (never enlarged).
+        /// The longer side of the frames sent, in pixels (never enlarged; the `onnx`
+        /// backend scales frames to its export's size instead).
         pub size: u32, default = 448
+        /// Beams of the `onnx` backend's search (1: greedy; 0: the export's `num_beams`).
+        pub beams: usize, default = 0
+        /// Clips generated together by the `onnx` backend.
+        pub batch_size: usize, default = 8
     }
 }
 
@@ -102,10 +112,12 @@ impl CaptionOptions {
                 "size" => out.size = u32::try_from(number("size")?).unwrap_or(u32::MAX),
                 "max_tokens" => out.max_tokens = number("max_tokens")?,
                 "concurrency" => out.concurrency = number("concurrency")? as usize,
+                "beams" => out.beams = number("beams")? as usize,
+                "batch" => out.batch_size = number("batch")? as usize,
                 "model" => out.model = value.to_owned(),
                 other => {
                     return Err(UdfError::Setup(format!(
-                        "caption: unknown option '{other}'; the options are frames, size, max_tokens, concurrency and model (the others are settings: SET caption.prompt = '...')"
+                        "caption: unknown option '{other}'; the options are frames, size, max_tokens, concurrency, beams, batch and model (the others are settings: SET caption.prompt = '...')"
                     )));
                 }
             }
@@ -129,24 +141,30 @@ impl CaptionOptions {
     /// its variable): what the answers depend on, and where they came from.
     pub fn provenance(&self) -> Vec<(String, String)> {
         let mut out = self.answer_parts();
-        out.push(("endpoint".to_owned(), self.endpoint.clone()));
+        if self.backend != "onnx" {
+            out.push(("endpoint".to_owned(), self.endpoint.clone()));
+        }
         out
     }
 
     /// What an answer depends on besides its clip.
     fn answer_parts(&self) -> Vec<(String, String)> {
-        [
+        let mut parts = vec![
             ("backend", self.backend.clone()),
             ("model", self.model.clone()),
-            ("prompt", self.prompt.clone()),
             ("max_tokens", self.max_tokens.to_string()),
-            ("temperature", "0".to_owned()),
             ("frames", self.frames.to_string()),
-            ("size", self.size.to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect()
+        ];
+        if self.backend == "onnx" {
+            parts.push(("beams", self.beams.to_string()));
+        } else {
+            parts.extend([
+                ("prompt", self.prompt.clone()),
+                ("temperature", "0".to_owned()),
+                ("size", self.size.to_string()),
+            ]);
+        }
+        parts.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
     }
 
     /// The key of the answer for a clip of `path` ([`answers::answer_key`]).
@@ -159,8 +177,8 @@ impl CaptionOptions {
         answers::answer_key(&all)
     }
 
-    /// The client of the backend these settings name.
-    fn client(&self) -> Result<ChatClient, UdfError> {
+    /// The backend these settings name.
+    fn backend(&self, config: &ConfigOptions) -> Result<Backend, UdfError> {
         match self.backend.as_str() {
             "openai" => ChatClient::new(
                 &self.endpoint,
@@ -168,15 +186,31 @@ impl CaptionOptions {
                 self.max_tokens,
                 Duration::from_secs(self.timeout_s.max(1)),
                 &self.api_key_env,
-            ),
-            "onnx" => Err(UdfError::Setup(
-                "caption.backend = 'onnx' (in-process generation) is not supported yet; use 'openai' with a model server".to_owned(),
-            )),
+            )
+            .map(Backend::Chat),
+            "onnx" => {
+                if self.model.is_empty() {
+                    return Err(UdfError::Setup(
+                        "caption.backend = 'onnx' needs caption.model: the folder of an Optimum export of a vision-encoder-decoder model".to_owned(),
+                    ));
+                }
+                Ok(Backend::Onnx(
+                    OnnxOptions::from_config(config).model_path(&self.model),
+                ))
+            }
             other => Err(UdfError::Setup(format!(
-                "caption.backend = '{other}': use 'openai'"
+                "caption.backend = '{other}': use 'openai' or 'onnx'"
             ))),
         }
     }
+}
+
+/// Where captions come from.
+enum Backend {
+    /// A chat-completions server.
+    Chat(ChatClient),
+    /// An exported vision-encoder-decoder model in this folder, run in-process.
+    Onnx(std::path::PathBuf),
 }
 
 /// The times of `frames` evenly spaced frames of `[start_s, end_s)`: the start of each of
@@ -218,6 +252,18 @@ impl VideoOperator for Caption {
         DataType::Utf8
     }
 
+    fn runs_model(&self) -> bool {
+        // with the onnx backend (a call's options may choose it)
+        true
+    }
+
+    fn models_for(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<String> {
+        match CaptionOptions::for_call(config, options).and_then(|o| o.backend(config)) {
+            Ok(Backend::Onnx(folder)) => Seq2Seq::model_files(&folder),
+            _ => Vec::new(),
+        }
+    }
+
     fn provenance(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<(String, String)> {
         CaptionOptions::for_call(config, options)
             .map(|o| o.provenance())
@@ -234,8 +280,17 @@ impl VideoOperator for Caption {
         for (options, rows) in calls {
             let settings = CaptionOptions::for_call(batch.config, options)
                 .map_err(UdfError::into_task_error)?;
-            let client = settings.client().map_err(UdfError::into_task_error)?;
-            caption_rows(batch, &settings, &client, &rows, &mut outcomes)?;
+            match settings
+                .backend(batch.config)
+                .map_err(UdfError::into_task_error)?
+            {
+                Backend::Chat(client) => {
+                    caption_rows(batch, &settings, &client, &rows, &mut outcomes)?;
+                }
+                Backend::Onnx(folder) => {
+                    generate_rows(batch, &settings, &folder, &rows, &mut outcomes)?;
+                }
+            }
         }
         Ok(batch
             .rows()
@@ -251,8 +306,59 @@ impl VideoOperator for Caption {
     }
 }
 
-/// A clip's frames as JPEG files, or why they cannot be had.
-type Frames = std::result::Result<Vec<Vec<u8>>, UdfError>;
+/// A clip's frames, or why they cannot be had.
+type Frames<T> = std::result::Result<Vec<T>, UdfError>;
+
+/// How a backend wants a clip's frames: how many, at what size, as what.
+struct ClipFrames<'a, T> {
+    frames: usize,
+    resize: Resize,
+    convert: &'a (dyn Fn(DecodedFrame) -> std::result::Result<T, MediaError> + Sync),
+}
+
+/// The key of `row`'s answer.
+fn row_key(batch: &Batch<'_>, settings: &CaptionOptions, row: usize) -> String {
+    let (start_s, end_s) = batch.range(row).unwrap_or_default();
+    settings.answer_key(batch.path(row), start_s, end_s)
+}
+
+/// The rows of `rows` whose answers are not kept (`kept`, the session's answers folder):
+/// the others' answers go to `outcomes` and are not asked again.
+fn unanswered(
+    batch: &Batch<'_>,
+    settings: &CaptionOptions,
+    kept: Option<&Answers>,
+    rows: &[usize],
+    outcomes: &mut HashMap<usize, RowOutcome>,
+) -> Result<Vec<usize>> {
+    let Some(kept) = kept else {
+        return Ok(rows.to_vec());
+    };
+    let mut videos: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for &row in rows {
+        videos.entry(batch.path(row)).or_default().push(row);
+    }
+    let loaded = crate::storage::block_on(async {
+        let mut out = Vec::with_capacity(videos.len());
+        for (video, rows) in videos {
+            out.push((kept.load(video).await, rows));
+        }
+        out
+    })
+    .map_err(|e| UdfError::from(e).into_task_error())?;
+    let mut todo = Vec::new();
+    for (answers, rows) in loaded {
+        for row in rows {
+            match answers.get(&row_key(batch, settings, row)) {
+                Some(text) => {
+                    outcomes.insert(row, Ok(ScalarValue::Utf8(Some(text.clone()))));
+                }
+                None => todo.push(row),
+            }
+        }
+    }
+    Ok(todo)
+}
 
 /// Captions `rows` into `outcomes`: one thread decodes the clips' frames (the rows of a
 /// video together) and hands them over as they are ready; this one keeps up to
@@ -266,45 +372,21 @@ fn caption_rows(
 ) -> Result<()> {
     let concurrency = settings.concurrency.max(1);
     let kept = Answers::of(batch.config).map_err(UdfError::into_task_error)?;
-    let key = |row: usize| {
-        let (start_s, end_s) = batch.range(row).unwrap_or_default();
-        settings.answer_key(batch.path(row), start_s, end_s)
-    };
-    // the rows whose answers a run kept before are not asked again
-    let rows = match &kept {
-        None => rows.to_vec(),
-        Some(kept) => {
-            let mut videos: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-            for &row in rows {
-                videos.entry(batch.path(row)).or_default().push(row);
-            }
-            let loaded = crate::storage::block_on(async {
-                let mut out = Vec::with_capacity(videos.len());
-                for (video, rows) in videos {
-                    out.push((kept.load(video).await, rows));
-                }
-                out
-            })
-            .map_err(|e| UdfError::from(e).into_task_error())?;
-            let mut todo = Vec::new();
-            for (answers, rows) in loaded {
-                for row in rows {
-                    match answers.get(&key(row)) {
-                        Some(text) => {
-                            outcomes.insert(row, Ok(ScalarValue::Utf8(Some(text.clone()))));
-                        }
-                        None => todo.push(row),
-                    }
-                }
-            }
-            todo
-        }
-    };
+    let rows = unanswered(batch, settings, kept.as_ref(), rows, outcomes)?;
     let rows = rows.as_slice();
-    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Frames)>(concurrency * 2);
+    let spec = ClipFrames {
+        frames: settings.frames,
+        resize: Resize::LongestSide(settings.size),
+        convert: &|frame: DecodedFrame| encode_jpeg(&frame.into(), JPEG_QUALITY),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<(usize, Frames<Vec<u8>>)>(concurrency * 2);
     let answers = std::thread::scope(|scope| {
-        scope.spawn(move || decode_clips(batch, settings, rows, &tx));
-        let (kept, key) = (&kept, &key);
+        let spec = &spec;
+        scope.spawn(move || {
+            let send = |row: usize, frames| tx.blocking_send((row, frames)).is_ok();
+            decode_clips(batch, spec, rows, &send);
+        });
+        let kept = &kept;
         let requests = tokio_stream::wrappers::ReceiverStream::new(rx)
             .map(|(row, frames)| async move {
                 let answer = match frames {
@@ -313,7 +395,8 @@ fn caption_rows(
                 };
                 // kept as it arrives: a killed run does not pay for it again
                 if let (Ok(text), Some(kept)) = (&answer, kept) {
-                    kept.keep(batch.path(row), &key(row), text).await;
+                    kept.keep(batch.path(row), &row_key(batch, settings, row), text)
+                        .await;
                 }
                 (row, answer)
             })
@@ -333,14 +416,94 @@ fn caption_rows(
     Ok(())
 }
 
-/// Decodes the frames of each row's clip (the rows of one video in one call of
-/// `frames_at_each`, one pass per run of nearby times) and sends each clip's frames,
-/// JPEG-encoded, as soon as its last frame is decoded.
-fn decode_clips(
+/// Captions `rows` into `outcomes` with the export in `folder`, in-process: one thread
+/// decodes the clips' frames at the export's size; this one generates for
+/// `caption.batch_size` clips at a time and keeps each batch's answers as they come.
+fn generate_rows(
     batch: &Batch<'_>,
     settings: &CaptionOptions,
+    folder: &std::path::Path,
     rows: &[usize],
-    tx: &tokio::sync::mpsc::Sender<(usize, Frames)>,
+    outcomes: &mut HashMap<usize, RowOutcome>,
+) -> Result<()> {
+    let model = crate::generate::open(folder, batch.models()).map_err(UdfError::into_task_error)?;
+    let kept = Answers::of(batch.config).map_err(UdfError::into_task_error)?;
+    let rows = unanswered(batch, settings, kept.as_ref(), rows, outcomes)?;
+    let rows = rows.as_slice();
+    let search = model.search(
+        settings.beams,
+        usize::try_from(settings.max_tokens).unwrap_or(usize::MAX),
+    );
+    let (width, height) = model.size();
+    let convert = |frame: DecodedFrame| Ok(model.pixel_values(&frame.into()));
+    let spec = ClipFrames {
+        frames: settings.frames,
+        resize: Resize::Exact(width, height),
+        convert: &convert,
+    };
+    let per_batch = settings.batch_size.max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<(usize, Frames<Vec<f32>>)>(per_batch * 2);
+    std::thread::scope(|scope| {
+        let spec = &spec;
+        scope.spawn(move || {
+            let send = |row: usize, frames| tx.send((row, frames)).is_ok();
+            decode_clips(batch, spec, rows, &send);
+        });
+        let mut pending: Vec<(usize, Vec<Vec<f32>>)> = Vec::with_capacity(per_batch);
+        loop {
+            let next = rx.recv().ok();
+            let last = next.is_none();
+            match next {
+                Some((row, Ok(frames))) => pending.push((row, frames)),
+                Some((row, Err(e))) => {
+                    outcomes.insert(row, Err(e));
+                }
+                None => {}
+            }
+            if pending.len() >= per_batch || (last && !pending.is_empty()) {
+                let clips = std::mem::take(&mut pending);
+                let counts: Vec<usize> = clips.iter().map(|(_, f)| f.len()).collect();
+                let pixels: Vec<f32> = clips
+                    .iter()
+                    .flat_map(|(_, f)| f.iter().flatten().copied())
+                    .collect();
+                match model.generate(pixels, &counts, search) {
+                    Err(e) if e.fails_the_query() => return Err(e.into_task_error()),
+                    Err(e) => {
+                        let message = e.to_string();
+                        for (row, _) in clips {
+                            outcomes.insert(row, Err(UdfError::Model(message.clone())));
+                        }
+                    }
+                    Ok(tokens) => {
+                        for ((row, _), tokens) in clips.iter().zip(tokens) {
+                            let text = model.text(&tokens);
+                            if let (Ok(text), Some(kept)) = (&text, &kept) {
+                                let key = row_key(batch, settings, *row);
+                                crate::storage::block_on(kept.keep(batch.path(*row), &key, text))
+                                    .map_err(|e| UdfError::from(e).into_task_error())?;
+                            }
+                            outcomes.insert(*row, text.map(|t| ScalarValue::Utf8(Some(t))));
+                        }
+                    }
+                }
+            }
+            if last {
+                return Ok(());
+            }
+        }
+    })
+}
+
+/// Decodes the frames of each row's clip (the rows of one video in one call of
+/// `frames_at_each`, one pass per run of nearby times) and sends each clip's frames,
+/// converted, as soon as its last frame is decoded; stops when `send` says nobody
+/// receives them any more.
+fn decode_clips<T: Clone + Send>(
+    batch: &Batch<'_>,
+    spec: &ClipFrames<'_, T>,
+    rows: &[usize],
+    send: &(dyn Fn(usize, Frames<T>) -> bool + Sync),
 ) {
     let mut videos: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for &row in rows {
@@ -351,11 +514,10 @@ fn decode_clips(
             .source(rows[0])
             .and_then(|s| Ok(s.media_input(&StorageOptions::default())?));
         let sent = match media {
-            Ok(media) => send_clips(batch, settings, &media, &rows, tx),
-            Err(e) => rows.iter().all(|&row| {
-                tx.blocking_send((row, Err(UdfError::Option(e.to_string()))))
-                    .is_ok()
-            }),
+            Ok(media) => send_clips(batch, spec, &media, &rows, send),
+            Err(e) => rows
+                .iter()
+                .all(|&row| send(row, Err(UdfError::Option(e.to_string())))),
         };
         if !sent {
             return;
@@ -365,62 +527,57 @@ fn decode_clips(
 
 /// Sends the frames of each of `rows`' clips (all of the video `media`) as they are
 /// decoded; false when nobody receives them any more.
-fn send_clips(
+fn send_clips<T: Clone + Send>(
     batch: &Batch<'_>,
-    settings: &CaptionOptions,
+    spec: &ClipFrames<'_, T>,
     media: &crate::media::source::MediaInput,
     rows: &[usize],
-    tx: &tokio::sync::mpsc::Sender<(usize, Frames)>,
+    send: &(dyn Fn(usize, Frames<T>) -> bool + Sync),
 ) -> bool {
-    let n = settings.frames;
+    let n = spec.frames;
     let mut times = Vec::with_capacity(rows.len() * n);
     for &row in rows {
         let (start_s, end_s) = batch.range(row).unwrap_or_default();
         times.extend(clip_times(start_s, end_s, n));
     }
-    let mut clips: Vec<Vec<Option<Vec<u8>>>> = vec![vec![None; n]; rows.len()];
+    let mut clips: Vec<Vec<Option<T>>> = (0..rows.len()).map(|_| vec![None; n]).collect();
     let mut done = vec![false; rows.len()];
     let mut gone = false;
-    let decoded = crate::media::decode::frames_at_each(
-        media,
-        &times,
-        Resize::LongestSide(settings.size),
-        &mut |i, frame| {
+    let decoded =
+        crate::media::decode::frames_at_each(media, &times, spec.resize, &mut |i, frame| {
             let (r, k) = (i / n, i % n);
-            let rgb: crate::media::image::Rgb = frame.into();
-            clips[r][k] = Some(encode_jpeg(&rgb, JPEG_QUALITY)?);
+            clips[r][k] = Some((spec.convert)(frame)?);
             if clips[r].iter().all(Option::is_some) {
                 done[r] = true;
-                let jpegs = clips[r].iter_mut().filter_map(Option::take).collect();
-                if tx.blocking_send((rows[r], Ok(jpegs))).is_err() {
+                let frames = clips[r].iter_mut().filter_map(Option::take).collect();
+                if !send(rows[r], Ok(frames)) {
                     gone = true;
-                    return Err(crate::media::MediaError::Decode {
+                    return Err(MediaError::Decode {
                         path: media.display.clone(),
                         message: "the query stopped".to_owned(),
                     });
                 }
             }
             Ok(())
-        },
-    );
+        });
     if gone {
         return false;
     }
     // the clips not sent yet: a time past the video's last frame repeats the clip's last
     // frame; a clip with no frame at all (or a video that fails) is the row's failure
     for (r, clip) in clips.into_iter().enumerate().filter(|(r, _)| !done[*r]) {
-        let frames: Frames = match &decoded {
+        let frames: Frames<T> = match &decoded {
             Err(e) => Err(UdfError::Option(e.to_string())),
             Ok(()) => {
-                let mut jpegs: Vec<Vec<u8>> = Vec::with_capacity(n);
+                let mut kept: Vec<T> = Vec::with_capacity(n);
                 for frame in clip {
-                    match (frame, jpegs.last()) {
-                        (Some(jpeg), _) => jpegs.push(jpeg),
-                        (None, Some(last)) => jpegs.push(last.clone()),
+                    match (frame, kept.last()) {
+                        (Some(frame), _) => kept.push(frame),
+                        (None, Some(last)) => kept.push(last.clone()),
                         (None, None) => break,
                     }
                 }
-                if jpegs.is_empty() {
+                if kept.is_empty() {
                     Err(UdfError::Option(format!(
                         "{}: no frame in [{}, {}) (past the end?)",
                         media.display,
@@ -428,11 +585,11 @@ fn send_clips(
                         times[r * n + n - 1]
                     )))
                 } else {
-                    Ok(jpegs)
+                    Ok(kept)
                 }
             }
         };
-        if tx.blocking_send((rows[r], frames)).is_err() {
+        if !send(rows[r], frames) {
             return false;
         }
     }

@@ -44,6 +44,7 @@ pub mod error;
 pub mod expr_fn;
 pub mod faces;
 pub mod features;
+pub mod generate;
 pub mod lipsync;
 pub mod models;
 pub mod nets;
