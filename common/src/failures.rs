@@ -76,7 +76,8 @@ datafusion_common::config_namespace! {
         pub allowed_roots: String, default = String::new()
         /// The folder (local, or an `s3://` prefix) generative operators keep each answer
         /// in as it arrives, so that a resumed run does not ask for it again: a manifest
-        /// run sets its output's `_framefusion/answers/`; empty (the default) keeps none.
+        /// run sets its output's `_framefusion/answers/` (a server's clients cannot set
+        /// it); empty (the default) keeps none.
         pub answers: String, default = String::new()
     }
 }
@@ -99,6 +100,10 @@ impl RunOptions {
             .map(|o| o.allowed_roots.clone())
             .unwrap_or_default()
     }
+
+    /// The key of [`RunOptions::answers`], which only a run sets (a server's clients may
+    /// not: it names where operators write).
+    pub const ANSWERS_KEY: &'static str = "framefusion.answers";
 
     /// A session's answers folder setting (empty: answers are not kept).
     pub fn answers_of(config: &ConfigOptions) -> String {

@@ -193,12 +193,20 @@ async function shotsView(id, predicate) {
     const hasRange = row.start_s !== undefined && row.end_s !== undefined && row.start_s !== null && row.end_s !== null;
     const query = hasRange ? `start_s=${row.start_s}&end_s=${row.end_s}` : "at_s=0";
     const url = `/api/preview?path=${encodeURIComponent(row.path)}&${query}`;
-    const fields = Object.entries(row).filter(([k]) => !["run_id"].includes(k));
-    const card = el("div", { class: "clip", onclick: () => openPreview(row, url) }, img,
+    const captionKey = captionColumn(row);
+    const fields = Object.entries(row).filter(([k]) => !["run_id", captionKey].includes(k));
+    const caption = captionKey ? el("p", { class: "caption" }, fmt(row[captionKey])) : "";
+    const card = el("div", { class: "clip", onclick: () => openPreview(row, url) }, img, caption,
       el("dl", {}, fields.map(([k, v]) => [el("dt", {}, k), el("dd", {}, fmt(v, 3))])));
     clips.append(card);
     showImage(img, `${url}&frames=4&size=160`);
   }
+}
+
+// The column holding a clip's caption (`caption`, or a name with "caption" in it), if any.
+function captionColumn(row) {
+  const keys = Object.keys(row);
+  return keys.find((k) => k === "caption") || keys.find((k) => /caption/i.test(k));
 }
 
 function openPreview(row, url) {
@@ -207,6 +215,8 @@ function openPreview(row, url) {
   img.removeAttribute("src");
   delete img.dataset.loaded;
   document.getElementById("preview-title").textContent = `${row.path} ${fmt(row.start_s)} s - ${fmt(row.end_s)} s`;
+  const captionKey = captionColumn(row);
+  document.getElementById("preview-caption").textContent = captionKey ? fmt(row[captionKey]) : "";
   modal.hidden = false;
   showImage(img, `${url}&frames=9&size=320`);
 }

@@ -196,7 +196,8 @@ fn number_placeholders(sql: &str) -> String {
 /// which a client cannot change: see below): every table a plan reads
 /// (VIDEO, frames, Parquet/CSV/JSON listing tables), the table a DDL statement defines, and
 /// where `COPY` writes; and a statement that would change the roots (`SET` or `RESET` of
-/// `framefusion.allowed_roots`). (Video operators check the paths they open themselves,
+/// `framefusion.allowed_roots`, or of `framefusion.answers`, which a run sets for its own
+/// output). (Video operators check the paths they open themselves,
 /// on whichever node runs them.)
 fn check_locations(plan: &LogicalPlan, confinement: &Confinement) -> Result<(), DataFusionError> {
     let check = |location: &str| -> Result<(), DataFusionError> {
@@ -205,15 +206,22 @@ fn check_locations(plan: &LogicalPlan, confinement: &Confinement) -> Result<(), 
             .map_err(framefusion_media::error::external)
     };
     let roots_key = |variable: &str| -> Result<(), DataFusionError> {
-        if variable
-            .trim()
-            .eq_ignore_ascii_case(RunOptions::ALLOWED_ROOTS_KEY)
-        {
+        let variable = variable.trim();
+        if variable.eq_ignore_ascii_case(RunOptions::ALLOWED_ROOTS_KEY) {
             return Err(DataFusionError::External(Box::new(CodedError::with_code(
                 ErrorCode::PermissionDenied,
                 format!(
                     "{} is the server's (its --allow-root locations): a client cannot set or reset it",
                     RunOptions::ALLOWED_ROOTS_KEY
+                ),
+            ))));
+        }
+        if variable.eq_ignore_ascii_case(RunOptions::ANSWERS_KEY) {
+            return Err(DataFusionError::External(Box::new(CodedError::with_code(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "{} is set by a manifest run for its own output: a client cannot set or reset it",
+                    RunOptions::ANSWERS_KEY
                 ),
             ))));
         }

@@ -117,6 +117,7 @@ try:
         "const d = x.getImageData(0, 0, c.width, c.height).data; const s = new Set();"
         "for (let k = 0; k < d.length; k += 4 * 97) s.add(d[k] >> 4 << 8 | d[k + 1] >> 4 << 4 | d[k + 2] >> 4);"
         "return s.size;")
+    seen["captions"] = [c.text for c in driver.find_elements(By.CSS_SELECTOR, ".clip p.caption")]
     driver.save_screenshot(os.path.join(shots, f"console-shots-{target}.png"))
 
     # a larger preview
@@ -124,6 +125,7 @@ try:
     wait(120, lambda d: images_decoded("#preview-image")[0] == 1, "the larger preview")
     seen["preview_size"] = driver.execute_script(
         "const i = document.getElementById('preview-image'); return [i.naturalWidth, i.naturalHeight];")
+    seen["preview_caption"] = driver.find_element(By.ID, "preview-caption").text
     driver.save_screenshot(os.path.join(shots, f"console-preview-{target}.png"))
     driver.find_element(By.ID, "preview-close").click()
 

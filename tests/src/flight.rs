@@ -37,6 +37,16 @@ impl FlightServer {
 
     /// [`FlightServer::start`] with extra environment variables (object-store credentials).
     pub fn start_with_env(root: &Path, extra: &[&str], env: &[(&str, String)]) -> Self {
+        Self::start_logging(root, extra, env, Stdio::inherit())
+    }
+
+    /// [`FlightServer::start_with_env`] with its log (standard error) going to `log`.
+    pub fn start_logging(
+        root: &Path,
+        extra: &[&str],
+        env: &[(&str, String)],
+        log: impl Into<Stdio>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let catalog = dir.path().join("catalog.json");
         let mut child = Command::new(framefusion_bin())
@@ -50,7 +60,7 @@ impl FlightServer {
             .arg(&catalog)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start framefusion serve: {e}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));

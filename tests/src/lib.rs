@@ -215,6 +215,29 @@ pub fn ffmpeg(args: &[&str], out: &Path) {
     );
 }
 
+/// Writes `seconds` of moving test pattern, `side` x `side` pixels at `fps`, stored
+/// losslessly in RGB (so that ffmpeg's frames and framefusion's are the same bytes), to
+/// `dir/pattern.mkv`.
+pub fn lossless_pattern(dir: &Path, side: usize, fps: f64, seconds: f64) -> PathBuf {
+    let path = dir.join("pattern.mkv");
+    ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={side}x{side}:rate={fps}:duration={seconds}"),
+            "-c:v",
+            "libx264rgb",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "rgb24",
+        ],
+        &path,
+    );
+    path
+}
+
 /// Runs `framefusion sql STATEMENTS --format json` with the catalog file `catalog` and the
 /// extra environment `env`.
 pub fn sql_with_catalog(catalog: &Path, env: &[(&str, String)], statements: &str) -> Output {

@@ -192,6 +192,29 @@ async fn a_refused_key_or_an_unknown_model_fails_the_query_naming_the_endpoint()
     );
 }
 
+/// A key that appears nowhere else (`what` names the test).
+fn secret(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("sk-{what}-{nanos:x}-secret")
+}
+
+/// A server that wants `key`, two frames of 224x168 per request, answering after
+/// `latency_ms`.
+async fn keyed_server(key: &str, latency_ms: u64) -> ChatServer {
+    ChatServer::start(ChatExpect {
+        model: MODEL.to_owned(),
+        prompt: PROMPT.to_owned(),
+        key: key.to_owned(),
+        frames: 2,
+        size: (224, 168),
+        latency: Duration::from_millis(latency_ms),
+        fail_percent: 0,
+    })
+    .await
+}
+
 /// Every file under `dir`, recursively.
 fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -238,20 +261,8 @@ async fn a_killed_caption_run_asks_again_only_for_what_was_in_flight_and_never_s
             &corpus.join(format!("v{i}.mp4")),
         );
     }
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let key = format!("sk-test-{nanos:x}-secret");
-    let server = ChatServer::start(ChatExpect {
-        model: MODEL.to_owned(),
-        prompt: PROMPT.to_owned(),
-        key: key.clone(),
-        frames: 2,
-        size: (224, 168),
-        latency: Duration::from_millis(150),
-        fail_percent: 0,
-    })
-    .await;
+    let key = secret("test");
+    let server = keyed_server(&key, 150).await;
     let job = |prompt: &str| {
         let file = work.path().join(format!("job-{}.sql", prompt.len()));
         let sql = format!(
@@ -404,4 +415,102 @@ FROM (SELECT path, unnest(range(0, {CLIPS_PER_VIDEO})) AS i FROM caption_src)",
     let said = std::fs::read_to_string(logs.join("3.stderr")).unwrap_or_default();
     assert!(!status.success() && said.contains("another job"), "{said}");
     assert_eq!(server.stats(1).requests, requests);
+}
+
+/// A run of `caption` submitted to the console of a Flight SQL server whose environment
+/// holds the key: the key is in none of the console's answers (runs, the run, its clips
+/// and errors), no file the server wrote (the run book, the manifest) and not in the
+/// server's log at debug level.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_caption_run_never_shows_the_key() {
+    const KEY_ENV: &str = "FRAMEFUSION_TEST_CAPTION_KEY";
+    let work = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let corpus = work.path().join("corpus");
+    let runs = work.path().join("runs");
+    for dir in [&corpus, &runs] {
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("{e}"));
+    }
+    std::fs::rename(pattern(work.path()), corpus.join("pattern.mp4"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let key = secret("console");
+    let server = keyed_server(&key, 0).await;
+    let log_path = work.path().join("server.log");
+    let log = std::fs::File::create(&log_path).unwrap_or_else(|e| panic!("{e}"));
+    let flight = framefusion_tests::flight::FlightServer::start_logging(
+        work.path(),
+        &[
+            "--http",
+            "127.0.0.1:0",
+            "--runs",
+            &runs.display().to_string(),
+        ],
+        &[(KEY_ENV, key.clone()), ("RUST_LOG", "debug".to_owned())],
+        log,
+    );
+    let http = flight.http.clone().unwrap_or_else(|| panic!("no --http"));
+    let sql = format!(
+        "SET caption.endpoint = '{}'; SET caption.model = '{MODEL}'; SET caption.prompt = '{PROMPT}';
+SET caption.api_key_env = '{KEY_ENV}'; SET caption.frames = 2; SET caption.size = 224;
+CREATE EXTERNAL TABLE console_caption_src STORED AS VIDEO LOCATION '{}';
+SELECT path, i * 1.0 AS start_s, i * 1.0 + 1.0 AS end_s, caption(path, i * 1.0, i * 1.0 + 1.0) AS caption
+FROM (SELECT path, unnest(range(0, 6)) AS i FROM console_caption_src)",
+        server.endpoint(),
+        corpus.display()
+    );
+    let bearer = format!("Bearer {}", framefusion_tests::flight::STATIC_TOKEN);
+    let auth = [("authorization", bearer.as_str())];
+    let body = serde_json::json!({"sql": sql, "target": "embedded"});
+    let (status, answer) = framefusion_tests::flight::http_request(
+        &http,
+        "POST",
+        "/api/runs",
+        &[auth[0], ("content-type", "application/json")],
+        &body.to_string(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let id = serde_json::from_str::<serde_json::Value>(&answer).unwrap_or_default()["id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let get = |path: &str| framefusion_tests::flight::http_request(&http, "GET", path, &auth, "").1;
+    let until = std::time::Instant::now() + Duration::from_secs(180);
+    let view = loop {
+        let view = get(&format!("/api/runs/{id}"));
+        if view.contains("\"status\":\"succeeded\"") {
+            break view;
+        }
+        assert!(
+            std::time::Instant::now() < until && !view.contains("\"status\":\"failed\""),
+            "the run did not succeed: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let clips = get(&format!("/api/runs/{id}/clips?limit=60&where="));
+    assert_eq!(clips.matches("clip ").count(), 6, "six captions: {clips}");
+    let answers = [
+        view,
+        clips,
+        get("/api/runs"),
+        get(&format!("/api/runs/{id}/errors")),
+    ];
+    for answer in &answers {
+        assert!(
+            !answer.contains(&key),
+            "the key is in the console: {answer}"
+        );
+    }
+    drop(flight);
+    let mut seen = files_under(&runs);
+    assert!(seen.iter().any(|f| f.ends_with("_SUCCESS")), "{seen:?}");
+    seen.push(log_path.clone());
+    for file in &seen {
+        let bytes = std::fs::read(file).unwrap_or_default();
+        assert!(
+            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
+            "the key is in {}",
+            file.display()
+        );
+    }
+    let logged = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(logged.contains("DEBUG"), "the server logged at debug level");
 }

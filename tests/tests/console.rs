@@ -29,17 +29,36 @@ fn corpus() -> tempfile::TempDir {
     dir
 }
 
-/// Shots and their motion; the job itself fails on `poison.mp4` (a cast of that path
+/// Shots, their motion and captions (the stand-in captioner of the generation tests,
+/// in-process, in `captioner`); the job itself fails on `poison.mp4` (a cast of that path
 /// only), which the manifest records as an error row.
-fn job(corpus: &Path) -> String {
+fn job(corpus: &Path, captioner: &Path) -> String {
     format!(
-        "CREATE EXTERNAL TABLE console_src STORED AS VIDEO LOCATION '{}';
+        "SET caption.backend = 'onnx'; SET caption.model = '{}';
+CREATE EXTERNAL TABLE console_src STORED AS VIDEO LOCATION '{}';
 SELECT path, s['start_s'] AS start_s, s['end_s'] AS end_s,
        motion_score(path, s['start_s'], s['end_s']) AS motion,
+       caption(path, s['start_s'], s['end_s'], 'frames=2') AS caption,
        CAST(CASE WHEN path LIKE '%poison%' THEN 'not a number' ELSE '1' END AS INT) AS n
 FROM (SELECT path, unnest(detect_shots(path)) AS s FROM console_src WHERE probe_error IS NULL)",
+        captioner.display(),
         corpus.display()
     )
+}
+
+/// The stand-in captioner export (`tests/standins/vision_encoder_decoder.py`) in `dir`.
+fn captioner(dir: &Path) -> PathBuf {
+    let folder = dir.join("captioner");
+    let script = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("standins/vision_encoder_decoder.py"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    run_python(
+        "the onnx package building a stand-in captioner",
+        &script,
+        &[folder.as_os_str()],
+    );
+    folder
 }
 
 fn screenshots() -> (Option<tempfile::TempDir>, PathBuf) {
@@ -66,7 +85,8 @@ fn drive(cluster: Option<&TestCluster>) {
     let runs = work.path().join("runs");
     std::fs::create_dir_all(&runs).unwrap_or_else(|e| panic!("{e}"));
     let job_file = work.path().join("job.sql");
-    std::fs::write(&job_file, job(videos.path())).unwrap_or_else(|e| panic!("{e}"));
+    let model = captioner(work.path());
+    std::fs::write(&job_file, job(videos.path(), &model)).unwrap_or_else(|e| panic!("{e}"));
     let url = cluster.map(TestCluster::url);
     let named = url.as_ref().map(|u| format!("two={u}"));
     let mut extra = vec![
@@ -161,6 +181,30 @@ fn drive(cluster: Option<&TestCluster>) {
         seen["preview_size"][0].as_u64().unwrap_or_default() > 900,
         "{seen}"
     );
+
+    // each clip shows its caption, as the manifest has it (none for the error row)
+    let mut want: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r["caption"].as_str().map(str::to_owned))
+        .collect();
+    want.sort();
+    let mut shown: Vec<String> = seen["captions"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    shown.sort();
+    assert_eq!(shown, want, "{seen}");
+    assert!(
+        rows.iter()
+            .filter(|r| r["status"] == "ok")
+            .all(|r| r["caption"].as_str().is_some_and(|c| !c.is_empty())),
+        "{rows:?}"
+    );
+    assert_eq!(seen["preview_caption"], seen["captions"][0], "{seen}");
 
     // the filter keeps the rows of one video
     let bikes = rows

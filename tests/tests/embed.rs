@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::Float32Type;
 use datafusion::prelude::SessionContext;
 use framefusion_engine::SessionContextExt;
 use framefusion_tests::cluster::TestCluster;
-use framefusion_tests::{ffmpeg, run_python};
+use framefusion_tests::run_python;
 
 const SIDE: usize = 16;
 const DIM: usize = 8;
@@ -56,23 +56,7 @@ onnx.save(model, sys.argv[1])
 /// Four seconds of moving test pattern at the model's size, stored losslessly in RGB, so
 /// that ffmpeg's frames and framefusion's are the same bytes.
 fn pattern(dir: &Path) -> PathBuf {
-    let path = dir.join("pattern.mkv");
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={SIDE}x{SIDE}:rate={FPS}:duration=4"),
-            "-c:v",
-            "libx264rgb",
-            "-qp",
-            "0",
-            "-pix_fmt",
-            "rgb24",
-        ],
-        &path,
-    );
-    path
+    framefusion_tests::lossless_pattern(dir, SIDE, FPS, 4.0)
 }
 
 /// The clips asked: (start_s, end_s, frames).
@@ -115,23 +99,62 @@ print(json.dumps(out))
 
 /// framefusion's embeddings of [`CLIPS`], in order.
 async fn embeddings(ctx: &SessionContext, model: &Path, video: &Path) -> Vec<Vec<f32>> {
+    embeddings_with(ctx, video, |n| {
+        format!(
+            "model={} size={SIDE}x{SIDE} mean={MEAN} std={STD} frames={n}",
+            model.display()
+        )
+    })
+    .await
+}
+
+/// framefusion's embeddings of [`CLIPS`] with the options `options(frames)`, in order.
+async fn embeddings_with(
+    ctx: &SessionContext,
+    video: &Path,
+    options: impl Fn(usize) -> String,
+) -> Vec<Vec<f32>> {
     let rows: Vec<String> = CLIPS
         .iter()
         .enumerate()
-        .map(|(i, (s, e, n))| {
-            format!(
-                "({i}, '{}', {s}, {e}, 'model={} size={SIDE}x{SIDE} mean={MEAN} std={STD} frames={n}')",
-                video.display(),
-                model.display()
-            )
-        })
+        .map(|(i, (s, e, n))| format!("({i}, '{}', {s}, {e}, '{}')", video.display(), options(*n)))
         .collect();
     let sql = format!(
         "SELECT i, embed_clip(path, s, e, o) AS v FROM (VALUES {}) t(i, path, s, e, o) ORDER BY i",
         rows.join(", ")
     );
+    collect_embeddings(ctx, &sql).await
+}
+
+/// framefusion's embeddings of [`CLIPS`], each call with literal options
+/// `options(frames)`, in order.
+async fn embeddings_literal(
+    ctx: &SessionContext,
+    video: &Path,
+    options: impl Fn(usize) -> String,
+) -> Vec<Vec<f32>> {
+    let calls: Vec<String> = CLIPS
+        .iter()
+        .enumerate()
+        .map(|(i, (s, e, n))| {
+            format!(
+                "SELECT {i} AS i, embed_clip('{}', {s}, {e}, '{}') AS v",
+                video.display(),
+                options(*n)
+            )
+        })
+        .collect();
+    let sql = format!(
+        "SELECT i, v FROM ({}) ORDER BY i",
+        calls.join(" UNION ALL ")
+    );
+    collect_embeddings(ctx, &sql).await
+}
+
+/// The vectors of the rows of `sql` (`i`, `v`).
+async fn collect_embeddings(ctx: &SessionContext, sql: &str) -> Vec<Vec<f32>> {
     let batches = ctx
-        .run_script(&sql)
+        .run_script(sql)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .collect()
@@ -180,6 +203,30 @@ async fn clip_embeddings_agree_with_python() {
     let want = reference(&model, &video);
     let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
     check(&embeddings(&ctx, &model, &video).await, &want);
+    // a registered REAL[] model function as the embedder: the same vectors
+    ctx.run_script(&format!(
+        "CREATE FUNCTION clip_embedder(VARCHAR, DOUBLE) RETURNS REAL[] LANGUAGE onnx AS 'model={} size={SIDE}x{SIDE} mean={MEAN} std={STD}'",
+        model.display()
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    let via = embeddings_literal(&ctx, &video, |n| {
+        format!("function=clip_embedder frames={n}")
+    })
+    .await;
+    check(&via, &want);
+    let error = match ctx
+        .run_script("SELECT embed_clip('x.mp4', 0.0, 1.0, 'function=nothing_here')")
+        .await
+    {
+        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+    .unwrap_or_default();
+    assert!(
+        error.contains("function=nothing_here: no such function"),
+        "{error}"
+    );
     // a missing model fails the query, naming it
     let missing = dir.path().join("nope.onnx");
     let sql = format!(

@@ -421,6 +421,9 @@ async fn locations_outside_the_allowed_roots_are_refused() {
         "SET framefusion.allowed_roots = '/'".to_owned(),
         "SET framefusion.allowed_roots = ''".to_owned(),
         "RESET framefusion.allowed_roots".to_owned(),
+        // nor name a folder for operators to write their answers in
+        "SET framefusion.answers = '/tmp/framefusion-answers'".to_owned(),
+        "RESET framefusion.answers".to_owned(),
     ];
     for sql in &denied {
         let err = run(&mut client, sql).await.err();

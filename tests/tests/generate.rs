@@ -15,7 +15,7 @@ use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::SessionContext;
 use framefusion_engine::SessionContextExt;
 use framefusion_tests::cluster::TestCluster;
-use framefusion_tests::{ffmpeg, run_python};
+use framefusion_tests::run_python;
 
 const SIDE: usize = 32;
 const FPS: f64 = 10.0;
@@ -56,25 +56,10 @@ fn captioner(dir: &Path) -> PathBuf {
     folder
 }
 
-/// Four seconds of moving test pattern at the model's size, stored losslessly in RGB.
+/// Four seconds of moving test pattern at the model's size, stored losslessly in RGB, so
+/// that ffmpeg's frames and framefusion's are the same bytes.
 fn pattern(dir: &Path) -> PathBuf {
-    let path = dir.join("pattern.mkv");
-    ffmpeg(
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            &format!("testsrc2=size={SIDE}x{SIDE}:rate={FPS}:duration=4"),
-            "-c:v",
-            "libx264rgb",
-            "-qp",
-            "0",
-            "-pix_fmt",
-            "rgb24",
-        ],
-        &path,
-    );
-    path
+    framefusion_tests::lossless_pattern(dir, SIDE, FPS, 4.0)
 }
 
 /// The Python loop's captions of [`CLIPS`] with `beams` beams.

@@ -33,7 +33,7 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use crate::UdfError;
 use crate::media::source::{Confinement, VideoSource};
-use crate::storage::StorageOptions;
+use crate::storage::{S3Clients, StorageOptions};
 
 /// Where a session's generative operators keep their answers.
 #[derive(Debug, Clone)]
@@ -44,19 +44,35 @@ pub struct Answers {
 }
 
 impl Answers {
-    /// The answers folder of a session (`framefusion.answers`), checked against its
-    /// confinement; `None` when none is set.
-    pub fn of(config: &ConfigOptions) -> Result<Option<Self>, UdfError> {
+    /// The answers folder of a session (`framefusion.answers`); `None` when none is set.
+    /// Only a manifest run sets it, for its own output (which may lie outside a server
+    /// client's roots: a console run's folder; a server refuses a client's `SET` of it),
+    /// so it is checked against the process's roots only.
+    ///
+    /// A folder that cannot be opened (outside an executor's `--allow-root`, a local
+    /// folder that cannot be created) is logged and keeps nothing: the answers still reach
+    /// their rows.
+    pub fn of(config: &ConfigOptions) -> Option<Self> {
+        match Self::open(config) {
+            Ok(answers) => answers,
+            Err(e) => {
+                log::warn!("{e}; answers are not kept as they arrive");
+                None
+            }
+        }
+    }
+
+    fn open(config: &ConfigOptions) -> Result<Option<Self>, UdfError> {
         let folder = framefusion_common::failures::RunOptions::answers_of(config);
         if folder.is_empty() {
             return Ok(None);
         }
         let bad = |e: &dyn std::fmt::Display| {
             UdfError::Setup(format!(
-                "framefusion.answers = '{folder}': {e}; give a local folder or an s3:// prefix the session may write"
+                "framefusion.answers = '{folder}': {e}; give a local folder or an s3:// prefix the process may write"
             ))
         };
-        let confinement = Confinement::of(config).map_err(|e| bad(&e))?;
+        let confinement = Confinement::none().with_clients(S3Clients::of(config));
         let (store, prefix): (Arc<dyn ObjectStore>, ObjectPath) =
             match confinement.source(&folder).map_err(|e| bad(&e))? {
                 VideoSource::Local(path) => {
@@ -153,15 +169,13 @@ mod tests {
         config
             .extensions
             .insert(framefusion_common::failures::RunOptions::default());
-        assert!(matches!(Answers::of(&config), Ok(None)));
+        assert!(Answers::of(&config).is_none());
         assert!(
             config
                 .set("framefusion.answers", &folder.display().to_string())
                 .is_ok()
         );
-        let answers = Answers::of(&config)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .unwrap_or_else(|| panic!("no answers folder"));
+        let answers = Answers::of(&config).unwrap_or_else(|| panic!("no answers folder"));
         let key = answer_key(&["caption", "m", "1.5"]);
         assert_ne!(key, answer_key(&["caption", "m1", ".5"]));
         answers.keep("/v/a.mp4", &key, "a red car").await;

@@ -18,7 +18,11 @@
 //!   flight at once (asynchronous: one thread waits for all of a batch's), while the
 //!   frames of the next clips are decoded on another thread. The model runs on the
 //!   server, so a call runs no model here and is not placed on a cluster's GPU pool.
-//! - `onnx` (in-process generation from an exported vision-encoder-decoder): not yet.
+//! - `onnx`: in-process generation from a Hugging Face Optimum export of a
+//!   vision-encoder-decoder model whose folder is `caption.model` ([`crate::generate`]):
+//!   frames at the export's size, `caption.batch_size` clips generated together, greedy
+//!   or `caption.beams` beams. The call declares the export's two models, so a cluster
+//!   places it on its GPU pool.
 //!
 //! A call's options (`'frames=2,size=224,max_tokens=64,model=NAME'`) override the
 //! settings for that call. What fails what is the client's ([`crate::chat`]): a row whose
@@ -371,7 +375,7 @@ fn caption_rows(
     outcomes: &mut HashMap<usize, RowOutcome>,
 ) -> Result<()> {
     let concurrency = settings.concurrency.max(1);
-    let kept = Answers::of(batch.config).map_err(UdfError::into_task_error)?;
+    let kept = Answers::of(batch.config);
     let rows = unanswered(batch, settings, kept.as_ref(), rows, outcomes)?;
     let rows = rows.as_slice();
     let spec = ClipFrames {
@@ -427,7 +431,7 @@ fn generate_rows(
     outcomes: &mut HashMap<usize, RowOutcome>,
 ) -> Result<()> {
     let model = crate::generate::open(folder, batch.models()).map_err(UdfError::into_task_error)?;
-    let kept = Answers::of(batch.config).map_err(UdfError::into_task_error)?;
+    let kept = Answers::of(batch.config);
     let rows = unanswered(batch, settings, kept.as_ref(), rows, outcomes)?;
     let rows = rows.as_slice();
     let search = model.search(

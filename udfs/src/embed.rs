@@ -70,11 +70,11 @@ impl EmbedSpec {
                             ))
                         })?;
                 }
-                Some((key, _)) if key.trim().eq_ignore_ascii_case("function") => {
-                    return Err(UdfError::Option(
-                        "embed_clip: function=NAME (a registered REAL[] function as the embedder) is not supported yet; give the model's file and input as model=FILE size=WxH ..."
-                            .to_owned(),
-                    ));
+                Some((key, name)) if key.trim().eq_ignore_ascii_case("function") => {
+                    // a literal's function=NAME is resolved while the query is planned
+                    return Err(UdfError::Option(format!(
+                        "embed_clip: function={name} must be given in literal options (it is resolved when the query is planned); or give the model's options (model=FILE size=WxH ...)"
+                    )));
                 }
                 _ => rest.push(item),
             }
@@ -146,6 +146,44 @@ impl VideoOperator for EmbedClip {
             .and_then(|o| EmbedSpec::parse(o).ok())
             .map(|spec| vec![spec.model_file(config)])
             .unwrap_or_default()
+    }
+
+    fn resolve_options(
+        &self,
+        options: &str,
+        registry: &dyn datafusion::execution::FunctionRegistry,
+    ) -> std::result::Result<Option<String>, UdfError> {
+        let mut name = None;
+        let mut rest = Vec::new();
+        for item in options
+            .split([' ', ',', '\n', '\t'])
+            .filter(|s| !s.is_empty())
+        {
+            match item.split_once('=') {
+                Some((key, value)) if key.trim().eq_ignore_ascii_case("function") => {
+                    name = Some(value.trim());
+                }
+                _ => rest.push(item),
+            }
+        }
+        let Some(name) = name else {
+            return Ok(None);
+        };
+        let udf = registry.udf(name).map_err(|_| {
+            UdfError::Setup(format!(
+                "embed_clip: function={name}: no such function; register the embedder first (CREATE FUNCTION {name}(VARCHAR, DOUBLE) RETURNS REAL[] LANGUAGE onnx AS '...')"
+            ))
+        })?;
+        let user = (udf.inner().as_ref() as &dyn std::any::Any)
+            .downcast_ref::<crate::models::user::OnnxModelUdf>()
+            .filter(|u| u.returns_list())
+            .ok_or_else(|| {
+                UdfError::Setup(format!(
+                    "embed_clip: function={name} is not an embedder: give a function registered with RETURNS REAL[] LANGUAGE onnx"
+                ))
+            })?;
+        rest.push(user.spec_text());
+        Ok(Some(rest.join(" ")))
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {

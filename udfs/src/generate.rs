@@ -472,6 +472,9 @@ impl Seq2Seq {
             .map_err(|e| model_error(&self.decoder.path, e))
     }
 
+    /// Greedy search. A sequence that has ended leaves the batch (its cache rows are
+    /// dropped), so the steps after it cost only the sequences still running; the tokens
+    /// are those of `generate()`, which keeps it in the batch, padded.
     fn greedy(
         &self,
         enc_shape: &[i64; 3],
@@ -479,30 +482,39 @@ impl Seq2Seq {
         max_new: usize,
     ) -> Result<Vec<Vec<i64>>, UdfError> {
         let rows = enc_shape[0] as usize;
-        let enc = self.tensor(enc_shape, pooled)?;
+        let one = (enc_shape[1] * enc_shape[2]) as usize;
+        let mut enc = self.tensor(enc_shape, pooled.clone())?;
         let mut session = self.decoder.session();
         let mut cache = self.empty_cache(rows)?;
+        // the sequences still running (their rows in the batch, in order)
+        let mut running: Vec<usize> = (0..rows).collect();
         let mut last = vec![self.start; rows];
         let mut out = vec![Vec::new(); rows];
-        let mut alive = vec![true; rows];
         for step in 0..max_new {
             let (logits, vocab, present) = self.step(&mut session, last, &enc, cache, step > 0)?;
-            cache = present;
-            last = Vec::with_capacity(rows);
-            for r in 0..rows {
-                let token = if alive[r] {
-                    argmax(&logits[r * vocab..(r + 1) * vocab]) as i64
-                } else {
-                    self.pad
-                };
-                if alive[r] {
-                    out[r].push(token);
-                    alive[r] = !self.is_eos(token);
+            let mut kept = Vec::with_capacity(running.len());
+            last = Vec::with_capacity(running.len());
+            for (i, &r) in running.iter().enumerate() {
+                let token = argmax(&logits[i * vocab..(i + 1) * vocab]) as i64;
+                out[r].push(token);
+                if !self.is_eos(token) {
+                    kept.push(i);
+                    last.push(token);
                 }
-                last.push(token);
             }
-            if !alive.iter().any(|a| *a) {
+            if kept.is_empty() {
                 break;
+            }
+            if kept.len() < running.len() {
+                running = kept.iter().map(|&i| running[i]).collect();
+                let mut states = Vec::with_capacity(running.len() * one);
+                for &r in &running {
+                    states.extend_from_slice(&pooled[r * one..(r + 1) * one]);
+                }
+                enc = self.tensor(&[running.len() as i64, enc_shape[1], enc_shape[2]], states)?;
+                cache = self.reorder(present, &kept)?;
+            } else {
+                cache = present;
             }
         }
         Ok(out)
@@ -619,25 +631,37 @@ impl Seq2Seq {
         Ok(best)
     }
 
-    /// The cache rows in the order of `origin` (the beam each new beam continues).
+    /// The cache rows `origin` (the beam each new beam continues, the sequences still
+    /// running), in that order.
     fn reorder(&self, cache: Vec<DynValue>, origin: &[usize]) -> Result<Vec<DynValue>, UdfError> {
-        if origin.iter().enumerate().all(|(i, &o)| i == o) {
-            return Ok(cache);
-        }
         let path = &self.decoder.path;
         cache
             .into_iter()
             .map(|value| {
-                let (shape, data) = value
-                    .try_extract_tensor::<f32>()
-                    .map_err(|e| model_error(path, e))?;
-                let dims: Vec<i64> = shape.iter().copied().collect();
-                let row = data.len() / origin.len().max(1);
-                let mut out = Vec::with_capacity(data.len());
-                for &o in origin {
-                    out.extend_from_slice(&data[o * row..(o + 1) * row]);
+                let gathered = {
+                    let (shape, data) = value
+                        .try_extract_tensor::<f32>()
+                        .map_err(|e| model_error(path, e))?;
+                    let mut dims: Vec<i64> = shape.iter().copied().collect();
+                    let rows = dims.first().copied().unwrap_or(1).max(1) as usize;
+                    if rows == origin.len() && origin.iter().enumerate().all(|(i, &o)| i == o) {
+                        None
+                    } else {
+                        let row = data.len() / rows;
+                        let mut out = Vec::with_capacity(origin.len() * row);
+                        for &o in origin {
+                            out.extend_from_slice(&data[o * row..(o + 1) * row]);
+                        }
+                        if let Some(first) = dims.first_mut() {
+                            *first = origin.len() as i64;
+                        }
+                        Some((dims, out))
+                    }
+                };
+                match gathered {
+                    None => Ok(value),
+                    Some((dims, out)) => self.tensor(&dims, out),
                 }
-                self.tensor(&dims, out)
             })
             .collect()
     }

@@ -145,6 +145,17 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         Vec::new()
     }
 
+    /// A call's literal `options` rewritten with what the session's `registry` knows,
+    /// while the query is planned on the client (`None`: unchanged): so that options may
+    /// name a registered function (`embed_clip`'s `function=NAME`). By default unchanged.
+    fn resolve_options(
+        &self,
+        _options: &str,
+        _registry: &dyn datafusion::execution::FunctionRegistry,
+    ) -> Result<Option<String>, UdfError> {
+        Ok(None)
+    }
+
     /// Which argument holds a call's options: by default its first text argument.
     fn options_arg(&self) -> Option<usize> {
         self.args().iter().position(|a| a.kind == ArgKind::Text)

@@ -22,6 +22,10 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::optimizer::optimizer::ApplyOrder;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
+use datafusion::common::ScalarValue;
+use datafusion::execution::FunctionRegistry;
+use datafusion::logical_expr::expr::ScalarFunction as Call;
+
 use crate::analysis::{Demand, PassSpec};
 use crate::operator::VideoUdf;
 
@@ -69,6 +73,12 @@ impl OptimizerRule for VideoPassRule {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        // options that name a registered function become that function's own options
+        let resolved = match config.function_registry() {
+            Some(registry) => resolve_options(plan, registry)?,
+            None => Transformed::no(plan),
+        };
+        let (plan, changed) = (resolved.data, resolved.transformed);
         let options = config.options();
         let mut groups: HashMap<String, Vec<Demand>> = HashMap::new();
         plan.apply_with_subqueries(|node| {
@@ -90,9 +100,9 @@ impl OptimizerRule for VideoPassRule {
             .map(|(key, demands)| (key, Arc::new(PassSpec::new(demands))))
             .collect();
         if specs.is_empty() {
-            return Ok(Transformed::no(plan));
+            return Ok(Transformed::new_transformed(plan, changed));
         }
-        plan.transform_up_with_subqueries(|node| {
+        let passed = plan.transform_up_with_subqueries(|node| {
             node.map_expressions(|expr| {
                 expr.transform_up(|e| {
                     let Some((udf, call)) = as_video_udf(&e) else {
@@ -108,6 +118,49 @@ impl OptimizerRule for VideoPassRule {
                     )))
                 })
             })
-        })
+        })?;
+        Ok(Transformed::new_transformed(
+            passed.data,
+            passed.transformed || changed,
+        ))
     }
+}
+
+/// `plan` with the literal options of each video operator call rewritten by the operator
+/// ([`crate::VideoOperator::resolve_options`]: `embed_clip`'s `function=NAME` becomes the
+/// registered function's model options), so that every node of a cluster sees options it
+/// can evaluate without the client's registry.
+fn resolve_options(
+    plan: LogicalPlan,
+    registry: &dyn FunctionRegistry,
+) -> Result<Transformed<LogicalPlan>> {
+    plan.transform_up_with_subqueries(|node| {
+        node.map_expressions(|expr| {
+            expr.transform_up(|e| {
+                let Some((udf, call)) = as_video_udf(&e) else {
+                    return Ok(Transformed::no(e));
+                };
+                let op = udf.operator();
+                let Some(i) = op.options_arg() else {
+                    return Ok(Transformed::no(e));
+                };
+                let Some(Expr::Literal(ScalarValue::Utf8(Some(text)), meta)) = call.args.get(i)
+                else {
+                    return Ok(Transformed::no(e));
+                };
+                let Some(resolved) = op
+                    .resolve_options(text, registry)
+                    .map_err(crate::UdfError::into_task_error)?
+                else {
+                    return Ok(Transformed::no(e));
+                };
+                let mut args = call.args.clone();
+                args[i] = Expr::Literal(ScalarValue::Utf8(Some(resolved)), meta.clone());
+                Ok(Transformed::yes(Expr::ScalarFunction(Call::new_udf(
+                    Arc::clone(&call.func),
+                    args,
+                ))))
+            })
+        })
+    })
 }

@@ -268,6 +268,16 @@ struct Wire {
 }
 
 impl OnnxModelUdf {
+    /// Its model options, as `CREATE FUNCTION ... AS '...'` gave them.
+    pub fn spec_text(&self) -> &str {
+        &self.spec.text
+    }
+
+    /// Whether it returns a list of floats (`REAL[]` or `DOUBLE[]`).
+    pub fn returns_list(&self) -> bool {
+        matches!(self.returns, DataType::List(_))
+    }
+
     /// The function `name` over `spec`, returning `returns` (a float, or a list of floats).
     pub fn new(name: &str, spec: ModelSpec, returns: DataType) -> Result<Self> {
         match &returns {
