@@ -144,6 +144,53 @@ async fn captions_reach_the_concurrency_and_every_clip_is_answered_once() {
     );
 }
 
+/// `fps=10` takes a clip's frames ten a second: a 0.2-second clip is two frames (the
+/// server answers), a 0.3-second clip three (the server wants two: that row alone fails).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fps_takes_a_clips_frames_at_that_rate() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let video = pattern(dir.path());
+    let server = chat_server("HOME", 0, 0).await;
+    let ctx = session(&server, "HOME").await;
+    let sql = format!(
+        "SELECT value, caption('{v}', value * 0.2, value * 0.2 + CASE WHEN value = 19 THEN 0.3 ELSE 0.2 END, 'fps=10') AS c
+         FROM generate_series(0, 19) ORDER BY value",
+        v = video.display()
+    );
+    let batches = ctx
+        .run_script(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<Option<String>> = batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(1).as_string::<i32>().clone();
+            (0..b.num_rows()).map(move |r| c.is_valid(r).then(|| c.value(r).to_owned()))
+        })
+        .collect();
+    assert_eq!(got.len(), 20);
+    let answered: std::collections::HashSet<&String> = got[..19].iter().flatten().collect();
+    assert_eq!(
+        answered.len(),
+        19,
+        "two frames each, each clip its own: {got:?}"
+    );
+    assert_eq!(
+        got[19], None,
+        "three frames: the server refuses the request"
+    );
+    let stats = server.stats(1);
+    assert_eq!(
+        stats.bad.len(),
+        1,
+        "only the three-frame request is refused: {:?}",
+        stats.bad
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_or_an_unknown_model_fails_the_query_naming_the_endpoint() {
     let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));

@@ -24,6 +24,9 @@
 //!   or `caption.beams` beams. The call declares the export's two models, so a cluster
 //!   places it on its GPU pool.
 //!
+//! With `fps=F` (an option or `caption.fps`) the clip's frames are taken `F` a second from
+//! its start instead (at least one, at most [`MAX_FRAMES`]).
+//!
 //! A call's options (`'frames=2,size=224,max_tokens=64,model=NAME'`) override the
 //! settings for that call. What fails what is the client's ([`crate::chat`]): a row whose
 //! request still fails after the retries is null and reported to the run; a refused key,
@@ -70,8 +73,10 @@ config_namespace! {
         pub concurrency: usize, default = 16
         /// Seconds one request may take.
         pub timeout_s: u64, default = 120
-        /// Frames per clip.
+        /// Frames per clip (evenly spaced).
         pub frames: usize, default = 4
+        /// Frames per second of the clip instead (at most 32 a clip; 0: `frames`).
+        pub fps: f64, default = 0.0
         /// The longer side of the frames sent, in pixels (never enlarged; the `onnx`
         /// backend scales frames to its export's size instead).
         pub size: u32, default = 448
@@ -112,7 +117,22 @@ impl CaptionOptions {
                 })
             };
             match key.trim() {
-                "frames" => out.frames = number("frames")? as usize,
+                "frames" => {
+                    out.frames = number("frames")? as usize;
+                    out.fps = 0.0;
+                }
+                "fps" => {
+                    out.fps = value
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|f| f.is_finite() && *f > 0.0)
+                        .ok_or_else(|| {
+                            UdfError::Setup(format!(
+                                "caption: fps={value}: give a positive number of frames a second"
+                            ))
+                        })?;
+                }
                 "size" => out.size = u32::try_from(number("size")?).unwrap_or(u32::MAX),
                 "max_tokens" => out.max_tokens = number("max_tokens")?,
                 "concurrency" => out.concurrency = number("concurrency")? as usize,
@@ -121,7 +141,7 @@ impl CaptionOptions {
                 "model" => out.model = value.to_owned(),
                 other => {
                     return Err(UdfError::Setup(format!(
-                        "caption: unknown option '{other}'; the options are frames, size, max_tokens, concurrency, beams, batch and model (the others are settings: SET caption.prompt = '...')"
+                        "caption: unknown option '{other}'; the options are frames, fps, size, max_tokens, concurrency, beams, batch and model (the others are settings: SET caption.prompt = '...')"
                     )));
                 }
             }
@@ -159,6 +179,9 @@ impl CaptionOptions {
             ("max_tokens", self.max_tokens.to_string()),
             ("frames", self.frames.to_string()),
         ];
+        if self.fps > 0.0 {
+            parts.push(("fps", self.fps.to_string()));
+        }
         if self.backend == "onnx" {
             parts.push(("beams", self.beams.to_string()));
         } else {
@@ -223,6 +246,20 @@ enum Backend {
 pub fn clip_times(start_s: f64, end_s: f64, frames: usize) -> Vec<f64> {
     let step = (end_s - start_s) / frames.max(1) as f64;
     (0..frames).map(|i| start_s + i as f64 * step).collect()
+}
+
+/// The times of a clip's frames: `fps` frames a second from `start_s` while before
+/// `end_s` (at least one, at most [`MAX_FRAMES`]) when `fps` is positive, else `frames`
+/// evenly spaced ([`clip_times`]).
+pub fn frame_times(start_s: f64, end_s: f64, frames: usize, fps: f64) -> Vec<f64> {
+    if fps > 0.0 {
+        let n = ((end_s - start_s) * fps - 1e-9)
+            .ceil()
+            .clamp(1.0, MAX_FRAMES as f64) as usize;
+        (0..n).map(|i| start_s + i as f64 / fps).collect()
+    } else {
+        clip_times(start_s, end_s, frames)
+    }
 }
 
 /// `caption(path, start_s, end_s [, options])`: see the module docs.
@@ -313,9 +350,10 @@ impl VideoOperator for Caption {
 /// A clip's frames, or why they cannot be had.
 type Frames<T> = std::result::Result<Vec<T>, UdfError>;
 
-/// How a backend wants a clip's frames: how many, at what size, as what.
+/// How a backend wants a clip's frames: which, at what size, as what.
 struct ClipFrames<'a, T> {
     frames: usize,
+    fps: f64,
     resize: Resize,
     convert: &'a (dyn Fn(DecodedFrame) -> std::result::Result<T, MediaError> + Sync),
 }
@@ -380,6 +418,7 @@ fn caption_rows(
     let rows = rows.as_slice();
     let spec = ClipFrames {
         frames: settings.frames,
+        fps: settings.fps,
         resize: Resize::LongestSide(settings.size),
         convert: &|frame: DecodedFrame| encode_jpeg(&frame.into(), JPEG_QUALITY),
     };
@@ -442,6 +481,7 @@ fn generate_rows(
     let convert = |frame: DecodedFrame| Ok(model.pixel_values(&frame.into()));
     let spec = ClipFrames {
         frames: settings.frames,
+        fps: settings.fps,
         resize: Resize::Exact(width, height),
         convert: &convert,
     };
@@ -538,18 +578,24 @@ fn send_clips<T: Clone + Send>(
     rows: &[usize],
     send: &(dyn Fn(usize, Frames<T>) -> bool + Sync),
 ) -> bool {
-    let n = spec.frames;
-    let mut times = Vec::with_capacity(rows.len() * n);
+    // each row's times, one after the other: row r's from starts[r]
+    let mut times = Vec::new();
+    let mut starts = Vec::with_capacity(rows.len() + 1);
     for &row in rows {
         let (start_s, end_s) = batch.range(row).unwrap_or_default();
-        times.extend(clip_times(start_s, end_s, n));
+        starts.push(times.len());
+        times.extend(frame_times(start_s, end_s, spec.frames, spec.fps));
     }
-    let mut clips: Vec<Vec<Option<T>>> = (0..rows.len()).map(|_| vec![None; n]).collect();
+    starts.push(times.len());
+    let mut clips: Vec<Vec<Option<T>>> = (0..rows.len())
+        .map(|r| vec![None; starts[r + 1] - starts[r]])
+        .collect();
     let mut done = vec![false; rows.len()];
     let mut gone = false;
     let decoded =
         crate::media::decode::frames_at_each(media, &times, spec.resize, &mut |i, frame| {
-            let (r, k) = (i / n, i % n);
+            let r = starts.partition_point(|&s| s <= i) - 1;
+            let k = i - starts[r];
             clips[r][k] = Some((spec.convert)(frame)?);
             if clips[r].iter().all(Option::is_some) {
                 done[r] = true;
@@ -573,7 +619,7 @@ fn send_clips<T: Clone + Send>(
         let frames: Frames<T> = match &decoded {
             Err(e) => Err(UdfError::Option(e.to_string())),
             Ok(()) => {
-                let mut kept: Vec<T> = Vec::with_capacity(n);
+                let mut kept: Vec<T> = Vec::with_capacity(clip.len());
                 for frame in clip {
                     match (frame, kept.last()) {
                         (Some(frame), _) => kept.push(frame),
@@ -585,8 +631,8 @@ fn send_clips<T: Clone + Send>(
                     Err(UdfError::Option(format!(
                         "{}: no frame in [{}, {}) (past the end?)",
                         media.display,
-                        times[r * n],
-                        times[r * n + n - 1]
+                        times[starts[r]],
+                        times[starts[r + 1] - 1]
                     )))
                 } else {
                     Ok(kept)
@@ -615,5 +661,14 @@ mod tests {
         assert!(CaptionOptions::for_call(&config, Some("frames=0")).is_err());
         assert!(CaptionOptions::for_call(&config, Some("prompt=x")).is_err());
         assert_eq!(clip_times(0.0, 4.0, 2), vec![0.0, 2.0]);
+        let o = CaptionOptions::for_call(&config, Some("fps=2")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(frame_times(1.0, 2.5, o.frames, o.fps), vec![1.0, 1.5, 2.0]);
+        assert_eq!(
+            frame_times(1.0, 1.1, 4, 2.0),
+            vec![1.0],
+            "at least one frame"
+        );
+        assert_eq!(frame_times(0.0, 100.0, 4, 10.0).len(), MAX_FRAMES);
+        assert!(CaptionOptions::for_call(&config, Some("fps=0")).is_err());
     }
 }
