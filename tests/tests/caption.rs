@@ -79,7 +79,15 @@ async fn captions(
         video.display(),
         CLIPS - 1
     );
-    let batches = ctx.run_script(&sql).await?.collect().await?;
+    column_of(ctx, &sql).await
+}
+
+/// The second column of `sql`'s rows, in order.
+async fn column_of(
+    ctx: &SessionContext,
+    sql: &str,
+) -> datafusion::common::Result<Vec<Option<String>>> {
+    let batches = ctx.run_script(sql).await?.collect().await?;
     Ok(batches
         .iter()
         .flat_map(|b| {
@@ -157,20 +165,9 @@ async fn fps_takes_a_clips_frames_at_that_rate() {
          FROM generate_series(0, 19) ORDER BY value",
         v = video.display()
     );
-    let batches = ctx
-        .run_script(&sql)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .collect()
+    let got = column_of(&ctx, &sql)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let got: Vec<Option<String>> = batches
-        .iter()
-        .flat_map(|b| {
-            let c = b.column(1).as_string::<i32>().clone();
-            (0..b.num_rows()).map(move |r| c.is_valid(r).then(|| c.value(r).to_owned()))
-        })
-        .collect();
     assert_eq!(got.len(), 20);
     let answered: std::collections::HashSet<&String> = got[..19].iter().flatten().collect();
     assert_eq!(

@@ -272,7 +272,7 @@ impl VideoOperator for Caption {
     }
 
     fn description(&self) -> &'static str {
-        "A clip's caption from a vision-language model served by an OpenAI-compatible server."
+        "A clip's caption from a vision-language model: an OpenAI-compatible server, or an exported captioner run in-process."
     }
 
     fn args(&self) -> &'static [Arg] {

@@ -23,7 +23,8 @@
 //! - [`previews`]: `thumbnail(path, at_s [, size])` and `contact_sheet(path, start_s, end_s [, options])`, JPEG pictures.
 //! - [`cut_udf`]: `cut_clip(path, start_s, end_s, dest_prefix [, mode])`, idempotent.
 //! - [`caption`]: `caption(path, start_s, end_s [, options])`, a clip's caption from a
-//!   vision-language model served by an OpenAI-compatible server ([`chat`]).
+//!   vision-language model served by an OpenAI-compatible server ([`chat`]) or generated
+//!   in-process from an exported captioner ([`generate`]).
 //! - [`embed`]: `embed_clip(path, start_s, end_s, options)`, a clip's embedding from an ONNX
 //!   image embedder.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
@@ -119,16 +120,14 @@ pub fn provenance(
     literals: &[Option<datafusion::common::ScalarValue>],
     config: &datafusion::common::config::ConfigOptions,
 ) -> std::collections::BTreeMap<String, String> {
-    use datafusion::common::ScalarValue;
     let Some(op) = operators().into_iter().find(|op| op.name() == name) else {
         return Default::default();
     };
-    let options = match op.options_arg().and_then(|i| literals.get(i)) {
-        Some(Some(
-            ScalarValue::Utf8(text) | ScalarValue::LargeUtf8(text) | ScalarValue::Utf8View(text),
-        )) => text.as_deref(),
-        _ => None,
-    };
+    let options = op
+        .options_arg()
+        .and_then(|i| literals.get(i)?.as_ref())
+        .and_then(operator::literal_text)
+        .flatten();
     op.provenance(config, options).into_iter().collect()
 }
 

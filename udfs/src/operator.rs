@@ -362,13 +362,11 @@ impl VideoUdf {
         let own = match op.options_arg().map(|i| literals.get(i)) {
             // no options argument, or the call does not give it
             None | Some(None) => !op.models_for(config, None).is_empty(),
-            Some(Some(Some(
-                ScalarValue::Utf8(text)
-                | ScalarValue::LargeUtf8(text)
-                | ScalarValue::Utf8View(text),
-            ))) => !op.models_for(config, text.as_deref()).is_empty(),
-            // options from a column: any row may
-            Some(Some(_)) => op.runs_model(),
+            Some(Some(value)) => match value.as_ref().and_then(literal_text) {
+                Some(text) => !op.models_for(config, text).is_empty(),
+                // options from a column: any row may
+                None => op.runs_model(),
+            },
         };
         own || self.pass_runs_model()
     }
@@ -540,6 +538,17 @@ impl ScalarUDFImpl for VideoUdf {
             return Err(e.into_task_error());
         }
         to_array(values, &op.return_type())
+    }
+}
+
+/// The text of a string literal (`Some(None)` for a null one; `None` for another value):
+/// a call's literal options as its operator reads them.
+pub fn literal_text(value: &ScalarValue) -> Option<Option<&str>> {
+    match value {
+        ScalarValue::Utf8(text) | ScalarValue::LargeUtf8(text) | ScalarValue::Utf8View(text) => {
+            Some(text.as_deref())
+        }
+        _ => None,
     }
 }
 

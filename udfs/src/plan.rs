@@ -144,8 +144,10 @@ fn resolve_options(
                 let Some(i) = op.options_arg() else {
                     return Ok(Transformed::no(e));
                 };
-                let Some(Expr::Literal(ScalarValue::Utf8(Some(text)), meta)) = call.args.get(i)
-                else {
+                let Some(Expr::Literal(value, meta)) = call.args.get(i) else {
+                    return Ok(Transformed::no(e));
+                };
+                let Some(Some(text)) = crate::operator::literal_text(value) else {
                     return Ok(Transformed::no(e));
                 };
                 let Some(resolved) = op
