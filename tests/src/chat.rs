@@ -1,4 +1,9 @@
-//! An OpenAI-compatible chat-completions server for the caption tests and bench.
+//! An OpenAI-compatible chat-completions server for the caption and translate tests and
+//! the bench.
+//!
+//! With `frames` 0 it is a text server (`translate`): the message must be the prompt and
+//! one text part, answered with that text in capitals (a text holding `refuse me` is
+//! answered 400: the row's failure); its answers are counted per text.
 //!
 //! It checks every request strictly (path, key, model, prompt, temperature, max_tokens,
 //! the number of images, each a JPEG data URL whose picture has the expected size) and
@@ -31,7 +36,7 @@ pub struct ChatExpect {
     pub prompt: String,
     /// The bearer key wanted (empty: none may be sent).
     pub key: String,
-    /// Images per request.
+    /// Images per request (0: a text part instead).
     pub frames: usize,
     /// Their width and height.
     pub size: (u32, u32),
@@ -151,8 +156,13 @@ impl Server {
         r.events.push((Instant::now(), -1));
     }
 
-    /// The clip of a valid request (the hash of its first image), or the status and why.
-    fn check(&self, headers: &HeaderMap, body: &Value) -> Result<String, (StatusCode, String)> {
+    /// The clip of a valid request (the hash of its first image, or its text) and its
+    /// answer, or the status and why.
+    fn check(
+        &self,
+        headers: &HeaderMap,
+        body: &Value,
+    ) -> Result<(String, String), (StatusCode, String)> {
         let e = &self.expect;
         let auth = headers
             .get("authorization")
@@ -187,7 +197,7 @@ impl Server {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        if content.len() != 1 + e.frames {
+        if content.len() != 1 + e.frames.max(1) {
             return bad(format!(
                 "content must be the prompt and {} images",
                 e.frames
@@ -195,6 +205,17 @@ impl Server {
         }
         if content[0] != json!({ "type": "text", "text": e.prompt }) {
             return bad(format!("prompt {}", content[0]));
+        }
+        if e.frames == 0 {
+            let text = match (&content[1]["type"], content[1]["text"].as_str()) {
+                (t, Some(text)) if t == "text" => text.to_owned(),
+                _ => return bad(format!("not a text part: {}", content[1])),
+            };
+            if text.contains("refuse me") {
+                return bad("this text is refused".to_owned());
+            }
+            let answer = text.to_uppercase();
+            return Ok((text, answer));
         }
         let mut first = None;
         for part in &content[1..] {
@@ -213,8 +234,9 @@ impl Server {
             }
             first.get_or_insert(jpeg);
         }
-        let first = first.unwrap_or_default();
-        Ok(format!("{:016x}", fnv1a(&first)))
+        let clip = format!("{:016x}", fnv1a(&first.unwrap_or_default()));
+        let answer = format!("clip {clip}");
+        Ok((clip, answer))
     }
 }
 
@@ -256,8 +278,8 @@ async fn answer(server: &Server, headers: &HeaderMap, body: &[u8]) -> (StatusCod
             );
         }
     };
-    let clip = match server.check(headers, &body) {
-        Ok(clip) => clip,
+    let (clip, text) = match server.check(headers, &body) {
+        Ok(asked) => asked,
         Err((status, message)) => {
             let mut r = server.record.lock().unwrap_or_else(|p| p.into_inner());
             r.bad.push(message.clone());
@@ -266,7 +288,7 @@ async fn answer(server: &Server, headers: &HeaderMap, body: &[u8]) -> (StatusCod
     };
     tokio::time::sleep(server.expect.latency).await;
     let mut r = server.record.lock().unwrap_or_else(|p| p.into_inner());
-    let hash = u64::from_str_radix(&clip, 16).unwrap_or_default();
+    let hash = fnv1a(clip.as_bytes());
     if hash % 100 < server.expect.fail_percent && r.failed_once.insert(clip.clone()) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -277,7 +299,7 @@ async fn answer(server: &Server, headers: &HeaderMap, body: &[u8]) -> (StatusCod
     (
         StatusCode::OK,
         Json(json!({
-            "choices": [{ "index": 0, "message": { "role": "assistant", "content": format!("clip {clip}") } }]
+            "choices": [{ "index": 0, "message": { "role": "assistant", "content": text } }]
         })),
     )
 }

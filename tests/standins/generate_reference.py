@@ -68,14 +68,17 @@ class Decoder:
         self.session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
         self.past = [i for i in self.session.get_inputs() if i.name.startswith("past_key_values.")]
         self.layout = {i.name: i.shape for i in self.past}
+        self.masks = any(i.name == "encoder_attention_mask" for i in self.session.get_inputs())
 
     def empty_past(self, batch):
         return {name: np.zeros((batch, shape[1], 0, shape[3]), np.float32)
                 for name, shape in self.layout.items()}
 
-    def step(self, ids, enc, past, cached):
+    def step(self, ids, enc, past, cached, mask=None):
         feed = {"input_ids": ids, "encoder_hidden_states": enc,
                 "use_cache_branch": np.array([cached])}
+        if self.masks:
+            feed["encoder_attention_mask"] = mask
         feed.update(past)
         names = [o.name for o in self.session.get_outputs()]
         out = dict(zip(names, self.session.run(None, feed)))
@@ -83,17 +86,33 @@ class Decoder:
         return out["logits"][:, -1, :], present
 
 
-def greedy(dec, enc, gen, max_new):
+def process(scores, step, max_new, gen, renormalize):
+    """The logits processors generate() builds from the generation config: bad_words_ids
+    of one token, forced_eos_token_id on the last step, renormalize_logits (beams)."""
+    scores = scores.astype(np.float64)
+    bad = [w[0] for w in gen.get("bad_words_ids") or [] if len(w) == 1]
+    if bad:
+        scores[:, bad] = -np.inf
+    forced = gen.get("forced_eos_token_id")
+    if forced is not None and step + 1 == max_new:
+        scores[:, :] = -np.inf
+        scores[:, forced] = 0.0
+    if renormalize and gen.get("renormalize_logits"):
+        scores = log_softmax(scores)
+    return scores
+
+
+def greedy(dec, enc, gen, max_new, mask=None):
     b = enc.shape[0]
     start, eos, pad = gen["decoder_start_token_id"], gen["eos_token_id"], gen["pad_token_id"]
     ids = np.full((b, 1), start, np.int64)
     out = [[] for _ in range(b)]
     alive = np.ones(b, bool)
     past, cached = dec.empty_past(b), False
-    for _ in range(max_new):
-        logits, past = dec.step(ids[:, -1:], enc, past, cached)
+    for step in range(max_new):
+        logits, past = dec.step(ids[:, -1:], enc, past, cached, mask)
         cached = True
-        nxt = logits.argmax(axis=-1)
+        nxt = process(logits, step, max_new, gen, False).argmax(axis=-1)
         nxt = np.where(alive, nxt, pad)
         for i in range(b):
             if alive[i]:
@@ -136,7 +155,7 @@ def log_softmax(x):
     return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
 
 
-def beam(dec, enc, gen, max_new, k):
+def beam(dec, enc, gen, max_new, k, mask=None):
     b = enc.shape[0]
     start, eos = gen["decoder_start_token_id"], gen["eos_token_id"]
     lp = float(gen.get("length_penalty", 1.0))
@@ -144,6 +163,7 @@ def beam(dec, enc, gen, max_new, k):
     if early not in (True, False):
         raise SystemExit("early_stopping 'never' is not supported")
     enc = np.repeat(enc, k, axis=0)
+    mask = None if mask is None else np.repeat(mask, k, axis=0)
     seqs = [[] for _ in range(b * k)]
     scores = np.full((b, k), -1e9)
     scores[:, 0] = 0.0
@@ -152,10 +172,11 @@ def beam(dec, enc, gen, max_new, k):
     past, cached = dec.empty_past(b * k), False
     last = np.full((b * k, 1), start, np.int64)
     for step in range(max_new):
-        logits, past = dec.step(last, enc, past, cached)
+        logits, past = dec.step(last, enc, past, cached, mask)
         cached = True
         v = logits.shape[-1]
-        cand = (log_softmax(logits) + scores.reshape(-1, 1)).reshape(b, k * v)
+        cand = process(log_softmax(logits), step, max_new, gen, True)
+        cand = (cand + scores.reshape(-1, 1)).reshape(b, k * v)
         order = np.argsort(-cand, axis=1, kind="stable")[:, :2 * k]
         new_scores = np.zeros((b, k))
         new_tokens = np.full((b, k), gen["pad_token_id"], np.int64)

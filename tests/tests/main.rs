@@ -33,3 +33,4 @@ mod speech;
 mod tables_in_cloud;
 mod tables_in_s3;
 mod text;
+mod translate;

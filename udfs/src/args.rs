@@ -32,6 +32,39 @@ pub(crate) fn floats(value: &ColumnarValue, rows: usize, what: &str) -> Result<F
     cast(value, rows, &DataType::Float64, what)
 }
 
+/// The `key=value` items of a call's options text (separated by commas or white space),
+/// or why one is not such an item (`operator` names the function in the message).
+pub(crate) fn option_pairs<'a>(
+    operator: &str,
+    options: Option<&'a str>,
+) -> std::result::Result<Vec<(&'a str, &'a str)>, crate::UdfError> {
+    options
+        .unwrap_or_default()
+        .split([',', ' ', '\n', '\t'])
+        .filter(|s| !s.is_empty())
+        .map(|item| {
+            item.split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim()))
+                .ok_or_else(|| {
+                    crate::UdfError::Setup(format!(
+                        "{operator}: '{item}' in the options is not key=value"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// An option's whole number, or why it is not one.
+pub(crate) fn whole_option(
+    operator: &str,
+    key: &str,
+    value: &str,
+) -> std::result::Result<u64, crate::UdfError> {
+    value.parse::<u64>().map_err(|_| {
+        crate::UdfError::Setup(format!("{operator}: {key}={value}: not a whole number"))
+    })
+}
+
 /// What an argument is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ArgKind {
@@ -114,6 +147,25 @@ impl Arg {
             name,
             kind: ArgKind::Seconds,
             required: true,
+        }
+    }
+
+    /// A text the operator works on (null: the row is null).
+    pub const fn text(name: &'static str) -> Self {
+        Self {
+            name,
+            kind: ArgKind::Text,
+            required: true,
+        }
+    }
+
+    /// The row's video, added by the planner to an operator over something else (null:
+    /// none).
+    pub const fn row_video() -> Self {
+        Self {
+            name: "video",
+            kind: ArgKind::Path,
+            required: false,
         }
     }
 

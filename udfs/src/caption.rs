@@ -103,27 +103,15 @@ impl CaptionOptions {
     /// The session's `caption.*` settings with a call's `options` over them.
     pub fn for_call(config: &ConfigOptions, options: Option<&str>) -> Result<Self, UdfError> {
         let mut out = config.extensions.get::<Self>().cloned().unwrap_or_default();
-        for item in options
-            .unwrap_or_default()
-            .split([',', ' ', '\n', '\t'])
-            .filter(|s| !s.is_empty())
-        {
-            let (key, value) = item.split_once('=').ok_or_else(|| {
-                UdfError::Setup(format!("caption: '{item}' in the options is not key=value"))
-            })?;
-            let number = |what: &str| {
-                value.trim().parse::<u64>().map_err(|_| {
-                    UdfError::Setup(format!("caption: {what}={value}: not a whole number"))
-                })
-            };
-            match key.trim() {
+        for (key, value) in crate::args::option_pairs("caption", options)? {
+            let number = |what: &str| crate::args::whole_option("caption", what, value);
+            match key {
                 "frames" => {
                     out.frames = number("frames")? as usize;
                     out.fps = 0.0;
                 }
                 "fps" => {
                     out.fps = value
-                        .trim()
                         .parse::<f64>()
                         .ok()
                         .filter(|f| f.is_finite() && *f > 0.0)
@@ -477,7 +465,13 @@ fn generate_rows(
         settings.beams,
         usize::try_from(settings.max_tokens).unwrap_or(usize::MAX),
     );
-    let (width, height) = model.size();
+    let (width, height) = model.size().ok_or_else(|| {
+        UdfError::Setup(format!(
+            "caption: the model folder '{}' holds a text model (its encoder reads input_ids); caption needs a vision-encoder-decoder export (translate takes text models)",
+            folder.display()
+        ))
+        .into_task_error()
+    })?;
     let convert = |frame: DecodedFrame| Ok(model.pixel_values(&frame.into()));
     let spec = ClipFrames {
         frames: settings.frames,

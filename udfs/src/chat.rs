@@ -1,7 +1,8 @@
-//! A client of OpenAI-compatible chat-completions servers that take images: how
-//! vision-language models are served in production (vLLM, SGLang, llama.cpp's server,
-//! Ollama, TGI). `POST {endpoint}/chat/completions` with one user message holding the
-//! prompt and the frames as base64 JPEG data URLs, `temperature` 0.
+//! A client of OpenAI-compatible chat-completions servers: how vision-language and
+//! language models are served in production (vLLM, SGLang, llama.cpp's server, Ollama,
+//! TGI). `POST {endpoint}/chat/completions` with one user message holding the prompt and
+//! what it is about (`caption`: the frames as base64 JPEG data URLs; `translate`: the
+//! text, a second text part), `temperature` 0.
 //!
 //! What fails what ([`ChatClient::complete`]): a 429, a 5xx, a dropped connection or a
 //! timeout is retried with exponential backoff (a 429's `Retry-After` honoured, at most
@@ -37,6 +38,17 @@ pub struct ChatClient {
     model: String,
     max_tokens: u64,
     key: Option<String>,
+    /// The settings' namespace messages name (`caption`, `translate`).
+    settings: &'static str,
+}
+
+/// What a request asks about besides its prompt.
+#[derive(Debug, Clone, Copy)]
+pub enum About<'a> {
+    /// Frames, JPEG-encoded.
+    Images(&'a [Vec<u8>]),
+    /// A text.
+    Text(&'a str),
 }
 
 impl std::fmt::Debug for ChatClient {
@@ -94,18 +106,30 @@ impl ChatClient {
             model: model.to_owned(),
             max_tokens,
             key,
+            settings: "caption",
         })
     }
 
-    /// The request body for `prompt` and the JPEG `images`.
-    pub fn body(&self, prompt: &str, images: &[Vec<u8>]) -> serde_json::Value {
+    /// The same client naming the settings `settings.*` in its messages.
+    pub fn for_settings(mut self, settings: &'static str) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// The request body for `prompt` and what it is `about`.
+    pub fn body(&self, prompt: &str, about: About<'_>) -> serde_json::Value {
         let mut content = vec![json!({ "type": "text", "text": prompt })];
-        for jpeg in images {
-            let data = base64::engine::general_purpose::STANDARD.encode(jpeg);
-            content.push(json!({
-                "type": "image_url",
-                "image_url": { "url": format!("data:image/jpeg;base64,{data}") }
-            }));
+        match about {
+            About::Images(images) => {
+                for jpeg in images {
+                    let data = base64::engine::general_purpose::STANDARD.encode(jpeg);
+                    content.push(json!({
+                        "type": "image_url",
+                        "image_url": { "url": format!("data:image/jpeg;base64,{data}") }
+                    }));
+                }
+            }
+            About::Text(text) => content.push(json!({ "type": "text", "text": text })),
         }
         json!({
             "model": self.model,
@@ -118,7 +142,13 @@ impl ChatClient {
     /// The server's answer to `prompt` about `images` (see the module docs for what fails
     /// what).
     pub async fn complete(&self, prompt: &str, images: &[Vec<u8>]) -> Result<String, UdfError> {
-        let body = self.body(prompt, images);
+        self.ask(prompt, About::Images(images)).await
+    }
+
+    /// The server's answer to `prompt` about what `about` holds (see the module docs for
+    /// what fails what).
+    pub async fn ask(&self, prompt: &str, about: About<'_>) -> Result<String, UdfError> {
+        let body = self.body(prompt, about);
         let mut answered = false;
         let mut last = String::new();
         for attempt in 0..=RETRIES {
@@ -143,8 +173,8 @@ impl ChatClient {
             )))
         } else {
             Err(UdfError::Setup(format!(
-                "the chat endpoint {} cannot be reached ({last}); check caption.endpoint and that the server runs",
-                self.endpoint
+                "the chat endpoint {} cannot be reached ({last}); check {}.endpoint and that the server runs",
+                self.endpoint, self.settings
             )))
         }
     }
@@ -198,15 +228,17 @@ impl ChatClient {
                 true,
             )),
             401 | 403 => Err(Attempt::Setup(format!(
-                "{} refused the key ({status}: {}); set caption.api_key_env to the name of the environment variable holding the API key",
+                "{} refused the key ({status}: {}); set {}.api_key_env to the name of the environment variable holding the API key",
                 self.endpoint,
-                said()
+                said(),
+                self.settings
             ))),
             404 => Err(Attempt::Setup(format!(
-                "{} has no model '{}' or no chat-completions API ({status}: {}); check caption.model and caption.endpoint",
+                "{} has no model '{}' or no chat-completions API ({status}: {}); check {s}.model and {s}.endpoint",
                 self.endpoint,
                 self.model,
-                said()
+                said(),
+                s = self.settings
             ))),
             500..=599 => Err(Attempt::Retry(
                 format!("{status}: {}", said()),
@@ -270,13 +302,18 @@ mod tests {
             "PATH",
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let body = client.body("say", &[vec![1, 2, 3]]);
+        let body = client.body("say", About::Images(&[vec![1, 2, 3]]));
         assert_eq!(body["model"], "m");
         assert_eq!(body["temperature"], 0);
         assert_eq!(body["messages"][0]["content"][0]["text"], "say");
         assert_eq!(
             body["messages"][0]["content"][1]["image_url"]["url"],
             "data:image/jpeg;base64,AQID"
+        );
+        let text = client.body("translate", About::Text("hallo"));
+        assert_eq!(
+            text["messages"][0]["content"][1],
+            json!({ "type": "text", "text": "hallo" })
         );
         let shown = format!("{client:?}");
         let key = std::env::var("PATH").unwrap_or_default();

@@ -1,28 +1,46 @@
-//! In-process text generation from a Hugging Face Optimum (or transformers.js) export of a
-//! vision-encoder-decoder model: a captioner such as ViT-GPT2, exported as one folder of
+//! In-process text generation from a Hugging Face Optimum (or transformers.js) export of an
+//! encoder-decoder model, one folder of
 //!
 //! ```text
-//! encoder_model.onnx          pixel_values [B, 3, H, W] -> last_hidden_state [B, N, D]
-//! decoder_model_merged.onnx   input_ids, encoder_hidden_states, past_key_values.{i}.key/.value,
-//!                             use_cache_branch -> logits, present.{i}.key/.value
+//! encoder_model.onnx          images: pixel_values [B, 3, H, W] -> last_hidden_state [B, N, D]
+//!                             text:   input_ids, attention_mask [B, S] -> last_hidden_state [B, S, D]
+//! decoder_model_merged.onnx   input_ids, encoder_hidden_states, [encoder_attention_mask],
+//!                             past_key_values.{i}.key/.value (a captioner's GPT-2 decoder) or
+//!                             past_key_values.{i}.decoder/.encoder.key/.value (a seq2seq
+//!                             model's: Marian, T5, BART), use_cache_branch
+//!                             -> logits, present.{i}.(...) named as the cache inputs
 //! tokenizer.json              the tokenizer (the `tokenizers` crate reads it)
-//! preprocessor_config.json    the image processor's settings (resize, rescale, normalize)
+//! preprocessor_config.json    images only: the image processor's settings (resize, rescale,
+//!                             normalize)
 //! generation_config.json      start, end and pad tokens, max_length, num_beams, length_penalty,
-//!                             early_stopping
+//!                             early_stopping, bad_words_ids, forced_eos_token_id,
+//!                             renormalize_logits
+//! config.json                 text only, optional: max_position_embeddings (inputs are cut
+//!                             to it)
 //! ```
+//!
+//! The encoder's inputs say which it is: a vision-encoder-decoder captioner (ViT-GPT2) or a
+//! text-to-text model (a translator such as Marian opus-mt).
 //!
 //! [`Seq2Seq::pixel_values`] prepares a frame as the image processor does (the frame is
 //! scaled to the processor's size by the decode pass with ffmpeg's scaler, not PIL's:
 //! identical when the frame already has that size, close otherwise; then rescaled in
 //! float64 and normalised in float32, as Hugging Face's processors compute it).
 //! [`Seq2Seq::generate`] runs the encoder on every frame of a batch of clips, pools a
-//! clip's frames (the mean of their encoder states), and generates with the decoder,
-//! reusing its key/value cache between steps (the merged decoder's `use_cache_branch`):
-//! greedy as `generate()` does it, or beam search as its beam scorer does (2 x beams
-//! candidates a step, an end token among the first `beams` closes a hypothesis scored
-//! `sum of log-probabilities / generated_len ^ length_penalty`, `early_stopping` true or
-//! false). Both models run where `onnx.device` says (CUDA or the CPU), loaded once per
-//! process like every model.
+//! clip's frames (the mean of their encoder states), and generates with the decoder;
+//! [`Seq2Seq::generate_text`] encodes a batch of texts as the tokenizer does (its
+//! post-processor's special tokens added, padded to the longest with the pad token and an
+//! attention mask of the real tokens, which the decoder's cross-attention also gets). The
+//! decoder reuses its key/value cache between steps (the merged decoder's
+//! `use_cache_branch`; a seq2seq decoder's cross-attention cache is computed on the first
+//! step and passed through after): greedy as `generate()` does it, or beam search as its
+//! beam scorer does (2 x beams candidates a step, an end token among the first `beams`
+//! closes a hypothesis scored `sum of log-probabilities / generated_len ^ length_penalty`,
+//! `early_stopping` true or false). The logits processors a generation config names are
+//! applied as `generate()` applies them: `bad_words_ids` of one token never generated
+//! (Marian's pad), `forced_eos_token_id` on the last step, and with `renormalize_logits`
+//! the beam scores normalised again after them. Both models run where `onnx.device` says
+//! (CUDA or the CPU), loaded once per process like every model.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -97,6 +115,58 @@ pub struct GenerationConfig {
     length_penalty: f64,
     #[serde(default)]
     early_stopping: serde_json::Value,
+    #[serde(default)]
+    bad_words_ids: Vec<Vec<i64>>,
+    forced_eos_token_id: Option<Ids>,
+    #[serde(default)]
+    renormalize_logits: bool,
+}
+
+/// The model's settings a text model's inputs depend on (`config.json`, optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+struct ModelConfig {
+    max_position_embeddings: Option<usize>,
+}
+
+/// What the encoder reads.
+#[derive(Debug, Clone)]
+enum Input {
+    /// Frames (`pixel_values`) of this width and height, prepared as the processor says.
+    Image { pre: Preprocessor, size: (u32, u32) },
+    /// Text (`input_ids`, `attention_mask`).
+    Text,
+}
+
+/// What the encoder made of a batch: states `[rows, sequence, hidden]` and, for text, the
+/// mask of the real tokens `[rows, sequence]`.
+#[derive(Debug, Clone)]
+struct Encoded {
+    shape: [i64; 3],
+    states: Vec<f32>,
+    mask: Vec<i64>,
+}
+
+impl Encoded {
+    fn rows(&self) -> usize {
+        self.shape[0] as usize
+    }
+
+    /// The rows `picks`, in that order.
+    fn pick(&self, picks: &[usize]) -> Self {
+        let one = (self.shape[1] * self.shape[2]) as usize;
+        let seq = self.shape[1] as usize;
+        let mut states = Vec::with_capacity(picks.len() * one);
+        let mut mask = Vec::with_capacity(picks.len() * seq);
+        for &r in picks {
+            states.extend_from_slice(&self.states[r * one..(r + 1) * one]);
+            mask.extend_from_slice(&self.mask[r * seq..(r + 1) * seq]);
+        }
+        Self {
+            shape: [picks.len() as i64, self.shape[1], self.shape[2]],
+            states,
+            mask,
+        }
+    }
 }
 
 fn max_length() -> usize {
@@ -134,12 +204,19 @@ pub struct Seq2Seq {
     decoder: Arc<LoadedModel>,
     slots: Vec<Slot>,
     tokenizer: tokenizers::Tokenizer,
-    pre: Preprocessor,
+    input: Input,
     generation: GenerationConfig,
     start: i64,
     eos: Vec<i64>,
     pad: i64,
-    size: (u32, u32),
+    /// Whether the decoder takes `encoder_attention_mask`.
+    masks: bool,
+    /// Tokens never generated (`bad_words_ids` of one token).
+    banned: Vec<i64>,
+    /// The token forced on the last step (`forced_eos_token_id`).
+    forced_eos: Option<i64>,
+    /// The longest input, in tokens (text).
+    max_source: Option<usize>,
 }
 
 impl std::fmt::Debug for Seq2Seq {
@@ -185,20 +262,42 @@ impl Seq2Seq {
         let decoder = models.get(&files[1])?;
         let tokenizer = tokenizers::Tokenizer::from_file(folder.join("tokenizer.json"))
             .map_err(|e| setup(folder, format!("cannot read tokenizer.json ({e})")))?;
-        let pre: Preprocessor = read_json(folder, "preprocessor_config.json")?;
         let generation: GenerationConfig = read_json(folder, "generation_config.json")?;
-        let size = match (pre.size.width, pre.size.height) {
-            (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
-            _ => {
-                return Err(setup(
-                    folder,
-                    "preprocessor_config.json has no size {\"height\": H, \"width\": W} (other image processors' sizes are not supported)",
-                ));
+        let encoder_inputs: Vec<&str> = encoder.inputs.iter().map(|p| p.name.as_str()).collect();
+        let input = if encoder_inputs.contains(&"pixel_values") {
+            let pre: Preprocessor = read_json(folder, "preprocessor_config.json")?;
+            let size = match (pre.size.width, pre.size.height) {
+                (Some(w), Some(h)) if w > 0 && h > 0 => (w, h),
+                _ => {
+                    return Err(setup(
+                        folder,
+                        "preprocessor_config.json has no size {\"height\": H, \"width\": W} (other image processors' sizes are not supported)",
+                    ));
+                }
+            };
+            if pre.image_mean.len() != 3 || pre.image_std.len() != 3 {
+                return Err(setup(folder, "image_mean and image_std must have 3 values"));
             }
+            Input::Image { pre, size }
+        } else if encoder_inputs.contains(&"input_ids")
+            && encoder_inputs.contains(&"attention_mask")
+        {
+            Input::Text
+        } else {
+            return Err(setup(
+                folder,
+                format!(
+                    "{ENCODER} takes neither pixel_values (an image encoder) nor input_ids and attention_mask (a text encoder); its inputs: {}",
+                    encoder_inputs.join(", ")
+                ),
+            ));
         };
-        if pre.image_mean.len() != 3 || pre.image_std.len() != 3 {
-            return Err(setup(folder, "image_mean and image_std must have 3 values"));
-        }
+        let max_source = match input {
+            Input::Text if folder.join("config.json").exists() => {
+                read_json::<ModelConfig>(folder, "config.json")?.max_position_embeddings
+            }
+            _ => None,
+        };
         let start = generation
             .decoder_start_token_id
             .or(generation.bos_token_id)
@@ -217,6 +316,27 @@ impl Seq2Seq {
             .pad_token_id
             .or_else(|| eos.first().copied())
             .unwrap_or(0);
+        let mut banned = Vec::new();
+        for words in &generation.bad_words_ids {
+            match words.as_slice() {
+                [one] => banned.push(*one),
+                _ => log::warn!(
+                    "the model folder '{}': bad_words_ids {words:?} of more than one token are not applied",
+                    folder.display()
+                ),
+            }
+        }
+        let forced_eos = match &generation.forced_eos_token_id {
+            Some(Ids::One(id)) => Some(*id),
+            Some(Ids::Many(ids)) if ids.len() == 1 => Some(ids[0]),
+            Some(Ids::Many(ids)) => {
+                return Err(setup(
+                    folder,
+                    format!("forced_eos_token_id {ids:?}: only one forced end token is supported"),
+                ));
+            }
+            None => None,
+        };
         let mut slots = Vec::new();
         for port in &decoder.inputs {
             let Some(rest) = port.name.strip_prefix("past_key_values.") else {
@@ -242,12 +362,21 @@ impl Seq2Seq {
             });
         }
         let names: Vec<&str> = decoder.inputs.iter().map(|p| p.name.as_str()).collect();
+        let masks = names.contains(&"encoder_attention_mask");
+        if matches!(input, Input::Text) && !masks {
+            return Err(setup(
+                folder,
+                format!(
+                    "{DECODER} has no input 'encoder_attention_mask', which a text model's decoder needs"
+                ),
+            ));
+        }
         for wanted in ["input_ids", "encoder_hidden_states", "use_cache_branch"] {
             if !names.contains(&wanted) {
                 return Err(setup(
                     folder,
                     format!(
-                        "{DECODER} has no input '{wanted}' (inputs: {}); export the merged decoder with its cache (Optimum: --task image-to-text-with-past)",
+                        "{DECODER} has no input '{wanted}' (inputs: {}); export the merged decoder with its cache (Optimum: --task image-to-text-with-past, or text2text-generation-with-past)",
                         names.join(", ")
                     ),
                 ));
@@ -265,18 +394,29 @@ impl Seq2Seq {
             decoder,
             slots,
             tokenizer,
-            pre,
+            input,
             generation,
             start,
             eos,
             pad,
-            size,
+            masks,
+            banned,
+            forced_eos,
+            max_source,
         })
     }
 
-    /// The size frames must have (width, height).
-    pub fn size(&self) -> (u32, u32) {
-        self.size
+    /// Whether the export reads images (a captioner), not text.
+    pub fn reads_images(&self) -> bool {
+        matches!(self.input, Input::Image { .. })
+    }
+
+    /// The size frames must have (width, height); none for a text model.
+    pub fn size(&self) -> Option<(u32, u32)> {
+        match &self.input {
+            Input::Image { size, .. } => Some(*size),
+            Input::Text => None,
+        }
     }
 
     /// The search `beams` and `max_new` ask, 0 meaning the export's: `num_beams`, and
@@ -301,16 +441,19 @@ impl Seq2Seq {
     /// normalised as the image processor does.
     pub fn pixel_values(&self, frame: &Rgb) -> Vec<f32> {
         let plane = frame.width * frame.height;
+        let Input::Image { pre, .. } = &self.input else {
+            return Vec::new();
+        };
         let mut out = vec![0f32; plane * 3];
         for (i, px) in frame.data.chunks_exact(3).enumerate() {
             for c in 0..3 {
                 let mut x = f32::from(px[c]);
-                if self.pre.do_rescale {
+                if pre.do_rescale {
                     // Hugging Face rescales in float64, then casts
-                    x = (f64::from(px[c]) * self.pre.rescale_factor) as f32;
+                    x = (f64::from(px[c]) * pre.rescale_factor) as f32;
                 }
-                if self.pre.do_normalize {
-                    x = (x - self.pre.image_mean[c]) / self.pre.image_std[c];
+                if pre.do_normalize {
+                    x = (x - pre.image_mean[c]) / pre.image_std[c];
                 }
                 out[c * plane + i] = x;
             }
@@ -339,7 +482,9 @@ impl Seq2Seq {
         frames: &[usize],
         search: Search,
     ) -> Result<Vec<Vec<i64>>, UdfError> {
-        let (w, h) = self.size;
+        let Some((w, h)) = self.size() else {
+            return Err(setup(&self.folder, "the export reads text, not images"));
+        };
         let images = frames.iter().sum::<usize>();
         let (shape, states) = self.encoder.run(
             "pixel_values",
@@ -372,12 +517,127 @@ impl Seq2Seq {
             pooled.extend(acc);
             at += n;
         }
-        let enc_shape = [frames.len() as i64, *seq, *dim];
-        if search.beams <= 1 {
-            self.greedy(&enc_shape, pooled, search.max_new)
-        } else {
-            self.beam(&enc_shape, pooled, search)
+        let encoded = Encoded {
+            shape: [frames.len() as i64, *seq, *dim],
+            states: pooled,
+            mask: vec![1; frames.len() * *seq as usize],
+        };
+        self.decode(encoded, search)
+    }
+
+    /// The token ids of `text` as the encoder takes them: the tokenizer's encoding with its
+    /// special tokens, cut to the model's longest input.
+    pub fn tokens(&self, text: &str) -> Result<Vec<i64>, UdfError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| model_error(&self.folder, format!("cannot tokenize: {e}")))?;
+        let mut ids: Vec<i64> = encoding.get_ids().iter().map(|&i| i64::from(i)).collect();
+        if let Some(max) = self.max_source
+            && ids.len() > max
+        {
+            // as the tokenizer cuts: the text's tokens, then its closing special tokens
+            let closing = encoding
+                .get_special_tokens_mask()
+                .iter()
+                .rev()
+                .take_while(|&&m| m == 1)
+                .count()
+                .min(max);
+            let tail = ids.split_off(ids.len() - closing);
+            ids.truncate(max - closing);
+            ids.extend(tail);
         }
+        Ok(ids)
+    }
+
+    /// The generated tokens of each text of `texts` (each [`Seq2Seq::tokens`]; one batch,
+    /// padded to the longest). Tokens are those after the start token, with the end token
+    /// when a sequence ended on it.
+    pub fn generate_text(
+        &self,
+        texts: &[Vec<i64>],
+        search: Search,
+    ) -> Result<Vec<Vec<i64>>, UdfError> {
+        if self.reads_images() {
+            return Err(setup(&self.folder, "the export reads images, not text"));
+        }
+        let rows = texts.len();
+        let seq = texts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = vec![self.pad; rows * seq];
+        let mut mask = vec![0i64; rows * seq];
+        for (r, text) in texts.iter().enumerate() {
+            ids[r * seq..r * seq + text.len()].copy_from_slice(text);
+            mask[r * seq..r * seq + text.len()].fill(1);
+        }
+        let path = &self.encoder.path;
+        let shape = vec![rows as i64, seq as i64];
+        let inputs = ort::inputs![
+            "input_ids" => Tensor::from_array((shape.clone(), ids)).map_err(|e| model_error(path, e))?,
+            "attention_mask" => Tensor::from_array((shape, mask.clone())).map_err(|e| model_error(path, e))?,
+        ];
+        let mut session = self.encoder.session();
+        let started = std::time::Instant::now();
+        let outputs = crate::blocking::run_blocking(|| session.run(inputs))
+            .map_err(|e| model_error(path, e))?;
+        framefusion_media::metrics::inference_seconds(
+            &model_label(path),
+            started.elapsed().as_secs_f64(),
+        );
+        let (dims, states) = outputs
+            .get("last_hidden_state")
+            .ok_or_else(|| model_error(path, "no output 'last_hidden_state'"))?
+            .try_extract_tensor::<f32>()
+            .map_err(|e| model_error(path, e))?;
+        let shape = match dims.as_ref() {
+            [b, s, d] if *b as usize == rows && *s as usize == seq => [*b, *s, *d],
+            other => {
+                return Err(model_error(
+                    path,
+                    format!("last_hidden_state has shape {other:?}, not [{rows}, {seq}, hidden]"),
+                ));
+            }
+        };
+        let encoded = Encoded {
+            shape,
+            states: states.to_vec(),
+            mask,
+        };
+        drop(outputs);
+        drop(session);
+        self.decode(encoded, search)
+    }
+
+    /// Greedy or beam search over what the encoder made.
+    fn decode(&self, encoded: Encoded, search: Search) -> Result<Vec<Vec<i64>>, UdfError> {
+        if search.beams <= 1 {
+            self.greedy(encoded, search.max_new)
+        } else {
+            self.beam(encoded, search)
+        }
+    }
+
+    /// The logits processors of the generation config on one row's scores (logits for
+    /// greedy, log-probabilities for beams) at step `step` of `max_new`.
+    fn process(&self, scores: &mut [f64], step: usize, max_new: usize) {
+        for &t in &self.banned {
+            if let Some(x) = usize::try_from(t).ok().and_then(|t| scores.get_mut(t)) {
+                *x = f64::NEG_INFINITY;
+            }
+        }
+        if let Some(eos) = self.forced_eos
+            && step + 1 == max_new
+            && let Ok(eos) = usize::try_from(eos)
+            && eos < scores.len()
+        {
+            scores.fill(f64::NEG_INFINITY);
+            scores[eos] = 0.0;
+        }
+    }
+
+    /// Whether a processor may change a row's scores at this step.
+    fn processes(&self, step: usize, max_new: usize) -> bool {
+        !self.banned.is_empty() || (self.forced_eos.is_some() && step + 1 == max_new)
     }
 
     fn is_eos(&self, token: i64) -> bool {
@@ -402,20 +662,23 @@ impl Seq2Seq {
         &self,
         session: &mut Session,
         last: Vec<i64>,
-        enc: &DynValue,
+        enc: &(DynValue, DynValue),
         cache: Vec<DynValue>,
         cached: bool,
     ) -> Result<(Vec<f32>, usize, Vec<DynValue>), UdfError> {
         let path = &self.decoder.path;
         let rows = last.len();
-        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(cache.len() + 3);
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = Vec::with_capacity(cache.len() + 4);
         inputs.push((
             "input_ids".to_owned(),
             Tensor::from_array((vec![rows as i64, 1], last))
                 .map_err(|e| model_error(path, e))?
                 .into(),
         ));
-        inputs.push(("encoder_hidden_states".to_owned(), enc.view().into()));
+        inputs.push(("encoder_hidden_states".to_owned(), enc.0.view().into()));
+        if self.masks {
+            inputs.push(("encoder_attention_mask".to_owned(), enc.1.view().into()));
+        }
         for (slot, value) in self.slots.iter().zip(cache) {
             inputs.push((slot.past.clone(), value.into()));
         }
@@ -472,30 +735,45 @@ impl Seq2Seq {
             .map_err(|e| model_error(&self.decoder.path, e))
     }
 
+    /// The decoder's encoder inputs: the states and the mask.
+    fn encoder_inputs(&self, encoded: &Encoded) -> Result<(DynValue, DynValue), UdfError> {
+        let states = self.tensor(&encoded.shape, encoded.states.clone())?;
+        let mask = Tensor::from_array((
+            vec![encoded.shape[0], encoded.shape[1]],
+            encoded.mask.clone(),
+        ))
+        .map(|t| t.into_dyn())
+        .map_err(|e| model_error(&self.decoder.path, e))?;
+        Ok((states, mask))
+    }
+
     /// Greedy search. A sequence that has ended leaves the batch (its cache rows are
     /// dropped), so the steps after it cost only the sequences still running; the tokens
     /// are those of `generate()`, which keeps it in the batch, padded.
-    fn greedy(
-        &self,
-        enc_shape: &[i64; 3],
-        pooled: Vec<f32>,
-        max_new: usize,
-    ) -> Result<Vec<Vec<i64>>, UdfError> {
-        let rows = enc_shape[0] as usize;
-        let one = (enc_shape[1] * enc_shape[2]) as usize;
-        let mut enc = self.tensor(enc_shape, pooled.clone())?;
+    fn greedy(&self, encoded: Encoded, max_new: usize) -> Result<Vec<Vec<i64>>, UdfError> {
+        let rows = encoded.rows();
+        let mut enc = self.encoder_inputs(&encoded)?;
         let mut session = self.decoder.session();
         let mut cache = self.empty_cache(rows)?;
         // the sequences still running (their rows in the batch, in order)
         let mut running: Vec<usize> = (0..rows).collect();
         let mut last = vec![self.start; rows];
         let mut out = vec![Vec::new(); rows];
+        let mut scores = Vec::new();
         for step in 0..max_new {
             let (logits, vocab, present) = self.step(&mut session, last, &enc, cache, step > 0)?;
             let mut kept = Vec::with_capacity(running.len());
             last = Vec::with_capacity(running.len());
             for (i, &r) in running.iter().enumerate() {
-                let token = argmax(&logits[i * vocab..(i + 1) * vocab]) as i64;
+                let row = &logits[i * vocab..(i + 1) * vocab];
+                let token = if self.processes(step, max_new) {
+                    scores.clear();
+                    scores.extend(row.iter().map(|&x| f64::from(x)));
+                    self.process(&mut scores, step, max_new);
+                    argmax(&scores)
+                } else {
+                    argmax(row)
+                } as i64;
                 out[r].push(token);
                 if !self.is_eos(token) {
                     kept.push(i);
@@ -507,11 +785,7 @@ impl Seq2Seq {
             }
             if kept.len() < running.len() {
                 running = kept.iter().map(|&i| running[i]).collect();
-                let mut states = Vec::with_capacity(running.len() * one);
-                for &r in &running {
-                    states.extend_from_slice(&pooled[r * one..(r + 1) * one]);
-                }
-                enc = self.tensor(&[running.len() as i64, enc_shape[1], enc_shape[2]], states)?;
+                enc = self.encoder_inputs(&encoded.pick(&running))?;
                 cache = self.reorder(present, &kept)?;
             } else {
                 cache = present;
@@ -520,23 +794,12 @@ impl Seq2Seq {
         Ok(out)
     }
 
-    fn beam(
-        &self,
-        enc_shape: &[i64; 3],
-        pooled: Vec<f32>,
-        search: Search,
-    ) -> Result<Vec<Vec<i64>>, UdfError> {
+    fn beam(&self, encoded: Encoded, search: Search) -> Result<Vec<Vec<i64>>, UdfError> {
         let k = search.beams;
-        let clips = enc_shape[0] as usize;
+        let clips = encoded.rows();
         let rows = clips * k;
-        let one = (enc_shape[1] * enc_shape[2]) as usize;
-        let mut repeated = Vec::with_capacity(rows * one);
-        for c in 0..clips {
-            for _ in 0..k {
-                repeated.extend_from_slice(&pooled[c * one..(c + 1) * one]);
-            }
-        }
-        let enc = self.tensor(&[rows as i64, enc_shape[1], enc_shape[2]], repeated)?;
+        let repeated: Vec<usize> = (0..clips).flat_map(|c| [c].repeat(k)).collect();
+        let enc = self.encoder_inputs(&encoded.pick(&repeated))?;
         let early = match &self.generation.early_stopping {
             serde_json::Value::Bool(b) => *b,
             serde_json::Value::Null => false,
@@ -574,9 +837,16 @@ impl Seq2Seq {
                 let mut cand: Vec<f64> = Vec::with_capacity(k * vocab);
                 for b in 0..k {
                     let r = c * k + b;
-                    cand.extend(
-                        log_softmax(&logits[r * vocab..(r + 1) * vocab]).map(|x| x + scores[r]),
-                    );
+                    let at = cand.len();
+                    cand.extend(log_softmax(&logits[r * vocab..(r + 1) * vocab]));
+                    let row = &mut cand[at..];
+                    if self.processes(step, search.max_new) {
+                        self.process(row, step, search.max_new);
+                        if self.generation.renormalize_logits {
+                            renormalize(row);
+                        }
+                    }
+                    row.iter_mut().for_each(|x| *x += scores[r]);
                 }
                 let order = top(&cand, 2 * k);
                 let mut j = 0;
@@ -668,7 +938,7 @@ impl Seq2Seq {
 }
 
 /// The index of the largest value (the first of equal ones, as numpy's argmax).
-fn argmax(xs: &[f32]) -> usize {
+fn argmax<T: PartialOrd>(xs: &[T]) -> usize {
     let mut best = 0;
     for (i, x) in xs.iter().enumerate() {
         if *x > xs[best] {
@@ -676,6 +946,16 @@ fn argmax(xs: &[f32]) -> usize {
         }
     }
     best
+}
+
+/// Log-softmax again in float64 (after a processor changed log-probabilities).
+fn renormalize(xs: &mut [f64]) {
+    let m = xs.iter().fold(f64::NEG_INFINITY, |m, &x| m.max(x));
+    if !m.is_finite() {
+        return;
+    }
+    let log_sum = xs.iter().map(|&x| (x - m).exp()).sum::<f64>().ln();
+    xs.iter_mut().for_each(|x| *x -= m + log_sum);
 }
 
 /// Log-softmax in float64.

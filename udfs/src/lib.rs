@@ -25,6 +25,8 @@
 //! - [`caption`]: `caption(path, start_s, end_s [, options])`, a clip's caption from a
 //!   vision-language model served by an OpenAI-compatible server ([`chat`]) or generated
 //!   in-process from an exported captioner ([`generate`]).
+//! - [`translate`]: `translate(text [, options])`, a text's translation by a server or an
+//!   exported seq2seq translator run in-process ([`generate`]).
 //! - [`embed`]: `embed_clip(path, start_s, end_s, options)`, a clip's embedding from an ONNX
 //!   image embedder.
 //! - [`expr_fn`]: every operator as an `Expr` builder for the DataFrame API.
@@ -57,6 +59,7 @@ pub mod shots;
 pub mod signals;
 pub mod speech;
 pub mod text;
+pub mod translate;
 
 use std::collections::HashSet;
 use std::sync::{Arc, LazyLock};
@@ -139,6 +142,7 @@ pub fn with_settings(
     config
         .with_option_extension(models::OnnxOptions::default())
         .with_option_extension(caption::CaptionOptions::default())
+        .with_option_extension(translate::TranslateOptions::default())
 }
 
 /// The version of framefusion's operators (recorded with a manifest's rows).
@@ -165,6 +169,7 @@ pub fn operators() -> Vec<Arc<dyn VideoOperator>> {
         Arc::new(previews::ContactSheet),
         Arc::new(embed::EmbedClip),
         Arc::new(caption::Caption),
+        Arc::new(translate::Translate),
     ]
 }
 

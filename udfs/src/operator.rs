@@ -161,6 +161,15 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
         self.args().iter().position(|a| a.kind == ArgKind::Text)
     }
 
+    /// For an operator over something else than a video (`translate`'s text): the
+    /// position of a last argument no call gives, which the planner fills with the row's
+    /// video (the `path` column its node's input has, [`crate::plan`]), so that a row's
+    /// failure is its video's in a run's ledger. `None` (the default): argument 0 is the
+    /// video.
+    fn row_video_arg(&self) -> Option<usize> {
+        None
+    }
+
     /// Whether a call may run a neural network (ONNX Runtime) whatever its options: a
     /// cluster places the stages that call one on its GPU executor pool
     /// (`framefusion_engine::placement`) unless the call's literal options say it runs
@@ -229,6 +238,16 @@ impl Batch<'_> {
     /// The path (argument 0) of `row`.
     pub fn path(&self, row: usize) -> &str {
         self.text(0, row).unwrap_or_default()
+    }
+
+    /// The video `row` belongs to: its path, or for an operator over something else the
+    /// row's video the planner gave it ([`VideoOperator::row_video_arg`]; empty when the
+    /// query has none).
+    pub fn video(&self, row: usize) -> &str {
+        match self.op.row_video_arg() {
+            Some(i) => self.text(i, row).unwrap_or_default(),
+            None => self.path(row),
+        }
     }
 
     /// The video at the path of `row`, refused outside the session's allowed roots.
@@ -371,6 +390,16 @@ impl VideoUdf {
         own || self.pass_runs_model()
     }
 
+    /// The numbers of arguments a call may have once planned: those a user may give, and
+    /// with the row's video the planner adds ([`VideoOperator::row_video_arg`]).
+    pub fn planned_arities(op: &dyn VideoOperator) -> Vec<usize> {
+        let mut arities = op.arities();
+        if let Some(i) = op.row_video_arg() {
+            arities.push(i + 1);
+        }
+        arities
+    }
+
     /// The call's usage, `name(arg TYPE, ...)`, for messages.
     pub fn usage(op: &dyn VideoOperator) -> String {
         usage(op.name(), op.args(), &op.arities())
@@ -397,7 +426,8 @@ fn documentation(op: &dyn VideoOperator) -> Documentation {
         op.description(),
         syntax(op.name(), op.args(), &op.arities()),
     );
-    for arg in op.args() {
+    let given = op.arities().into_iter().max().unwrap_or(0);
+    for arg in &op.args()[..given.min(op.args().len())] {
         doc = doc.with_argument(arg.name, arg.kind.what());
     }
     doc.build()
@@ -406,6 +436,10 @@ fn documentation(op: &dyn VideoOperator) -> Documentation {
 /// Checks a call's argument types against `op`'s arguments and returns the types to
 /// cast them to (see the module docs).
 pub fn coerce_args(op: &dyn VideoOperator, given: &[DataType]) -> Result<Vec<DataType>> {
+    if op.row_video_arg().is_some_and(|i| given.len() == i + 1) {
+        // a planned call, with the row's video the planner added
+        return coerce_call(op.name(), op.args(), &[given.len()], given);
+    }
     coerce_call(op.name(), op.args(), &op.arities(), given)
 }
 
@@ -440,7 +474,7 @@ impl ScalarUDFImpl for VideoUdf {
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         let n = args.number_rows;
         let op = self.op.as_ref();
-        if !op.arities().contains(&args.args.len()) {
+        if !VideoUdf::planned_arities(op).contains(&args.args.len()) {
             return exec_err!("{} takes {:?} arguments", VideoUdf::usage(op), op.arities());
         }
         let mut columns = Vec::with_capacity(args.args.len());
@@ -517,7 +551,7 @@ impl ScalarUDFImpl for VideoUdf {
                 Ok(value) => values[row] = value,
                 Err(e) if e.is_transient() => return Err(e.into_task_error()),
                 Err(e) => {
-                    let failure = Failure::of(batch.path(row), op.name(), &e);
+                    let failure = Failure::of(batch.video(row), op.name(), &e);
                     if e.fails_the_query() {
                         // one report says why the query failed (a run on a cluster reads
                         // its code there); the rows do not matter any more

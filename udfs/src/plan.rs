@@ -8,6 +8,11 @@
 //! [`PassSpec`]. At execution, the first call that reads a video runs one pass computing
 //! the whole spec ([`crate::analysis`]); the others read its results.
 //!
+//! It also gives a call of an operator over something else than a video (`translate`'s
+//! text) the row's video, when the node it is in reads a `path` column: the call's last,
+//! hidden argument ([`crate::VideoOperator::row_video_arg`]), so a row's failure is
+//! recorded against its video in a run's ledger (the column keeps its name).
+//!
 //! The rule is idempotent (it recomputes the specs from the calls and changes nothing the
 //! second time), so the client and the scheduler of a cluster may both run it; the specs
 //! travel with the calls in the extension codecs to the executors.
@@ -25,6 +30,7 @@ use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 use datafusion::common::ScalarValue;
 use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::expr::ScalarFunction as Call;
+use datafusion::logical_expr::expr_rewriter::NamePreserver;
 
 use crate::analysis::{Demand, PassSpec};
 use crate::operator::VideoUdf;
@@ -73,12 +79,14 @@ impl OptimizerRule for VideoPassRule {
         plan: LogicalPlan,
         config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
+        let videos = attach_row_videos(plan)?;
+        let (plan, attached) = (videos.data, videos.transformed);
         // options that name a registered function become that function's own options
         let resolved = match config.function_registry() {
             Some(registry) => resolve_options(plan, registry)?,
             None => Transformed::no(plan),
         };
-        let (plan, changed) = (resolved.data, resolved.transformed);
+        let (plan, changed) = (resolved.data, resolved.transformed || attached);
         let options = config.options();
         let mut groups: HashMap<String, Vec<Demand>> = HashMap::new();
         plan.apply_with_subqueries(|node| {
@@ -124,6 +132,58 @@ impl OptimizerRule for VideoPassRule {
             passed.transformed || changed,
         ))
     }
+}
+
+/// `plan` with the row's video (its node's input's `path` column) added to each call of an
+/// operator over something else that has not got it yet (see the module docs); a node
+/// without a `path` column leaves its calls as they are.
+fn attach_row_videos(plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+    plan.transform_up_with_subqueries(|node| {
+        let path = node.inputs().iter().find_map(|input| {
+            input
+                .schema()
+                .qualified_field_with_unqualified_name("path")
+                .ok()
+                .map(|(qualifier, field)| {
+                    Expr::Column(datafusion::common::Column::new(
+                        qualifier.cloned(),
+                        field.name(),
+                    ))
+                })
+        });
+        let Some(path) = path else {
+            return Ok(Transformed::no(node));
+        };
+        let names = NamePreserver::new(&node);
+        node.map_expressions(|expr| {
+            let saved = names.save(&expr);
+            let out = expr.transform_up(|e| {
+                let Some((udf, call)) = as_video_udf(&e) else {
+                    return Ok(Transformed::no(e));
+                };
+                let Some(at) = udf.operator().row_video_arg() else {
+                    return Ok(Transformed::no(e));
+                };
+                if call.args.len() > at {
+                    return Ok(Transformed::no(e));
+                }
+                let mut args = call.args.clone();
+                while args.len() < at {
+                    args.push(Expr::Literal(ScalarValue::Utf8(None), None));
+                }
+                args.push(path.clone());
+                Ok(Transformed::yes(Expr::ScalarFunction(Call::new_udf(
+                    Arc::clone(&call.func),
+                    args,
+                ))))
+            })?;
+            Ok(if out.transformed {
+                out.update_data(|e| saved.restore(e))
+            } else {
+                out
+            })
+        })
+    })
 }
 
 /// `plan` with the literal options of each video operator call rewritten by the operator
