@@ -287,3 +287,34 @@ pub fn ok_rows(out: &Output) -> Vec<serde_json::Value> {
     );
     json_lines(&out.stdout)
 }
+
+/// The second column of `sql`'s rows (a script run in `ctx`), as text, in order.
+pub async fn second_column(
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+) -> datafusion::common::Result<Vec<Option<String>>> {
+    use datafusion::arrow::array::{Array, AsArray};
+    use framefusion_engine::SessionContextExt;
+    let batches = ctx.run_script(sql).await?.collect().await?;
+    Ok(batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column(1).as_string::<i32>().clone();
+            (0..b.num_rows()).map(move |r| c.is_valid(r).then(|| c.value(r).to_owned()))
+        })
+        .collect())
+}
+
+/// The `texts` a reference loop printed (`{"texts": [...], ...}`).
+pub fn printed_texts(printed: &str) -> Vec<String> {
+    let out: serde_json::Value =
+        serde_json::from_str(printed.trim()).unwrap_or_else(|e| panic!("{printed}: {e}"));
+    out["texts"]
+        .as_array()
+        .map(|t| {
+            t.iter()
+                .map(|s| s.as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}

@@ -9,7 +9,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::SessionContext;
 use framefusion_engine::SessionContextExt;
 use framefusion_tests::chat::{ChatExpect, ChatServer};
@@ -79,22 +78,7 @@ async fn captions(
         video.display(),
         CLIPS - 1
     );
-    column_of(ctx, &sql).await
-}
-
-/// The second column of `sql`'s rows, in order.
-async fn column_of(
-    ctx: &SessionContext,
-    sql: &str,
-) -> datafusion::common::Result<Vec<Option<String>>> {
-    let batches = ctx.run_script(sql).await?.collect().await?;
-    Ok(batches
-        .iter()
-        .flat_map(|b| {
-            let c = b.column(1).as_string::<i32>().clone();
-            (0..b.num_rows()).map(move |r| c.is_valid(r).then(|| c.value(r).to_owned()))
-        })
-        .collect())
+    framefusion_tests::second_column(ctx, &sql).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +149,7 @@ async fn fps_takes_a_clips_frames_at_that_rate() {
          FROM generate_series(0, 19) ORDER BY value",
         v = video.display()
     );
-    let got = column_of(&ctx, &sql)
+    let got = framefusion_tests::second_column(&ctx, &sql)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got.len(), 20);

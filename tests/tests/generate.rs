@@ -80,16 +80,7 @@ fn reference(model: &Path, video: &Path, beams: usize) -> Vec<String> {
             beams.to_string().as_ref(),
         ],
     );
-    let out: serde_json::Value =
-        serde_json::from_str(printed.trim()).unwrap_or_else(|e| panic!("{printed}: {e}"));
-    out["texts"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|s| s.as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
+    framefusion_tests::printed_texts(&printed)
 }
 
 /// framefusion's captions of [`CLIPS`] with `beams` beams, in order.

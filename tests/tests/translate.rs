@@ -19,7 +19,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, AsArray};
 use datafusion::prelude::SessionContext;
 use framefusion_engine::SessionContextExt;
 use framefusion_tests::chat::{ChatExpect, ChatServer};
@@ -99,31 +98,7 @@ fn reference(model: &Path, texts: &[String], beams: usize, dir: &Path) -> Vec<St
             "16".as_ref(),
         ],
     );
-    let out: serde_json::Value =
-        serde_json::from_str(printed.trim()).unwrap_or_else(|e| panic!("{printed}: {e}"));
-    out["texts"]
-        .as_array()
-        .map(|t| {
-            t.iter()
-                .map(|s| s.as_str().unwrap_or_default().to_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// The second column of `sql`'s rows, in order.
-async fn column_of(
-    ctx: &SessionContext,
-    sql: &str,
-) -> datafusion::common::Result<Vec<Option<String>>> {
-    let batches = ctx.run_script(sql).await?.collect().await?;
-    Ok(batches
-        .iter()
-        .flat_map(|b| {
-            let c = b.column(1).as_string::<i32>().clone();
-            (0..b.num_rows()).map(move |r| c.is_valid(r).then(|| c.value(r).to_owned()))
-        })
-        .collect())
+    framefusion_tests::printed_texts(&printed)
 }
 
 /// framefusion's translations of `texts` with `beams` beams, 5 texts a batch.
@@ -137,7 +112,7 @@ async fn translations(ctx: &SessionContext, texts: &[String], beams: usize) -> V
         "SELECT i, translate(t, 'beams={beams},batch=5') FROM (VALUES {}) v(i, t) ORDER BY i",
         rows.join(", ")
     );
-    column_of(ctx, &sql)
+    framefusion_tests::second_column(ctx, &sql)
         .await
         .unwrap_or_else(|e| panic!("{e}"))
         .into_iter()
@@ -181,7 +156,7 @@ async fn onnx_translations_equal_the_python_loop_greedy_and_with_beams() {
     let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
     agree(&ctx, &model, dir.path()).await;
     // a null text is a null row, an empty one an empty translation
-    let rows = column_of(
+    let rows = framefusion_tests::second_column(
         &ctx,
         "SELECT i, translate(t) FROM (VALUES (0, NULL), (1, ''), (2, '  ')) v(i, t) ORDER BY i",
     )
@@ -265,7 +240,7 @@ async fn a_server_translates_each_distinct_text_once_into_the_target() {
         "SELECT i, translate(t, 'to=German') FROM (VALUES {}, (40, 'please refuse me')) v(i, t) ORDER BY i",
         rows.join(", ")
     );
-    let got = column_of(&ctx, &sql)
+    let got = framefusion_tests::second_column(&ctx, &sql)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     let mut wanted: Vec<Option<String>> = texts.iter().map(|t| Some(t.to_uppercase())).collect();
@@ -281,7 +256,7 @@ async fn a_server_translates_each_distinct_text_once_into_the_target() {
     assert!(stats.failed_once > 0, "some texts were answered 503 first");
     assert_eq!(stats.bad.len(), 1, "{:?}", stats.bad);
     // the default target is English: another prompt, which this server refuses (400)
-    let got = column_of(&ctx, "SELECT 0, translate('hallo')")
+    let got = framefusion_tests::second_column(&ctx, "SELECT 0, translate('hallo')")
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(got, vec![None]);

@@ -33,7 +33,6 @@
 //! an unknown model or an unreachable endpoint fails the query.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::{ConfigExtension, ConfigOptions};
@@ -43,11 +42,10 @@ use futures::StreamExt;
 use crate::UdfError;
 use crate::answers::{self, Answers};
 use crate::chat::ChatClient;
-use crate::generate::Seq2Seq;
+use crate::generative::{self, Backend, BackendSettings, GenerativeSettings};
 use crate::media::MediaError;
 use crate::media::decode::{DecodedFrame, Resize};
 use crate::media::jpeg::encode_jpeg;
-use crate::models::OnnxOptions;
 use crate::operator::{Arg, Batch, RowOutcome, VideoOperator};
 use crate::storage::StorageOptions;
 
@@ -191,41 +189,30 @@ impl CaptionOptions {
         all.extend([path, start.as_str(), end.as_str()]);
         answers::answer_key(&all)
     }
-
-    /// The backend these settings name.
-    fn backend(&self, config: &ConfigOptions) -> Result<Backend, UdfError> {
-        match self.backend.as_str() {
-            "openai" => ChatClient::new(
-                &self.endpoint,
-                &self.model,
-                self.max_tokens,
-                Duration::from_secs(self.timeout_s.max(1)),
-                &self.api_key_env,
-            )
-            .map(Backend::Chat),
-            "onnx" => {
-                if self.model.is_empty() {
-                    return Err(UdfError::Setup(
-                        "caption.backend = 'onnx' needs caption.model: the folder of an Optimum export of a vision-encoder-decoder model".to_owned(),
-                    ));
-                }
-                Ok(Backend::Onnx(
-                    OnnxOptions::from_config(config).model_path(&self.model),
-                ))
-            }
-            other => Err(UdfError::Setup(format!(
-                "caption.backend = '{other}': use 'openai' or 'onnx'"
-            ))),
-        }
-    }
 }
 
-/// Where captions come from.
-enum Backend {
-    /// A chat-completions server.
-    Chat(ChatClient),
-    /// An exported vision-encoder-decoder model in this folder, run in-process.
-    Onnx(std::path::PathBuf),
+impl GenerativeSettings for CaptionOptions {
+    fn for_call(config: &ConfigOptions, options: Option<&str>) -> Result<Self, UdfError> {
+        CaptionOptions::for_call(config, options)
+    }
+
+    fn backend(&self, config: &ConfigOptions) -> Result<Backend, UdfError> {
+        BackendSettings {
+            operator: "caption",
+            backend: &self.backend,
+            endpoint: &self.endpoint,
+            model: &self.model,
+            max_tokens: self.max_tokens,
+            timeout_s: self.timeout_s,
+            api_key_env: &self.api_key_env,
+            export: "a vision-encoder-decoder model",
+        }
+        .open(config)
+    }
+
+    fn provenance(&self) -> Vec<(String, String)> {
+        CaptionOptions::provenance(self)
+    }
 }
 
 /// The times of `frames` evenly spaced frames of `[start_s, end_s)`: the start of each of
@@ -287,26 +274,16 @@ impl VideoOperator for Caption {
     }
 
     fn models_for(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<String> {
-        match CaptionOptions::for_call(config, options).and_then(|o| o.backend(config)) {
-            Ok(Backend::Onnx(folder)) => Seq2Seq::model_files(&folder),
-            _ => Vec::new(),
-        }
+        generative::models_for::<CaptionOptions>(config, options)
     }
 
     fn provenance(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<(String, String)> {
-        CaptionOptions::for_call(config, options)
-            .map(|o| o.provenance())
-            .unwrap_or_default()
+        generative::provenance::<CaptionOptions>(config, options)
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
-        // the rows of each options text
-        let mut calls: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
-        for &row in batch.rows() {
-            calls.entry(batch.text(3, row)).or_default().push(row);
-        }
         let mut outcomes: HashMap<usize, RowOutcome> = HashMap::new();
-        for (options, rows) in calls {
+        for (options, rows) in generative::rows_by_options(batch, 3) {
             let settings = CaptionOptions::for_call(batch.config, options)
                 .map_err(UdfError::into_task_error)?;
             match settings
@@ -321,17 +298,7 @@ impl VideoOperator for Caption {
                 }
             }
         }
-        Ok(batch
-            .rows()
-            .iter()
-            .map(|row| {
-                outcomes.remove(row).unwrap_or_else(|| {
-                    Err(UdfError::Option(
-                        "caption: the row was not computed".to_owned(),
-                    ))
-                })
-            })
-            .collect())
+        Ok(generative::in_row_order(batch, outcomes))
     }
 }
 

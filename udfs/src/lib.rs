@@ -48,6 +48,7 @@ pub mod expr_fn;
 pub mod faces;
 pub mod features;
 pub mod generate;
+mod generative;
 pub mod lipsync;
 pub mod models;
 pub mod nets;

@@ -30,7 +30,6 @@
 //! answers are not kept.
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::config::{ConfigExtension, ConfigOptions};
@@ -40,8 +39,7 @@ use futures::StreamExt;
 use crate::UdfError;
 use crate::answers::{self, Answers};
 use crate::chat::{About, ChatClient};
-use crate::generate::Seq2Seq;
-use crate::models::OnnxOptions;
+use crate::generative::{self, Backend, BackendSettings, GenerativeSettings};
 use crate::operator::{Arg, Batch, RowOutcome, VideoOperator};
 
 config_namespace! {
@@ -152,41 +150,30 @@ impl TranslateOptions {
         all.push(text);
         answers::answer_key(&all)
     }
-
-    /// The backend these settings name.
-    fn backend(&self, config: &ConfigOptions) -> Result<Backend, UdfError> {
-        match self.backend.as_str() {
-            "openai" => ChatClient::new(
-                &self.endpoint,
-                &self.model,
-                self.max_tokens,
-                Duration::from_secs(self.timeout_s.max(1)),
-                &self.api_key_env,
-            )
-            .map(|c| Backend::Chat(c.for_settings("translate"))),
-            "onnx" => {
-                if self.model.is_empty() {
-                    return Err(UdfError::Setup(
-                        "translate.backend = 'onnx' needs translate.model: the folder of an Optimum export of a seq2seq translator".to_owned(),
-                    ));
-                }
-                Ok(Backend::Onnx(
-                    OnnxOptions::from_config(config).model_path(&self.model),
-                ))
-            }
-            other => Err(UdfError::Setup(format!(
-                "translate.backend = '{other}': use 'openai' or 'onnx'"
-            ))),
-        }
-    }
 }
 
-/// Where translations come from.
-enum Backend {
-    /// A chat-completions server.
-    Chat(ChatClient),
-    /// An exported seq2seq model in this folder, run in-process.
-    Onnx(std::path::PathBuf),
+impl GenerativeSettings for TranslateOptions {
+    fn for_call(config: &ConfigOptions, options: Option<&str>) -> Result<Self, UdfError> {
+        TranslateOptions::for_call(config, options)
+    }
+
+    fn backend(&self, config: &ConfigOptions) -> Result<Backend, UdfError> {
+        BackendSettings {
+            operator: "translate",
+            backend: &self.backend,
+            endpoint: &self.endpoint,
+            model: &self.model,
+            max_tokens: self.max_tokens,
+            timeout_s: self.timeout_s,
+            api_key_env: &self.api_key_env,
+            export: "a seq2seq translator",
+        }
+        .open(config)
+    }
+
+    fn provenance(&self) -> Vec<(String, String)> {
+        TranslateOptions::provenance(self)
+    }
 }
 
 /// `translate(text [, options])`: see the module docs.
@@ -229,25 +216,16 @@ impl VideoOperator for Translate {
     }
 
     fn models_for(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<String> {
-        match TranslateOptions::for_call(config, options).and_then(|o| o.backend(config)) {
-            Ok(Backend::Onnx(folder)) => Seq2Seq::model_files(&folder),
-            _ => Vec::new(),
-        }
+        generative::models_for::<TranslateOptions>(config, options)
     }
 
     fn provenance(&self, config: &ConfigOptions, options: Option<&str>) -> Vec<(String, String)> {
-        TranslateOptions::for_call(config, options)
-            .map(|o| o.provenance())
-            .unwrap_or_default()
+        generative::provenance::<TranslateOptions>(config, options)
     }
 
     fn evaluate(&self, batch: &Batch<'_>) -> Result<Vec<RowOutcome>> {
-        let mut calls: BTreeMap<Option<&str>, Vec<usize>> = BTreeMap::new();
-        for &row in batch.rows() {
-            calls.entry(batch.text(1, row)).or_default().push(row);
-        }
         let mut outcomes: HashMap<usize, RowOutcome> = HashMap::new();
-        for (options, rows) in calls {
+        for (options, rows) in generative::rows_by_options(batch, 1) {
             let settings = TranslateOptions::for_call(batch.config, options)
                 .map_err(UdfError::into_task_error)?;
             let backend = settings
@@ -267,17 +245,7 @@ impl VideoOperator for Translate {
                 }
             }
         }
-        Ok(batch
-            .rows()
-            .iter()
-            .map(|row| {
-                outcomes.remove(row).unwrap_or_else(|| {
-                    Err(UdfError::Option(
-                        "translate: the row was not computed".to_owned(),
-                    ))
-                })
-            })
-            .collect())
+        Ok(generative::in_row_order(batch, outcomes))
     }
 }
 
