@@ -77,6 +77,7 @@ impl fmt::Display for FrameOptions {
             Resize::Original => {}
             Resize::LongestSide(n) => write!(f, ",size={n}")?,
             Resize::Exact(w, h) => write!(f, ",size={w}x{h}")?,
+            Resize::ShortestSide(n) => write!(f, ",shortest={n}")?,
         }
         write!(f, ",batch={}", self.batch_frames)
     }
@@ -126,6 +127,10 @@ impl FrameOptions {
                         },
                     }
                 }
+                ("shortest", Some(v)) => match v.parse::<u32>() {
+                    Ok(n) if n > 0 => options.resize = Resize::ShortestSide(n),
+                    _ => return Err(bad(part, "shortest must be a positive number")),
+                },
                 ("batch", Some(v)) => match v.parse::<usize>() {
                     Ok(n) if n > 0 => options.batch_frames = n,
                     _ => return Err(bad(part, "batch must be a positive number")),
@@ -338,6 +343,9 @@ mod tests {
         let o = FrameOptions::parse("fps=1, size=224").unwrap_or_default();
         assert_eq!(o.sampling, Sampling::Fps(1.0));
         assert_eq!(o.resize, Resize::LongestSide(224));
+        let short = FrameOptions::parse("fps=1,shortest=224").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(short.resize, Resize::ShortestSide(224));
+        assert_eq!(short.to_string(), "fps=1,shortest=224,batch=8");
         let o = FrameOptions::parse("keyframes,size=320x240,batch=2").unwrap_or_default();
         assert_eq!(
             (o.sampling, o.resize, o.batch_frames),

@@ -276,3 +276,143 @@ async fn clip_embeddings_on_a_cluster_equal_the_embedded_ones() {
         .unwrap_or_else(|e| panic!("{e}"));
     check(&embeddings(&ctx, &model, &video).await, &want);
 }
+
+/// A transformers.js embedder folder (`onnx/vision_model.onnx`, `preprocessor_config.json`
+/// of a CLIP image processor: shortest edge, centre crop, rescale, per-channel mean and
+/// std; the model's `image_embeds` after another output): frames of a 24x16 video are
+/// scaled to a shortest edge of 16 (their size already), cropped to their centre 16x16 and
+/// normalised as the processor says; the embeddings equal Python's within 1e-5. With
+/// `dim=8` the call returns a fixed-size list; a wrong `dim` fails the query naming the
+/// model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transformers_js_folder_is_fed_as_its_processor_says() {
+    const MEANS: [f32; 3] = [0.481, 0.458, 0.408];
+    const STDS: [f32; 3] = [0.269, 0.261, 0.276];
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let folder = dir.path().join("clip-vision");
+    let script = format!(
+        r#"
+import sys, os, json, numpy as np, onnx
+from onnx import helper, numpy_helper, TensorProto
+folder = sys.argv[1]
+os.makedirs(os.path.join(folder, "onnx"), exist_ok=True)
+rng = np.random.default_rng(9)
+w = rng.normal(0, 0.05, size=(3 * {SIDE} * {SIDE}, {DIM})).astype(np.float32)
+x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, ["N", 3, {SIDE}, {SIDE}])
+h = helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["N", 3 * {SIDE} * {SIDE}])
+y = helper.make_tensor_value_info("image_embeds", TensorProto.FLOAT, ["N", {DIM}])
+nodes = [helper.make_node("Flatten", ["pixel_values"], ["last_hidden_state"], axis=1),
+         helper.make_node("MatMul", ["last_hidden_state", "w"], ["image_embeds"])]
+graph = helper.make_graph(nodes, "vision", [x], [h, y], [numpy_helper.from_array(w, "w")])
+model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+model.ir_version = 8
+onnx.save(model, os.path.join(folder, "onnx", "vision_model.onnx"))
+json.dump({{"image_processor_type": "CLIPImageProcessor", "do_resize": True,
+           "size": {{"shortest_edge": {SIDE}}}, "resample": 3, "do_center_crop": True,
+           "crop_size": {{"height": {SIDE}, "width": {SIDE}}}, "do_rescale": True,
+           "rescale_factor": 1 / 255, "do_normalize": True,
+           "image_mean": {MEANS:?}, "image_std": {STDS:?}}},
+          open(os.path.join(folder, "preprocessor_config.json"), "w"))
+"#
+    );
+    run_python(
+        "the onnx package building an embedder folder",
+        &script,
+        &[folder.as_os_str()],
+    );
+    let video = dir.path().join("wide.mkv");
+    framefusion_tests::ffmpeg(
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size=24x{SIDE}:rate={FPS}:duration=4"),
+            "-c:v",
+            "libx264rgb",
+            "-qp",
+            "0",
+            "-pix_fmt",
+            "rgb24",
+        ],
+        &video,
+    );
+    let clips: Vec<String> = CLIPS
+        .iter()
+        .map(|(s, e, n)| format!("({s}, {e}, {n})"))
+        .collect();
+    let reference = format!(
+        r#"
+import sys, os, json, subprocess, numpy as np, onnxruntime as ort
+raw = subprocess.run(["ffmpeg", "-v", "error", "-i", sys.argv[2], "-f", "rawvideo",
+                      "-pix_fmt", "rgb24", "pipe:"], check=True, capture_output=True).stdout
+frames = np.frombuffer(raw, np.uint8).reshape(-1, {SIDE}, 24, 3)
+cfg = json.load(open(os.path.join(sys.argv[1], "preprocessor_config.json")))
+session = ort.InferenceSession(os.path.join(sys.argv[1], "onnx", "vision_model.onnx"),
+                               providers=["CPUExecutionProvider"])
+mean = np.array(cfg["image_mean"], np.float32)
+std = np.array(cfg["image_std"], np.float32)
+out = []
+for start, end, n in [{clips}]:
+    step = (end - start) / n
+    picked = [frames[int(np.ceil((start + i * step) * {FPS} - 1e-9))] for i in range(n)]
+    left = (24 - {SIDE}) // 2
+    x = np.stack(picked)[:, :, left:left + {SIDE}, :]
+    x = (x.astype(np.float64) * cfg["rescale_factor"]).astype(np.float32)
+    x = ((x - mean) / std).transpose(0, 3, 1, 2).copy()
+    y = np.concatenate([session.run(["image_embeds"], {{"pixel_values": x[i:i + 1]}})[0] for i in range(n)])
+    m = y.astype(np.float64).mean(axis=0)
+    out.append((m / np.linalg.norm(m)).tolist())
+print(json.dumps(out))
+"#,
+        clips = clips.join(", ")
+    );
+    let printed = run_python(
+        "the Python reference loop (numpy, onnxruntime)",
+        &reference,
+        &[folder.as_os_str(), video.as_os_str()],
+    );
+    let want: Vec<Vec<f32>> =
+        serde_json::from_str(printed.trim()).unwrap_or_else(|e| panic!("{printed}: {e}"));
+    let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
+    let got = embeddings_with(&ctx, &video, |n| {
+        format!("folder={} frames={n}", folder.display())
+    })
+    .await;
+    check(&got, &want);
+    // dim=8: a fixed-size list of the same vectors
+    let sql = format!(
+        "SELECT embed_clip('{}', 0.0, 4.0, 'folder={} frames=4 dim={DIM}') AS v",
+        video.display(),
+        folder.display()
+    );
+    let batches = ctx
+        .run_script(&sql)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let fixed = batches[0].column(0).as_fixed_size_list();
+    assert_eq!(fixed.value_length(), DIM as i32);
+    let first = fixed
+        .value(0)
+        .as_primitive::<Float32Type>()
+        .values()
+        .to_vec();
+    check(&[first, got[1].clone()], &want[..2]);
+    // a dim that is not the model's fails the query, naming the model
+    let sql = format!(
+        "SELECT embed_clip('{}', 0.0, 4.0, 'folder={} dim=9')",
+        video.display(),
+        folder.display()
+    );
+    let error = match ctx.run_script(&sql).await {
+        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+    .unwrap_or_default();
+    assert!(
+        error.contains("not dim=9") && error.contains("vision_model.onnx"),
+        "{error}"
+    );
+}

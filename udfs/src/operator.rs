@@ -92,6 +92,14 @@ pub trait VideoOperator: Send + Sync + std::fmt::Debug + 'static {
     /// The result type.
     fn return_type(&self) -> DataType;
 
+    /// The result type of a call whose options are the literal `options` (`None`: not
+    /// given, or not a literal): by default [`VideoOperator::return_type`]. An operator
+    /// whose options fix the shape of its result (`embed_clip`'s `dim=N`, a fixed-size
+    /// list) answers here.
+    fn return_type_for(&self, _options: Option<&str>) -> DataType {
+        self.return_type()
+    }
+
     /// What a call with these (planned) arguments asks of its video's decode pass; none
     /// for an operator that reads no frames through the pass.
     fn demands(&self, _args: &[Expr], _config: &ConfigOptions) -> Vec<Demand> {
@@ -464,6 +472,23 @@ impl ScalarUDFImpl for VideoUdf {
         Ok(self.op.return_type())
     }
 
+    fn return_field_from_args(
+        &self,
+        args: datafusion::logical_expr::ReturnFieldArgs,
+    ) -> Result<datafusion::arrow::datatypes::FieldRef> {
+        let op = self.op.as_ref();
+        let options = op
+            .options_arg()
+            .and_then(|i| args.scalar_arguments.get(i).copied().flatten())
+            .and_then(literal_text)
+            .flatten();
+        Ok(Arc::new(datafusion::arrow::datatypes::Field::new(
+            op.name(),
+            op.return_type_for(options),
+            true,
+        )))
+    }
+
     fn simplify(&self, args: Vec<Expr>, _info: &SimplifyContext) -> Result<ExprSimplifyResult> {
         Ok(match self.op.simplify(args.clone(), self.pass.as_ref()) {
             Some(expr) => ExprSimplifyResult::Simplified(expr),
@@ -542,8 +567,9 @@ impl ScalarUDFImpl for VideoUdf {
                 batch.rows.len()
             );
         }
-        let null = ScalarValue::try_from(op.return_type())?;
-        let mut values = vec![null; n];
+        let returns = args.return_field.data_type().clone();
+        let null = ScalarValue::try_from(&returns)?;
+        let mut values = vec![null.clone(); n];
         let mut failures = Vec::new();
         let mut setup: Option<UdfError> = None;
         for (&row, outcome) in batch.rows.iter().zip(outcomes) {
@@ -562,7 +588,12 @@ impl ScalarUDFImpl for VideoUdf {
                         continue;
                     }
                     log::warn!("{}: {e}", op.name());
-                    values[row] = op.failed(&failure.message)?;
+                    let failed = op.failed(&failure.message)?;
+                    values[row] = if failed.data_type() == returns {
+                        failed
+                    } else {
+                        null.clone()
+                    };
                     failures.push(failure);
                 }
             }
@@ -571,7 +602,7 @@ impl ScalarUDFImpl for VideoUdf {
         if let Some(e) = setup {
             return Err(e.into_task_error());
         }
-        to_array(values, &op.return_type())
+        to_array(values, &returns)
     }
 }
 

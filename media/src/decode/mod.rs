@@ -67,6 +67,10 @@ pub enum Resize {
     LongestSide(u32),
     /// Scale to exactly this width and height.
     Exact(u32, u32),
+    /// Scale so the shorter side is this many pixels and the longer keeps the aspect, as
+    /// Hugging Face's image processors compute it (`int(side * longer / shorter)`; may
+    /// enlarge).
+    ShortestSide(u32),
 }
 
 impl Resize {
@@ -86,6 +90,15 @@ impl Resize {
                     (side, even(f64::from(height) * scale))
                 } else {
                     (even(f64::from(width) * scale), side)
+                }
+            }
+            Resize::ShortestSide(side) => {
+                let (short, long) = (width.min(height).max(1), width.max(height));
+                let other = (u64::from(side) * u64::from(long) / u64::from(short)) as u32;
+                if width <= height {
+                    (side.max(1), other.max(1))
+                } else {
+                    (other.max(1), side.max(1))
                 }
             }
         }
@@ -541,5 +554,7 @@ mod tests {
         assert_eq!(Resize::LongestSide(224).target(640, 272), (224, 96));
         assert_eq!(Resize::LongestSide(224).target(272, 640), (96, 224));
         assert_eq!(Resize::LongestSide(1024).target(640, 272), (640, 272));
+        assert_eq!(Resize::ShortestSide(224).target(640, 360), (398, 224));
+        assert_eq!(Resize::ShortestSide(32).target(32, 48), (32, 48));
     }
 }
