@@ -173,6 +173,14 @@ pub fn executor_function_registry() -> Result<Arc<BallistaFunctionRegistry>> {
     for udf in framefusion_udfs::scalar_udfs() {
         registry.scalar_functions.insert(udf.name().to_owned(), udf);
     }
+    for udf in framefusion_dedup::scalar_udfs() {
+        registry.scalar_functions.insert(udf.name().to_owned(), udf);
+    }
+    for udaf in framefusion_dedup::aggregate_udfs() {
+        registry
+            .aggregate_functions
+            .insert(udaf.name().to_owned(), udaf);
+    }
     Ok(Arc::new(registry))
 }
 

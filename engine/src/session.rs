@@ -70,6 +70,7 @@ pub fn session_state(config: SessionConfig) -> Result<SessionState> {
         .build();
     crate::stores::install(&mut state);
     framefusion_udfs::register_all(&mut state)?;
+    framefusion_dedup::register_all(&mut state)?;
     state.register_udtf("frames", Arc::new(FramesFunction));
     Ok(state)
 }
@@ -85,6 +86,7 @@ pub fn scheduler_session_state(config: SessionConfig) -> Result<SessionState> {
         .build();
     crate::stores::install(&mut state);
     framefusion_udfs::register_all(&mut state)?;
+    framefusion_dedup::register_all(&mut state)?;
     Ok(state)
 }
 
@@ -122,6 +124,7 @@ pub async fn remote_context_in(url: &str, shared: &Shared) -> Result<SessionCont
         })?;
     // Ballista's upgrade replaces the scalar functions with its defaults: add ours back.
     framefusion_udfs::register_all(&mut ctx)?;
+    framefusion_dedup::register_all(&mut ctx)?;
     Ok(ctx)
 }
 

@@ -189,9 +189,14 @@ async fn wrong_argument_types_are_one_line_planning_errors() {
             .as_ref()
             .map(framefusion_engine::user_message)
             .unwrap_or_default();
+        let first = op.args()[0];
+        let wanted = match first.kind {
+            framefusion_udfs::operator::ArgKind::Path => "a path or URI (a string)",
+            _ => "a string",
+        };
         assert_eq!(
             message,
-            format!("{usage}: path must be a path or URI (a string), not Int64"),
+            format!("{usage}: {} must be {wanted}, not Int64", first.name),
             "{sql}"
         );
         // too many arguments

@@ -11,6 +11,7 @@ mod conformance;
 mod console;
 mod cut;
 mod decode_once;
+mod dedup;
 mod deploy;
 mod distributed;
 mod embed;

@@ -259,6 +259,9 @@ pub fn coerce_call(
 /// A function's usage, `name(arg TYPE, ... [, optional TYPE])`, for messages.
 pub fn usage(name: &str, args: &[Arg], arities: &[usize]) -> String {
     let required = arities.iter().copied().min().unwrap_or(0);
+    // the arguments a call may give (not one only the planner adds)
+    let most = arities.iter().copied().max().unwrap_or(args.len());
+    let args = &args[..most.min(args.len())];
     let mut text = String::new();
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
