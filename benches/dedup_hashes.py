@@ -75,7 +75,7 @@ def run(folder, out):
            f"FROM (SELECT unnest(hash_pairs(id, phash, {RADIUS})) AS p FROM hashes)) "
            f"TO '{out}' STORED AS PARQUET")
     started = time.monotonic()
-    subprocess.run([binary, "sql", sql], check=True, capture_output=True)
+    subprocess.run([binary, "sql", "--no-catalog", sql], check=True, capture_output=True)
     return time.monotonic() - started
 
 
@@ -107,7 +107,7 @@ for r in range(rounds):
         if n == 100_000:
             assert pairs == reference, f"differs from brute force: {len(pairs ^ reference)} pairs"
         times[n].append(seconds)
-        print(f"round {r + 1}: {n}: {seconds:.1f} s, {len(pairs)} pairs", flush=True)
+        print(f"round {r + 1}: {n}: {seconds:.2f} s, {len(pairs)} pairs", flush=True)
 
 small, large = statistics.median(times[100_000]), statistics.median(times[1_000_000])
-print(f"median: 100000 {small:.1f} s, 1000000 {large:.1f} s, ratio {large / small:.2f}x")
+print(f"median: 100000 {small:.2f} s, 1000000 {large:.2f} s, ratio {large / small:.2f}x")

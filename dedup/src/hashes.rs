@@ -99,52 +99,126 @@ fn first_band(x: u64, t: u32) -> usize {
 /// Every pair of `hashes` at most `radius` bits apart (`radius` at most [`MAX_RADIUS`]),
 /// each once, ordered by `(a, b)`. `only_band`: only the pairs the given band reports
 /// (their first band within `radius / BANDS`), so that the bands' work may be split.
+///
+/// Each band's index is walked bucket by bucket: a bucket's hashes against each other,
+/// then against each bucket whose value is within `radius / BANDS` bits and larger (each
+/// pair of buckets once), two short contiguous runs at a time, so the comparisons read
+/// memory in order instead of one random bucket per probe.
 pub fn pairs_within(hashes: &[u64], radius: u32, only_band: Option<usize>) -> Vec<Pair> {
     let radius = radius.min(MAX_RADIUS);
     let t = radius / BANDS as u32;
-    let masks = masks(t);
+    let masks: Vec<usize> = masks(t).into_iter().skip(1).map(usize::from).collect();
     let bands: Vec<usize> = match only_band {
         Some(b) if b < BANDS => vec![b],
         Some(_) => return Vec::new(),
         None => (0..BANDS).collect(),
     };
-    let indexes: Vec<(usize, BandIndex)> = bands
-        .par_iter()
-        .map(|&b| (b, BandIndex::new(hashes, b)))
-        .collect();
-    let mut pairs: Vec<Pair> = hashes
-        .par_iter()
-        .enumerate()
-        .with_min_len(1024)
-        .fold(Vec::new, |mut found, (i, &h)| {
-            for (b, index) in &indexes {
-                let own = band(h, *b);
-                for &m in &masks {
-                    let (run, ids) = index.run(own ^ usize::from(m));
-                    for (&other, &j) in run.iter().zip(ids) {
-                        if j as usize <= i {
-                            continue;
-                        }
-                        let x = h ^ other;
-                        let distance = x.count_ones();
-                        if distance <= radius && first_band(x, t) == *b {
-                            found.push(Pair {
-                                a: i as u32,
-                                b: j,
-                                distance,
-                            });
-                        }
-                    }
+    let mut pairs: Vec<Pair> = Vec::new();
+    let popcnt = has_popcnt();
+    for b in bands {
+        let index = BandIndex::new(hashes, b);
+        let search = Search {
+            index: &index,
+            band: b,
+            radius,
+            t,
+            masks: &masks,
+        };
+        let found: Vec<Pair> = (0..BAND_VALUES)
+            .into_par_iter()
+            .step_by(256)
+            .map(|v| {
+                let values = v..(v + 256).min(BAND_VALUES);
+                if popcnt {
+                    // SAFETY: the CPU has POPCNT (checked above)
+                    unsafe { search.buckets_with_popcnt(values) }
+                } else {
+                    search.buckets(values)
                 }
-            }
-            found
-        })
-        .reduce(Vec::new, |mut a, mut b| {
-            a.append(&mut b);
-            a
-        });
+            })
+            .flatten_iter()
+            .collect();
+        pairs.extend(found);
+    }
     pairs.par_sort_unstable();
     pairs
+}
+
+/// One band's search.
+struct Search<'a> {
+    index: &'a BandIndex,
+    band: usize,
+    radius: u32,
+    t: u32,
+    masks: &'a [usize],
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_popcnt() -> bool {
+    std::is_x86_feature_detected!("popcnt")
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn has_popcnt() -> bool {
+    false
+}
+
+impl Search<'_> {
+    /// The pairs the buckets of `values` report: each bucket's hashes against each other,
+    /// then against each larger bucket value within `t` bits.
+    #[inline(always)]
+    fn buckets(&self, values: std::ops::Range<usize>) -> Vec<Pair> {
+        let mut found = Vec::new();
+        for v in values {
+            let (run, ids) = self.index.run(v);
+            if run.is_empty() {
+                continue;
+            }
+            for (k, (&x, &i)) in run.iter().zip(ids).enumerate() {
+                self.compare(x, i, &run[k + 1..], &ids[k + 1..], &mut found);
+            }
+            for &m in self.masks {
+                let w = v ^ m;
+                if w < v {
+                    continue;
+                }
+                let (other, other_ids) = self.index.run(w);
+                for (&x, &i) in run.iter().zip(ids) {
+                    self.compare(x, i, other, other_ids, &mut found);
+                }
+            }
+        }
+        found
+    }
+
+    /// [`Search::buckets`] compiled with the POPCNT instruction (a distance is one
+    /// instruction instead of a dozen).
+    ///
+    /// # Safety
+    /// The CPU must have POPCNT.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "popcnt")]
+    unsafe fn buckets_with_popcnt(&self, values: std::ops::Range<usize>) -> Vec<Pair> {
+        self.buckets(values)
+    }
+
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn buckets_with_popcnt(&self, values: std::ops::Range<usize>) -> Vec<Pair> {
+        self.buckets(values)
+    }
+
+    /// `x` (hash `i`) against each of `others` (hashes `ids`).
+    #[inline(always)]
+    fn compare(&self, x: u64, i: u32, others: &[u64], ids: &[u32], found: &mut Vec<Pair>) {
+        for (&y, &j) in others.iter().zip(ids) {
+            let d = x ^ y;
+            let distance = d.count_ones();
+            if distance <= self.radius && first_band(d, self.t) == self.band {
+                let (a, b) = if i < j { (i, j) } else { (j, i) };
+                found.push(Pair { a, b, distance });
+            }
+        }
+    }
 }
 
 /// Every pair at most `radius` apart by comparing all pairs: the reference the index is
@@ -171,7 +245,7 @@ mod tests {
     use super::*;
 
     /// A deterministic pseudo-random sequence (splitmix64).
-    fn random(n: usize, seed: u64) -> Vec<u64> {
+    pub(super) fn random_hashes(n: usize, seed: u64) -> Vec<u64> {
         let mut state = seed;
         (0..n)
             .map(|_| {
@@ -186,9 +260,9 @@ mod tests {
 
     #[test]
     fn the_index_finds_exactly_the_pairs_brute_force_finds() {
-        let mut hashes = random(3000, 1);
+        let mut hashes = random_hashes(3000, 1);
         // planted neighbours at every distance up to 12, flipping random bits
-        let flips = random(3000, 2);
+        let flips = random_hashes(3000, 2);
         for k in 0..600 {
             let d = (k % 13) as u32;
             let mut h = hashes[k];
@@ -215,6 +289,21 @@ mod tests {
             split.sort_unstable();
             assert_eq!(split, want, "radius {radius}, bands apart");
             assert!(radius == 0 || want.len() > 200, "{}", want.len());
+        }
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    /// `cargo test -p framefusion-dedup --release -- --ignored --nocapture timing`
+    #[test]
+    #[ignore = "a timing, not a check"]
+    fn timing_of_a_million() {
+        let hashes = super::tests::random_hashes(1_000_000, 3);
+        for n in [100_000, 1_000_000] {
+            let started = std::time::Instant::now();
+            let pairs = super::pairs_within(&hashes[..n], 10, None);
+            println!("{n}: {:?}, {} pairs", started.elapsed(), pairs.len());
         }
     }
 }

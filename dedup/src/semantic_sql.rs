@@ -4,7 +4,10 @@
 //!   the embeddings ([`crate::semantic::fit`]), `ceil(rows / per_cluster)` of them (default
 //!   1,000 rows a cluster, so a cluster's pairwise work stays bounded as the corpus grows),
 //!   fitted on a sample of at most [`SAMPLE`] rows: those whose id hashes lowest, the same
-//!   whatever order or partitions the rows come in. A list of centroids.
+//!   whatever order or partitions the rows come in. The centroids packed in one binary
+//!   value (`k` and the dimension as two little-endian u32, then the `k x dim` f32 values;
+//!   a `BinaryView`, so a scalar subquery joining it to every row shares its bytes instead
+//!   of copying them per row).
 //! - `nearest_centroid(embedding, centroids)` (scalar): the index of the embedding's
 //!   nearest centroid, its cluster.
 //! - `semantic_dedup(id, embedding, eps, rank)` (aggregate, grouped by cluster): each
@@ -31,7 +34,7 @@ use datafusion::logical_expr::{
     Accumulator, AggregateUDFImpl, ColumnarValue, ScalarFunctionArgs, ScalarUDFImpl, Signature,
     Volatility,
 };
-use ndarray::ArrayView2;
+use ndarray::{Array2, ArrayView2};
 
 use crate::semantic::{assign, dedup_cluster, fit, normalise, sample_key};
 
@@ -156,7 +159,7 @@ impl AggregateUDFImpl for KmeansCentroids {
     }
 
     fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
-        Ok(centroids_type())
+        Ok(DataType::BinaryView)
     }
 
     fn state_fields(&self, args: StateFieldsArgs) -> Result<Vec<FieldRef>> {
@@ -303,10 +306,11 @@ impl Accumulator for KmeansAccumulator {
             .max(1);
         let view = rows.view()?;
         let centroids = framefusion_common::cpu::budget().run(|| fit(view, k, ITERATIONS));
-        Ok(lists_of(
-            centroids.as_slice().unwrap_or_default(),
+        Ok(ScalarValue::BinaryView(Some(pack(
+            centroids.nrows(),
             centroids.ncols(),
-        ))
+            centroids.as_slice().unwrap_or_default(),
+        ))))
     }
 
     fn size(&self) -> usize {
@@ -323,6 +327,40 @@ impl KmeansAccumulator {
     fn name(&self) -> &'static str {
         "kmeans_centroids"
     }
+}
+
+/// Centroids as `kmeans_centroids` returns them: `k`, `dim`, the values.
+fn pack(k: usize, dim: usize, values: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + values.len() * 4);
+    out.extend_from_slice(&(k as u32).to_le_bytes());
+    out.extend_from_slice(&(dim as u32).to_le_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+/// The centroids `pack` made, or why these bytes are not such.
+fn unpack(bytes: &[u8]) -> Result<Array2<f32>> {
+    let word = |at: usize| {
+        bytes
+            .get(at..at + 4)
+            .and_then(|w| <[u8; 4]>::try_from(w).ok())
+            .map(u32::from_le_bytes)
+    };
+    let (Some(k), Some(dim)) = (word(0), word(4)) else {
+        return exec_err!("nearest_centroid: the centroids are not kmeans_centroids' value");
+    };
+    let (k, dim) = (k as usize, dim as usize);
+    if bytes.len() != 8 + k * dim * 4 {
+        return exec_err!("nearest_centroid: the centroids are not kmeans_centroids' value");
+    }
+    let values: Vec<f32> = bytes[8..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Array2::from_shape_vec((k, dim), values)
+        .map_err(|e| datafusion::error::DataFusionError::Internal(e.to_string()))
 }
 
 /// `nearest_centroid(embedding, centroids)`: see the module docs.
@@ -352,13 +390,13 @@ impl ScalarUDFImpl for NearestCentroid {
         match arg_types {
             [e, c] => {
                 let c = match c {
-                    DataType::List(f) if matches!(f.data_type(), DataType::List(_)) => {
-                        centroids_type()
+                    DataType::BinaryView | DataType::Binary | DataType::LargeBinary => {
+                        DataType::BinaryView
                     }
-                    DataType::Null => centroids_type(),
+                    DataType::Null => DataType::BinaryView,
                     other => {
                         return plan_err!(
-                            "nearest_centroid: centroids must be kmeans_centroids' list of lists, not {other}"
+                            "nearest_centroid: centroids must be kmeans_centroids' value, not {other}"
                         );
                     }
                 };
@@ -376,23 +414,13 @@ impl ScalarUDFImpl for NearestCentroid {
         let n = args.number_rows;
         let embeddings = args.args[0].to_array(n)?;
         let centroids = args.args[1].to_array(n)?;
-        let lists = centroids.as_list::<i32>();
+        let packed = centroids.as_binary_view();
         // the centroids of the first row that has them (one value for the whole query)
-        let Some(first) = (0..lists.len()).find(|&r| lists.is_valid(r)) else {
+        let Some(first) = (0..packed.len()).find(|&r| packed.is_valid(r)) else {
             return Ok(ColumnarValue::Array(Arc::new(Int32Array::new_null(n))));
         };
-        let rows: ArrayRef = lists.value(first);
-        let mut matrix = Rows::default();
-        for r in 0..rows.len() {
-            let Some(v) = rows.as_list::<i32>().is_valid(r).then(|| {
-                let values = rows.as_list::<i32>().value(r);
-                values.as_primitive::<Float32Type>().values().to_vec()
-            }) else {
-                continue;
-            };
-            matrix.push(self.name(), &v)?;
-        }
-        let centroids = matrix.view()?;
+        let matrix = unpack(packed.value(first))?;
+        let centroids = matrix.view();
         let mut present = Vec::with_capacity(n);
         let mut data = Rows::default();
         for row in 0..n {
