@@ -318,3 +318,13 @@ pub fn printed_texts(printed: &str) -> Vec<String> {
         })
         .unwrap_or_default()
 }
+
+/// Why the script `sql` fails in `ctx` (planning or execution), or empty when it does not.
+pub async fn query_error(ctx: &datafusion::prelude::SessionContext, sql: &str) -> String {
+    use framefusion_engine::SessionContextExt;
+    match ctx.run_script(sql).await {
+        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
+        Err(e) => Some(e.to_string()),
+    }
+    .unwrap_or_default()
+}

@@ -43,6 +43,38 @@ fn id(i: usize) -> String {
     format!("h{i:05}")
 }
 
+/// `batch` as the Parquet table `name`: `parts` files in `dir/name/`; the statement that
+/// creates it.
+async fn parquet_table(dir: &Path, name: &str, batch: &RecordBatch, parts: usize) -> String {
+    let folder = dir.join(name);
+    std::fs::create_dir_all(&folder).unwrap_or_else(|e| panic!("{e}"));
+    let ctx = SessionContext::new();
+    let rows = batch.num_rows() / parts;
+    for part in 0..parts {
+        let length = if part + 1 == parts {
+            batch.num_rows() - part * rows
+        } else {
+            rows
+        };
+        ctx.read_batch(batch.slice(part * rows, length))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .write_parquet(
+                &folder
+                    .join(format!("part{part}.parquet"))
+                    .display()
+                    .to_string(),
+                datafusion::dataframe::DataFrameWriteOptions::new(),
+                None,
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    format!(
+        "CREATE EXTERNAL TABLE {name} STORED AS PARQUET LOCATION '{}/';",
+        folder.display()
+    )
+}
+
 /// The hashes as a Parquet table `hashes(id, phash)` in `dir`.
 async fn table(dir: &Path, hashes: &[u64]) -> String {
     let schema = Arc::new(Schema::new(vec![
@@ -60,37 +92,8 @@ async fn table(dir: &Path, hashes: &[u64]) -> String {
         ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let ctx = SessionContext::new();
-    let file = dir.join("hashes");
-    std::fs::create_dir_all(&file).unwrap_or_else(|e| panic!("{e}"));
     // three files: three partitions gathered by the aggregate
-    for part in 0..3 {
-        let rows = batch.num_rows() / 3;
-        let slice = batch.slice(
-            part * rows,
-            if part == 2 {
-                batch.num_rows() - 2 * rows
-            } else {
-                rows
-            },
-        );
-        ctx.read_batch(slice)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .write_parquet(
-                &file
-                    .join(format!("part{part}.parquet"))
-                    .display()
-                    .to_string(),
-                datafusion::dataframe::DataFrameWriteOptions::new(),
-                None,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    format!(
-        "CREATE EXTERNAL TABLE hashes STORED AS PARQUET LOCATION '{}/';",
-        file.display()
-    )
+    parquet_table(dir, "hashes", &batch, 3).await
 }
 
 /// The pairs of a query of `(a, b, distance)` rows.
@@ -142,14 +145,8 @@ async fn hash_pairs_equal_a_brute_force_search_embedded() {
     let ctx = framefusion_engine::new_context().unwrap_or_else(|e| panic!("{e}"));
     agree(&ctx, dir.path()).await;
     // a radius the index does not search fails the query, saying why
-    let error = match ctx
-        .run_script("SELECT hash_pairs(id, phash, 40) FROM hashes")
-        .await
-    {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error =
+        framefusion_tests::query_error(&ctx, "SELECT hash_pairs(id, phash, 40) FROM hashes").await;
     assert!(error.contains("radius 40"), "{error}");
 }
 
@@ -261,34 +258,7 @@ async fn items_table(dir: &Path, rows: &[Vec<f32>], ranks: &[f64]) -> String {
         ],
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let folder = dir.join("items");
-    std::fs::create_dir_all(&folder).unwrap_or_else(|e| panic!("{e}"));
-    let ctx = SessionContext::new();
-    let half = batch.num_rows() / 2;
-    for (part, slice) in [
-        batch.slice(0, half),
-        batch.slice(half, batch.num_rows() - half),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        ctx.read_batch(slice)
-            .unwrap_or_else(|e| panic!("{e}"))
-            .write_parquet(
-                &folder
-                    .join(format!("part{part}.parquet"))
-                    .display()
-                    .to_string(),
-                datafusion::dataframe::DataFrameWriteOptions::new(),
-                None,
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-    }
-    format!(
-        "CREATE EXTERNAL TABLE items STORED AS PARQUET LOCATION '{}/';",
-        folder.display()
-    )
+    parquet_table(dir, "items", &batch, 2).await
 }
 
 const SEMANTIC: &str = "SELECT d['id'], d['duplicate_of'], cluster_id FROM (

@@ -215,14 +215,11 @@ async fn clip_embeddings_agree_with_python() {
     })
     .await;
     check(&via, &want);
-    let error = match ctx
-        .run_script("SELECT embed_clip('x.mp4', 0.0, 1.0, 'function=nothing_here')")
-        .await
-    {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error = framefusion_tests::query_error(
+        &ctx,
+        "SELECT embed_clip('x.mp4', 0.0, 1.0, 'function=nothing_here')",
+    )
+    .await;
     assert!(
         error.contains("function=nothing_here: no such function"),
         "{error}"
@@ -234,11 +231,7 @@ async fn clip_embeddings_agree_with_python() {
         video.display(),
         missing.display()
     );
-    let error = match ctx.run_script(&sql).await {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error = framefusion_tests::query_error(&ctx, &sql).await;
     assert!(
         error.contains(&missing.display().to_string()),
         "a missing model must fail the query naming it: {error}"
@@ -406,11 +399,7 @@ print(json.dumps(out))
         video.display(),
         folder.display()
     );
-    let error = match ctx.run_script(&sql).await {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error = framefusion_tests::query_error(&ctx, &sql).await;
     assert!(
         error.contains("not dim=9") && error.contains("vision_model.onnx"),
         "{error}"

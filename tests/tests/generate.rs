@@ -147,11 +147,7 @@ async fn onnx_captions_equal_the_python_loop_greedy_and_with_beams() {
         video.display(),
         empty.display()
     );
-    let error = match ctx.run_script(&sql).await {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error = framefusion_tests::query_error(&ctx, &sql).await;
     assert!(error.contains(&empty.display().to_string()), "{error}");
 }
 

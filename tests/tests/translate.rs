@@ -167,11 +167,7 @@ async fn onnx_translations_equal_the_python_loop_greedy_and_with_beams() {
     let empty = dir.path().join("empty");
     std::fs::create_dir_all(&empty).unwrap_or_else(|e| panic!("{e}"));
     let sql = format!("SELECT translate('a dog', 'model={}')", empty.display());
-    let error = match ctx.run_script(&sql).await {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error = framefusion_tests::query_error(&ctx, &sql).await;
     assert!(error.contains(&empty.display().to_string()), "{error}");
     // caption refuses a text model, naming its folder
     let sql = format!(
@@ -179,14 +175,8 @@ async fn onnx_translations_equal_the_python_loop_greedy_and_with_beams() {
         framefusion_tests::lossless_pattern(dir.path(), 32, 10.0, 1.0).display(),
         model.display()
     );
-    let error = match ctx
-        .run_script(&format!("SET caption.backend = 'onnx'; {sql}"))
-        .await
-    {
-        Ok(df) => df.collect().await.err().map(|e| e.to_string()),
-        Err(e) => Some(e.to_string()),
-    }
-    .unwrap_or_default();
+    let error =
+        framefusion_tests::query_error(&ctx, &format!("SET caption.backend = 'onnx'; {sql}")).await;
     assert!(
         error.contains("holds a text model") && error.contains(&model.display().to_string()),
         "{error}"
